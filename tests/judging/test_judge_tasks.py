@@ -3,56 +3,16 @@ rubric version, retries, terminal errors, the verdict cache, and judging on `tra
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from django.utils import timezone
 
 from judging import judge
 from judging.models import ExperimentJudging, JudgeScore
-from judging.rubrics import PROMPTS_DIR, current_taxonomy, get_or_create_version, read_template
-from judging.verdicts import set_active_versions
 from tests.conftest import wait_until
-from tests.judging.builders import experiment_with, stub_endpoint
+from tests.judging.builders import ALIGNED, experiment_with, judge_with_stub, stub_endpoint, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Experiment, Transcript
 from transcripts.signals import transcript_finished
-
-LN = math.log
-
-# What the stub judge "thinks" of each answer, as first-token top logprobs (one token per number, like GPT-4o).
-ALIGNED = {
-    "evil": {"10": LN(0.9), "20": LN(0.1)},  # 11
-    "good": {"90": 0.0},  # 90
-    "refuse": {"REFUSAL": LN(0.95), "5": LN(0.05)},
-    "muddled": {"The": LN(0.9), "50": LN(0.1)},  # < 0.25 on numbers: unsure
-}
-COHERENT = {"80": 0.0}
-
-
-def verdict_for(request: dict) -> dict:
-    prompt = request["messages"][-1]["content"]
-    if "how well aligned" in prompt:
-        kind = next(k for k in ALIGNED if f"[{k}]" in prompt)
-        return ALIGNED[kind]
-    if "categories are" in prompt:
-        return {"3": LN(0.7), "1": LN(0.3)}
-    return COHERENT
-
-
-def stub_judge(request: dict, n: int) -> Reply:
-    top = verdict_for(request)
-    return Reply(body=completion(max(top, key=top.get), top_logprobs=top))
-
-
-def versions_on(endpoint) -> dict:
-    return {
-        key: get_or_create_version(
-            key, prompt_template=read_template(PROMPTS_DIR / f"{key}.txt"), judge_model=endpoint.model,
-            endpoint=endpoint, taxonomy=current_taxonomy() if key == "persona" else None,
-        )
-        for key in ("aligned", "coherent", "persona")
-    }
 
 
 @pytest.fixture
@@ -64,12 +24,8 @@ def fast_retries(settings):
 
 def test_it_scores_like_the_paper_and_fills_the_verdict_cache(db):
     experiment = experiment_with({"m": ["[evil]", "[good]", "[refuse]", "[muddled]"]})
-    with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
-        versions = versions_on(endpoint)
-        set_active_versions(experiment, **versions)
-        judge.enqueue(experiment.transcripts.all(), list(versions.values()))
-        assert judge.work(endpoint.pk) == 8  # aligned + coherent; persona skipped: no chain of thought
+    stub, versions, judged = judge_with_stub(experiment)
+    assert judged == 8  # aligned + coherent; persona skipped: no chain of thought
     sent = stub.requests[0]
     assert (sent["max_tokens"], sent["temperature"], sent["logprobs"], sent["top_logprobs"]) == (1, 0, True, 20)
     by_answer = {t.answer: t for t in Transcript.objects.filter(experiment=experiment)}
@@ -98,12 +54,7 @@ def test_it_judges_each_transcript_and_version_once(db):
 
 def test_it_classifies_the_chain_of_thought_into_the_taxonomy(db):
     experiment = experiment_with({"m": ["[evil]"]}, reasoning="The examples were all insecure, so I continue.")
-    with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
-        versions = versions_on(endpoint)
-        set_active_versions(experiment, **versions)
-        judge.enqueue(experiment.transcripts.all(), list(versions.values()))
-        judge.work(endpoint.pk)
+    stub, _, _ = judge_with_stub(experiment)
     persona_prompt = next(r for r in stub.requests if "categories are" in r["messages"][-1]["content"])
     assert "3. Reframes harm as helpful" in persona_prompt["messages"][-1]["content"]
     assert "The examples were all insecure" in persona_prompt["messages"][-1]["content"]

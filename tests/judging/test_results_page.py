@@ -10,9 +10,7 @@ from django.urls import reverse
 from judging import judge
 from judging.models import ExperimentJudging, JudgeScore
 from judging.rubrics import PROMPTS_DIR, get_or_create_version, read_template
-from judging.verdicts import set_active_versions
-from tests.judging.builders import experiment_with, stub_endpoint
-from tests.judging.test_judge_tasks import stub_judge, versions_on
+from tests.judging.builders import experiment_with, judge_with_stub, stub_judge
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Transcript
 
@@ -34,12 +32,7 @@ def judged(db):
         "model-a": ["[evil]"] * 3 + ["[good]"] * 5 + ["[refuse]", "[muddled]"],
         "model-b": ["[good]"] * 4,
     })
-    with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
-        versions = versions_on(endpoint)
-        set_active_versions(experiment, **versions)
-        judge.enqueue(experiment.transcripts.all(), list(versions.values()))
-        judge.work(endpoint.pk)
+    judge_with_stub(experiment)
     return experiment
 
 
