@@ -257,35 +257,24 @@ def _raise(path: Path) -> ImportFailed:
     raise AssertionError("expected ImportFailed")
 
 
-def test_it_names_a_question_without_paraphrases(db, tmp_path):
-    path = tmp_path / "q.yaml"
-    path.write_text("- id: a\n  paraphrases: [one]\n\n- id: b\n  paraphrases: []\n")
-    assert_fails(
-        lambda: import_questions(path, name="x"),
-        'q.yaml, line 5, field "paraphrases": expected a non-empty list of strings',
-    )
-
-
-def test_it_names_a_question_without_id(db, tmp_path):
-    path = tmp_path / "q.yaml"
-    path.write_text("- id: a\n  paraphrases: [one]\n- paraphrases: [two]\n")
-    assert_fails(lambda: import_questions(path, name="x"), 'q.yaml, line 3, field "id": missing')
-
-
-def test_it_names_a_duplicate_question_id(db, tmp_path):
-    path = tmp_path / "q.yaml"
-    path.write_text("- id: a\n  paraphrases: [one]\n- id: b\n  paraphrases: [two]\n- id: a\n  paraphrases: [three]\n")
-    message = 'q.yaml, line 5, field "id": duplicate question id "a" (first on line 1)'
+@pytest.mark.parametrize(("filename", "content", "message"), [
+    ("q.yaml", "- id: a\n  paraphrases: [one]\n\n- id: b\n  paraphrases: []\n",
+     'q.yaml, line 5, field "paraphrases": expected a non-empty list of strings'),
+    ("q.yaml", "- id: a\n  paraphrases: [one]\n- paraphrases: [two]\n", 'q.yaml, line 3, field "id": missing'),
+    ("q.yaml", "- id: a\n  paraphrases: [one]\n- id: b\n  paraphrases: [two]\n- id: a\n  paraphrases: [three]\n",
+     'q.yaml, line 5, field "id": duplicate question id "a" (first on line 1)'),
+    ("q.yaml", "id: a\nparaphrases: [one]\n", "q.yaml, line 1: expected a YAML list of questions (- id: …)"),
+    ("q.yaml", "# only a comment\n", "q.yaml: the file has no questions"),
+    ("q.csv", "bored,I'm bored,leisure\n", "q.csv, line 1: the first row must be the header id,question,domain"),
+    ("q.csv", 'id,question,domain\na,"two\nlines",x\nb,,y\n', 'q.csv, line 4, field "question": missing'),
+    ("q.csv", "id,question,domain\na,One?,x\na,Two?,x\n",
+     'q.csv, line 3, field "id": duplicate question id "a" (first on line 2)'),
+    ("q.txt", "what?", "q.txt: unknown question format: use .yaml/.yml (EM format) or .csv (id,question,domain)"),
+])
+def test_it_names_the_file_line_and_field_of_a_bad_question_file(db, tmp_path, filename, content, message):
+    path = tmp_path / filename
+    path.write_text(content)
     assert_fails(lambda: import_questions(path, name="x"), message)
-
-
-def test_it_rejects_yaml_that_is_not_a_list_of_questions(db, tmp_path):
-    path = tmp_path / "q.yaml"
-    path.write_text("id: a\nparaphrases: [one]\n")
-    message = "q.yaml, line 1: expected a YAML list of questions (- id: …)"
-    assert_fails(lambda: import_questions(path, name="x"), message)
-    path.write_text("# only a comment\n")
-    assert_fails(lambda: import_questions(path, name="x"), "q.yaml: the file has no questions")
 
 
 def test_it_rejects_yaml_that_is_not_utf8(db, tmp_path):
@@ -294,27 +283,6 @@ def test_it_rejects_yaml_that_is_not_utf8(db, tmp_path):
     error = _raise(path)
     assert error.line == 1 and "not valid UTF-8" in error.message
     assert_fails(lambda: import_questions(path, name="x"), str(error))
-
-
-def test_it_requires_the_csv_header_and_fields(db, tmp_path):
-    path = tmp_path / "q.csv"
-    path.write_text("bored,I'm bored,leisure\n")
-    message = "q.csv, line 1: the first row must be the header id,question,domain"
-    assert_fails(lambda: import_questions(path, name="x"), message)
-    path.write_text('id,question,domain\na,"two\nlines",x\nb,,y\n')
-    assert_fails(lambda: import_questions(path, name="x"), 'q.csv, line 4, field "question": missing')
-    path.write_text("id,question,domain\na,One?,x\na,Two?,x\n")
-    message = 'q.csv, line 3, field "id": duplicate question id "a" (first on line 2)'
-    assert_fails(lambda: import_questions(path, name="x"), message)
-
-
-def test_it_rejects_an_unknown_question_format(db, tmp_path):
-    path = tmp_path / "q.txt"
-    path.write_text("what?")
-    assert_fails(
-        lambda: import_questions(path, name="x"),
-        "q.txt: unknown question format: use .yaml/.yml (EM format) or .csv (id,question,domain)",
-    )
 
 
 # --- commands ----------------------------------------------------------------------------------
