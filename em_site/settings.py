@@ -13,6 +13,8 @@ import plotly
 from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
+from em_site.broker import transport_for
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -185,6 +187,7 @@ SPECTACULAR_SETTINGS = {
 # Celery. The default broker is server-less (kombu's filesystem transport under var/) and is
 # consumed by a real `celery worker` process; production points CELERY_BROKER_URL at Redis.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_TRANSPORT = transport_for(CELERY_BROKER_URL)
 BROKER_DIR = VAR_DIR / env.str("EM_BROKER_SUBDIR", default="broker")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):

@@ -187,9 +187,11 @@ def point_app_at(broker_url: str, transport_options: dict | None = None) -> None
     producer pools (kombu per broker URL), so all are dropped: closed pools would refuse every send."""
     from kombu import pools
 
+    from em_site.broker import transport_for
     from em_site.celery import app
 
     app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = broker_url
+    app.conf.broker_transport = transport_for(broker_url)
     if transport_options is not None:
         app.conf.broker_transport_options = transport_options
     pools.reset()
