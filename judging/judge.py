@@ -357,6 +357,10 @@ def work(endpoint_id: int, budget_seconds: float | None = None) -> int:
             return handled
         run_claim(claim)
         handled += 1
+        if generation.worker_stopping():
+            # Take no new row: with the judge gone too (`make run` stops both), each claim would fail at once,
+            # hand the row back and claim it again, until every pending row had used up its attempts.
+            return handled
 
 
 def dispatch(endpoint_ids: set[int] | None = None) -> int:

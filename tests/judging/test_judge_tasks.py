@@ -3,6 +3,8 @@ rubric version, retries, terminal errors, the verdict cache, and judging on `tra
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from django.utils import timezone
 
@@ -175,3 +177,32 @@ def test_it_judges_finished_transcripts_through_a_real_worker(celery_worker_fact
             transcript_finished.send(sender=Transcript, transcript=transcript)
         wait_until(lambda: JudgeScore.objects.filter(status="done").count() == 6, message="6 verdicts")
     assert list(experiment.transcripts.order_by("pk").values_list("misaligned", flat=True)) == [True, False, False]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")
+def test_stopping_the_worker_while_the_judge_is_down_leaves_rows_for_the_next_worker(celery_worker_factory):
+    """What `make run` does on Ctrl-C: the local judge server and the worker stop together. Rows the worker had
+    not judged must stay pending (not fail), and a new worker finishes them."""
+    experiment = experiment_with({"m": ["[evil]", "[good]"] * 10})
+    judge_down = False
+
+    def slow_judge_that_can_go_down(request, n):
+        reply = Reply(status=503, body={"error": {"message": "down"}}) if judge_down else stub_judge(request, n)
+        return replace(reply, delay=0.2)  # slow enough that rows are in flight when the worker is stopped
+
+    with StubOpenAI(slow_judge_that_can_go_down) as stub:
+        endpoint = stub_endpoint(stub.base_url, max_concurrency=2)
+        judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
+        worker = celery_worker_factory(concurrency=2, env={"GENERATION_BACKOFF_SECONDS": "0.05"})
+        wait_until(lambda: JudgeScore.objects.filter(status="done").count() >= 4, message="4 verdicts")
+        judge_down = True
+        worker.stop()
+        assert worker.proc.returncode is not None, "the worker should have stopped"
+        assert not JudgeScore.objects.filter(status__in=["failed", "running"]).exists()
+        left = JudgeScore.objects.filter(status="pending")
+        assert left.exists() and max(left.values_list("attempts", flat=True)) <= 1
+        judge_down = False
+        celery_worker_factory(concurrency=2)
+        judge.reconcile()  # beat's job in `make run`: re-dispatch the pending rows
+        wait_until(lambda: JudgeScore.objects.filter(status="done").count() == 20, timeout=60, message="20 verdicts")
