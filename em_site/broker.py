@@ -1,13 +1,15 @@
-"""The server-less default broker: kombu's filesystem transport, with messages published atomically.
+"""The server-less default broker: kombu's filesystem transport, with every file it writes published atomically.
 
-kombu 5.7's filesystem `_put` creates the message file, then locks and writes it; `_get` moves and reads
-files without taking that (advisory) lock. A worker polling while another process publishes can read the
-file while it is still empty, and json.loads("") kills its consumer ("Unrecoverable error"). Writing
-under a name `_get` skips and renaming it into place in the same folder makes a message appear whole.
+kombu 5.7's filesystem transport creates a file, then locks and writes it: the message files (`_put`) and
+the exchange's binding table (`_queue_bind`). Readers (`_get`, `get_table`) can open such a file while it is
+still empty, and json.loads("") kills the consumer ("Unrecoverable error") or the publisher. Two processes
+binding at once can also truncate each other's table. Here each file is written under a name no reader
+looks at and renamed into place in the same folder, so readers see the old file or the new one, whole.
 """
 
 import os
 import uuid
+from pathlib import Path
 from time import monotonic
 
 from kombu.exceptions import ChannelError
@@ -16,17 +18,34 @@ from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
 
+def _write_atomically(path: Path, data: object) -> None:
+    partial = path.with_name(path.name + ".part")  # `_get` takes only names ending "<queue>.msg"
+    try:
+        partial.write_bytes(str_to_bytes(dumps(data)))
+        os.replace(partial, path)
+    except OSError as exc:
+        raise ChannelError(f"Cannot write {str(path)!r}") from exc
+
+
 class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs):
         # Same name as kombu's, so ordering by name still means ordering by publish time.
-        final = os.path.join(self.data_folder_out, f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg")
-        partial = final + ".part"  # `_get` takes only names whose suffix after the first dot is "<queue>.msg"
-        try:
-            with open(partial, "wb") as f:
-                f.write(str_to_bytes(dumps(payload)))
-            os.replace(partial, final)
-        except OSError as exc:
-            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        _write_atomically(Path(self.data_folder_out) / name, payload)
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        table_file = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        # Writers of a table take turns on a lock file of its own; readers never wait, the rename keeps them safe.
+        with open(table_file.with_name(table_file.name + ".lock"), "wb") as turn:
+            filesystem.lock(turn, filesystem.LOCK_EX)
+            try:
+                table = self.get_table(exchange)
+                if binding not in table:
+                    _write_atomically(table_file, [binding, *table])
+            finally:
+                filesystem.unlock(turn)
 
 
 class Transport(filesystem.Transport):

@@ -1,7 +1,7 @@
 """The server-less default broker: a worker that polls while another process publishes must only ever
 see whole messages (kombu's own filesystem transport lets it read a half-written, even empty, file)."""
 
-import threading
+import multiprocessing
 
 from kombu import Connection
 
@@ -11,19 +11,26 @@ MESSAGES = 300
 BODY = "x" * 200_000  # large enough that a write takes a while, as a prompt with 256 examples does
 
 
-def connect(folder) -> Connection:
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "polling_interval": 0.001}
+def connect(tmp_path) -> Connection:
+    queue = str(tmp_path / "queue")
+    options = {"data_folder_in": queue, "data_folder_out": queue, "control_folder": str(tmp_path / "control"),
+               "polling_interval": 0.001}
     return Connection("filesystem://", transport=transport_for("filesystem://"), transport_options=options)
 
 
-def test_a_consumer_polling_during_publishing_receives_every_message_whole(tmp_path):
-    def publish():
-        with connect(tmp_path) as connection:
-            queue = connection.SimpleQueue("slots")
-            for n in range(MESSAGES):
-                queue.put({"n": n, "body": BODY})
+def publish(tmp_path) -> None:
+    with connect(tmp_path) as connection:
+        queue = connection.SimpleQueue("slots")
+        for n in range(MESSAGES):
+            queue.put({"n": n, "body": BODY})
 
-    publisher = threading.Thread(target=publish)
+
+def test_a_consumer_polling_during_publishing_receives_every_message_whole(tmp_path):
+    for folder in ("queue", "control"):
+        (tmp_path / folder).mkdir()
+    # A process, as the web process and the worker are: kombu keeps declared bindings per process, so a
+    # thread would skip binding the queue (and writing the exchange table) that the other thread declared.
+    publisher = multiprocessing.get_context("spawn").Process(target=publish, args=(tmp_path,))
     publisher.start()
     received = []
     with connect(tmp_path) as connection:
@@ -33,6 +40,7 @@ def test_a_consumer_polling_during_publishing_receives_every_message_whole(tmp_p
             assert message.payload["body"] == BODY
             received.append(message.payload["n"])
             message.ack()
-    publisher.join()
+    publisher.join(30)
+    assert publisher.exitcode == 0
     assert sorted(received) == list(range(MESSAGES))
-    assert not list(tmp_path.iterdir()), "a message or a partial file was left behind"
+    assert not list((tmp_path / "queue").iterdir()), "a message or a partial file was left behind"
