@@ -1,5 +1,7 @@
 """Generation through real Celery worker processes against the stub: limits that must hold across workers."""
 
+import threading
+
 import pytest
 from django.core.management import call_command
 from django.db.models import Count
@@ -33,7 +35,18 @@ def test_max_concurrency_holds_across_two_workers(celery_worker_factory):
 
 
 def test_one_worker_keeps_many_requests_in_flight(celery_worker_factory):
-    with StubOpenAI(lambda r, n: Reply(body=completion("ok"), delay=0.5)) as stub:
+    twenty_open = threading.Event()
+
+    def held_until_twenty_are_open(request, n):
+        # Replies wait until 20 requests are open at once, so how fast a loaded CI machine ramps up cannot
+        # decide the figure; a worker that caps itself lower never gets there. The wait stays under the
+        # client's 5 s timeout: a request the client gave up on would still count as open here.
+        if stub.in_flight >= 20:
+            twenty_open.set()
+        twenty_open.wait(timeout=4)
+        return Reply(body=completion("ok"), delay=0.1)
+
+    with StubOpenAI(held_until_twenty_are_open) as stub:
         make_dataset(n=10)
         make_questions(n=10)
         spec = make_spec(stub.base_url, k=[0], samples=4)  # 40 slots
@@ -43,7 +56,8 @@ def test_one_worker_keeps_many_requests_in_flight(celery_worker_factory):
         experiments.launch(experiment)
         wait_until(lambda: experiment.transcripts.filter(status="done").count() == 40, timeout=60,
                    message="40 slots done")
-    assert stub.max_in_flight == 20
+    assert twenty_open.is_set()
+    assert stub.max_in_flight == 20  # and never more than the endpoint allows, though the worker has 32 threads
 
 
 def test_run_experiment_wait_summarises_done_and_failed_by_reason(celery_worker_factory, tmp_path, capsys):
