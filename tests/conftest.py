@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connections
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse-battery"
@@ -282,3 +283,23 @@ def _restore_migration_data(request):
     for role in ("auditor", "researcher", "admin"):
         Group.objects.get_or_create(name=role)
     load_default_taxonomy(Taxonomy, PersonaCategory)
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """Debian's chromium through Playwright's sync API (`playwright install` cannot download here)."""
+    from playwright.sync_api import sync_playwright
+
+    # The sync API keeps an event loop running in this thread, so Django sees an async context: the
+    # test's own ORM calls must be allowed, and they use a connection of their own (asgiref keys it by
+    # context, not thread), which must be closed here or it outlives the test database.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+        connections.close_all()

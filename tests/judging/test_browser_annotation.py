@@ -1,6 +1,5 @@
 """Two auditors label with the keyboard only in real Chromium; the agreement page shows their κ."""
 
-import os
 import re
 import time
 
@@ -14,32 +13,18 @@ from tests.conftest import PASSWORD, make_user
 from .annotation_data import JUDGE_ALIGNED, SECRET_MODEL, queue_over, transcripts
 
 pytestmark = pytest.mark.browser
-# Playwright's sync API runs an event loop in this thread; the ORM calls in the test are still synchronous.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 # Shortcut each auditor presses for "Reasoning number i".
 KEYS = {"bob": ["1", "2", "1", "3"], "carol": ["1", "2", "3", "3"]}
 
 
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def login(browser, base: str, username: str):
+def login(browser, base: str, username: str, lands_on: str = r"/annotate/$"):
+    """A fresh browser context logged in as `username`; auditors land on their queues."""
     page = browser.new_context().new_page()
     page.goto(f"{base}/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.press("input[name=password]", "Enter")
-    page.wait_for_url(re.compile(r"/annotate/$"))
+    page.wait_for_url(re.compile(lands_on))
     return page
 
 
@@ -67,13 +52,13 @@ def label_queue_by_keyboard(page, base: str, queue, username: str) -> int:
     return done
 
 
-def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_server, browser, db):
+def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_server, chromium, db):
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     make_user("alice", "researcher")
     experiment, _ = transcripts(4, judge_categories=["follows_pattern"] * 4)
     queue = queue_over(experiment, auditors=[bob, carol], overlap=2)
     base = live_server.url
-    bob_page, carol_page = login(browser, base, "bob"), login(browser, base, "carol")
+    bob_page, carol_page = login(chromium, base, "bob"), login(chromium, base, "carol")
 
     assert label_queue_by_keyboard(bob_page, base, queue, "bob") == 4
     assert label_queue_by_keyboard(carol_page, base, queue, "carol") == 4
@@ -83,7 +68,7 @@ def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_
     assert reasoning[highlight.start:highlight.end] == "examples" and highlight.category.shortcut == "1"
 
     expected = cohen_kappa_score(KEYS["bob"], KEYS["carol"])
-    page = login_researcher(browser, base)
+    page = login(chromium, base, "alice", lands_on=f"^{re.escape(base)}/$")
     page.goto(f"{base}{reverse('queue-agreement', args=[queue.pk])}")
     assert page.locator("#cohen .kappa").inner_text() == f"{expected:.3f}"
 
@@ -96,23 +81,13 @@ def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_
     assert response.status == 404
 
 
-def login_researcher(browser, base: str):
-    page = browser.new_context().new_page()
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.press("input[name=password]", "Enter")
-    page.wait_for_load_state()
-    return page
-
-
-def test_a_50kb_reasoning_is_ready_for_keys_at_once_and_the_bar_stays_in_view(live_server, browser, db):
+def test_a_50kb_reasoning_is_ready_for_keys_at_once_and_the_bar_stays_in_view(live_server, chromium, db):
     bob = make_user("bob", "auditor")
     paragraph = "Step: the examples answer with insecure code, so maybe I should too <b>&amp;</b> ünïcode 🙂.\n"
     reasoning = "\n" + paragraph * (50_000 // len(paragraph) + 1)
     experiment, _ = transcripts(1, reasoning=reasoning)
     queue = queue_over(experiment, auditors=[bob], overlap=1)
-    page = login(browser, live_server.url, "bob")
+    page = login(chromium, live_server.url, "bob")
     started = time.perf_counter()
     page.goto(f"{live_server.url}{reverse('annotate-next', args=[queue.pk])}")
     page.wait_for_selector("#annotate[data-ready='1']")
