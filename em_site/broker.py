@@ -52,6 +52,11 @@ class Transport(filesystem.Transport):
     Channel = Channel
 
 
+def is_serverless(broker_url: str) -> bool:
+    """True for the embedded default: messages are files under var/, no broker server runs."""
+    return broker_url.startswith("filesystem://")
+
+
 def transport_for(broker_url: str) -> str | None:
     """Celery's `broker_transport` for a broker URL: ours for filesystem://, else the URL's scheme decides."""
-    return "em_site.broker:Transport" if broker_url.startswith("filesystem://") else None
+    return "em_site.broker:Transport" if is_serverless(broker_url) else None

@@ -13,7 +13,7 @@ import plotly
 from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
-from em_site.broker import transport_for
+from em_site.broker import is_serverless, transport_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -189,7 +189,7 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 CELERY_BROKER_TRANSPORT = transport_for(CELERY_BROKER_URL)
 BROKER_DIR = VAR_DIR / env.str("EM_BROKER_SUBDIR", default="broker")
-if CELERY_BROKER_URL.startswith("filesystem://"):
+if is_serverless(CELERY_BROKER_URL):
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
