@@ -30,6 +30,21 @@ def _login(base: str, username: str, password: str) -> urllib.request.OpenerDire
     return opener
 
 
+def processes_running_in(var_dir) -> list[str]:
+    """Command lines of the live processes started with EM_VAR_DIR=var_dir (children inherit it)."""
+    marker = f"EM_VAR_DIR={var_dir}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    with open(f"/proc/{pid}/cmdline", "rb") as c:
+                        found.append(c.read().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 def test_it_runs_end_to_end_on_the_embedded_default(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     port, model_port = free_port(), free_port()
@@ -77,7 +92,8 @@ def test_it_runs_end_to_end_on_the_embedded_default(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    # Ctrl-C stops everything it started: nothing answers on its ports any more.
+    # Ctrl-C stops everything it started, grandchildren included: nothing answers on its ports any more.
+    assert processes_running_in(tmp_path) == []
     for p in (port, model_port):
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{p}/", timeout=2)

@@ -6,6 +6,7 @@ Ctrl-C (or SIGTERM) stops every process it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,10 @@ from judging.management.commands.load_demo import DEMO_USERS
 from transcripts.local_model import server_command, server_env, wait_for_server
 
 DEMO_EXPERIMENT = Path(settings.BASE_DIR) / "examples" / "demo.yaml"
+# How long Ctrl-C waits for in-flight work before killing. A request the local model is still generating
+# keeps both the model server and the worker's warm shutdown waiting on each other, for minutes on a busy
+# machine; killing is safe because the database hands an interrupted slot out again once its lease ends.
+STOP_GRACE_SECONDS = 10
 
 
 class Command(BaseCommand):
@@ -43,19 +48,25 @@ class Command(BaseCommand):
 
         def start(name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
             log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-            proc = subprocess.Popen(cmd, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # A session of its own: the terminal's Ctrl-C reaches only this command, which stops the children
+            # itself, and a kill reaches a child's own children too (gunicorn's workers, Celery's beat).
+            proc = subprocess.Popen(cmd, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
             procs.append((name, proc))
             return proc
 
-        def stop_all(*_):
+        def stop_all():
             for _name, proc in reversed(procs):
                 if proc.poll() is None:
                     proc.terminate()
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
             for _name, proc in procs:
                 try:
-                    proc.wait(15)
+                    proc.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    with contextlib.suppress(ProcessLookupError):  # it may have exited a moment ago
+                        os.killpg(proc.pid, signal.SIGKILL)  # the child and its own children
+                    proc.wait()
 
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
