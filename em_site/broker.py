@@ -57,6 +57,20 @@ def is_serverless(broker_url: str) -> bool:
     return broker_url.startswith("filesystem://")
 
 
+def serverless_options(broker_dir: Path) -> dict:
+    """Celery's transport options for the server-less broker kept under `broker_dir`; creates its folders."""
+    for sub in ("queue", "processed", "control"):
+        (broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(broker_dir / "queue"),
+        "data_folder_out": str(broker_dir / "queue"),
+        "processed_folder": str(broker_dir / "processed"),
+        "control_folder": str(broker_dir / "control"),
+        "store_processed": False,
+        "polling_interval": 0.2,
+    }
+
+
 def transport_for(broker_url: str) -> str | None:
     """Celery's `broker_transport` for a broker URL: ours for filesystem://, else the URL's scheme decides."""
     return "em_site.broker:Transport" if is_serverless(broker_url) else None

@@ -13,7 +13,7 @@ import plotly
 from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
-from em_site.broker import is_serverless, transport_for
+from em_site.broker import is_serverless, serverless_options, transport_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -190,16 +190,7 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 CELERY_BROKER_TRANSPORT = transport_for(CELERY_BROKER_URL)
 BROKER_DIR = VAR_DIR / env.str("EM_BROKER_SUBDIR", default="broker")
 if is_serverless(CELERY_BROKER_URL):
-    for sub in ("queue", "processed", "control"):
-        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(BROKER_DIR / "queue"),
-        "data_folder_out": str(BROKER_DIR / "queue"),
-        "processed_folder": str(BROKER_DIR / "processed"),
-        "control_folder": str(BROKER_DIR / "control"),
-        "store_processed": False,
-        "polling_interval": 0.2,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = serverless_options(BROKER_DIR)
 else:
     # Our own reconciler re-dispatches lost work within minutes, so Redis need not hold
     # unacked messages for its default hour.

@@ -5,16 +5,14 @@ import multiprocessing
 
 from kombu import Connection
 
-from em_site.broker import transport_for
+from em_site.broker import serverless_options, transport_for
 
 MESSAGES = 300
 BODY = "x" * 200_000  # large enough that a write takes a while, as a prompt with 256 examples does
 
 
 def connect(tmp_path) -> Connection:
-    queue = str(tmp_path / "queue")
-    options = {"data_folder_in": queue, "data_folder_out": queue, "control_folder": str(tmp_path / "control"),
-               "polling_interval": 0.001}
+    options = {**serverless_options(tmp_path), "polling_interval": 0.001}
     return Connection("filesystem://", transport=transport_for("filesystem://"), transport_options=options)
 
 
@@ -26,8 +24,6 @@ def publish(tmp_path) -> None:
 
 
 def test_a_consumer_polling_during_publishing_receives_every_message_whole(tmp_path):
-    for folder in ("queue", "control"):
-        (tmp_path / folder).mkdir()
     # A process, as the web process and the worker are: kombu keeps declared bindings per process, so a
     # thread would skip binding the queue (and writing the exchange table) that the other thread declared.
     publisher = multiprocessing.get_context("spawn").Process(target=publish, args=(tmp_path,))

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from django.core.management import call_command
 
+from em_site.broker import serverless_options
 from tests.conftest import point_app_at, wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
@@ -74,14 +75,7 @@ def test_it_survives_kill_9_of_the_worker_on_redis(tmp_path, celery_worker_facto
 
 
 def test_it_survives_kill_9_of_the_worker_on_the_filesystem_broker(tmp_path, celery_worker_factory):
-    folders = {"data_folder_in": str(tmp_path / "broker" / "queue"),
-               "data_folder_out": str(tmp_path / "broker" / "queue"),
-               "processed_folder": str(tmp_path / "broker" / "processed"),
-               "control_folder": str(tmp_path / "broker" / "control"),
-               "store_processed": False, "polling_interval": 0.2}
-    for sub in ("queue", "processed", "control"):
-        (tmp_path / "broker" / sub).mkdir(parents=True)
-    point_app_at("filesystem://", folders)
+    point_app_at("filesystem://", serverless_options(tmp_path / "broker"))
     env = {**WORKER_ENV, "EM_VAR_DIR": str(tmp_path)}  # the worker's settings put the broker under var/broker
     run_with_a_kill(tmp_path, celery_worker_factory, broker_url="filesystem://", env=env)
 
