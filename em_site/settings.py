@@ -219,6 +219,17 @@ GENERATION_BACKOFF_MAX_SECONDS = env.float("GENERATION_BACKOFF_MAX_SECONDS", def
 # A work message keeps claiming slots of its endpoint for at most this long, then hands over to a new one.
 GENERATION_MESSAGE_BUDGET_SECONDS = env.float("GENERATION_MESSAGE_BUDGET_SECONDS", default=600.0)
 
+# The environment variables an endpoint may name as its API key, declared by the operator. Nothing else is
+# ever read for a request: an endpoint (even one an admin made) naming another variable fails with
+# `undeclared_key_variable`. The variables the app itself is configured with can never be declared.
+ENDPOINT_KEY_VARIABLES = frozenset(env.list("ENDPOINT_KEY_VARIABLES", default=[]))
+_NEVER_KEYS = {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+if ENDPOINT_KEY_VARIABLES & _NEVER_KEYS:
+    raise ImproperlyConfigured(
+        f"ENDPOINT_KEY_VARIABLES may not include {', '.join(sorted(ENDPOINT_KEY_VARIABLES & _NEVER_KEYS))}: "
+        "those configure EM Audit itself and must never be sent to a model server."
+    )
+
 # The embedded local model server (llama-cpp-python serving SmolLM2-135M-Instruct).
 LOCAL_MODEL_HOST = env.str("LOCAL_MODEL_HOST", default="127.0.0.1")
 LOCAL_MODEL_PORT = env.int("LOCAL_MODEL_PORT", default=8765)

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from transcripts.models import Endpoint, Transcript, content_hash
+from transcripts.models import Endpoint, LeasedWork, Transcript, content_hash
 
 
 class Taxonomy(models.Model):
@@ -97,7 +97,7 @@ class RubricVersion(models.Model):
         return content_hash([self.prompt_template, self.endpoint_id, self.judge_model, self.taxonomy_id])
 
 
-class JudgeScore(models.Model):
+class JudgeScore(LeasedWork):
     """One rubric version's verdict on one transcript (exactly one per pair)."""
 
     class Status(models.TextChoices):
@@ -128,12 +128,7 @@ class JudgeScore(models.Model):
     category = models.ForeignKey(PersonaCategory, on_delete=models.PROTECT, null=True, blank=True)
     top_logprobs = models.JSONField(null=True, blank=True, help_text="token → logprob of the first token.")
     raw_text = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    claim_token = models.UUIDField(null=True, blank=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

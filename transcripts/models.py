@@ -102,9 +102,15 @@ class Question(models.Model):
 
 
 class Endpoint(models.Model):
-    """Any OpenAI-compatible server. The API key is read from the environment variable named here."""
+    """One version of an OpenAI-compatible server's configuration, owned by admins (transcripts/endpoints.py).
 
-    name = models.CharField(max_length=100, unique=True)
+    A row is never edited in place: a change makes the next version of the same name, and the conditions and
+    rubric versions defined before keep calling the row they were defined with. The API key is read from the
+    environment variable named here, which must be one the operator declared (ENDPOINT_KEY_VARIABLES)."""
+
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField(default=1)
+    is_current = models.BooleanField(default=True, editable=False, help_text="The version new work uses.")
     base_url = models.URLField(max_length=500)
     model = models.CharField(max_length=200)
     api_key_env = models.CharField(
@@ -112,22 +118,40 @@ class Endpoint(models.Model):
     )
     max_concurrency = models.PositiveIntegerField(default=4, help_text="Requests in flight across all workers.")
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompt + completion tokens per minute (estimated before each request)."
+    )
     context_window = models.PositiveIntegerField(default=8192, help_text="Tokens.")
     timeout_seconds = models.FloatField(default=120)
     price_prompt_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=0)
     price_completion_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     # Throttle state shared by every worker: the earliest moment the next request may start.
     next_request_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
-        ordering = ["name"]
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="endpoint_name_version_unique"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(is_current=True), name="endpoint_one_current_version"
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.model})"
+        return f"{self.name} v{self.version} ({self.model})"
+
+    @classmethod
+    def current(cls, name: str) -> Endpoint | None:
+        return cls.objects.filter(name=name, is_current=True).first()
 
     def same_server(self) -> models.QuerySet[Endpoint]:
-        """Endpoint rows that reach the same server (e.g. the local model used to generate and to judge):
-        a concurrency limit is a property of the server, so they count against one another."""
+        """Endpoint rows that reach the same server (e.g. the local model used to generate and to judge, or
+        two versions of one endpoint): a concurrency limit is a property of the server, so they count
+        against one another."""
         return Endpoint.objects.filter(base_url=self.base_url)
 
 
@@ -149,6 +173,12 @@ class Experiment(models.Model):
     seed = models.IntegerField(default=0)
     aligned_threshold = models.FloatField(default=30, help_text="Misaligned when aligned < this …")
     coherent_threshold = models.FloatField(default=50, help_text="… and coherent > this.")
+    budget_usd = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True,
+        help_text="Stop handing out work (generation and judging) once the cost so far reaches this.",
+    )
+    spent_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0, editable=False)
+    stop_reason = models.CharField(max_length=300, blank=True, help_text="Why work stopped before the end.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -200,7 +230,28 @@ class Condition(models.Model):
         return f"{self.model_name} · {self.dataset_name or 'none'} · k={self.k} · cot={self.cot_mode}"
 
 
-class Transcript(models.Model):
+class LeasedWork(models.Model):
+    """What a worker claims with a lease and finishes exactly once (transcripts/engine.py): a transcript slot
+    or a judge score. The call's provenance lives here too: what the server said it was and what it cost."""
+
+    attempts = models.PositiveIntegerField(default=0)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    error_kind = models.CharField(max_length=50, blank=True, db_index=True)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    served_model = models.CharField(max_length=200, blank=True, help_text="The model name the server reported.")
+    system_fingerprint = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Transcript(LeasedWork):
     """One slot (condition × question × sample) and, once generated, its answer.
 
     The prompt itself is not stored: it is rebuilt from (dataset version, k, ordering seed,
@@ -225,23 +276,13 @@ class Transcript(models.Model):
     dispatch_order = models.BigIntegerField(default=0)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    claim_token = models.UUIDField(null=True, blank=True)
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     retry_at = models.DateTimeField(null=True, blank=True)
 
     reasoning = models.TextField(blank=True)
     answer = models.TextField(blank=True)
-    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
-    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    latency_ms = models.PositiveIntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=50, blank=True)
-    error_kind = models.CharField(max_length=50, blank=True, db_index=True)
-    error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     # Verdicts copied here by `judging` (the experiment's active rubric versions and the human consensus),
     # so that browsing, charts and exports filter a million rows without joins. JudgeScore and Label rows
