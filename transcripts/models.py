@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -101,6 +103,20 @@ class Question(models.Model):
         return self.key
 
 
+class UndeclaredKeyVariable(LookupError):
+    """An endpoint names a key variable the operator did not declare in ENDPOINT_KEY_VARIABLES."""
+
+
+class MissingApiKey(LookupError):
+    """The declared key variable is not set in this worker's environment."""
+
+
+def undeclared_key_message(name: str) -> str:
+    declared = ", ".join(sorted(settings.ENDPOINT_KEY_VARIABLES)) or "none"
+    return (f"{name!r} is not a declared API key variable (declared: {declared}); an operator declares them "
+            "in the ENDPOINT_KEY_VARIABLES environment variable.")
+
+
 class Endpoint(models.Model):
     """One version of an OpenAI-compatible server's configuration, owned by admins (transcripts/endpoints.py).
 
@@ -147,6 +163,22 @@ class Endpoint(models.Model):
     @classmethod
     def current(cls, name: str) -> Endpoint | None:
         return cls.objects.filter(name=name, is_current=True).first()
+
+    def clean(self) -> None:
+        if self.api_key_env and self.api_key_env not in settings.ENDPOINT_KEY_VARIABLES:
+            raise ValidationError({"api_key_env": undeclared_key_message(self.api_key_env)})
+
+    def read_api_key(self) -> str:
+        """The key from the endpoint's variable, which must be one the operator declared; the only place a
+        request's credentials come from. Keyless servers (llama.cpp, vLLM without --api-key) get a dummy."""
+        if not self.api_key_env:
+            return "not-needed"
+        if self.api_key_env not in settings.ENDPOINT_KEY_VARIABLES:
+            raise UndeclaredKeyVariable(undeclared_key_message(self.api_key_env))
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise MissingApiKey(f"environment variable {self.api_key_env} (the API key) is not set on this worker")
+        return key
 
     def same_server(self) -> models.QuerySet[Endpoint]:
         """Endpoint rows that reach the same server (e.g. the local model used to generate and to judge, or
