@@ -7,11 +7,10 @@ class JudgingConfig(AppConfig):
 
     def ready(self) -> None:
         # transcripts announces finished transcripts; judging listens (judging depends on transcripts only).
-        from transcripts import generation
+        # Importing judge registers judging as a job of the call engine, so that one concurrency limit per
+        # server holds whichever of generation and judging is calling it.
         from transcripts.signals import transcript_finished
 
-        from .judge import live_judge_requests, on_transcript_finished
+        from .judge import on_transcript_finished
 
         transcript_finished.connect(on_transcript_finished, dispatch_uid="judging.on_transcript_finished")
-        # One concurrency limit per server, whichever of generation and judging is calling it.
-        generation.register_endpoint_load(live_judge_requests)

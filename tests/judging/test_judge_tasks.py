@@ -133,14 +133,14 @@ def test_it_keeps_the_endpoint_concurrency_across_judging_and_generation(db):
 
 def test_two_endpoint_rows_on_one_server_share_its_concurrency(db):
     """The embedded default generates through `local` and judges through `local-judge`: one llama.cpp server."""
-    from transcripts import generation
+    from transcripts import engine, generation
 
     experiment = experiment_with({"m": ["[evil]"]})
     judge_row = stub_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
     generation_row = stub_endpoint("http://127.0.0.1:9/v1", name="stub-generate", max_concurrency=1)
     judge.enqueue(experiment.transcripts.all(), [versions_on(judge_row)["aligned"]])
     assert judge.claim_next(judge_row.pk) is not None
-    assert generation.live_requests(generation_row, timezone.now()) == 1
+    assert engine.live_requests(generation_row, timezone.now()) == 1
     assert generation.claim_next(generation_row.pk) is None  # the server's one place is the judge's
 
 

@@ -197,32 +197,14 @@ def test_a_finish_with_a_lost_claim_writes_nothing(finished, celery_worker_facto
         experiment.save()
         endpoint_id = experiment.conditions.get().endpoint_id
         first = generation.claim_next(endpoint_id)
-        Transcript.objects.filter(pk=first.slot_id).update(lease_until="2000-01-01T00:00Z")
+        Transcript.objects.filter(pk=first.row_id).update(lease_until="2000-01-01T00:00Z")
         assert generation.reconcile()["returned"] == 1
         second = generation.claim_next(endpoint_id)
-        assert second.slot_id == first.slot_id and second.token != first.token
+        assert second.row_id == first.row_id and second.token != first.token
         generation.run_claim(first)
-        slot = Transcript.objects.get(pk=first.slot_id)
+        slot = Transcript.objects.get(pk=first.row_id)
         assert slot.status == "running" and slot.answer == ""
         generation.run_claim(second)
     slot.refresh_from_db()
     assert slot.status == "done"
     assert finished == [slot.pk]
-
-
-def test_other_users_of_an_endpoint_count_toward_its_concurrency(monkeypatch):
-    """Judging registers its live requests; a fresh claim then sees the endpoint full."""
-    with StubOpenAI() as stub:
-        make_dataset(n=8)
-        make_questions(n=1)
-        spec = make_spec(stub.base_url, k=[0], samples=1)
-        spec["endpoints"][0]["max_concurrency"] = 1
-        experiment = experiments.define_experiment(spec)
-        experiment.status = "running"
-        experiment.save()
-        endpoint_id = experiment.conditions.get().endpoint_id
-        monkeypatch.setattr(generation, "_other_load", [])
-        generation.register_endpoint_load(lambda endpoint, now: 1)
-        assert generation.claim_next(endpoint_id) is None
-        monkeypatch.setattr(generation, "_other_load", [])
-        assert generation.claim_next(endpoint_id) is not None
