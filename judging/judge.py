@@ -236,9 +236,10 @@ class Judging(engine.Job):
             usage=caller.usage,
         )
 
-    def finished(self, row_id: int) -> None:
-        # After the commit, so that the refresh (which locks the transcript row first) sees this verdict and
-        # every verdict committed before it: of two judges finishing together, the later refresh sees both.
+    def recorded(self, row_id: int) -> None:
+        # In the verdict's own transaction: the refresh locks the transcript row first and then reads (each
+        # statement a fresh snapshot under READ COMMITTED), so of two judges finishing together the later
+        # refresh waits for the earlier commit and sees both verdicts; verdict and cache commit together.
         from .verdicts import refresh_cache
 
         transcript = Transcript.objects.select_related("experiment").get(judge_scores__pk=row_id)

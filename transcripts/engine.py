@@ -129,8 +129,8 @@ class Job:
     def ask(self, client: openai.OpenAI, endpoint: Endpoint, row: LeasedWork) -> Answer:
         raise NotImplementedError
 
-    def finished(self, row_id: int) -> None:
-        """Called after the row's result has committed."""
+    def recorded(self, row_id: int) -> None:
+        """Called inside the transaction that records the row's result (defer with on_commit what must wait)."""
 
     def send(self, endpoint_id: int) -> None:
         """Send one work message for the endpoint (the job's Celery task)."""
@@ -381,7 +381,7 @@ def _finish(job: Job, claim: Claim, endpoint: Endpoint, answer: Answer, latency_
         )
         if done:
             _charge(job, claim.row_id, endpoint, usage)
-            transaction.on_commit(lambda: job.finished(claim.row_id))
+            job.recorded(claim.row_id)
     return bool(done)
 
 
@@ -400,8 +400,10 @@ def attempt(job: Job, claim: Claim) -> tuple[Claim, Callable[[], bool]] | None:
     endpoint = row_endpoint(job, row)
     attempts = row.attempts
     while True:
-        # No connection held while sleeping or waiting on the model server (see the module docstring).
-        connection.close()
+        # No connection held while sleeping or waiting on the model server (see the module docstring);
+        # a caller inside a transaction (a test, an inline command) keeps its connection.
+        if not connection.in_atomic_block:
+            connection.close()
         time.sleep(max(0.0, (claim.start_at - timezone.now()).total_seconds()))
         started = time.monotonic()
         try:

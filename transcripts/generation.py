@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import openai
+from django.db import transaction
 from django.db.models import QuerySet
 
 from . import engine, prompting
@@ -78,7 +79,11 @@ class Generation(engine.Job):
             usage=usage,
         )
 
-    def finished(self, row_id: int) -> None:
+    def recorded(self, row_id: int) -> None:
+        transaction.on_commit(lambda: self._announce(row_id))
+
+    @staticmethod
+    def _announce(row_id: int) -> None:
         transcript = Transcript.objects.select_related("condition", "question", "experiment").get(pk=row_id)
         for receiver, result in transcript_finished.send_robust(sender=Transcript, transcript=transcript):
             if isinstance(result, Exception):

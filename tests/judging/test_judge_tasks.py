@@ -91,7 +91,7 @@ def test_it_fails_for_good_on_a_client_error_with_the_reason(db, fast_retries):
         judge.work(endpoint.pk)
     assert len(stub.requests) == 1
     row = JudgeScore.objects.get()
-    assert row.status == "failed" and "http_400" in row.error and "model not found" in row.error
+    assert row.status == "failed" and row.error_kind == "http_400" and "model not found" in row.error
 
 
 def test_it_falls_back_to_parsing_the_text_when_the_endpoint_gives_no_logprobs(db):
