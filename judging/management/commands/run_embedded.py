@@ -18,14 +18,24 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from judging.management.commands.load_demo import DEMO_USERS
+from judging.management.commands.load_demo import DEMO_EXPERIMENT, DEMO_USERS
 from transcripts.local_model import server_command, server_env, wait_for_server
 
-DEMO_EXPERIMENT = Path(settings.BASE_DIR) / "examples" / "demo.yaml"
 # How long Ctrl-C waits for in-flight work before killing. A request the local model is still generating
 # keeps both the model server and the worker's warm shutdown waiting on each other, for minutes on a busy
 # machine; killing is safe because the database hands an interrupted slot out again once its lease ends.
 STOP_GRACE_SECONDS = 10
+
+
+def exit_reason(name: str, returncode: int, logs: Path) -> str:
+    """One line saying how a child process ended and, where we know it, what to do."""
+    if returncode == -signal.SIGILL:
+        return (f"{name} died with SIGILL (illegal instruction): its llama-cpp-python was compiled for another "
+                "CPU's instructions. Fix: `rm -rf .venv ~/.cache/em-audit && make run` rebuilds the portable "
+                "(x86-64-v3) wheel.")
+    if returncode < 0:
+        return f"{name} was killed by {signal.Signals(-returncode).name}; see {logs}/{name}.log."
+    return f"{name} exited with code {returncode}; see {logs}/{name}.log."
 
 
 class Command(BaseCommand):
@@ -87,7 +97,8 @@ class Command(BaseCommand):
                 wait_for_server(f"{settings.LOCAL_MODEL_BASE_URL}/models", model, "The local model server")
                 wait_for_server(f"http://{host}:{port}/login/", web, "The web server")
             except RuntimeError as exc:
-                raise CommandError(str(exc)) from exc
+                dead = next(((name, proc) for name, proc in procs if proc.poll() is not None), None)
+                raise CommandError(exit_reason(dead[0], dead[1].returncode, logs) if dead else str(exc)) from exc
             if worker.poll() is not None:
                 raise CommandError("The Celery worker exited; see var/logs/worker.log.")
             if not no_demo_experiment and DEMO_EXPERIMENT.exists():
@@ -101,8 +112,9 @@ class Command(BaseCommand):
                 return
             while all(proc.poll() is None for _name, proc in procs):
                 time.sleep(1)
-            dead = [name for name, proc in procs if proc.poll() is not None]
-            raise CommandError(f"{', '.join(dead)} stopped unexpectedly; see {logs}/.")
+            raise CommandError(" ".join(
+                exit_reason(name, proc.returncode, logs) for name, proc in procs if proc.poll() is not None
+            ))
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")
         finally:
