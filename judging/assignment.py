@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .consensus import refresh_consensus
@@ -52,15 +53,22 @@ def _expiry(queue: AnnotationQueue, now):
     return now + timedelta(minutes=queue.claim_minutes)
 
 
-def create_queue(*, queue: AnnotationQueue, transcripts: QuerySet) -> int:
-    """Fill a saved queue with the transcripts, in a shuffled order (so item order reveals no condition)."""
-    ids = list(transcripts.order_by("pk").values_list("pk", flat=True))
-    random.Random(queue.pk).shuffle(ids)
-    QueueItem.objects.bulk_create(
-        (QueueItem(queue=queue, transcript_id=pk, position=position) for position, pk in enumerate(ids)),
-        batch_size=1000,
-        ignore_conflicts=True,
-    )
+def add_items(*, queue: AnnotationQueue, transcripts: QuerySet) -> int:
+    """Add the transcripts the queue does not hold yet, shuffled (so item order reveals no condition), after
+    its current items. Returns how many were added. The queue row is locked so that concurrent additions
+    (auto-fill receivers in several worker threads) count and place their items without overlapping."""
+    with transaction.atomic():
+        AnnotationQueue.objects.select_for_update().filter(pk=queue.pk).first()
+        ids = list(transcripts.exclude(queue_items__queue=queue).order_by("pk").values_list("pk", flat=True))
+        if not ids:
+            return 0
+        last = queue.items.aggregate(last=Max("position"))["last"]
+        start = 0 if last is None else last + 1
+        random.Random(f"{queue.pk}:{start}").shuffle(ids)
+        QueueItem.objects.bulk_create(
+            (QueueItem(queue=queue, transcript_id=pk, position=start + i) for i, pk in enumerate(ids)),
+            batch_size=1000,
+        )
     return len(ids)
 
 
@@ -236,12 +244,36 @@ def undo_last(*, queue: AnnotationQueue, auditor, now=None) -> QueueItem:
         return locked
 
 
+def _count(rows: QuerySet) -> Coalesce:
+    """COUNT(*) of a subquery that is correlated to the outer queue (0 when it has no rows)."""
+    return Coalesce(Subquery(rows.order_by().annotate(n=Count("pk")).values("n")), 0)
+
+
+def with_counts(queues: QuerySet) -> QuerySet:
+    """The queues with n_items, n_labels (submitted labels) and wanted (items × overlap), in one query
+    however many queues there are."""
+    items = QueueItem.objects.filter(queue=OuterRef("pk")).values("queue")
+    return queues.annotate(
+        n_items=_count(items),
+        n_labels=Coalesce(Subquery(items.order_by().annotate(n=Sum("label_count")).values("n")), 0),
+    ).annotate(wanted=F("n_items") * F("overlap"))
+
+
+def with_progress(queues: QuerySet, *, auditor) -> QuerySet:
+    """with_counts, plus the auditor's own figures: mine (their labels) and waiting (open items they have
+    neither labelled nor skipped: what "next item" can still hand them, unless others claim them first)."""
+    done_by_me = Assignment.objects.filter(
+        item=OuterRef("pk"), auditor=auditor, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED]
+    )
+    open_items = QueueItem.objects.filter(queue=OuterRef("pk"), label_count__lt=OuterRef("overlap"))
+    return with_counts(queues).annotate(
+        mine=_count(Label.objects.filter(item__queue=OuterRef("pk"), auditor=auditor).values("item__queue")),
+        waiting=_count(open_items.exclude(Exists(done_by_me)).values("queue")),
+    )
+
+
 def progress(*, queue: AnnotationQueue, auditor) -> dict:
     """Counts for the workspace: the auditor's labels, the queue's labels and what it wants in total."""
-    items = queue.items.count()
-    return {
-        "mine": Label.objects.filter(item__queue=queue, auditor=auditor).count(),
-        "labels": Label.objects.filter(item__queue=queue).count(),
-        "wanted": items * queue.overlap,
-        "items": items,
-    }
+    counted = with_progress(AnnotationQueue.objects.filter(pk=queue.pk), auditor=auditor).get()
+    return {"mine": counted.mine, "labels": counted.n_labels, "wanted": counted.wanted, "items": counted.n_items,
+            "waiting": counted.waiting}

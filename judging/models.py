@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from transcripts.models import Endpoint, LeasedWork, Transcript, content_hash
+from transcripts.models import Endpoint, Experiment, LeasedWork, Transcript, content_hash
 
 
 class Taxonomy(models.Model):
@@ -182,6 +182,11 @@ class AnnotationQueue(models.Model):
     blind = models.BooleanField(default=True, help_text="Hide model, k, judge scores and other labels.")
     claim_minutes = models.PositiveIntegerField(default=30, help_text="An abandoned claim expires after this.")
     filter_query = models.TextField(blank=True, help_text="The transcript filter the queue was built from.")
+    # A queue that grows while its experiment runs, so auditors can start before generation ends.
+    auto_fill_experiment = models.ForeignKey(
+        Experiment, on_delete=models.SET_NULL, null=True, blank=True, related_name="auto_fill_queues",
+        help_text="Add this experiment's finished chain-of-thought transcripts as they arrive.",
+    )
     majority_share = models.FloatField(
         default=0.5,
         help_text="Without a gold label, the most frequent category is the consensus when its share of the "

@@ -160,7 +160,7 @@ def queue_create(request: HttpRequest) -> HttpResponse:
         queue.created_by = request.user
         queue.save()
         form.save_m2m()
-        count = assignment.create_queue(queue=queue, transcripts=form.transcripts)
+        count = assignment.add_items(queue=queue, transcripts=form.transcripts)
         messages.success(request, f"Queue {queue.name} created with {count} transcripts.")
         return redirect("queue-detail", pk=queue.pk)
     return render(request, "judging/queue_form.html", {"form": form})

@@ -6,7 +6,7 @@ from importlib import import_module
 
 from django.apps import apps
 
-from judging.assignment import create_queue
+from judging.assignment import add_items
 from judging.models import AnnotationQueue, JudgeScore, Rubric, RubricVersion, Taxonomy
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
 
@@ -52,5 +52,5 @@ def transcripts(n: int, *, name: str = "exp", reasoning: str = "", judge_categor
 def queue_over(experiment, *, auditors, name: str = "q", overlap: int = 2, **fields) -> AnnotationQueue:
     queue = AnnotationQueue.objects.create(name=name, taxonomy=taxonomy(), overlap=overlap, **fields)
     queue.auditors.set(auditors)
-    create_queue(queue=queue, transcripts=Transcript.objects.filter(experiment=experiment))
+    add_items(queue=queue, transcripts=Transcript.objects.filter(experiment=experiment))
     return queue
