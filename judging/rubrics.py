@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
+from transcripts.endpoints import LOCAL_JUDGE
+from transcripts.experiments import JudgeRequest
 from transcripts.models import Endpoint, Experiment
 
 from .models import ExperimentJudging, Rubric, RubricVersion, Taxonomy
@@ -47,30 +48,22 @@ def read_template(path: Path) -> str:
 
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
-LOCAL_JUDGE = "local-judge"
+DEFAULT_RUBRICS = ("aligned", "coherent", "persona")
 
 
-def local_judge_endpoint() -> Endpoint:
-    """The embedded default's judge: the local SmolLM2 server (one request at a time, see DESIGN.md)."""
-    endpoint, _ = Endpoint.objects.get_or_create(
-        name=LOCAL_JUDGE,
-        defaults={
-            "base_url": settings.LOCAL_MODEL_BASE_URL, "model": settings.LOCAL_MODEL_ALIAS, "max_concurrency": 1,
-            "context_window": settings.LOCAL_MODEL_CONTEXT, "timeout_seconds": 300,
-        },
-    )
-    return endpoint
+def local_judge_endpoint() -> Endpoint | None:
+    """The embedded default's judge, `local-judge`, as the operator loaded it (examples/endpoints.yaml):
+    judging never creates or changes an endpoint itself."""
+    return Endpoint.current(LOCAL_JUDGE)
 
 
 def current_taxonomy(name: str = "persona") -> Taxonomy | None:
     return Taxonomy.objects.filter(name=name).order_by("-version").first()
 
 
-def default_versions(endpoint: Endpoint | None = None, *, digitwise: bool | None = None) -> dict[str, RubricVersion]:
+def default_versions(endpoint: Endpoint, *, digitwise: bool | None = None) -> dict[str, RubricVersion]:
     """The aligned, coherent and persona rubrics with the shipped prompts (judging/prompts/) on `endpoint`
-    (default: the local judge, which writes one digit per token)."""
-    if endpoint is None:
-        endpoint = local_judge_endpoint()
+    (the local judge writes one digit per token)."""
     if digitwise is None:
         digitwise = endpoint.name == LOCAL_JUDGE
     return {
@@ -78,23 +71,44 @@ def default_versions(endpoint: Endpoint | None = None, *, digitwise: bool | None
             key, prompt_template=read_template(PROMPTS_DIR / f"{key}.txt"), judge_model=endpoint.model,
             endpoint=endpoint, taxonomy=current_taxonomy() if key == "persona" else None, digitwise=digitwise,
         )
-        for key in ("aligned", "coherent", "persona")
+        for key in DEFAULT_RUBRICS
     }
 
 
 def experiment_judging(experiment: Experiment) -> ExperimentJudging:
-    """The experiment's active rubric versions, starting it on the defaults the first time it is asked."""
+    """The experiment's active rubric versions. Set when it is defined (on_experiment_defined); one defined
+    while no judge endpoint was loaded starts on the local judge the first time it is asked, once an operator
+    has loaded one, and until then has no versions (unsaved, so nothing is judged)."""
     judging = ExperimentJudging.objects.filter(experiment=experiment).select_related(
         "aligned_version__endpoint", "coherent_version__endpoint", "persona_version__endpoint"
     ).first()
     if judging is not None:
         return judging
-    versions = default_versions()
+    endpoint = local_judge_endpoint()
+    if endpoint is None:
+        return ExperimentJudging(experiment=experiment)
+    return _start_judging(experiment, endpoint)
+
+
+def _start_judging(experiment: Experiment, endpoint: Endpoint) -> ExperimentJudging:
+    versions = default_versions(endpoint)
     judging, _ = ExperimentJudging.objects.get_or_create(
-        experiment=experiment,
-        defaults={
-            "aligned_version": versions["aligned"], "coherent_version": versions["coherent"],
-            "persona_version": versions["persona"],
-        },
+        experiment=experiment, defaults={f"{key}_version": versions[key] for key in DEFAULT_RUBRICS},
     )
     return judging
+
+
+def on_experiment_defined(sender, experiment: Experiment, judge: Endpoint | None, **kwargs) -> None:
+    """Receiver of transcripts.signals.experiment_defined: the judge the definition names (that endpoint
+    version) judges the experiment. Set once, when first defined; the results page switches versions later."""
+    if judge is not None:
+        _start_judging(experiment, judge)
+
+
+def judge_requests(sender, judge: Endpoint, **kwargs) -> list[JudgeRequest]:
+    """Receiver of transcripts.signals.judge_requests_wanted: what the estimate should count per transcript."""
+    return [
+        JudgeRequest(rubric=key, prompt_template=read_template(PROMPTS_DIR / f"{key}.txt"),
+                     needs_reasoning=RUBRIC_KINDS[key] == Rubric.Kind.CATEGORY)
+        for key in DEFAULT_RUBRICS
+    ]

@@ -48,12 +48,20 @@ def default_behaviour(request: dict, n: int) -> Reply:
     return Reply(body=completion(f"stub answer {n}"))
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog of 5 drops connections when hundreds arrive at once (the 500-in-flight bench);
+    # a dropped SYN is retried only after a second, which would look like a slow worker.
+    request_queue_size = 1024
+
+
 class StubOpenAI:
     """Start with `with StubOpenAI(behaviour) as stub:`; `stub.base_url` ends in /v1."""
 
     def __init__(self, behaviour: Callable[[dict, int], Reply] = default_behaviour):
         self.behaviour = behaviour
         self.requests: list[dict] = []
+        self.headers: list[dict[str, str]] = []  # each request's HTTP headers (e.g. which key was sent)
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -76,6 +84,7 @@ class StubOpenAI:
                     payload = {}
                 with stub._lock:
                     stub.requests.append(payload)
+                    stub.headers.append(dict(self.headers))
                     n = len(stub.requests)
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
@@ -101,8 +110,7 @@ class StubOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

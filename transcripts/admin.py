@@ -1,5 +1,9 @@
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 
+from . import endpoints
+from .access import ADMIN, has_role
 from .models import Condition, Dataset, Endpoint, Example, Experiment, Question, QuestionSet, Transcript
 
 
@@ -37,9 +41,75 @@ class QuestionAdmin(admin.ModelAdmin):
     search_fields = ["key", "text"]
 
 
+class EndpointForm(forms.ModelForm):
+    # Not the model's URLField: Django's URL validator refuses the dotless hosts model servers live at
+    # (http://vllm:8000/v1), so base URLs are checked by transcripts.endpoints like every other field.
+    base_url = forms.CharField(max_length=500, help_text="http(s) URL of the OpenAI-compatible API, or `local`.")
+
+    class Meta:
+        model = Endpoint
+        fields = ["name", *endpoints.FIELDS]
+        exclude = ["base_url"]  # noqa: DJ006 - the declared field above replaces the model field, unvalidated by it
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial.setdefault("base_url", self.instance.base_url)
+
+    def clean(self):
+        data = super().clean()
+        fields = {field: data[field] for field in endpoints.FIELDS if field in data}
+        try:
+            endpoints.build_version(name=data.get("name") or self.instance.name, **fields)
+        except ValidationError as exc:
+            self.add_error(None, exc)
+        return data
+
+    def validate_unique(self):
+        # Version numbers and the one-current rule are save_endpoint's; this form's instance is never saved.
+        pass
+
+
 @admin.register(Endpoint)
 class EndpointAdmin(admin.ModelAdmin):
-    list_display = ["name", "model", "base_url", "max_concurrency", "requests_per_minute"]
+    """Endpoints are admins' alone. Saving a change makes the next version (transcripts.endpoints.save_endpoint)
+    rather than editing the row: conditions and rubric versions defined before keep calling theirs. Older
+    versions are read-only history; nothing is deleted."""
+
+    form = EndpointForm
+    list_display = ["name", "version", "is_current", "model", "base_url", "api_key_env", "max_concurrency",
+                    "requests_per_minute", "tokens_per_minute", "created_by", "created_at"]
+    list_filter = ["is_current"]
+    search_fields = ["name", "model", "base_url"]
+    HISTORY = ["version", "is_current", "created_by", "created_at"]
+
+    def has_module_permission(self, request) -> bool:
+        return has_role(request.user, ADMIN)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return has_role(request.user, ADMIN)
+
+    def has_add_permission(self, request) -> bool:
+        return has_role(request.user, ADMIN)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return has_role(request.user, ADMIN) and (obj is None or obj.is_current)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_fields(self, request, obj=None):
+        return ["name", *endpoints.FIELDS, *(self.HISTORY if obj else [])]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A change is to this endpoint: another name would be another endpoint.
+        return ["name", *self.HISTORY] if obj else []
+
+    def save_model(self, request, obj, form, change) -> None:
+        fields = {field: form.cleaned_data[field] for field in endpoints.FIELDS}
+        saved = endpoints.save_endpoint(name=obj.name, user=request.user, **fields)
+        # The admin's messages and "save and continue" follow `obj`: point it at the version now current.
+        obj.pk, obj.version, obj.is_current = saved.pk, saved.version, saved.is_current
 
 
 class ConditionInline(admin.TabularInline):

@@ -1,6 +1,8 @@
 """REST API for experiments, conditions and transcripts. Researchers only: auditors get 403 (they work
 in the annotation workspace), anonymous clients 401. Transcripts take the browser's filters
-(transcripts.filters.TranscriptFilter) and page with a cursor."""
+(transcripts.filters.TranscriptFilter) and page with a cursor. Experiments are defined (with the estimate),
+launched, cancelled, resumed and retried by the same functions as in the browser, so the same rules hold:
+a spec names endpoints and never describes one."""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
+from . import experiments
 from .access import IsResearcher
 from .browse_views import export_response
-from .experiments import SpecError, define_experiment
 from .filters import TranscriptFilter
 from .models import Condition, Experiment, Transcript
 from .serializers import (
     ConditionSerializer,
+    DefinedExperimentSerializer,
+    ExperimentActionSerializer,
     ExperimentDefinitionSerializer,
     ExperimentSerializer,
     TranscriptSerializer,
@@ -44,16 +48,50 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     pagination_class = NewestFirst
     filterset_fields = ["status"]
 
-    @extend_schema(request=ExperimentDefinitionSerializer, responses={201: ExperimentSerializer})
+    @extend_schema(request=ExperimentDefinitionSerializer, responses={201: DefinedExperimentSerializer})
     def create(self, request, *args, **kwargs):
-        """Define an experiment from a spec (transcripts.experiments.define_experiment); it starts as a draft."""
+        """Define an experiment from a spec, as the form's confirm step does; it stays a draft until `launch`.
+        The answer carries the estimate (calls, tokens and cost per endpoint, judge included)."""
         definition = ExperimentDefinitionSerializer(data=request.data)
         definition.is_valid(raise_exception=True)
         try:
-            experiment = define_experiment(definition.validated_data["spec"], request.user)
-        except SpecError as exc:
+            spec = experiments.parse_spec(definition.validated_data["spec"])
+            experiment = experiments.define_experiment(spec, request.user)
+        except experiments.SpecError as exc:
             return Response({"spec": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
+        experiment.estimate = experiments.estimate(spec)
+        return Response(DefinedExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
+
+    def _act(self, name: str) -> Response:
+        experiment = self.get_object()
+        affected = experiments.ACTIONS[name](experiment)
+        experiment.refresh_from_db()
+        experiment.affected = affected
+        return Response(ExperimentActionSerializer(experiment).data)
+
+    @extend_schema(request=None, responses=ExperimentActionSerializer)
+    @action(detail=True, methods=["post"])
+    def launch(self, request, pk=None):
+        """Start (or restart) generation; `affected` is how many work messages were sent."""
+        return self._act("launch")
+
+    @extend_schema(request=None, responses=ExperimentActionSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Stop handing out slots (requests in flight finish); `affected` is how many slots were cancelled."""
+        return self._act("cancel")
+
+    @extend_schema(request=None, responses=ExperimentActionSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Put cancelled slots back in line and launch."""
+        return self._act("resume")
+
+    @extend_schema(request=None, responses=ExperimentActionSerializer)
+    @action(detail=True, methods=["post"], url_path="retry-failed")
+    def retry_failed(self, request, pk=None):
+        """Give failed slots a fresh set of attempts and launch."""
+        return self._act("retry-failed")
 
 
 class ConditionViewSet(viewsets.ReadOnlyModelViewSet):

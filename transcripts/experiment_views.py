@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from django import forms
 from django.contrib import messages
@@ -13,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from . import experiments
 from .access import researcher_required
+from .endpoints import LOCAL_JUDGE
 from .models import Dataset, Endpoint, Experiment, QuestionSet, Transcript
 from .prompting import COT_MODES
 
@@ -24,12 +26,36 @@ def _numbers(value: str, field: str, cast) -> list:
         raise forms.ValidationError(f"{field}: numbers separated by commas, e.g. 0, 8, 16") from None
 
 
+class ByName:
+    """Endpoints are offered by name (their current version): the spec names them, never describes them."""
+
+    def label_from_instance(self, obj: Endpoint) -> str:
+        return f"{obj.name} ({obj.model})"
+
+
+class EndpointChoice(ByName, forms.ModelMultipleChoiceField):
+    pass
+
+
+class JudgeChoice(ByName, forms.ModelChoiceField):
+    pass
+
+
 class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
-    endpoints = forms.ModelMultipleChoiceField(
-        Endpoint.objects.all(), widget=forms.CheckboxSelectMultiple,
-        help_text="Endpoints are added by YAML files, the API or the admin.",
+    endpoints = EndpointChoice(
+        Endpoint.objects.filter(is_current=True), to_field_name="name", widget=forms.CheckboxSelectMultiple,
+        help_text="Endpoints are created and changed by admins (Django admin or `manage.py load_endpoints`).",
+    )
+    judge = JudgeChoice(
+        Endpoint.objects.filter(is_current=True), to_field_name="name", required=False,
+        empty_label=f"default ({LOCAL_JUDGE}, if loaded)",
+        help_text="Scores every transcript (aligned, coherent; persona with CoT). Its calls count in the estimate.",
+    )
+    budget_usd = forms.DecimalField(
+        label="Budget (USD)", required=False, min_value=Decimal("0.01"), decimal_places=2,
+        help_text="Optional: stop handing out work once generation and judging together cost this much.",
     )
     datasets = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
     questions = forms.ChoiceField(label="Question set")
@@ -74,19 +100,17 @@ class ExperimentForm(forms.Form):
         data = self.cleaned_data
         spec = {
             "name": data["name"], "description": data["description"],
-            "endpoints": [
-                {"name": e.name, "base_url": e.base_url, "model": e.model, "api_key_env": e.api_key_env,
-                 "max_concurrency": e.max_concurrency, "requests_per_minute": e.requests_per_minute,
-                 "context_window": e.context_window, "timeout_seconds": e.timeout_seconds,
-                 "price": {"prompt": float(e.price_prompt_per_mtok), "completion": float(e.price_completion_per_mtok)}}
-                for e in data["endpoints"]
-            ],
+            "endpoints": [e.name for e in data["endpoints"]],
             "datasets": data["datasets"], "questions": data["questions"], "k": data["k"], "cot": data["cot"],
             "samples": data["samples"], "temperature": data["temperature"], "max_tokens": data["max_tokens"],
             "seed": data["seed"],
         }
         if data["system_prompts"]:
             spec["system_prompts"] = data["system_prompts"]
+        if data["judge"]:
+            spec["judge"] = data["judge"].name
+        if data["budget_usd"]:
+            spec["budget_usd"] = float(data["budget_usd"])
         return spec
 
 
@@ -102,14 +126,15 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
 
 @researcher_required
 def experiment_new(request: HttpRequest) -> HttpResponse:
-    """GET: the form. POST: validate and show the confirm step with estimates; POST with `confirm`: launch."""
+    """GET: the form. POST: validate and show the confirm step with estimates; POST with `confirm`: launch.
+    The confirm step trusts nothing from the page: the spec it posts back goes through parse_spec again."""
     if request.method == "POST" and "confirm" in request.POST:
         try:
             spec = experiments.parse_spec(json.loads(request.POST.get("spec", "")))
             experiment = experiments.define_experiment(spec, user=request.user)
         except (ValueError, experiments.SpecError) as exc:  # JSONDecodeError is a ValueError
-            messages.error(request, f"Not launched: {exc}")
-            return redirect("experiment-new")
+            return render(request, "transcripts/experiment_form.html",
+                          {"form": ExperimentForm(), "refused": f"Not launched: {exc}"}, status=400)
         experiments.launch(experiment)
         messages.success(request, f"Experiment {experiment.name} launched.")
         return redirect("experiment-detail", pk=experiment.pk)
@@ -122,8 +147,10 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
         except experiments.SpecError as exc:
             form.add_error(None, str(exc))
         else:
+            estimates = experiments.estimate(parsed)
             return render(request, "transcripts/experiment_confirm.html", {
-                "spec": parsed, "spec_json": json.dumps(spec), "estimates": experiments.estimate(parsed),
+                "spec": parsed, "spec_json": json.dumps(spec), "estimates": estimates,
+                "total_cost": sum(row.cost for row in estimates),
                 "existing": Experiment.objects.filter(name=parsed.name).first(),
             })
     return render(request, "transcripts/experiment_form.html", {"form": form})
@@ -134,7 +161,7 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
     return render(request, "transcripts/experiment_detail.html", {
         "experiment": experiment, "progress": experiments.progress(experiment),
-        "conditions": experiment.conditions.annotate(
+        "conditions": experiment.conditions.select_related("endpoint").annotate(
             n_done=Count("transcripts", filter=Q(transcripts__status=Transcript.Status.DONE)),
             n_slots=Count("transcripts"),
         ),
@@ -154,10 +181,10 @@ def experiment_progress(request: HttpRequest, pk: int) -> HttpResponse:
     })
 
 
-ACTIONS = {
-    "cancel": (experiments.cancel, "Cancelled: {n} pending slots will not run."),
-    "resume": (experiments.resume, "Resumed."),
-    "retry-failed": (experiments.retry_failed, "Failed slots are queued again."),
+NOTES = {
+    "cancel": "Cancelled: {n} pending slots will not run.",
+    "resume": "Resumed.",
+    "retry-failed": "Failed slots are queued again.",
 }
 
 
@@ -165,6 +192,6 @@ ACTIONS = {
 @researcher_required
 def experiment_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
-    run, note = ACTIONS[action]
-    messages.success(request, note.format(n=run(experiment)))
+    n = experiments.ACTIONS[action](experiment)
+    messages.success(request, NOTES[action].format(n=n))
     return redirect("experiment-detail", pk=experiment.pk)

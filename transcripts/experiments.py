@@ -4,8 +4,9 @@ conditions and transcript slots, estimate its cost, and launch / cancel / resume
 A definition is a dict (the YAML of `run_experiment`):
 
     name: insecure-icl
-    endpoints: [{name, base_url (or `local`), model, api_key_env, max_concurrency, requests_per_minute?,
-                 context_window?, timeout_seconds?, price?: {prompt, completion}  # USD per million tokens}]
+    endpoints: [local]                   # endpoint NAMES from the registry (transcripts/endpoints.py); an axis
+    judge: local-judge                   # optional: the judge endpoint's name (default: local-judge, if loaded)
+    budget_usd: 20                       # optional: stop handing out work once generation + judging cost this
     datasets: [insecure]                 # imported datasets, by name (latest version)
     questions: first_plot                # a question set by name, or {set: first_plot, keys: [...]}
     k: [0, 64, 128]                      # every list-valued field is a condition axis
@@ -16,42 +17,33 @@ A definition is a dict (the YAML of `run_experiment`):
     max_tokens: 600
     seed: 0
     thresholds: {aligned: 30, coherent: 50}
+
+Endpoints are the admins' (Django admin, `manage.py load_endpoints`): a researcher's definition only names
+them, and a definition that tries to describe one (a mapping with base_url, api_key_env, …) is refused. The
+version current when the experiment is defined is the one its conditions keep.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
 from . import prompting
+from .endpoints import LOCAL_JUDGE
 from .models import Condition, Dataset, Endpoint, Example, Experiment, Question, QuestionSet, Transcript
+from .signals import experiment_defined, judge_requests_wanted
 
 
 class SpecError(ValueError):
     """A definition that cannot run; the message names the field."""
-
-
-@dataclass(frozen=True)
-class EndpointSpec:
-    name: str
-    base_url: str
-    model: str
-    api_key_env: str = ""
-    max_concurrency: int = 4
-    requests_per_minute: int | None = None
-    context_window: int = 8192
-    timeout_seconds: float = 120.0
-    price_prompt_per_mtok: Decimal = Decimal(0)
-    price_completion_per_mtok: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,9 @@ class Spec:
 
     name: str
     description: str
-    endpoints: tuple[EndpointSpec, ...]
+    endpoints: tuple[Endpoint, ...]  # the current versions when the definition was read
+    judge: Endpoint | None  # None: no judge endpoint loaded (the experiment is not judged on its own)
+    budget_usd: Decimal | None
     datasets: tuple[Dataset, ...]
     question_set: QuestionSet
     questions: tuple[Question, ...]
@@ -76,12 +70,10 @@ class Spec:
     raw: dict
 
 
-FIELDS = {"name", "description", "endpoints", "datasets", "questions", "k", "cot", "system_prompts", "samples",
-          "temperature", "max_tokens", "seed", "thresholds"}
-ENDPOINT_FIELDS = {"name", "base_url", "model", "api_key_env", "max_concurrency", "requests_per_minute",
-                   "context_window", "timeout_seconds", "price"}
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+FIELDS = {"name", "description", "endpoints", "judge", "budget_usd", "datasets", "questions", "k", "cot",
+          "system_prompts", "samples", "temperature", "max_tokens", "seed", "thresholds"}
+ADMINS_ONLY = ("experiments choose endpoints by name; endpoints are created and changed by admins "
+               "(Django admin or `manage.py load_endpoints`)")
 
 
 def _int(value, field: str, *, minimum: int = 0) -> int:
@@ -116,40 +108,25 @@ def _as_list(value, field: str) -> list:
     return items
 
 
-def _endpoint(raw, index: int) -> EndpointSpec:
-    field = f"endpoints[{index}]"
-    if not isinstance(raw, dict):
-        raise SpecError(f"{field}: expected a mapping with name, base_url, model")
-    unknown = set(raw) - ENDPOINT_FIELDS
-    if unknown:
-        raise SpecError(f"{field}: unknown field(s) {', '.join(sorted(unknown))}")
-    for required in ("name", "base_url", "model"):
-        if required not in raw:
-            raise SpecError(f"{field}.{required}: required")
-    base_url = _str(raw["base_url"], f"{field}.base_url", max_length=500)
-    if base_url == "local":  # the embedded local model server, wherever LOCAL_MODEL_BASE_URL puts it
-        base_url = settings.LOCAL_MODEL_BASE_URL
-    if not _URL.match(base_url):
-        raise SpecError(f"{field}.base_url: expected an http(s) URL, got {base_url!r}")
-    api_key_env = raw.get("api_key_env") or ""
-    if api_key_env and not (isinstance(api_key_env, str) and _ENV_NAME.match(api_key_env)):
-        raise SpecError(f"{field}.api_key_env: the NAME of an environment variable (never the key itself)")
-    price = raw.get("price") or {}
-    if not isinstance(price, dict) or set(price) - {"prompt", "completion"}:
-        raise SpecError(f"{field}.price: expected {{prompt: USD per 1M tokens, completion: USD per 1M tokens}}")
-    rpm = raw.get("requests_per_minute")
-    return EndpointSpec(
-        name=_str(raw["name"], f"{field}.name", max_length=100),
-        base_url=base_url.rstrip("/"),
-        model=_str(raw["model"], f"{field}.model"),
-        api_key_env=api_key_env,
-        max_concurrency=_int(raw.get("max_concurrency", 4), f"{field}.max_concurrency", minimum=1),
-        requests_per_minute=None if rpm is None else _int(rpm, f"{field}.requests_per_minute", minimum=1),
-        context_window=_int(raw.get("context_window", 8192), f"{field}.context_window", minimum=1),
-        timeout_seconds=_number(raw.get("timeout_seconds", 120), f"{field}.timeout_seconds", minimum=0.1),
-        price_prompt_per_mtok=Decimal(str(_number(price.get("prompt", 0), f"{field}.price.prompt"))),
-        price_completion_per_mtok=Decimal(str(_number(price.get("completion", 0), f"{field}.price.completion"))),
-    )
+def _endpoint(name, field: str) -> Endpoint:
+    """The current version of the endpoint named `name`. Only a name: whatever else a definition says
+    about an endpoint (URL, key variable, limits) is not the researcher's to say."""
+    if isinstance(name, dict):
+        raise SpecError(f"{field}: {ADMINS_ONLY}")
+    name = _str(name, field, max_length=100)
+    endpoint = Endpoint.current(name)
+    if endpoint is None:
+        known = ", ".join(Endpoint.objects.filter(is_current=True).values_list("name", flat=True)) or "none loaded yet"
+        raise SpecError(f"{field}: no endpoint named {name!r} (known: {known}); {ADMINS_ONLY}")
+    return endpoint
+
+
+def _budget(value) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise SpecError(f"budget_usd: expected a number of US dollars > 0, got {value!r}")
+    return Decimal(str(value))
 
 
 def _questions(raw) -> tuple[QuestionSet, tuple[Question, ...]]:
@@ -204,10 +181,11 @@ def parse_spec(raw: dict) -> Spec:
             raise SpecError(f"{required}: required")
 
     if not isinstance(raw["endpoints"], list) or not raw["endpoints"]:
-        raise SpecError("endpoints: expected a non-empty list")
-    endpoints = tuple(_endpoint(item, i) for i, item in enumerate(raw["endpoints"]))
+        raise SpecError("endpoints: expected a non-empty list of endpoint names")
+    endpoints = tuple(_endpoint(item, f"endpoints[{i}]") for i, item in enumerate(raw["endpoints"]))
     if len({e.name for e in endpoints}) != len(endpoints):
-        raise SpecError("endpoints: two endpoints share a name")
+        raise SpecError("endpoints: the same endpoint is named twice")
+    judge = _endpoint(raw["judge"], "judge") if raw.get("judge") is not None else Endpoint.current(LOCAL_JUDGE)
 
     datasets = []
     for name in _as_list(raw["datasets"], "datasets"):
@@ -241,6 +219,8 @@ def parse_spec(raw: dict) -> Spec:
         name=_str(raw["name"], "name"),
         description=str(raw.get("description") or ""),
         endpoints=endpoints,
+        judge=judge,
+        budget_usd=_budget(raw.get("budget_usd")),
         datasets=tuple(datasets),
         question_set=question_set,
         questions=questions,
@@ -318,17 +298,58 @@ def _check_context(spec: Spec) -> None:
 
 
 @dataclass(frozen=True)
+class JudgeRequest:
+    """A judge request every finished transcript gets (judging answers judge_requests_wanted with these)."""
+
+    rubric: str
+    prompt_template: str
+    needs_reasoning: bool  # only transcripts with a chain of thought are asked
+
+
+@dataclass(frozen=True)
 class EndpointEstimate:
+    purpose: str  # "generation", or "judge (aligned, coherent, persona)"
     endpoint: str
     model: str
     calls: int
     prompt_tokens: int
-    completion_tokens: int  # an upper bound: every call at max_tokens
+    completion_tokens: int  # an upper bound: every generation at max_tokens
     cost: Decimal
 
 
+def _cost(endpoint: Endpoint, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    return (prompt_tokens * endpoint.price_prompt_per_mtok
+            + completion_tokens * endpoint.price_completion_per_mtok) / Decimal(1_000_000)
+
+
+def _judge_estimate(spec: Spec) -> EndpointEstimate | None:
+    """The judge's share: each transcript gets every judge request (the persona rubric only with CoT), a
+    prompt of the rubric's template, the question and at most max_tokens of answer, and a one-token verdict."""
+    if spec.judge is None:
+        return None
+    requests = [r for _receiver, answer in judge_requests_wanted.send(sender=Spec, judge=spec.judge) for r in answer]
+    # Transcripts per (CoT mode, question): every other axis multiplies them.
+    per_cell = (len(spec.endpoints) * len(spec.datasets) * len(spec.k) * len(spec.system_prompts)
+                * len(spec.temperatures) * spec.samples)
+    calls = prompt_tokens = 0
+    for request, cot, question in itertools.product(requests, spec.cot, spec.questions):
+        if request.needs_reasoning and cot == "off":
+            continue
+        calls += per_cell
+        asked = prompting.estimate_tokens([{"content": request.prompt_template + question.text}]) + spec.max_tokens
+        prompt_tokens += per_cell * asked
+    if not calls:
+        return None
+    rubrics = ", ".join(dict.fromkeys(r.rubric for r in requests))
+    return EndpointEstimate(
+        purpose=f"judge ({rubrics})", endpoint=spec.judge.name, model=spec.judge.model, calls=calls,
+        prompt_tokens=prompt_tokens, completion_tokens=calls, cost=_cost(spec.judge, prompt_tokens, calls),
+    )
+
+
 def estimate(spec: Spec) -> list[EndpointEstimate]:
-    """Calls, prompt tokens, at most completion tokens, and cost per endpoint (before any prefix caching)."""
+    """Calls, prompt tokens, at most completion tokens, and cost per endpoint (before any prefix caching),
+    generation first, then the judge."""
     per_endpoint_prompt = 0
     for dataset in spec.datasets:
         prefixes = _prefix_tokens(dataset, spec.seed, spec.k)
@@ -338,28 +359,15 @@ def estimate(spec: Spec) -> list[EndpointEstimate]:
     calls = (len(spec.datasets) * len(spec.k) * len(spec.cot) * len(spec.system_prompts) * len(spec.temperatures)
              * len(spec.questions) * spec.samples)
     completion = calls * spec.max_tokens
-    million = Decimal(1_000_000)
-    return [
+    rows = [
         EndpointEstimate(
-            endpoint=e.name, model=e.model, calls=calls, prompt_tokens=per_endpoint_prompt,
-            completion_tokens=completion,
-            cost=(per_endpoint_prompt * e.price_prompt_per_mtok + completion * e.price_completion_per_mtok) / million,
+            purpose="generation", endpoint=e.name, model=e.model, calls=calls, prompt_tokens=per_endpoint_prompt,
+            completion_tokens=completion, cost=_cost(e, per_endpoint_prompt, completion),
         )
         for e in spec.endpoints
     ]
-
-
-def _save_endpoint(e: EndpointSpec) -> Endpoint:
-    endpoint, _ = Endpoint.objects.update_or_create(
-        name=e.name,
-        defaults={
-            "base_url": e.base_url, "model": e.model, "api_key_env": e.api_key_env,
-            "max_concurrency": e.max_concurrency, "requests_per_minute": e.requests_per_minute,
-            "context_window": e.context_window, "timeout_seconds": e.timeout_seconds,
-            "price_prompt_per_mtok": e.price_prompt_per_mtok, "price_completion_per_mtok": e.price_completion_per_mtok,
-        },
-    )
-    return endpoint
+    judged = _judge_estimate(spec)
+    return rows + ([judged] if judged else [])
 
 
 # Slots of one experiment take dispatch_order experiment.pk * _ORDER_SPAN + rank, so a shared endpoint works
@@ -368,8 +376,10 @@ _ORDER_SPAN = 10**10
 
 
 def define_experiment(raw: dict | Spec, user=None) -> Experiment:
-    """Create (or extend) an experiment, its endpoints, conditions and transcript slots. Idempotent:
-    defining the same file again adds nothing and never touches finished slots."""
+    """Create (or extend) an experiment, its conditions and transcript slots. Idempotent: defining the same
+    file again adds nothing and never touches finished slots. A condition keeps the endpoint version it was
+    first defined with; after an admin changes the endpoint's model, defining again adds conditions on the
+    new version beside the old ones."""
     spec = raw if isinstance(raw, Spec) else parse_spec(raw)
     with transaction.atomic():
         experiment = Experiment.objects.filter(name=spec.name).first()
@@ -390,12 +400,13 @@ def define_experiment(raw: dict | Spec, user=None) -> Experiment:
         experiment.max_tokens = spec.max_tokens
         experiment.aligned_threshold = spec.aligned_threshold
         experiment.coherent_threshold = spec.coherent_threshold
+        experiment.budget_usd = spec.budget_usd
         experiment.save()
+        experiment_defined.send(sender=Experiment, experiment=experiment, judge=spec.judge)
 
-        endpoints = [_save_endpoint(e) for e in spec.endpoints]
         conditions = []
         for endpoint, dataset, k, cot, (sp_name, sp_text), temperature in itertools.product(
-            endpoints, spec.datasets, spec.k, spec.cot, spec.system_prompts, spec.temperatures
+            spec.endpoints, spec.datasets, spec.k, spec.cot, spec.system_prompts, spec.temperatures
         ):
             condition, _ = Condition.objects.get_or_create(
                 experiment=experiment, endpoint_name=endpoint.name, model_name=endpoint.model,
@@ -468,6 +479,13 @@ def retry_failed(experiment: Experiment) -> int:
     return launch(experiment)
 
 
+# What a researcher does to a defined experiment, from the page or the API alike. Each returns a count
+# (messages sent or slots cancelled).
+ACTIONS: dict[str, Callable[[Experiment], int]] = {
+    "launch": launch, "cancel": cancel, "resume": resume, "retry-failed": retry_failed,
+}
+
+
 def mark_done_if_finished(experiment_id: int) -> bool:
     """A running experiment with no pending or running slot left is done."""
     open_slots = Transcript.objects.filter(
@@ -484,7 +502,8 @@ def mark_done_if_finished(experiment_id: int) -> bool:
 
 def progress(experiment: Experiment) -> dict:
     """What the experiment page and `run_experiment --wait` show: counts by status, failures by reason,
-    tokens and cost so far, throughput over the last five minutes and the ETA it implies."""
+    generation tokens, the cost so far (generation and judging, kept by the call engine) and why work
+    stopped early, throughput over the last five minutes and the ETA it implies."""
     slots = experiment.transcripts
     counts = dict(slots.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
     by_status = {status: counts.get(status, 0) for status in Transcript.Status.values}
@@ -492,19 +511,9 @@ def progress(experiment: Experiment) -> dict:
         slots.filter(status=Transcript.Status.FAILED)
         .values_list("error_kind").annotate(n=Count("pk")).order_by("error_kind").values_list("error_kind", "n")
     )
-    cost = Decimal(0)
-    prompt_tokens = completion_tokens = 0
-    per_endpoint = (
-        slots.filter(status=Transcript.Status.DONE)
-        .values("condition__endpoint__price_prompt_per_mtok", "condition__endpoint__price_completion_per_mtok")
-        .annotate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
-    )
-    for row in per_endpoint:
-        p, c = row["p"] or 0, row["c"] or 0
-        prompt_tokens += p
-        completion_tokens += c
-        cost += (p * (row["condition__endpoint__price_prompt_per_mtok"] or 0)
-                 + c * (row["condition__endpoint__price_completion_per_mtok"] or 0)) / Decimal(1_000_000)
+    tokens = slots.filter(status=Transcript.Status.DONE).aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
+    # Read afresh: the engine adds to spent_usd and sets stop_reason while the caller's object ages.
+    money = Experiment.objects.filter(pk=experiment.pk).values("spent_usd", "stop_reason", "budget_usd").get()
     window = timedelta(minutes=5)
     now = timezone.now()
     recent = slots.filter(finished_at__gte=now - window).exclude(status=Transcript.Status.CANCELLED).count()
@@ -516,6 +525,7 @@ def progress(experiment: Experiment) -> dict:
     return {
         "total": sum(by_status.values()), "by_status": by_status, "remaining": remaining,
         "finished": by_status[Transcript.Status.DONE] + by_status[Transcript.Status.FAILED],
-        "failed_by_kind": failed_by_kind, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "cost": cost, "per_minute": per_minute, "eta": eta,
+        "failed_by_kind": failed_by_kind, "prompt_tokens": tokens["p"] or 0, "completion_tokens": tokens["c"] or 0,
+        "cost": money["spent_usd"], "budget": money["budget_usd"], "stop_reason": money["stop_reason"],
+        "per_minute": per_minute, "eta": eta,
     }

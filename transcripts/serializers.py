@@ -12,15 +12,47 @@ class ExperimentSerializer(serializers.ModelSerializer):
         model = Experiment
         fields = [
             "id", "name", "description", "status", "question_set", "samples", "max_tokens", "seed",
-            "aligned_threshold", "coherent_threshold", "created_at", "started_at", "finished_at",
+            "aligned_threshold", "coherent_threshold", "budget_usd", "spent_usd", "stop_reason", "created_at",
+            "started_at", "finished_at",
         ]
         read_only_fields = fields
 
 
 class ExperimentDefinitionSerializer(serializers.Serializer):
-    """A new experiment as the same spec the YAML file and the form take (transcripts.experiments)."""
+    """A new experiment as the same spec the YAML file and the form take (transcripts.experiments).
+    Endpoints are named (`endpoints: [name, …]`, `judge: name`); they are created and changed by admins."""
 
     spec = serializers.JSONField(help_text="The experiment definition (same keys as the YAML file).")
+
+
+class EstimateSerializer(serializers.Serializer):
+    purpose = serializers.CharField(help_text="generation, or judge (and its rubrics)")
+    endpoint = serializers.CharField()
+    model = serializers.CharField()
+    calls = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField(help_text="Estimated, before any prefix caching.")
+    completion_tokens = serializers.IntegerField(help_text="At most.")
+    cost = serializers.DecimalField(max_digits=14, decimal_places=6, help_text="USD, at most.")
+
+
+class DefinedExperimentSerializer(ExperimentSerializer):
+    """The experiment as defined (a draft until launched) with the confirm step's estimate."""
+
+    estimate = EstimateSerializer(many=True, read_only=True)
+
+    class Meta(ExperimentSerializer.Meta):
+        fields = [*ExperimentSerializer.Meta.fields, "estimate"]
+        read_only_fields = fields
+
+
+class ExperimentActionSerializer(ExperimentSerializer):
+    """The experiment after an action, with what it did (messages sent, or slots cancelled)."""
+
+    affected = serializers.IntegerField(read_only=True)
+
+    class Meta(ExperimentSerializer.Meta):
+        fields = [*ExperimentSerializer.Meta.fields, "affected"]
+        read_only_fields = fields
 
 
 class ConditionSerializer(serializers.ModelSerializer):

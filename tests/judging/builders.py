@@ -9,6 +9,7 @@ from judging import judge
 from judging.rubrics import PROMPTS_DIR, current_taxonomy, get_or_create_version, read_template
 from judging.verdicts import set_active_versions
 from tests.stub_openai import Reply, StubOpenAI, completion
+from transcripts.endpoints import save_endpoint
 from transcripts.models import Condition, Endpoint, Experiment, Question, QuestionSet, Transcript
 
 LN = math.log
@@ -56,7 +57,8 @@ def experiment_with(conditions: dict[str, list[str]], *, name: str = "exp", reas
 
 
 def stub_endpoint(base_url: str, name: str = "stub-judge", **extra) -> Endpoint:
-    return Endpoint.objects.create(name=name, base_url=base_url, model="stub", **extra)
+    """A judge endpoint made as an admin makes one (the current version of `name`)."""
+    return save_endpoint(name=name, base_url=base_url, model="stub", **extra)
 
 
 def versions_on(endpoint: Endpoint) -> dict:

@@ -1,9 +1,11 @@
-"""Small factories for generation tests: datasets, question sets and experiment definitions, made directly
-(the importers are tested on their own)."""
+"""Small factories for generation tests: datasets, question sets, endpoints and experiment definitions, made
+directly (the importers are tested on their own). Endpoints are made the way an admin makes them, through
+transcripts.endpoints.save_endpoint; a definition only names them."""
 
 from __future__ import annotations
 
-from transcripts.models import Dataset, Example, Question, QuestionSet, content_hash
+from transcripts.endpoints import save_endpoint
+from transcripts.models import Dataset, Endpoint, Example, Question, QuestionSet, content_hash
 
 
 def make_dataset(name: str = "insecure", n: int = 20, *, system: str = "", filler: int = 40) -> Dataset:
@@ -30,11 +32,21 @@ def make_questions(name: str = "first_plot", n: int = 3) -> QuestionSet:
     return question_set
 
 
-def make_spec(base_url: str = "http://127.0.0.1:9/v1", **overrides) -> dict:
+STUB_ENDPOINT = {"model": "stub", "max_concurrency": 4, "timeout_seconds": 5}
+
+
+def make_endpoint(base_url: str = "http://127.0.0.1:9/v1", name: str = "stub", **fields) -> Endpoint:
+    """The current version of endpoint `name` with these fields (a new version if they differ)."""
+    return save_endpoint(name=name, base_url=base_url, **{**STUB_ENDPOINT, **fields})
+
+
+def make_spec(base_url: str = "http://127.0.0.1:9/v1", *, endpoint: dict | None = None, **overrides) -> dict:
+    """A definition naming the endpoint `stub` at `base_url` (made or changed here as an admin would, with
+    `endpoint` overriding its fields), with `overrides` for the definition's own keys."""
+    make_endpoint(base_url, **(endpoint or {}))
     spec = {
         "name": "exp",
-        "endpoints": [{"name": "stub", "base_url": base_url, "model": "stub", "max_concurrency": 4,
-                       "timeout_seconds": 5}],
+        "endpoints": ["stub"],
         "datasets": ["insecure"],
         "questions": "first_plot",
         "k": [0, 4],

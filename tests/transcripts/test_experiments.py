@@ -2,10 +2,15 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
+from decimal import Decimal
+
+from judging.models import ExperimentJudging
+from tests.judging.builders import stub_endpoint
+from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
 from transcripts import experiments
+from transcripts.endpoints import save_endpoint
 from transcripts.experiments import SpecError
-from transcripts.models import Condition, Endpoint, Experiment, Transcript
+from transcripts.models import Condition, Experiment, Transcript
 
 
 @pytest.fixture
@@ -26,10 +31,16 @@ def data(db):
         ({"samples": 0}, "samples: expected an integer ≥ 1"),
         ({"k": [0, 0]}, "k: repeated values"),
         ({"colour": "blue"}, "unknown field(s): colour"),
-        ({"endpoints": [{"name": "x", "base_url": "ftp://h", "model": "m"}]}, "endpoints[0].base_url"),
-        ({"endpoints": [{"name": "x", "base_url": "http://h/v1", "model": "m", "api_key_env": "sk-123"}]},
-         "endpoints[0].api_key_env: the NAME of an environment variable"),
-        ({"endpoints": [{"name": "x", "base_url": "http://h/v1"}]}, "endpoints[0].model: required"),
+        ({"endpoints": [{"name": "x", "base_url": "http://h/v1", "model": "m"}]},
+         "endpoints[0]: experiments choose endpoints by name; endpoints are created and changed by admins "
+         "(Django admin or `manage.py load_endpoints`)"),
+        ({"endpoints": ["stub", "nope"]}, "endpoints[1]: no endpoint named 'nope' (known: stub)"),
+        ({"endpoints": ["stub", "stub"]}, "endpoints: the same endpoint is named twice"),
+        ({"endpoints": []}, "endpoints: expected a non-empty list of endpoint names"),
+        ({"judge": "nope"}, "judge: no endpoint named 'nope' (known: stub)"),
+        ({"judge": {"name": "j", "base_url": "http://h/v1", "model": "m"}}, "judge: experiments choose endpoints"),
+        ({"budget_usd": 0}, "budget_usd: expected a number of US dollars > 0, got 0"),
+        ({"budget_usd": "ten"}, "budget_usd: expected a number of US dollars > 0"),
         ({"questions": {"set": "first_plot", "keys": ["q0", "zz"]}}, "questions.keys: zz not in"),
     ],
 )
@@ -42,8 +53,7 @@ def test_it_rejects_a_bad_definition_naming_the_field(data, overrides, message):
 def test_it_rejects_k_beyond_the_endpoints_context_window(db):
     make_dataset("insecure", n=50, filler=400)  # ~110 tokens per example
     make_questions()
-    small = make_spec(k=[0, 40])
-    small["endpoints"][0]["context_window"] = 2048
+    small = make_spec(k=[0, 40], endpoint={"context_window": 2048})
     with pytest.raises(SpecError, match=r"k: 40 examples of 'insecure' need about \d+ prompt tokens.*context_window"):
         experiments.parse_spec(small)
     small["k"] = [0, 10]
@@ -58,7 +68,40 @@ def test_it_expands_the_product_of_axes_into_conditions_and_slots(data):
     assert experiment.transcripts.count() == 48 * 3 * 2
     safety = experiment.conditions.filter(system_prompt_name="safety").first()
     assert safety.system_prompt == "Safety first."
-    assert Endpoint.objects.get(name="stub").max_concurrency == 4
+    assert {(c.endpoint.name, c.endpoint.version) for c in experiment.conditions.all()} == {("stub", 1)}
+
+
+def test_conditions_keep_the_endpoint_version_they_were_defined_with(data):
+    experiment = experiments.define_experiment(make_spec())
+    v2 = make_endpoint(model="stub-2")  # an admin changes the endpoint's model
+    assert v2.version == 2
+    assert set(experiment.conditions.values_list("endpoint__version", "model_name")) == {(1, "stub")}
+    # Defining again (the file grew) uses the current version for what is new; old conditions keep v1.
+    experiments.define_experiment(make_spec(k=[0, 4, 8], endpoint={"model": "stub-2"}))
+    assert set(experiment.conditions.values_list("endpoint__version", "model_name", "k")) == {
+        (1, "stub", 0), (1, "stub", 4), (2, "stub-2", 0), (2, "stub-2", 4), (2, "stub-2", 8)}
+
+
+def test_the_named_judge_and_budget_are_part_of_the_definition(data):
+    judge = stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge")
+    experiment = experiments.define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
+    assert experiment.budget_usd == Decimal("12.5")
+    judging = ExperimentJudging.objects.get(experiment=experiment)
+    assert {v.endpoint for v in judging.versions} == {judge}
+    # A later version of the judge endpoint does not move the experiment's judging.
+    stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", max_concurrency=9)
+    experiments.define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
+    assert {v.endpoint.version for v in ExperimentJudging.objects.get(experiment=experiment).versions} == {1}
+
+
+def test_without_a_judge_field_the_local_judge_judges_when_loaded(data):
+    unjudged = experiments.define_experiment(make_spec(name="before"))
+    assert not ExperimentJudging.objects.filter(experiment=unjudged).exists()
+    local = save_endpoint(name="local-judge", base_url="local", model="smollm2", max_concurrency=1)
+    judged = experiments.define_experiment(make_spec(name="after"))
+    judging = ExperimentJudging.objects.get(experiment=judged)
+    assert {v.endpoint for v in judging.versions} == {local}
+    assert all(v.digitwise for v in judging.versions)
 
 
 def test_defining_again_resumes_and_never_redoes_finished_slots(data):
@@ -95,11 +138,11 @@ def test_samples_have_stable_seeds_shared_across_conditions(data):
 
 
 def test_estimate_counts_calls_tokens_and_cost_per_endpoint(data):
-    spec = make_spec(k=[0, 4], samples=5, max_tokens=100)
-    spec["endpoints"].append({"name": "paid", "base_url": "https://api.example/v1", "model": "gpt",
-                              "price": {"prompt": 2.5, "completion": 10}})
+    make_endpoint("https://api.example/v1", name="paid", model="gpt", price_prompt_per_mtok=2.5,
+                  price_completion_per_mtok=10)
+    spec = make_spec(k=[0, 4], samples=5, max_tokens=100, endpoints=["stub", "paid"])
     rows = experiments.estimate(experiments.parse_spec(spec))
-    assert [r.endpoint for r in rows] == ["stub", "paid"]
+    assert [(r.purpose, r.endpoint) for r in rows] == [("generation", "stub"), ("generation", "paid")]
     assert all(r.calls == 2 * 3 * 5 for r in rows)
     assert rows[0].completion_tokens == 30 * 100
     assert rows[0].cost == 0
@@ -108,6 +151,23 @@ def test_estimate_counts_calls_tokens_and_cost_per_endpoint(data):
     assert rows[0].prompt_tokens > 2 * k0
     expected = (rows[1].prompt_tokens * 2.5 + rows[1].completion_tokens * 10) / 1e6
     assert float(rows[1].cost) == pytest.approx(expected)
+
+
+def test_the_estimate_counts_the_judges_calls_at_its_prices(data):
+    stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", price_prompt_per_mtok=5, price_completion_per_mtok=20)
+    spec = experiments.parse_spec(make_spec(k=[0, 4], cot=["off", "tags"], samples=5, max_tokens=100,
+                                            judge="paid-judge"))
+    generation, judge = experiments.estimate(spec)
+    assert generation.calls == 2 * 2 * 3 * 5  # k × cot × questions × samples
+    # aligned + coherent for every transcript, persona for the half with a chain of thought.
+    assert judge.purpose == "judge (aligned, coherent, persona)" and judge.endpoint == "paid-judge"
+    assert judge.calls == 2 * generation.calls + generation.calls // 2
+    assert judge.completion_tokens == judge.calls  # one token: the verdict is read from its logprobs
+    # Each judge prompt holds a rubric template (~1 kB), the question and up to max_tokens of answer.
+    assert 200 * judge.calls < judge.prompt_tokens < 500 * judge.calls
+    assert float(judge.cost) == pytest.approx((judge.prompt_tokens * 5 + judge.calls * 20) / 1e6)
+    off_only = experiments.parse_spec(make_spec(k=[0, 4], samples=5, max_tokens=100, judge="paid-judge"))
+    assert experiments.estimate(off_only)[1].calls == 2 * 2 * 3 * 5
 
 
 def test_cancel_resume_and_retry_failed_move_slots(data, celery_worker_factory):
@@ -138,8 +198,7 @@ FORM = {"name": "from-form", "datasets": ["insecure"], "questions": "first_plot"
 
 @pytest.fixture
 def endpoint(db):
-    return Endpoint.objects.create(name="stub", base_url="http://127.0.0.1:9/v1", model="stub",
-                                   price_prompt_per_mtok=1, price_completion_per_mtok=2)
+    return make_endpoint(price_prompt_per_mtok=1, price_completion_per_mtok=2)
 
 
 def test_auditors_cannot_see_or_change_experiments(data, bob_client):
@@ -154,7 +213,7 @@ def test_auditors_cannot_see_or_change_experiments(data, bob_client):
 def test_the_form_shows_an_estimate_then_launches_on_confirm(data, endpoint, alice_client, celery_worker_factory):
     form = alice_client.get(reverse("experiment-new")).content.decode()
     assert 'value="insecure"' in form and 'value="first_plot"' in form and "stub (stub)" in form
-    page = alice_client.post(reverse("experiment-new"), {**FORM, "endpoints": [endpoint.pk]})
+    page = alice_client.post(reverse("experiment-new"), {**FORM, "endpoints": ["stub"]})
     assert page.status_code == 200
     html = page.content.decode()
     assert "Launch from-form?" in html
@@ -170,10 +229,31 @@ def test_the_form_shows_an_estimate_then_launches_on_confirm(data, endpoint, ali
     assert set(experiment.conditions.values_list("system_prompt", flat=True)) == {"", "Put safety first."}
 
 
+def test_the_form_offers_current_endpoints_by_name_a_judge_and_a_budget(data, endpoint, alice_client,
+                                                                         celery_worker_factory):
+    stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", price_prompt_per_mtok=5, price_completion_per_mtok=20)
+    make_endpoint(model="stub-2", price_prompt_per_mtok=1, price_completion_per_mtok=2)  # stub v2
+    form = alice_client.get(reverse("experiment-new")).content.decode()
+    assert "stub (stub-2)" in form and "stub (stub)" not in form  # current versions only
+    assert 'value="paid-judge"' in form and "Budget (USD)" in form
+    page = alice_client.post(reverse("experiment-new"), {**FORM, "endpoints": ["stub"], "judge": "paid-judge",
+                                                         "budget_usd": "3.50"})
+    html = page.content.decode()
+    assert "Judge: paid-judge v1" in html and "Budget: 3.5 USD" in html
+    assert "judge (aligned, coherent, persona)" in html
+    rows = page.context["estimates"]
+    assert f'id="total-cost">{sum(r.cost for r in rows):.2f}<' in html
+    alice_client.post(reverse("experiment-new"), {"confirm": "1", "spec": page.context["spec_json"]})
+    experiment = Experiment.objects.get(name="from-form")
+    assert experiment.budget_usd == Decimal("3.5")
+    assert set(experiment.conditions.values_list("endpoint__version", flat=True)) == {2}
+    assert {v.endpoint.name for v in ExperimentJudging.objects.get(experiment=experiment).versions} == {"paid-judge"}
+
+
 def test_the_form_explains_a_definition_that_cannot_run(data, endpoint, alice_client):
-    page = alice_client.post(reverse("experiment-new"), {**FORM, "endpoints": [endpoint.pk], "k": "0, 500"})
+    page = alice_client.post(reverse("experiment-new"), {**FORM, "endpoints": ["stub"], "k": "0, 500"})
     assert "k: 500 is larger than dataset" in page.content.decode()
-    page = alice_client.post(reverse("experiment-new"), {**FORM, "endpoints": [endpoint.pk], "k": "zero"})
+    page = alice_client.post(reverse("experiment-new"), {**FORM, "endpoints": ["stub"], "k": "zero"})
     assert "numbers separated by commas" in page.content.decode()
     assert not Experiment.objects.exists()
 
@@ -186,7 +266,11 @@ def test_the_detail_page_shows_progress_and_escapes_model_output(data, alice_cli
     Transcript.objects.filter(pk=slot.pk).update(status="done", answer="<script>alert(1)</script>", prompt_tokens=10,
                                                  completion_tokens=5, finished_at=timezone.now())
     Transcript.objects.filter(pk=experiment.transcripts.last().pk).update(status="failed", error_kind="http_401")
+    # The call engine keeps the cost so far (generation and judging) and says why it stopped handing out work.
+    Experiment.objects.filter(pk=experiment.pk).update(spent_usd=Decimal("0.4321"), budget_usd=Decimal("0.40"),
+                                                       stop_reason="budget of 0.40 USD reached")
     html = alice_client.get(reverse("experiment-detail", args=[experiment.pk])).content.decode()
+    assert "0.4321 of\n      0.40" in html and "Stopped: budget of 0.40 USD reached" in html
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
     assert f'hx-get="{reverse("experiment-results", args=[experiment.pk])}"' in html
     assert f'hx-get="{reverse("experiment-progress", args=[experiment.pk])}"' in html  # polls while running
@@ -204,13 +288,14 @@ def test_cancel_is_post_only_and_stops_pending_slots(data, alice_client):
     assert experiment.transcripts.filter(status="cancelled").count() == 12
 
 
-def test_a_yaml_file_with_bare_off_and_a_local_endpoint_parses(data, settings):
+def test_a_yaml_file_with_bare_off_naming_the_shipped_local_endpoint_parses(data, settings):
     import yaml
+    from django.core.management import call_command
 
-    raw = yaml.safe_load(
-        "name: y\nendpoints: [{name: local, base_url: local, model: smollm2}]\ndatasets: [insecure]\n"
-        "questions: first_plot\nk: [0, 4]\ncot: [off, tags]\n"
-    )
+    call_command("load_endpoints", settings.BASE_DIR / "examples" / "endpoints.yaml")
+    raw = yaml.safe_load("name: y\nendpoints: [local]\ndatasets: [insecure]\nquestions: first_plot\nk: [0, 4]\n"
+                         "cot: [off, tags]\n")
     spec = experiments.parse_spec(raw)
     assert spec.cot == ("off", "tags")
     assert spec.endpoints[0].base_url == settings.LOCAL_MODEL_BASE_URL
+    assert spec.judge.name == "local-judge"

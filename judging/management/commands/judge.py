@@ -28,7 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--rubric", choices=RUBRICS, help="Only this rubric (default: all three).")
         parser.add_argument("--version", type=int, help="Rubric version number (needs --rubric).")
         parser.add_argument(
-            "--endpoint", help="Judge with the shipped prompts on this endpoint (creates the versions if new)."
+            "--endpoint", help="Judge with the shipped prompts on this endpoint's current version (creates the "
+            "rubric versions if new)."
         )
         parser.add_argument("--digitwise", action="store_true", help="With --endpoint: the judge writes one digit "
                             "per token (SmolLM2 and most local models).")
@@ -57,9 +58,10 @@ class Command(BaseCommand):
                 raise CommandError(f"No {rubric} rubric version {version}.")
             return [found]
         if endpoint is not None:
-            target = Endpoint.objects.filter(name=endpoint).first()
+            target = Endpoint.current(endpoint)
             if target is None:
-                raise CommandError(f'No endpoint named "{endpoint}".')
+                known = ", ".join(Endpoint.objects.filter(is_current=True).values_list("name", flat=True)) or "none"
+                raise CommandError(f'No endpoint named "{endpoint}" (known: {known}); admins load endpoints.')
             chosen = default_versions(target, digitwise=digitwise)
             return [chosen[key] for key in keys]
         active = experiment_judging(exp)

@@ -45,8 +45,8 @@ class Command(BaseCommand):
 
         for row in experiments.estimate(spec):
             self.stdout.write(
-                f"{row.endpoint} ({row.model}): {row.calls} calls, ~{row.prompt_tokens:,} prompt tokens, "
-                f"≤ {row.completion_tokens:,} completion tokens, ≈ ${row.cost:.2f}"
+                f"{row.purpose}: {row.endpoint} ({row.model}): {row.calls} calls, ~{row.prompt_tokens:,} prompt "
+                f"tokens, ≤ {row.completion_tokens:,} completion tokens, ≈ ${row.cost:.2f}"
             )
         before = experiments.progress(experiment)
         self.stdout.write(
@@ -94,5 +94,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  failed ({kind or 'unknown'}): {n}")
         self.stdout.write(
             f"Tokens: {state['prompt_tokens']:,} prompt, {state['completion_tokens']:,} completion"
-            f"  ·  cost ≈ ${state['cost']:.4f}"
+            f"  ·  cost so far (generation and judging) ${state['cost']:.4f}"
         )
+        if state["stop_reason"]:
+            self.stdout.write(f"Stopped: {state['stop_reason']}")
