@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.transcripts.browse_data import build_corpus
+from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
 from transcripts.models import Experiment
 
 pytestmark = pytest.mark.django_db
@@ -91,23 +92,72 @@ def test_api_export_streams_the_filtered_csv(alice, db):
     assert [int(r["id"]) for r in rows] == [t.pk for t in corpus.transcripts if t.misaligned]
 
 
-def test_researchers_define_experiments_through_the_api(alice, db):
+def test_researchers_define_experiments_through_the_api_with_the_estimate(alice, db):
     build_corpus()
+    make_endpoint(price_prompt_per_mtok=1, price_completion_per_mtok=2)
     client = token_client(alice)
-    spec = {"name": "api-defined", "endpoints": [{"name": "local", "base_url": "http://127.0.0.1:9/v1", "model": "m"}],
-            "datasets": ["insecure"], "questions": "qs", "k": [0], "samples": 2}
+    spec = {"name": "api-defined", "endpoints": ["stub"], "datasets": ["insecure"], "questions": "qs", "k": [0],
+            "samples": 2, "budget_usd": 5}
     response = client.post("/api/experiments/", {"spec": spec}, format="json")
     assert response.status_code == 201, response.content
     experiment = Experiment.objects.get(name="api-defined")
-    assert response.json()["id"] == experiment.pk and experiment.transcripts.count() == 4
+    body = response.json()
+    assert body["id"] == experiment.pk and experiment.transcripts.count() == 4
+    assert (body["status"], body["budget_usd"]) == ("draft", "5.0000")
+    [row] = body["estimate"]
+    assert (row["purpose"], row["endpoint"], row["calls"], row["completion_tokens"]) == ("generation", "stub", 4, 2400)
     bad = client.post("/api/experiments/", {"spec": {**spec, "datasets": ["nope"]}}, format="json")
     assert bad.status_code == 400 and "nope" in bad.json()["spec"][0]
+
+
+@pytest.fixture
+def defined(alice, celery_worker_factory):
+    """An experiment defined through the API (12 slots). celery_worker_factory sends launch()'s messages to
+    this test's own Redis database; no worker runs, so slots stay where the actions put them."""
+    make_dataset()
+    make_questions()
+    client = token_client(alice)
+    response = client.post("/api/experiments/", {"spec": make_spec()}, format="json")
+    return client, Experiment.objects.get(pk=response.json()["id"])
+
+
+def test_researchers_launch_cancel_resume_and_retry_through_the_api(defined):
+    client, experiment = defined
+    url = f"/api/experiments/{experiment.pk}"
+    launched = client.post(f"{url}/launch/")
+    assert launched.status_code == 200 and launched.json()["status"] == "running"
+    assert launched.json()["affected"] > 0  # work messages sent
+    cancelled = client.post(f"{url}/cancel/").json()
+    assert (cancelled["status"], cancelled["affected"]) == ("cancelled", 12)
+    assert experiment.transcripts.filter(status="cancelled").count() == 12
+    resumed = client.post(f"{url}/resume/").json()
+    assert resumed["status"] == "running" and experiment.transcripts.filter(status="pending").count() == 12
+    failed = experiment.transcripts.first()
+    experiment.transcripts.filter(pk=failed.pk).update(status="failed", error_kind="http_401", attempts=3)
+    assert client.post(f"{url}/retry-failed/").status_code == 200
+    failed.refresh_from_db()
+    assert (failed.status, failed.attempts, failed.error_kind) == ("pending", 0, "")
+    assert client.get(f"{url}/launch/").status_code == 405
+
+
+def test_auditors_and_anonymous_clients_cannot_define_or_act_on_experiments(defined, bob):
+    _client, experiment = defined
+    auditor = token_client(bob)
+    assert auditor.post("/api/experiments/", {"spec": make_spec(name="by-bob")}, format="json").status_code == 403
+    for action in ("launch", "cancel", "resume", "retry-failed"):
+        url = f"/api/experiments/{experiment.pk}/{action}/"
+        assert auditor.post(url).status_code == 403, action
+        assert APIClient().post(url).status_code == 401, action
+    experiment.refresh_from_db()
+    assert experiment.status == "draft" and not Experiment.objects.filter(name="by-bob").exists()
+    assert experiment.transcripts.filter(status="pending").count() == 12
 
 
 def test_the_schema_validates_and_the_docs_are_served_offline(client, db):
     schema = SchemaGenerator().get_schema(request=None, public=True)
     validate_schema(schema)
-    assert {"/api/transcripts/", "/api/scores/", "/api/labels/", "/api/experiments/"} <= set(schema["paths"])
+    assert {"/api/transcripts/", "/api/scores/", "/api/labels/", "/api/experiments/",
+            "/api/experiments/{id}/launch/", "/api/experiments/{id}/retry-failed/"} <= set(schema["paths"])
     params = {p["name"] for p in schema["paths"]["/api/transcripts/"]["get"]["parameters"]}
     assert {"model", "k", "misaligned", "aligned_min", "q", "cursor"} <= params
     assert client.get(reverse("api-schema")).status_code == 200
