@@ -1,8 +1,8 @@
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-
-from decimal import Decimal
 
 from judging.models import ExperimentJudging
 from tests.judging.builders import stub_endpoint
