@@ -1,8 +1,9 @@
 from django.urls import path
 
-from . import import_views, judge_views, views
+from . import home_views, import_views, judge_views, views
 
 urlpatterns = [
+    path("", home_views.home, name="home"),
     path("annotate/", views.annotate_home, name="annotate-home"),
     path("annotate/<int:queue_id>/next/", views.annotate_next, name="annotate-next"),
     path("annotate/<int:queue_id>/undo/", views.annotate_undo, name="annotate-undo"),

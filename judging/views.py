@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from transcripts.access import researcher_required
+from transcripts.models import Experiment
 from transcripts.rendering import render_markdown
 
 from . import assignment
@@ -39,9 +40,17 @@ def _auditor_queue(request: HttpRequest, queue_id: int) -> AnnotationQueue:
 
 
 def annotate_home(request: HttpRequest) -> HttpResponse:
-    queues = request.user.annotation_queues.select_related("taxonomy").order_by("name")
-    rows = [{"queue": q, "progress": assignment.progress(queue=q, auditor=request.user)} for q in queues]
-    return render(request, "judging/annotate_home.html", {"rows": rows})
+    """The auditor's home: their queues, with what waits for them first (one query however many queues)."""
+    queues = list(assignment.with_progress(
+        request.user.annotation_queues.select_related("auto_fill_experiment"), auditor=request.user
+    ).order_by("-waiting", "name"))
+    for queue in queues:
+        # Only the status: the experiment's name would tell the auditor the model.
+        experiment = queue.auto_fill_experiment
+        queue.filling = experiment is not None and experiment.status == Experiment.Status.RUNNING
+    return render(request, "judging/annotate_home.html", {
+        "queues": queues, "filling": any(queue.filling for queue in queues),
+    })
 
 
 def annotate_next(request: HttpRequest, queue_id: int) -> HttpResponse:

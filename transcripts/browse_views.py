@@ -1,4 +1,4 @@
-"""Researcher pages: the dashboard home, the transcript browser and detail page, charts and exports.
+"""Researcher pages: the transcript browser and detail page, charts and exports.
 
 Every page takes its filter from the querystring (transcripts.filters.TranscriptFilter), so any view can
 be shared as a link, and the list, detail (previous/next), charts and exports agree on what is selected.
@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
-from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from . import charts, exporting
-from .access import is_researcher, researcher_required
+from .access import researcher_required
 from .filters import DEFAULT_SORT, SORTS, filter_transcripts, keyset_page, neighbours
 from .generation import slot_messages
-from .models import Experiment, Transcript
+from .models import Transcript
 from .rendering import render_markdown
 
 PAGE_SIZE = 50
@@ -56,31 +55,6 @@ def _querystring(request: HttpRequest, *drop: str) -> str:
     for key in drop:
         params.pop(key, None)
     return params.urlencode()
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    if not is_researcher(request.user):
-        return redirect("annotate-home")
-    experiments = list(Experiment.objects.order_by("-created_at")[:20])
-    progress = {
-        row["experiment_id"]: row
-        for row in Transcript.objects.filter(experiment__in=experiments).order_by().values("experiment_id").annotate(
-            total=Count("pk"),
-            done=Count("pk", filter=Q(status=Transcript.Status.DONE)),
-            failed=Count("pk", filter=Q(status=Transcript.Status.FAILED)),
-        )
-    }
-    for experiment in experiments:
-        counts = progress.get(experiment.pk, {"total": 0, "done": 0, "failed": 0})
-        percent = round(100 * counts["done"] / counts["total"]) if counts["total"] else 0
-        experiment.progress = {**counts, "percent": percent}
-    recent = (
-        Transcript.objects.filter(status=Transcript.Status.DONE)
-        .select_related("condition", "question")
-        .only("id", "finished_at", "misaligned", "condition__model_name", "condition__k", "question__key")
-        .order_by("-id")[:10]
-    )
-    return render(request, "transcripts/home.html", {"experiments": experiments, "recent": recent})
 
 
 @researcher_required

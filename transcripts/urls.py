@@ -3,7 +3,6 @@ from django.urls import path
 from . import browse_views, experiment_views, views
 
 urlpatterns = [
-    path("", browse_views.home, name="home"),
     path("transcripts/", browse_views.transcript_list, name="transcript-list"),
     path("transcripts/<int:pk>/", browse_views.transcript_detail, name="transcript-detail"),
     path("transcripts/export.<str:fmt>", browse_views.transcript_export, name="transcript-export"),
