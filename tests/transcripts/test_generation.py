@@ -36,9 +36,7 @@ def finished():
 def run(stub: StubOpenAI, *, slots: int = 1, **endpoint) -> list[Transcript]:
     make_dataset(n=8)
     make_questions(n=slots)
-    spec = make_spec(stub.base_url, k=[2], samples=1)
-    spec["endpoints"][0].update(endpoint)
-    experiment = experiments.define_experiment(spec)
+    experiment = experiments.define_experiment(make_spec(stub.base_url, endpoint=endpoint, k=[2], samples=1))
     experiment.status = "running"
     experiment.save()
     endpoint_id = experiment.conditions.get().endpoint_id
@@ -144,7 +142,8 @@ def test_other_4xx_are_terminal_with_the_status():
     assert (slot.status, slot.error_kind, len(stub.requests)) == ("failed", "http_401", 1)
 
 
-def test_a_missing_api_key_variable_fails_without_calling(monkeypatch):
+def test_a_missing_api_key_variable_fails_without_calling(monkeypatch, settings):
+    settings.ENDPOINT_KEY_VARIABLES = frozenset({"EM_TEST_NO_SUCH_KEY"})
     monkeypatch.delenv("EM_TEST_NO_SUCH_KEY", raising=False)
     with StubOpenAI() as stub:
         (slot,) = run(stub, api_key_env="EM_TEST_NO_SUCH_KEY")
@@ -152,24 +151,12 @@ def test_a_missing_api_key_variable_fails_without_calling(monkeypatch):
     assert "EM_TEST_NO_SUCH_KEY" in slot.error
 
 
-def test_the_api_key_is_read_from_the_named_variable(monkeypatch):
+def test_the_api_key_is_read_from_the_named_variable(monkeypatch, settings):
+    settings.ENDPOINT_KEY_VARIABLES = frozenset({"EM_TEST_KEY"})
     monkeypatch.setenv("EM_TEST_KEY", "sk-test-123")
-    seen = []
-
-    class Recording(StubOpenAI):
-        pass
-
-    with Recording() as stub:
-        handler = stub.server.RequestHandlerClass
-        original = handler.do_POST
-
-        def do_post(self):
-            seen.append(self.headers.get("Authorization"))
-            original(self)
-
-        handler.do_POST = do_post
+    with StubOpenAI() as stub:
         (slot,) = run(stub, api_key_env="EM_TEST_KEY")
-    assert slot.status == "done" and seen == ["Bearer sk-test-123"]
+    assert slot.status == "done" and [{k.lower(): v for k, v in h.items()}["authorization"] for h in stub.headers] == ["Bearer sk-test-123"]
 
 
 def test_requests_per_minute_spaces_requests():

@@ -1,0 +1,117 @@
+"""The call engine's guarantees that neither job owns: which credentials and hosts a request may use, what
+an answer records about where it came from, token-rate pacing and budgets. Generation is the job under test
+here (judging runs through the same functions: tests/judging/test_judge_tasks.py)."""
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from tests.stub_openai import Reply, StubOpenAI, completion
+from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
+from transcripts import experiments, generation
+from transcripts.models import Endpoint, Experiment, Transcript
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(settings):
+    settings.GENERATION_BACKOFF_SECONDS = 0.01
+    settings.GENERATION_MAX_ATTEMPTS = 3
+
+
+def running_experiment(base_url: str, *, questions: int = 1, endpoint: dict | None = None) -> Experiment:
+    make_dataset(n=8)
+    make_questions(n=questions)
+    experiment = experiments.define_experiment(make_spec(base_url, endpoint=endpoint, k=[2], samples=1))
+    experiment.status = Experiment.Status.RUNNING
+    experiment.save()
+    return experiment
+
+
+def generate(experiment: Experiment) -> list[Transcript]:
+    for endpoint_id in experiment.conditions.values_list("endpoint_id", flat=True).distinct():
+        generation.work(endpoint_id)
+    return list(experiment.transcripts.order_by("dispatch_order"))
+
+
+def test_an_endpoint_row_naming_an_undeclared_variable_sends_nothing(settings, monkeypatch):
+    """Even a row that got past validation (written before the rule, or straight into the database) cannot make
+    a worker send the server's own configuration as a Bearer token."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://secret-password@db/em")
+    settings.ENDPOINT_KEY_VARIABLES = frozenset({"OPENAI_API_KEY"})
+    with StubOpenAI() as stub:
+        experiment = running_experiment(stub.base_url)
+        Endpoint.objects.filter(name="stub").update(api_key_env="DATABASE_URL")
+        (slot,) = generate(experiment)
+    assert (slot.status, slot.error_kind) == ("failed", "undeclared_key_variable")
+    assert stub.requests == [] and "ENDPOINT_KEY_VARIABLES" in slot.error
+
+
+def test_a_variable_no_longer_declared_is_not_read(settings, monkeypatch):
+    settings.ENDPOINT_KEY_VARIABLES = frozenset({"EM_TEST_KEY"})
+    monkeypatch.setenv("EM_TEST_KEY", "sk-test-123")
+    with StubOpenAI() as stub:
+        experiment = running_experiment(stub.base_url, endpoint={"api_key_env": "EM_TEST_KEY"})
+        settings.ENDPOINT_KEY_VARIABLES = frozenset()  # the operator withdrew it
+        (slot,) = generate(experiment)
+    assert (slot.status, slot.error_kind, stub.requests) == ("failed", "undeclared_key_variable", [])
+
+
+def test_redirects_are_not_followed(settings, monkeypatch):
+    """A server that redirects must not get our request (and key) re-sent to the host it names."""
+    settings.ENDPOINT_KEY_VARIABLES = frozenset({"EM_TEST_KEY"})
+    monkeypatch.setenv("EM_TEST_KEY", "sk-test-123")
+    with StubOpenAI() as elsewhere:
+        target = f"{elsewhere.base_url}/chat/completions"
+        with StubOpenAI(lambda r, n: Reply(status=307, headers={"Location": target}, body={})) as redirecting:
+            experiment = running_experiment(redirecting.base_url, endpoint={"api_key_env": "EM_TEST_KEY"})
+            (slot,) = generate(experiment)
+    assert (slot.status, slot.error_kind) == ("failed", "redirect_refused")
+    assert len(redirecting.requests) == 1 and elsewhere.requests == []
+
+
+def test_an_answer_records_the_served_model_fingerprint_and_endpoint_version():
+    def behaviour(request, n):
+        body = completion("hi", prompt_tokens=120, completion_tokens=7)
+        body.update(model="stub-2026-11-01", system_fingerprint="fp_abc123")
+        return Reply(body=body)
+
+    with StubOpenAI(behaviour) as stub:
+        experiment = running_experiment(stub.base_url)
+        (slot,) = generate(experiment)
+    assert (slot.served_model, slot.system_fingerprint) == ("stub-2026-11-01", "fp_abc123")
+    assert (slot.prompt_tokens, slot.completion_tokens) == (120, 7)
+    assert slot.condition.endpoint.version == 1
+
+
+def test_tokens_per_minute_spaces_requests_by_their_estimated_size():
+    times: list[float] = []
+
+    def behaviour(request, n):
+        times.append(time.monotonic())
+        return Reply(body=completion("ok"))
+
+    with StubOpenAI(behaviour) as stub:
+        experiment = running_experiment(stub.base_url, questions=4, endpoint={"tokens_per_minute": 6000})
+        slot = generation.GENERATION.load(experiment.transcripts.first().pk)
+        spacing = generation.GENERATION.estimated_tokens(slot) * 60 / 6000
+        slots = generate(experiment)
+    assert [s.status for s in slots] == ["done"] * 4
+    assert spacing > 0.2
+    # The first request also pays for creating the client and connecting: measure from the second.
+    assert times[-1] - times[1] >= 2 * spacing - 0.05
+
+
+def test_a_budget_stops_handing_out_work_and_says_why():
+    with StubOpenAI(lambda r, n: Reply(body=completion("ok", prompt_tokens=1_000_000, completion_tokens=0))) as stub:
+        experiment = running_experiment(
+            stub.base_url, questions=5, endpoint={"price_prompt_per_mtok": Decimal("1.00")}
+        )
+        Experiment.objects.filter(pk=experiment.pk).update(budget_usd=Decimal("2.00"))
+        slots = generate(experiment)
+    experiment.refresh_from_db()
+    assert [s.status for s in slots] == ["done", "done", "cancelled", "cancelled", "cancelled"]
+    assert len(stub.requests) == 2 and experiment.spent_usd == Decimal("2.00")
+    assert experiment.status == "cancelled" and "Budget of $2.00 reached" in experiment.stop_reason
