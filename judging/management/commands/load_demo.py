@@ -1,4 +1,5 @@
-"""Load the shipped evaluation data, the synthetic insecure-code dataset and the demo users.
+"""Load the shipped evaluation data, the synthetic insecure-code dataset, the demo users, and the demo
+experiment (defined, not launched: `run_embedded` launches it) with its annotation queue.
 
 Idempotent and quick on a second run: every import recognises content it already holds, and existing
 users are left alone (their passwords are never reset).
@@ -11,12 +12,17 @@ import os
 import tempfile
 from pathlib import Path
 
+import yaml
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from judging.autofill import fill
 from judging.importing import em_rubric_versions, import_transcripts
+from judging.models import AnnotationQueue, Taxonomy
+from transcripts import experiments
 from transcripts.access import ADMIN, AUDITOR, RESEARCHER
 from transcripts.demo.insecure import dataset_description, generate_examples
 from transcripts.importing import ImportFailed, import_dataset, import_questions
@@ -35,6 +41,15 @@ DEMO_USERS = [
     ("auditor2", "auditor-demo", AUDITOR, {}),
     ("admin", "admin-demo", ADMIN, {"is_staff": True, "is_superuser": True}),
 ]
+
+
+DEMO_EXPERIMENT = Path(settings.BASE_DIR) / "examples" / "demo.yaml"
+DEMO_QUEUE = "Demo: how the chain of thought reasons"
+DEMO_QUEUE_INSTRUCTIONS = (
+    "Read the reasoning (the model's chain of thought) and choose how it justifies its answer; press the "
+    "category's number key, then Enter. Select text in the reasoning first to highlight the span that shows "
+    "it. The model, k and the judge's scores stay hidden until your label is in."
+)
 
 
 def shared_data_dir() -> Path:
@@ -60,7 +75,10 @@ class Command(BaseCommand):
                 self.load_data(em)
         except ImportFailed as exc:
             raise CommandError(str(exc)) from exc
+        # The embedded default's endpoints (the local model, to generate and to judge), as an operator would.
+        call_command("load_endpoints", Path(settings.BASE_DIR) / "examples" / "endpoints.yaml", stdout=self.stdout)
         self.load_users()
+        self.load_demo_queue()
 
     def report(self, what: str, changed: bool) -> None:
         self.stdout.write(f"  {'imported' if changed else 'unchanged':<10} {what}")
@@ -93,3 +111,24 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {username} / {password}  ({role})")
             else:
                 self.stdout.write(f"  {username}  ({role}; already existed, password unchanged)")
+
+    def load_demo_queue(self) -> None:
+        """The demo experiment and a queue that fills with its chain-of-thought transcripts as they finish,
+        for both demo auditors, so an auditor has items within minutes of `make run`. A queue that already
+        exists keeps its settings (a researcher may have changed them); it only takes what it missed."""
+        try:
+            experiment = experiments.define_experiment(yaml.safe_load(DEMO_EXPERIMENT.read_text()))
+        except experiments.SpecError as exc:
+            raise CommandError(f"{DEMO_EXPERIMENT}: {exc}") from exc
+        queue, created = AnnotationQueue.objects.get_or_create(name=DEMO_QUEUE, defaults={
+            "taxonomy": Taxonomy.objects.filter(name="persona").order_by("-version").first(),
+            "overlap": 2, "auto_fill_experiment": experiment, "instructions": DEMO_QUEUE_INSTRUCTIONS,
+        })
+        if created:
+            queue.auditors.set(User.objects.filter(username__in=[u for u, _, role, _ in DEMO_USERS if role == AUDITOR]))
+        added = fill(queue)
+        self.stdout.write("Demo experiment (launched by make run) and annotation queue:")
+        self.stdout.write(f"  {'ready':<10} experiment {experiment.name} ({experiment.transcripts.count()} slots)")
+        self.stdout.write(f"  {'ready':<10} queue {queue.name!r}: overlap {queue.overlap}, fills from "
+                          f"{experiment.name}'s chain-of-thought transcripts ({queue.items.count()} so far"
+                          f"{f', {added} added now' if added else ''})")
