@@ -61,7 +61,7 @@ class StubOpenAI:
     def __init__(self, behaviour: Callable[[dict, int], Reply] = default_behaviour):
         self.behaviour = behaviour
         self.requests: list[dict] = []
-        self.headers: list[dict[str, str]] = []  # each request's HTTP headers (e.g. which key was sent)
+        self.headers: list[dict[str, str]] = []  # each request's HTTP headers, names lower-cased
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -84,7 +84,7 @@ class StubOpenAI:
                     payload = {}
                 with stub._lock:
                     stub.requests.append(payload)
-                    stub.headers.append(dict(self.headers))
+                    stub.headers.append({name.lower(): value for name, value in self.headers.items()})
                     n = len(stub.requests)
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
