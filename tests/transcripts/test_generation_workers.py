@@ -8,7 +8,7 @@ from django.db.models import Count
 
 from tests.conftest import wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
+from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
 from transcripts import experiments
 from transcripts.models import Transcript
 
@@ -21,8 +21,7 @@ def test_max_concurrency_holds_across_two_workers(celery_worker_factory):
     with StubOpenAI(lambda r, n: Reply(body=completion(f"reply {n}"), delay=0.3)) as stub:
         make_dataset(n=10)
         make_questions(n=5)
-        spec = make_spec(stub.base_url, k=[0, 2], samples=4)  # 40 slots
-        spec["endpoints"][0]["max_concurrency"] = 3
+        spec = make_spec(stub.base_url, k=[0, 2], samples=4, endpoint={"max_concurrency": 3})  # 40 slots
         experiment = experiments.define_experiment(spec)
         celery_worker_factory(env=WORKER_ENV, concurrency=8)
         celery_worker_factory(env=WORKER_ENV, concurrency=8)
@@ -49,8 +48,7 @@ def test_one_worker_keeps_many_requests_in_flight(celery_worker_factory):
     with StubOpenAI(held_until_twenty_are_open) as stub:
         make_dataset(n=10)
         make_questions(n=10)
-        spec = make_spec(stub.base_url, k=[0], samples=4)  # 40 slots
-        spec["endpoints"][0]["max_concurrency"] = 20
+        spec = make_spec(stub.base_url, k=[0], samples=4, endpoint={"max_concurrency": 20})  # 40 slots
         experiment = experiments.define_experiment(spec)
         celery_worker_factory(env=WORKER_ENV, concurrency=32)
         experiments.launch(experiment)
@@ -72,9 +70,10 @@ def test_run_experiment_wait_summarises_done_and_failed_by_reason(celery_worker_
     with StubOpenAI(behaviour) as stub:
         make_dataset(n=10)
         make_questions(n=3)
+        make_endpoint(stub.base_url)  # as an admin would; the file names it
         path = tmp_path / "exp.yaml"
         path.write_text(
-            f"name: summary\nendpoints: [{{name: stub, base_url: '{stub.base_url}', model: stub}}]\n"
+            "name: summary\nendpoints: [stub]\n"
             "datasets: [insecure]\nquestions: first_plot\nk: [0, 2]\nsamples: 2\nmax_tokens: 20\n"
         )
         celery_worker_factory(env=WORKER_ENV, concurrency=4)
@@ -94,8 +93,7 @@ def test_a_warm_shutdown_stops_claiming_and_leaves_the_rest_pending(celery_worke
     with StubOpenAI(lambda r, n: Reply(body=completion("ok"), delay=0.2)) as stub:
         make_dataset(n=10)
         make_questions(n=10)
-        spec = make_spec(stub.base_url, k=[0], samples=10)  # 100 slots, about 20 s one at a time
-        spec["endpoints"][0]["max_concurrency"] = 1
+        spec = make_spec(stub.base_url, k=[0], samples=10, endpoint={"max_concurrency": 1})  # 100 slots, ~20 s
         experiment = experiments.define_experiment(spec)
         worker = celery_worker_factory(env=WORKER_ENV, concurrency=4)
         experiments.launch(experiment)

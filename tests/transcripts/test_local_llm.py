@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 def test_it_generates_real_answers_with_the_local_model(celery_worker_factory, local_llm_url):
     make_dataset(n=6, filler=10)
     make_questions(n=2)
-    spec = make_spec(local_llm_url, k=[0, 2], cot=["off", "tags"], samples=1, max_tokens=24)
-    spec["endpoints"][0].update(model="smollm2", max_concurrency=1, timeout_seconds=120)
+    spec = make_spec(local_llm_url, k=[0, 2], cot=["off", "tags"], samples=1, max_tokens=24,
+                     endpoint={"model": "smollm2", "max_concurrency": 1, "timeout_seconds": 120})
     experiment = experiments.define_experiment(spec)
     celery_worker_factory(concurrency=4)
     experiments.launch(experiment)
