@@ -8,7 +8,6 @@ from django.urls import reverse
 
 from judging import assignment
 from judging.models import JudgeScore
-from tests.conftest import make_user
 from transcripts.models import Experiment, Transcript
 
 from .annotation_data import SECRET_MODEL, queue_over, taxonomy, transcripts
