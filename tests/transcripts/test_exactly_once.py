@@ -28,8 +28,9 @@ def answer_each_request(request, n):
 def experiment_file(tmp_path: Path, stub: StubOpenAI) -> Path:
     make_dataset(n=20)
     make_questions(n=10)
-    spec = make_spec(stub.base_url, name="exactly-once", k=[0, 4], samples=10)  # 2 × 10 × 10 = 200 slots
-    spec["endpoints"][0].update(max_concurrency=8, timeout_seconds=1)
+    spec = make_spec(  # 2 × 10 × 10 = 200 slots
+        stub.base_url, name="exactly-once", k=[0, 4], samples=10, endpoint={"max_concurrency": 8, "timeout_seconds": 1}
+    )
     path = tmp_path / "exactly-once.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
