@@ -10,11 +10,12 @@ from django.db.models import Count
 
 from judging.models import JudgeScore, RubricVersion
 from transcripts.access import is_auditor, is_researcher
-from transcripts.models import Dataset, Example, Experiment, Question, QuestionSet, Transcript
+from transcripts.models import Dataset, Endpoint, Example, Experiment, Question, QuestionSet, Transcript
 
 
 def counts() -> dict[str, int]:
-    models = (Dataset, Example, QuestionSet, Question, Experiment, Transcript, JudgeScore, RubricVersion, User)
+    models = (Dataset, Example, QuestionSet, Question, Endpoint, Experiment, Transcript, JudgeScore, RubricVersion,
+              User)
     return {m.__name__: m.objects.count() for m in models}
 
 
@@ -62,7 +63,7 @@ def test_a_second_run_changes_nothing_and_keeps_changed_passwords(loaded, capsys
     out = capsys.readouterr().out
     assert counts() == before
     assert not [line for line in out.splitlines() if line.startswith("  imported")]
-    assert out.count("  unchanged") == 7
+    assert out.count("  unchanged") == 7 + 2  # the data, and the two endpoints of examples/endpoints.yaml
     assert "researcher  (researcher; already existed, password unchanged)" in out
     assert authenticate(username="researcher", password="my-own-secret") is not None
     assert authenticate(username="researcher", password="researcher-demo") is None
