@@ -33,6 +33,7 @@ VAR = Path(os.environ.setdefault("EM_VAR_DIR", tempfile.mkdtemp(prefix="em_bench
 SERVER_ENV = {**os.environ, "DEBUG": "false", "SECRET_KEY": "bench-only-secret", "EM_VAR_DIR": str(VAR)}
 PASSWORD = "bench-password-123"  # noqa: S105 — a throwaway user in the benchmark database
 REPEAT = int(os.environ.get("BENCH_REPEAT", "100"))
+AUDITOR = "bench-auditor"
 
 import django  # noqa: E402
 
@@ -41,6 +42,7 @@ django.setup()
 from django.contrib.auth.models import Group, User  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from judging.models import AnnotationQueue  # noqa: E402
 from transcripts import exporting  # noqa: E402
 from transcripts.filters import encode_cursor  # noqa: E402
 from transcripts.models import Condition, Experiment, Question, Transcript  # noqa: E402
@@ -125,10 +127,15 @@ def worker_pids(master: int) -> list[int]:
 
 
 def main() -> None:
-    user, _ = User.objects.get_or_create(username="bench-researcher")
-    user.set_password(PASSWORD)
-    user.save()
-    user.groups.add(Group.objects.get_or_create(name="researcher")[0])
+    users = {}
+    for username, role in (("bench-researcher", "researcher"), (AUDITOR, "auditor")):
+        users[role], _ = User.objects.get_or_create(username=username)
+        users[role].set_password(PASSWORD)
+        users[role].save()
+        users[role].groups.add(Group.objects.get_or_create(name=role)[0])
+    # The auditor home lists the auditor's queues: make them an auditor of every queue.
+    users["auditor"].annotation_queues.add(*AnnotationQueue.objects.all())
+    user = users["researcher"]
     total = Transcript.objects.count()
     print(f"database {connection.settings_dict['NAME']}: {total} transcripts", flush=True)
 
@@ -189,6 +196,12 @@ def run(client: Client, master: int, total: int) -> None:
         report(f"list first page · sort={sort}", timed(client, f"/transcripts/?sort={sort}"), 100)
         deep = urllib.parse.urlencode({"sort": sort, "after": encode_cursor(50.0, middle)})
         report(f"list deep page · sort={sort} (score 50)", timed(client, f"/transcripts/?{deep}"), 100)
+
+    print("\n== home pages ==", flush=True)
+    report("home (researcher dashboard)", timed(client, "/"), 100)
+    auditor = Client(client.port)
+    auditor.login(AUDITOR)
+    report(f"annotate home (auditor of {AnnotationQueue.objects.count()} queues)", timed(auditor, "/annotate/"), 100)
 
     print("\n== detail page ==", flush=True)
     ids = list(Transcript.objects.filter(pk__gte=middle).order_by("pk").values_list("pk", flat=True)[:200:4])
