@@ -26,6 +26,7 @@ version current when the experiment is defined is the one its conditions keep.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -83,8 +84,9 @@ def _int(value, field: str, *, minimum: int = 0) -> int:
 
 
 def _number(value, field: str, *, minimum: float = 0, maximum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum or (
-        maximum is not None and value > maximum
+    # YAML reads .nan and .inf as floats; NaN passes every comparison, so finiteness is checked first.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
+        value < minimum or (maximum is not None and value > maximum)
     ):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"≥ {minimum}"
         raise SpecError(f"{field}: expected a number {bound}, got {value!r}")
@@ -121,11 +123,17 @@ def _endpoint(name, field: str) -> Endpoint:
     return endpoint
 
 
+_CENT = Decimal("0.01")
+_MAX_BUDGET = 10**8  # Experiment.budget_usd holds 12 digits, 4 after the point
+
+
 def _budget(value) -> Decimal | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise SpecError(f"budget_usd: expected a number of US dollars > 0, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            or not _CENT <= Decimal(str(value)) < _MAX_BUDGET):
+        raise SpecError(f"budget_usd: expected a number of US dollars > 0 (at least 0.01, below {_MAX_BUDGET:,}), "
+                        f"got {value!r}")
     return Decimal(str(value))
 
 

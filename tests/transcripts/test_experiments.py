@@ -41,6 +41,9 @@ def data(db):
         ({"judge": {"name": "j", "base_url": "http://h/v1", "model": "m"}}, "judge: experiments choose endpoints"),
         ({"budget_usd": 0}, "budget_usd: expected a number of US dollars > 0, got 0"),
         ({"budget_usd": "ten"}, "budget_usd: expected a number of US dollars > 0"),
+        ({"budget_usd": 1e12}, "budget_usd: expected a number of US dollars > 0 (at least 0.01, below 100,000,000)"),
+        ({"budget_usd": float("nan")}, "budget_usd: expected a number of US dollars > 0"),
+        ({"temperature": float("nan")}, "temperature: expected a number between 0 and 2"),
         ({"questions": {"set": "first_plot", "keys": ["q0", "zz"]}}, "questions.keys: zz not in"),
     ],
 )
