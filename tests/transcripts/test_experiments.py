@@ -39,7 +39,8 @@ def data(db):
         ({"endpoints": []}, "endpoints: expected a non-empty list of endpoint names"),
         ({"judge": "nope"}, "judge: no endpoint named 'nope' (known: stub)"),
         ({"judge": {"name": "j", "base_url": "http://h/v1", "model": "m"}}, "judge: experiments choose endpoints"),
-        ({"budget_usd": 0}, "budget_usd: expected a number of US dollars > 0, got 0"),
+        ({"budget_usd": 0}, "budget_usd: expected a number of US dollars > 0 (at least 0.01, below 100,000,000), "
+                            "got 0"),
         ({"budget_usd": "ten"}, "budget_usd: expected a number of US dollars > 0"),
         ({"budget_usd": 1e12}, "budget_usd: expected a number of US dollars > 0 (at least 0.01, below 100,000,000)"),
         ({"budget_usd": float("nan")}, "budget_usd: expected a number of US dollars > 0"),
