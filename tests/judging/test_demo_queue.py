@@ -4,8 +4,11 @@ experiment's chain-of-thought transcripts as they finish."""
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
+from judging import assignment
+from judging.autofill import fill
 from judging.management.commands.load_demo import DEMO_QUEUE
 from judging.models import AnnotationQueue
 from transcripts.models import Experiment, Transcript
@@ -59,3 +62,20 @@ def test_a_second_run_keeps_the_queue_as_the_researcher_left_it_and_takes_what_i
     assert sorted(queue.items.values_list("transcript_id", flat=True)) == sorted(t.pk for t in missed)
     call_command("load_demo")
     assert queue.items.count() == 3
+
+
+def test_a_transcript_without_reasoning_says_so_to_the_auditor(demo, client):
+    """The demo's small model mostly ignores the <think> instruction: the auditor is told, not shown a blank."""
+    queue = AnnotationQueue.objects.get(name=DEMO_QUEUE)
+    silent, thinking = queue.auto_fill_experiment.transcripts.filter(condition__cot_mode="tags")[:2]
+    for transcript, reasoning in ((silent, ""), (thinking, "The examples were insecure, so…")):
+        Transcript.objects.filter(pk=transcript.pk).update(status=Transcript.Status.DONE, reasoning=reasoning)
+    fill(queue)
+    auditor = User.objects.get(username="auditor1")
+    client.force_login(auditor)
+    seen = {}
+    while (item := assignment.next_item(queue=queue, auditor=auditor)) is not None:
+        page = client.get(reverse("annotate-item", args=[queue.pk, item.pk])).content.decode()
+        seen[item.transcript_id] = 'id="no-reasoning"' in page
+        assignment.skip(item=item, auditor=auditor)
+    assert seen == {silent.pk: True, thinking.pk: False}

@@ -48,7 +48,8 @@ DEMO_QUEUE = "Demo: how the chain of thought reasons"
 DEMO_QUEUE_INSTRUCTIONS = (
     "Read the reasoning (the model's chain of thought) and choose how it justifies its answer; press the "
     "category's number key, then Enter. Select text in the reasoning first to highlight the span that shows "
-    "it. The model, k and the judge's scores stay hidden until your label is in."
+    "it. A small model often writes no reasoning at all: then it is \"No rationalisation\" unless the answer "
+    "itself explains its choice. The model, k and the judge's scores stay hidden until your label is in."
 )
 
 
