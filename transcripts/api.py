@@ -103,7 +103,7 @@ class ConditionViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Transcript.objects.select_related("condition", "question")
+    queryset = Transcript.objects.select_related("condition__endpoint", "question")
     serializer_class = TranscriptSerializer
     permission_classes = RESEARCHERS
     filterset_class = TranscriptFilter

@@ -72,12 +72,18 @@ class TranscriptSerializer(serializers.ModelSerializer):
     cot_mode = serializers.CharField(source="condition.cot_mode", read_only=True)
     question_key = serializers.CharField(source="question.key", read_only=True)
     domain = serializers.CharField(source="question.domain", read_only=True)
+    endpoint = serializers.CharField(source="condition.endpoint_name", read_only=True)
+    endpoint_version = serializers.IntegerField(
+        source="condition.endpoint.version", read_only=True, default=None,
+        help_text="The endpoint version that was called (null for imported runs).",
+    )
 
     class Meta:
         model = Transcript
         fields = [
-            "id", "experiment", "condition", "model", "dataset", "k", "cot_mode", "question", "question_key",
-            "domain", "sample_index", "seed", "status", "reasoning", "answer", "aligned", "coherent",
+            "id", "experiment", "condition", "model", "endpoint", "endpoint_version", "served_model",
+            "system_fingerprint", "dataset", "k", "cot_mode", "question", "question_key", "domain", "sample_index",
+            "seed", "status", "reasoning", "answer", "prompt_tokens", "completion_tokens", "aligned", "coherent",
             "judge_outcome", "misaligned", "judge_category", "human_category", "finished_at",
         ]
         read_only_fields = fields

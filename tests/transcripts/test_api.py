@@ -121,6 +121,16 @@ def defined(alice, celery_worker_factory):
     return client, Experiment.objects.get(pk=response.json()["id"])
 
 
+def test_transcripts_say_which_endpoint_version_answered_and_what_the_server_called_itself(defined):
+    client, experiment = defined
+    slot = experiment.transcripts.first()
+    experiment.transcripts.filter(pk=slot.pk).update(status="done", served_model="stub-2024-01-01",
+                                                     system_fingerprint="fp_123")
+    body = client.get(f"/api/transcripts/{slot.pk}/").json()
+    assert (body["endpoint"], body["endpoint_version"], body["model"]) == ("stub", 1, "stub")
+    assert (body["served_model"], body["system_fingerprint"]) == ("stub-2024-01-01", "fp_123")
+
+
 def test_researchers_launch_cancel_resume_and_retry_through_the_api(defined):
     client, experiment = defined
     url = f"/api/experiments/{experiment.pk}"
