@@ -87,7 +87,7 @@ def _prompt_summary(transcript: Transcript) -> str:
 @researcher_required
 def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
     transcript = get_object_or_404(
-        Transcript.objects.select_related("experiment", "condition__dataset", "question"), pk=pk
+        Transcript.objects.select_related("experiment", "condition__dataset", "condition__endpoint", "question"), pk=pk
     )
     filterset = filter_transcripts(request.GET)
     sort = request.GET.get("sort") if request.GET.get("sort") in SORTS else DEFAULT_SORT
@@ -106,7 +106,7 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "prompt_error": prompt_error,
         "reasoning_html": render_markdown(transcript.reasoning),
         "answer_html": render_markdown(transcript.answer),
-        "scores": transcript.judge_scores.select_related("rubric_version__rubric", "category").order_by(
+        "scores": transcript.judge_scores.select_related("rubric_version__rubric", "rubric_version__endpoint", "category").order_by(
             "rubric_version__rubric__key", "-rubric_version__version"
         ),
         "labels": [label for item in items for label in item.labels.all()],
