@@ -95,7 +95,7 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class ConditionViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Condition.objects.all()
+    queryset = Condition.objects.select_related("endpoint")
     serializer_class = ConditionSerializer
     permission_classes = RESEARCHERS
     pagination_class = NewestFirst

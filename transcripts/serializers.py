@@ -56,10 +56,15 @@ class ExperimentActionSerializer(ExperimentSerializer):
 
 
 class ConditionSerializer(serializers.ModelSerializer):
+    endpoint_version = serializers.IntegerField(
+        source="endpoint.version", read_only=True, default=None,
+        help_text="The endpoint version this condition calls (kept when an admin changes the endpoint).",
+    )
+
     class Meta:
         model = Condition
         fields = [
-            "id", "experiment", "endpoint_name", "model_name", "dataset_name", "k", "cot_mode",
+            "id", "experiment", "endpoint_name", "endpoint_version", "model_name", "dataset_name", "k", "cot_mode",
             "system_prompt_name", "system_prompt", "temperature", "ordering_seed",
         ]
         read_only_fields = fields
