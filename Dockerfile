@@ -20,12 +20,13 @@ FROM python:3.11-slim
 # libgomp: llama.cpp's OpenMP threads.
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /app em
+    && useradd --system --uid 10001 --home-dir /app/var em
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY . .
-# Static files are collected into the image (whitenoise serves them); var/ is where beat keeps its schedule.
+# Static files are collected into the image (whitenoise serves them). var/ is the app user's only writable
+# place and its home: beat keeps its schedule there, gunicorn its control socket.
 RUN DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
     && chown -R em /app/var
 USER em

@@ -225,7 +225,8 @@ def test_it_runs_a_study_end_to_end_on_the_compose_topology(topology):
 
     wait_for(judged, timeout=600, what="judging", topology=topology)
     scores = api.get("/api/scores/", params={"experiment": experiment, "page_size": 1000}).json()["results"]
-    assert {s["rubric"] for s in scores if s["status"] == "done"} >= {"aligned", "coherent"}
+    done = [s for s in scores if s["status"] == "done"]
+    assert {s["rubric"] for s in done} >= {"aligned", "coherent"} and {s["judge_model"] for s in done} == {"smollm2"}
 
     # The researcher queues the transcripts for the auditor, who labels one.
     created = submit(researcher, "/queues/new/", {
