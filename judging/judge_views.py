@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from transcripts.access import researcher_required
 from transcripts.models import Condition, Experiment, Transcript
 
-from . import comparisons, metrics
+from . import calibration, comparisons, metrics
 from .judge import enqueue
 from .models import RubricVersion
 from .verdicts import set_active_versions
@@ -67,6 +67,8 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
         ],
         "progress": metrics.progress(experiment, versions),
         "query": _query(versions),
+        "judge_notes": calibration.judge_notes(versions),
+        "docs_pointer": calibration.DOCS_POINTER,
     }
     template = "judging/results_table.html" if request.htmx else "judging/results.html"
     return render(request, template, context)
