@@ -42,8 +42,8 @@ class QuestionAdmin(admin.ModelAdmin):
 
 
 class EndpointForm(forms.ModelForm):
-    # Not the model's URLField: Django's URL validator refuses the dotless hosts model servers live at
-    # (http://vllm:8000/v1), so base URLs are checked by transcripts.endpoints like every other field.
+    # A plain field so that `local` (the embedded server) is accepted here; transcripts.endpoints resolves it and
+    # validates the URL with the model's validator, like every other field.
     base_url = forms.CharField(max_length=500, help_text="http(s) URL of the OpenAI-compatible API, or `local`.")
 
     class Meta:

@@ -8,7 +8,6 @@ defined before keeps the server, model and key variable it was defined with.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +29,6 @@ LOCAL = "local"
 # The embedded default's judge (examples/endpoints.yaml); experiments without `judge:` use it when loaded.
 LOCAL_JUDGE = "local-judge"
 
-# Django's URLValidator wants a dotted host name, but model servers live at `http://vllm:8000/v1` or
-# `http://gpu-box:8000/v1` on private networks, so base URLs are checked here instead.
-_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
-
 
 def build_version(*, name: str, **fields) -> Endpoint:
     """An unsaved, validated Endpoint with these fields (the model's defaults for the rest). Raises
@@ -44,12 +39,10 @@ def build_version(*, name: str, **fields) -> Endpoint:
     base_url = fields.get("base_url")
     if base_url == LOCAL:
         base_url = settings.LOCAL_MODEL_BASE_URL
-    if not isinstance(base_url, str) or not _URL.match(base_url):
-        raise ValidationError({"base_url": f"expected an http(s) URL (or `{LOCAL}`), got {base_url!r}"})
-    fields["base_url"] = base_url.rstrip("/")
+    fields["base_url"] = base_url.rstrip("/") if isinstance(base_url, str) else base_url
     candidate = Endpoint(name=name, **fields)
     # The version number and the one-current rule are save_endpoint's job, under its lock.
-    candidate.full_clean(exclude=["base_url", "version"], validate_unique=False, validate_constraints=False)
+    candidate.full_clean(exclude=["version"], validate_unique=False, validate_constraints=False)
     return candidate
 
 

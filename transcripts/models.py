@@ -8,6 +8,7 @@ import os
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -127,7 +128,11 @@ class Endpoint(models.Model):
     name = models.CharField(max_length=100)
     version = models.PositiveIntegerField(default=1)
     is_current = models.BooleanField(default=True, editable=False, help_text="The version new work uses.")
-    base_url = models.URLField(max_length=500)
+    # Not a URLField: Django's URL validator wants a dotted host, and model servers live on private networks
+    # at http://vllm:8000/v1 or compose's http://model:8765/v1.
+    base_url = models.CharField(max_length=500, validators=[
+        RegexValidator(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", "expected an http(s) URL (or `local` in a file)")
+    ])
     model = models.CharField(max_length=200)
     api_key_env = models.CharField(
         max_length=100, blank=True, help_text="Name of the environment variable that holds the key (never the key)."
