@@ -1,4 +1,4 @@
-"""Handing queue items to auditors: next item, claim, submit, skip, undo.
+"""Queue items: adding them to a queue, and handing them to auditors (next item, claim, submit, skip, undo).
 
 Invariant: for every item, submitted labels + live claims ≤ the queue's overlap N. Every change to an item's
 claims or labels first locks the item row (`SELECT … FOR UPDATE`) inside one transaction, so two auditors
