@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from html.parser import HTMLParser
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx2
 import psycopg
@@ -58,12 +58,13 @@ def fresh_database():
     """A database of its own, empty: compose's migrate service creates the schema."""
     base = settings.DATABASES["default"]
     name = f"{base['NAME']}_topology_{xdist_index()}"
-    admin = dict(host=base["HOST"] or "127.0.0.1", port=base["PORT"] or 5432, user=base["USER"], dbname="postgres",
-                 autocommit=True)
+    admin = dict(host=base["HOST"] or "127.0.0.1", port=base["PORT"] or 5432, user=base["USER"],
+                 password=base["PASSWORD"] or None, dbname="postgres", autocommit=True)
     with psycopg.connect(**admin) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://{base['USER']}@{admin['host']}:{admin['port']}/{name}"
+    login = quote(base["USER"]) + (f":{quote(base['PASSWORD'])}" if base["PASSWORD"] else "")
+    yield f"postgres://{login}@{admin['host']}:{admin['port']}/{name}"
     with psycopg.connect(**admin) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
