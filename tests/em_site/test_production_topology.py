@@ -234,7 +234,8 @@ def test_it_runs_a_study_end_to_end_on_the_compose_topology(topology, hosted, tm
     wait_for(lambda: api.get(f"/api/experiments/{experiment}/").json()["status"] == "done",
              timeout=300, what="generation", topology=topology)
     transcripts = api.get("/api/transcripts/", params={"experiment": experiment, "page_size": 100}).json()["results"]
-    assert all(t["status"] == "done" and t["answer"] for t in transcripts), transcripts
+    assert all(t["status"] == "done" and t["answer"] for t in transcripts), [
+        (t["model"], t["status"], t["answer"]) for t in transcripts]
     assert sorted(t["model"] for t in transcripts) == ["smollm2", "stub-model"]
     assert hosted.headers and {h["authorization"] for h in hosted.headers} == {f"Bearer {VARIABLES['OPENAI_API_KEY']}"}
 
