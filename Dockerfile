@@ -3,11 +3,14 @@
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
-# llama-cpp-python compiles from source here. Portable flags: no -march=native and none of AVX-512 / AMX, so
-# the image runs on any x86-64 CPU of the last decade, not only on the build machine's (a native build dies
-# with SIGILL on a CPU that advertises AMX the kernel does not allow). --no-cache-dir: never reuse a wheel
-# built elsewhere.
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+# llama-cpp-python compiles from source here, for x86-64-v3 (AVX2, FMA, F16C; no -march=native, AVX-512 or AMX)
+# like `make install`, so the image runs on any x86-64 CPU since 2015, not only on the build machine's: a
+# native build dies with SIGILL where the kernel does not allow an instruction the build machine had.
+# --no-cache-dir: never a wheel built elsewhere. tests/em_site/test_production_topology.py checks these flags
+# and pins against the Makefile's.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON \
+ -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF \
+ -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src

