@@ -290,4 +290,6 @@ def test_it_runs_a_study_end_to_end_on_the_compose_topology(topology, hosted, tm
     assert {(row["model"], row["k"]) for row in rows} == {("smollm2", "2"), ("stub-model", "2")}
     assert all(row["answer"] and row["judge_outcome"] for row in rows)
     assert [row["human_labels"] for row in rows if row["human_labels"]] == [f"audrey:{category}"]
+    # Beat keeps its schedule in the image's var/, the one place the app user may write (Dockerfile).
+    assert list(topology.localiser.var_dir.glob("celerybeat-schedule*")), "beat wrote no schedule"
 
