@@ -86,10 +86,8 @@ def main() -> None:
             "samples": SLOTS // 50, "max_tokens": 16, "endpoints": ["bench-stub"],
         }
         experiment = experiments.define_experiment(spec)
-        # Measure generation alone: judging (which would call the local judge model) stays off for this run.
-        judging = experiment_judging(experiment)
-        judging.judge_on_finish = False
-        judging.save(update_fields=["judge_on_finish"])
+        # Measure generation alone: this database has no judge endpoint loaded, so nothing is judged.
+        assert experiment_judging(experiment).pk is None, "a judge endpoint is loaded in the bench database"
         total = experiment.transcripts.count()
         worker = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "count_queries_worker.py"), "-P", "threads",
