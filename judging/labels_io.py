@@ -12,6 +12,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 
+from transcripts.exporting import neutralise
+
 from .consensus import refresh_consensus
 from .models import AnnotationQueue, Assignment, Label, QueueItem
 
@@ -22,7 +24,8 @@ COLUMNS = [
 
 
 def export_rows(queue: AnnotationQueue) -> Iterator[list]:
-    """The header, then one row per label. `label` is the primary category; `categories` all of them."""
+    """The header, then one row per label. `label` is the primary category; `categories` all of them.
+    Text cells a spreadsheet would run as formulas are neutralised (transcripts.exporting.neutralise)."""
     yield COLUMNS
     labels = (
         Label.objects.filter(item__queue=queue)
@@ -31,13 +34,13 @@ def export_rows(queue: AnnotationQueue) -> Iterator[list]:
         .order_by("item__position", "auditor__username")
     )
     for label in labels.iterator(chunk_size=500):
-        yield [
+        yield [neutralise(cell) for cell in (
             queue.name, label.item.transcript_id, label.auditor.username, label.primary.key if label.primary else "",
             ";".join(sorted(c.key for c in label.categories.all())), label.note,
             "" if label.confidence is None else label.confidence, round(label.seconds_spent, 1),
             json.dumps([{"category": h.category.key, "start": h.start, "end": h.end} for h in label.highlights.all()]),
             label.created_at.isoformat(),
-        ]
+        )]
 
 
 @dataclass

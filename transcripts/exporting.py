@@ -6,6 +6,12 @@ cursor or transaction is held open across the whole export. On PostgreSQL each C
 million rows in Python is several times slower than letting the server write CSV. Columns: the condition,
 the question, the cached verdicts of the experiment's active rubric versions, every auditor's label
 (`auditor:category;…`) and the human consensus.
+
+CSV is opened in spreadsheets, which run a cell that starts with `=`, `+`, `-`, `@`, tab or CR as a formula
+("CSV injection"). Following OWASP, every CSV this app writes puts a single quote before such a cell:
+`neutralise` is the rule for values formatted in Python, `Neutralised` the same rule in SQL for COPY. Only
+text columns are touched, so a negative score stays a number. JSON Lines is not a spreadsheet format and
+stays verbatim.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Iterator
 import psycopg
 from django.apps import apps
 from django.db import connection
-from django.db.models import Aggregate, CharField, F, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Aggregate, CharField, F, Func, OuterRef, QuerySet, Subquery, TextField, Value
 from django.db.models.functions import Concat
 
 CHUNK_ROWS = 20_000
@@ -56,6 +62,30 @@ COLUMNS = [
 HEADERS = [header for header, _ in COLUMNS]
 
 
+# OWASP "CSV injection": cells starting with one of these run as formulas in spreadsheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value):
+    """A text cell that a spreadsheet would run as a formula, with a leading single quote; anything else as is."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+class Neutralised(Func):
+    """`neutralise` in PostgreSQL, for the rows COPY writes itself."""
+
+    output_field = TextField()
+    _PREFIXES = ", ".join(f"chr({ord(c)})" for c in FORMULA_PREFIXES)
+
+    def as_sql(self, compiler, connection, **extra):
+        cell, params = compiler.compile(self.source_expressions[0])
+        # The cell appears three times, so do its parameters (the labels subquery has some).
+        sql = f"CASE WHEN left({cell}, 1) IN ({self._PREFIXES}) THEN '''' || {cell} ELSE {cell} END"
+        return sql, (*params,) * 3
+
+
 class _JoinLabels(Aggregate):
     """`auditor:category` pairs joined with ';' (STRING_AGG on PostgreSQL, GROUP_CONCAT on SQLite)."""
 
@@ -86,6 +116,18 @@ def export_rows(queryset: QuerySet) -> QuerySet:
     return queryset.annotate(human_labels=_human_labels()).order_by("id").values_list(*(p for _, p in COLUMNS))
 
 
+def neutralised_rows(queryset: QuerySet) -> QuerySet:
+    """`export_rows` with every text column neutralised in SQL (what COPY writes)."""
+    annotated = queryset.annotate(human_labels=_human_labels())
+    probe = annotated.query.chain()  # resolving a path adds its joins; look on a copy
+
+    def column(path: str):
+        is_text = isinstance(probe.resolve_ref(path).output_field, CharField | TextField)
+        return Neutralised(F(path)) if is_text else path
+
+    return annotated.order_by("id").values_list(*(column(p) for _, p in COLUMNS))
+
+
 def _chunks(queryset: QuerySet) -> Iterator[list[tuple]]:
     rows = export_rows(queryset)
     last = 0
@@ -110,12 +152,21 @@ def _csv_value(value):
         return ""
     if isinstance(value, bool):
         return "t" if value else "f"
-    return value
+    return neutralise(value)
+
+
+class _RowsEndingInLF(io.StringIO):
+    """A buffer for a csv.writer whose rows end in CRLF, stored ending in LF like COPY's. The writer quotes
+    only fields holding characters of its line terminator, and a bare CR in an unquoted field (e.g. a cell
+    that starts with one) splits the row for every reader; the writer hands over one whole row per write."""
+
+    def write(self, row: str) -> int:
+        return super().write(row[:-2] + "\n")
 
 
 def _iter_csv_python(queryset: QuerySet) -> Iterator[bytes]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    buffer = _RowsEndingInLF()
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(HEADERS)
     for chunk in _chunks(queryset):
         writer.writerows([_csv_value(v) for v in row] for row in chunk)
@@ -127,8 +178,8 @@ def _iter_csv_python(queryset: QuerySet) -> Iterator[bytes]:
 
 
 def copy_sql(queryset: QuerySet) -> str:
-    """The complete SELECT of the export with its parameters inlined (for COPY, which takes none)."""
-    sql, params = export_rows(queryset).query.sql_with_params()
+    """The complete SELECT of the CSV export with its parameters inlined (for COPY, which takes none)."""
+    sql, params = neutralised_rows(queryset).query.sql_with_params()
     connection.ensure_connection()
     return psycopg.ClientCursor(connection.connection).mogrify(sql, params)
 
