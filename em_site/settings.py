@@ -1,11 +1,13 @@
 """Settings for EM Audit.
 
 Every deployment knob is an environment variable with a default that runs the embedded
-setup (SQLite + a server-less Celery broker under var/). Production sets DATABASE_URL,
-CELERY_BROKER_URL, SECRET_KEY, ALLOWED_HOSTS and DEBUG=false.
+setup (SQLite + a server-less Celery broker under var/). DEBUG is off unless DEBUG=true is set.
+Production sets DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY, ALLOWED_HOSTS and, behind its TLS proxy,
+the HTTPS settings below (README, "Configuration"; tests/security/test_deploy_settings.py checks them).
 """
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -21,16 +23,16 @@ env = environ.Env()
 VAR_DIR = Path(env.str("EM_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless asked for: a debug page shows settings and source to whoever triggers an error.
+DEBUG = env.bool("DEBUG", default=False)
 
 
 def _secret_key() -> str:
     key = env.str("SECRET_KEY", default="")
     if key:
         return key
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    # Embedded default: generate once and keep it, so sessions survive restarts.
+    # Embedded default: generate once and keep it, so sessions survive restarts. Several machines serving
+    # one site must share a key, so production sets SECRET_KEY (docker-compose.yml refuses to start without).
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
         key_file.write_text(secrets.token_urlsafe(50))
@@ -54,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -76,6 +79,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last: turns a login refused because of the lock-out into the "Account locked" response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "em_site.urls"
@@ -122,6 +127,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Failed logins (login page, admin login, token endpoint) lock the account name, and separately the client
+# address, for AXES_COOLOFF_TIME, even with the right password (em_site/auth.py). An admin unlocks early with
+# `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`.
+AUTHENTICATION_BACKENDS = ["em_site.auth.LockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "em_site.auth.client_ip"
+AXES_RESET_ON_SUCCESS = True
+# Attempts during the lock-out get the "Account locked" answer (axes only flags them when this is off).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# API tokens are refused (and deleted) once this old; POST /api/token/ then issues a new one.
+API_TOKEN_TTL = timedelta(days=env.int("API_TOKEN_TTL_DAYS", default=30))
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -136,11 +154,15 @@ STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # plotly.js is served from the plotly package's own bundle: the app works offline, no CDN.
 STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", Path(plotly.__file__).parent / "package_data")]
+# Once `collectstatic` has run (the image does it at build time) whitenoise serves the hashed, compressed
+# copies; a checkout that never collected (make run, the tests) serves the app folders' files as they are.
+STATIC_COLLECTED = (STATIC_ROOT / "staticfiles.json").exists()
+WHITENOISE_USE_FINDERS = not STATIC_COLLECTED
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if not DEBUG
+        if STATIC_COLLECTED
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
@@ -151,8 +173,17 @@ IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+# HTTPS. Off by default because the embedded default and the shipped compose file serve plain HTTP; a
+# deployment behind a TLS proxy turns them on (README, "Configuration").
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Trust the proxy's X-Forwarded-Proto only when told a proxy sets it: otherwise a client could claim HTTPS.
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 X_FRAME_OPTIONS = "DENY"
 
 # Defence in depth behind the sanitiser: no inline script runs unless it carries the nonce.
@@ -171,7 +202,7 @@ CONTENT_SECURITY_POLICY = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "em_site.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -185,6 +216,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Experiments, transcripts, judge scores and human labels.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs are for signed-in users and token holders only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Four models have a `status` with different choices: each gets its own named enum in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "ExperimentStatusEnum": "transcripts.models.Experiment.Status",
+        "TranscriptStatusEnum": "transcripts.models.Transcript.Status",
+        "JudgeScoreStatusEnum": "judging.models.JudgeScore.Status",
+        "AssignmentStatusEnum": "judging.models.Assignment.Status",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

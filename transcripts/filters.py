@@ -108,7 +108,7 @@ class TranscriptFilter(django_filters.FilterSet):
             queryset = queryset.filter(question_id__in=ids)
         return super().filter_queryset(queryset)
 
-    def _by_condition(self, queryset: QuerySet, name: str, value) -> QuerySet:
+    def _by_condition(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return queryset  # applied together with the other condition filters in filter_queryset
 
     _by_question = _by_condition

@@ -6,7 +6,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 # Pages that must stay reachable without a login.
-PUBLIC = {"login", "api-token", "api-schema", "api-docs"}
+PUBLIC = {"login", "api-token"}
 
 
 def _walk(patterns, prefix=""):

@@ -163,17 +163,18 @@ def test_auditors_and_anonymous_clients_cannot_define_or_act_on_experiments(defi
     assert experiment.transcripts.filter(status="pending").count() == 12
 
 
-def test_the_schema_validates_and_the_docs_are_served_offline(client, db):
+def test_the_schema_validates_and_the_docs_are_served_offline(alice_client):
+    # Signed in: the schema and docs are refused to anonymous visitors (tests/security/test_tokens.py).
     schema = SchemaGenerator().get_schema(request=None, public=True)
     validate_schema(schema)
     assert {"/api/transcripts/", "/api/scores/", "/api/labels/", "/api/experiments/",
             "/api/experiments/{id}/launch/", "/api/experiments/{id}/retry-failed/"} <= set(schema["paths"])
     params = {p["name"] for p in schema["paths"]["/api/transcripts/"]["get"]["parameters"]}
     assert {"model", "k", "misaligned", "aligned_min", "q", "cursor"} <= params
-    assert client.get(reverse("api-schema")).status_code == 200
-    docs = client.get(reverse("api-docs"))
+    assert alice_client.get(reverse("api-schema")).status_code == 200
+    docs = alice_client.get(reverse("api-docs"))
     html = docs.content.decode()
     assert docs.status_code == 200 and "<script>" not in html  # no inline script for the CSP to block
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
-    script = client.get(reverse("api-docs") + "?script=")
+    script = alice_client.get(reverse("api-docs") + "?script=")
     assert script.status_code == 200 and "SwaggerUIBundle" in script.content.decode()
