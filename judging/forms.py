@@ -8,7 +8,9 @@ from django.http import QueryDict
 
 from transcripts.access import AUDITOR
 from transcripts.filters import filter_transcripts
+from transcripts.importing import ImportFailed, refuse_oversized
 
+from .labels_io import CONFIDENCE
 from .models import AnnotationQueue, PersonaCategory, Taxonomy
 from .taxonomy import latest_versions
 
@@ -64,7 +66,7 @@ class LabelForm(forms.Form):
     categories = forms.ModelMultipleChoiceField(queryset=PersonaCategory.objects.none(), required=True)
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     confidence = forms.TypedChoiceField(
-        choices=[("", "—")] + [(str(i), str(i)) for i in range(1, 6)], coerce=int, empty_value=None, required=False
+        choices=[("", "—")] + [(str(i), str(i)) for i in CONFIDENCE], coerce=int, empty_value=None, required=False
     )
     seconds_spent = forms.FloatField(required=False, min_value=0, widget=forms.HiddenInput)
     highlights = forms.CharField(required=False, widget=forms.HiddenInput)
@@ -76,12 +78,23 @@ class LabelForm(forms.Form):
         self.fields["categories"].to_field_name = "key"
 
     def clean_highlights(self) -> list[tuple[PersonaCategory, int, int]]:
+        """Each span's offsets must be whole numbers (JSON reads Infinity, NaN and 1e400 as floats); whether
+        they lie inside the reasoning is checked against the transcript when the label is submitted."""
         raw = self.cleaned_data["highlights"] or "[]"
         try:
-            spans = [(self.categories_by_key[h["category"]], int(h["start"]), int(h["end"])) for h in json.loads(raw)]
+            spans = json.loads(raw)
+            if not isinstance(spans, list) or not all(isinstance(h, dict) for h in spans):
+                raise TypeError
+            parsed = [(self.categories_by_key[h["category"]], h["start"], h["end"]) for h in spans]
         except (ValueError, TypeError, KeyError) as exc:
-            raise forms.ValidationError("Malformed highlights.") from exc
-        return spans
+            raise forms.ValidationError("Malformed highlights: expected a list of {category, start, end}.") from exc
+        for _, start, end in parsed:
+            for offset in (start, end):
+                if isinstance(offset, bool) or not isinstance(offset, int):
+                    raise forms.ValidationError(
+                        f"Highlights: start and end must be whole character offsets, got {str(offset)[:20]}."
+                    )
+        return parsed
 
 
 class AdjudicationForm(forms.Form):
@@ -122,3 +135,11 @@ class TaxonomyForm(forms.Form):
 
 class LabelsImportForm(forms.Form):
     file = forms.FileField(help_text="CSV with columns transcript_id, annotator, label (as exported).")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        try:
+            refuse_oversized(upload.name, upload.size)
+        except ImportFailed as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return upload

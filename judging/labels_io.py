@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -12,10 +13,11 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 
-from transcripts.exporting import neutralise
+from transcripts.exporting import neutralise, restore
+from transcripts.importing import ImportFailed
 
 from .consensus import refresh_consensus
-from .models import AnnotationQueue, Assignment, Label, QueueItem
+from .models import AnnotationQueue, Assignment, Label, PersonaCategory, QueueItem
 
 COLUMNS = [
     "queue", "transcript_id", "annotator", "label", "categories", "note", "confidence", "seconds_spent",
@@ -43,6 +45,12 @@ def export_rows(queue: AnnotationQueue) -> Iterator[list]:
         )]
 
 
+# The annotation form's confidence scale (Label.confidence: 1 guess … 5 certain).
+CONFIDENCE = range(1, 6)
+# Enough to fix a file by; a file with thousands of bad rows is usually the wrong file.
+MAX_ERRORS = 20
+
+
 @dataclass
 class ImportResult:
     created: int = 0
@@ -50,52 +58,130 @@ class ImportResult:
     errors: list[str] = field(default_factory=list)
 
 
-def import_labels(*, queue: AnnotationQueue, lines: Iterable[str]) -> ImportResult:
-    """Create or replace labels from CSV rows with transcript_id, annotator and label (other columns optional).
+@dataclass
+class _Row:
+    line: int
+    item_id: int
+    auditor: User
+    primary: PersonaCategory
+    categories: list[PersonaCategory]
+    note: str
+    confidence: int | None
+    seconds_spent: float
 
-    Rows whose transcript is not in the queue, whose annotator is unknown or whose label is not a category
-    of the queue's taxonomy are reported by line and skipped. Imported labels count towards overlap.
-    """
-    result = ImportResult()
-    reader = csv.DictReader(lines)
-    missing = {"transcript_id", "annotator", "label"} - set(reader.fieldnames or [])
-    if missing:
-        result.errors.append(f"Missing column(s): {', '.join(sorted(missing))}.")
-        return result
+
+class _Refused(Exception):
+    def __init__(self, field: str, message: str):
+        self.field, self.message = field, message
+
+
+def _confidence(text: str) -> int | None:
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) not in CONFIDENCE:
+        raise _Refused("confidence", f"expected a whole number from {CONFIDENCE[0]} to {CONFIDENCE[-1]} or nothing, "
+                                     f"got {text[:20]!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text or 0)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _Refused("seconds_spent", f"expected a number of seconds ≥ 0, got {text[:20]!r}")
+    return seconds
+
+
+def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str], file: str) -> list[_Row]:
+    """Every row validated; problems go to `errors` (at most MAX_ERRORS) as `file, line n, field "f": why`."""
     categories = {c.key: c for c in queue.taxonomy.categories.all()}
     items = {str(tid): pk for pk, tid in queue.items.values_list("pk", "transcript_id")}
     users = {u.username: u for u in User.objects.all()}
-    for line, row in enumerate(reader, start=2):
-        item_id, user = items.get((row["transcript_id"] or "").strip()), users.get((row["annotator"] or "").strip())
-        keys = [k for k in (row.get("categories") or row["label"] or "").split(";") if k.strip()]
-        primary = (row["label"] or "").strip()
-        if item_id is None or user is None or not primary:
-            result.errors.append(f"line {line}: unknown transcript or annotator, or no label")
-            continue
-        if any(k.strip() not in categories for k in keys + [primary]):
-            result.errors.append(f"line {line}: category not in {queue.taxonomy}")
-            continue
-        confidence = (row.get("confidence") or "").strip()
-        with transaction.atomic():
-            item = QueueItem.objects.select_for_update().get(pk=item_id)
-            label, created = Label.objects.update_or_create(
-                item=item, auditor=user,
-                defaults={"primary": categories[primary], "note": row.get("note") or "",
-                          "confidence": int(confidence) if confidence.isdigit() else None,
-                          "seconds_spent": float(row.get("seconds_spent") or 0)},
+    rows: list[_Row] = []
+    first_line: dict[tuple[int, int], int] = {}
+    start = reader.line_num + 1
+    for raw in reader:
+        # An exported cell comes back as it was before the export neutralised it ('=… → =…).
+        cell = {name: restore(value or "").strip() for name, value in raw.items() if isinstance(name, str)}
+        try:
+            if cell["transcript_id"] not in items:
+                raise _Refused("transcript_id", f"no transcript {cell['transcript_id'][:20]!r} in queue {queue.name}")
+            if not cell["label"]:
+                raise _Refused("label", "missing")
+            if cell["annotator"] not in users:
+                raise _Refused("annotator", f"no user named {cell['annotator'][:40]!r}")
+            keys = [k.strip() for k in (cell.get("categories") or cell["label"]).split(";") if k.strip()]
+            for name, key in [("label", cell["label"])] + [("categories", k) for k in keys]:
+                if key not in categories:
+                    raise _Refused(name, f"{key[:40]!r} is not a category of {queue.taxonomy}")
+            row = _Row(
+                line=start, item_id=items[cell["transcript_id"]], auditor=users[cell["annotator"]],
+                primary=categories[cell["label"]], categories=[categories[k] for k in keys],
+                note=restore(raw.get("note") or ""), confidence=_confidence(cell.get("confidence", "")),
+                seconds_spent=_seconds(cell.get("seconds_spent", "")),
             )
-            label.categories.set([categories[k.strip()] for k in keys] or [categories[primary]])
-            Assignment.objects.update_or_create(
-                item=item, auditor=user,
-                defaults={"status": Assignment.Status.SUBMITTED, "expires_at": label.created_at,
-                          "finished_at": label.created_at},
-            )
-            if created:
-                QueueItem.objects.filter(pk=item.pk).update(label_count=F("label_count") + 1)
-            refresh_consensus(item)
-        result.created += created
-        result.updated += not created
+            pair = (row.item_id, row.auditor.pk)
+            if pair in first_line:
+                raise _Refused("annotator", f"this transcript and annotator are on line {first_line[pair]} already")
+            first_line[pair] = start
+            rows.append(row)
+        except _Refused as refused:
+            errors.append(str(ImportFailed(file, refused.message, line=start, field=refused.field)))
+            if len(errors) >= MAX_ERRORS:
+                errors.append("… and possibly more; stopped reading here.")
+                return rows
+        start = reader.line_num + 1
+    return rows
+
+
+def import_labels(*, queue: AnnotationQueue, lines: Iterable[str], file: str = "labels.csv") -> ImportResult:
+    """Create or replace labels from CSV rows with transcript_id, annotator and label (other columns optional).
+
+    All or nothing: every row is checked first (transcript in the queue, known annotator, categories of the
+    queue's taxonomy, confidence on the form's scale, seconds ≥ 0); any problem is reported by file, line and
+    field, and nothing is saved. Otherwise one transaction saves every row. Imported labels count towards overlap.
+    """
+    result = ImportResult()
+    reader = csv.DictReader(lines)
+    try:
+        missing = {"transcript_id", "annotator", "label"} - set(reader.fieldnames or [])
+        if missing:
+            result.errors.append(str(ImportFailed(file, f"missing column(s): {', '.join(sorted(missing))}", line=1)))
+            return result
+        rows = _read_rows(queue, reader, result.errors, file)
+    except csv.Error as exc:
+        result.errors.append(str(ImportFailed(file, f"malformed CSV: {exc}", line=reader.line_num)))
+    except UnicodeDecodeError:
+        result.errors.append(str(ImportFailed(file, "not valid UTF-8; save the file as UTF-8")))
+    if result.errors:
+        return result
+    with transaction.atomic():
+        for row in rows:
+            created = _save(row)
+            result.created += created
+            result.updated += not created
     return result
+
+
+def _save(row: _Row) -> bool:
+    item = QueueItem.objects.select_for_update().get(pk=row.item_id)
+    label, created = Label.objects.update_or_create(
+        item=item, auditor=row.auditor,
+        defaults={"primary": row.primary, "note": row.note, "confidence": row.confidence,
+                  "seconds_spent": row.seconds_spent},
+    )
+    label.categories.set(row.categories or [row.primary])
+    Assignment.objects.update_or_create(
+        item=item, auditor=row.auditor,
+        defaults={"status": Assignment.Status.SUBMITTED, "expires_at": label.created_at,
+                  "finished_at": label.created_at},
+    )
+    if created:
+        QueueItem.objects.filter(pk=item.pk).update(label_count=F("label_count") + 1)
+    refresh_consensus(item)
+    return created
 
 
 def read_upload(upload) -> Iterator[str]:

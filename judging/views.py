@@ -97,7 +97,7 @@ def annotate_item(request: HttpRequest, queue_id: int, item_id: int) -> HttpResp
         "question_html": render_markdown(item.transcript.question.text),
         "submitted": submitted,
         "reveal": _reveal(item, request.user) if submitted or not queue.blind else None,
-    })
+    }, status=400 if form.is_bound and form.errors else 200)
 
 
 def _in_chosen_order(form: LabelForm, keys: list[str]) -> list:
@@ -278,12 +278,17 @@ def labels_import(request: HttpRequest, pk: int) -> HttpResponse:
     queue = get_object_or_404(AnnotationQueue, pk=pk)
     form = LabelsImportForm(request.POST, request.FILES)
     if not form.is_valid():
-        messages.error(request, "Choose a CSV file.")
+        for error in form.errors.get("file", ["Choose a CSV file."]):
+            messages.error(request, error)
         return redirect("queue-detail", pk=queue.pk)
-    result = import_labels(queue=queue, lines=read_upload(form.cleaned_data["file"]))
-    messages.success(request, f"Imported labels: {result.created} new, {result.updated} replaced.")
-    for error in result.errors[:20]:
-        messages.error(request, error)
+    upload = form.cleaned_data["file"]
+    result = import_labels(queue=queue, lines=read_upload(upload), file=upload.name)
+    if result.errors:
+        messages.error(request, "Nothing imported: fix these rows and upload the file again.")
+        for error in result.errors:
+            messages.error(request, error)
+    else:
+        messages.success(request, f"Imported labels: {result.created} new, {result.updated} replaced.")
     return redirect("queue-detail", pk=queue.pk)
 
 

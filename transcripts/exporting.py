@@ -73,6 +73,13 @@ def neutralise(value):
     return value
 
 
+def restore(cell: str) -> str:
+    """A cell of an exported CSV as it was before `neutralise` (for importing what was exported)."""
+    if cell.startswith("'") and cell[1:].startswith(FORMULA_PREFIXES):
+        return cell[1:]
+    return cell
+
+
 class Neutralised(Func):
     """`neutralise` in PostgreSQL, for the rows COPY writes itself."""
 

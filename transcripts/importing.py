@@ -46,15 +46,19 @@ class ImportFailed(Exception):
 # Reading files safely
 
 
-def check_size(path: Path) -> None:
-    """Refuse empty and oversized files before reading a byte of them."""
-    size = path.stat().st_size
+def refuse_oversized(file: str, size: int) -> None:
+    """The one size limit of every upload and import (settings.IMPORT_MAX_BYTES)."""
     limit = settings.IMPORT_MAX_BYTES
     if size > limit:
         raise ImportFailed(
-            path.name,
-            f"the file is {size / 2**20:.1f} MB; the import limit is {limit / 2**20:.1f} MB (IMPORT_MAX_BYTES)",
+            file, f"the file is {size / 2**20:.1f} MB; the import limit is {limit / 2**20:.1f} MB (IMPORT_MAX_BYTES)"
         )
+
+
+def check_size(path: Path) -> None:
+    """Refuse empty and oversized files before reading a byte of them."""
+    size = path.stat().st_size
+    refuse_oversized(path.name, size)
     if size == 0:
         raise ImportFailed(path.name, "the file is empty")
 
