@@ -171,6 +171,9 @@ STORAGES = {
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# An experiment definition with more transcript slots than this (endpoints × datasets × k × CoT × system
+# prompts × temperatures × questions × samples) is refused when it is defined, saying how many it has.
+EXPERIMENT_MAX_SLOTS = env.int("EXPERIMENT_MAX_SLOTS", default=100_000)
 
 SESSION_COOKIE_HTTPONLY = True
 # HTTPS. Off by default because the embedded default and the shipped compose file serve plain HTTP; a
