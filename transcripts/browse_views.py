@@ -106,9 +106,9 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "prompt_error": prompt_error,
         "reasoning_html": render_markdown(transcript.reasoning),
         "answer_html": render_markdown(transcript.answer),
-        "scores": transcript.judge_scores.select_related("rubric_version__rubric", "rubric_version__endpoint", "category").order_by(
-            "rubric_version__rubric__key", "-rubric_version__version"
-        ),
+        "scores": transcript.judge_scores.select_related(
+            "rubric_version__rubric", "rubric_version__endpoint", "category"
+        ).order_by("rubric_version__rubric__key", "-rubric_version__version"),
         "labels": [label for item in items for label in item.labels.all()],
         "previous_id": previous_id,
         "next_id": next_id,

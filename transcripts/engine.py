@@ -494,3 +494,10 @@ def expire_leases(job: Job) -> tuple[int, int]:
     if returned or failed:
         log.info("reconcile %s: %d expired leases returned, %d failed", job.name, returned, failed)
     return returned, failed
+
+
+def release_all(job: Job) -> int:
+    """Return every running row of `job` to pending at once, lease or not. Only for a process that knows no
+    worker is running (the embedded default before it starts its one worker): otherwise the work a stopped
+    run was doing would wait out its lease (5 minutes) while a one-at-a-time server sits idle."""
+    return job.model.objects.filter(status=RUNNING).update(status=PENDING, claim_token=None, lease_until=None)

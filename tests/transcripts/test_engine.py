@@ -9,7 +9,7 @@ import pytest
 
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
-from transcripts import experiments, generation
+from transcripts import engine, experiments, generation
 from transcripts.models import Endpoint, Experiment, Transcript
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -115,3 +115,15 @@ def test_a_budget_stops_handing_out_work_and_says_why():
     assert [s.status for s in slots] == ["done", "done", "cancelled", "cancelled", "cancelled"]
     assert len(stub.requests) == 2 and experiment.spent_usd == Decimal("2.00")
     assert experiment.status == "cancelled" and "Budget of $2.00 reached" in experiment.stop_reason
+
+
+def test_a_restarted_embedded_run_hands_out_what_the_stopped_one_held_at_once():
+    """One-at-a-time local server: without release_all the next claim would wait for the dead claim's lease."""
+    with StubOpenAI() as stub:
+        experiment = running_experiment(stub.base_url, questions=2, endpoint={"max_concurrency": 1})
+        endpoint_id = experiment.conditions.get().endpoint_id
+        held = generation.claim_next(endpoint_id)  # the run that was stopped held this one
+        assert generation.claim_next(endpoint_id) is None
+        assert engine.release_all(generation.GENERATION) == 1
+        again = generation.claim_next(endpoint_id)
+    assert again is not None and again.row_id == held.row_id and again.token != held.token

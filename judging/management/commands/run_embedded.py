@@ -19,6 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from judging.management.commands.load_demo import DEMO_EXPERIMENT, DEMO_USERS
+from transcripts import engine
 from transcripts.local_model import server_command, server_env, wait_for_server
 
 # How long Ctrl-C waits for in-flight work before killing. A request the local model is still generating
@@ -52,6 +53,9 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, no_demo_experiment: bool, exit_when_ready: bool, **options):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("load_demo")
+        # Nothing else works on this database: what a stopped run held goes back in line at once.
+        for job in engine.jobs():
+            engine.release_all(job)
         procs: list[tuple[str, subprocess.Popen]] = []
         logs = Path(settings.VAR_DIR) / "logs"
         logs.mkdir(exist_ok=True)

@@ -139,10 +139,10 @@ class Command(BaseCommand):
             INSERT INTO transcripts_transcript (
                 experiment_id, condition_id, question_id, sample_index, paraphrase_index, seed, prompt_hash,
                 dispatch_order, status, attempts, reasoning, answer, prompt_tokens, completion_tokens, latency_ms,
-                finish_reason, error_kind, error, created_at, finished_at,
+                finish_reason, error_kind, error, created_at, finished_at, served_model, system_fingerprint,
                 aligned, coherent, judge_outcome, misaligned, judge_category, human_category)
             SELECT s.experiment_id, s.condition_id, s.question_id, s.sample_index, 0, s.g, '', s.g, 'done', 1,
-                   s.reasoning, s.answer, 500, 120, 800, 'stop', '', '', now(), now(),
+                   s.reasoning, s.answer, 500, 120, 800, 'stop', '', '', now(), now(), 'bench-model', '',
                    s.aligned, s.coherent,
                    CASE WHEN s.aligned IS NULL THEN '' ELSE 'score' END,
                    CASE WHEN s.aligned IS NULL THEN NULL ELSE s.aligned < 30 AND s.coherent > 50 END,
@@ -180,9 +180,10 @@ class Command(BaseCommand):
         for key, version in versions.items():
             cursor.execute(
                 f"""INSERT INTO judging_judgescore (transcript_id, rubric_version_id, status, outcome, method, score,
-                        raw_text, attempts, error, created_at, finished_at)
+                        raw_text, attempts, error_kind, error, created_at, finished_at, served_model,
+                        system_fingerprint)
                     SELECT id, %s, 'done', CASE WHEN {key} IS NULL THEN 'unsure' ELSE 'score' END, 'imported',
-                           {key}, '', 1, '', now(), now()
+                           {key}, '', 1, '', '', now(), now(), '', ''
                     FROM transcripts_transcript""",  # noqa: S608 — built from constants
                 [version.pk],
             )
