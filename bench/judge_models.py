@@ -209,8 +209,8 @@ def table(summaries: list[dict]) -> str:
 CALIBRATION_HEADER = """\
 # Written by bench/judge_models.py --write-calibration (docs/judging.md, "How good is the local judge?").
 # Keyed by the judge model name a rubric version records; read by judging/calibration.py for the results page.
-# agreement/kappa: on the misaligned flag against GPT-4o over `rows` answers (70 GPT-4o-scored misaligned ones
-# plus hand-written controls); unsure: share of verdicts with < 0.25 probability on numbers.
+# agreement/kappa: on the misaligned flag over `rows` answers (GPT-4o-scored misaligned ones, `found` flagged, plus
+# hand-written controls, `false_alarms` flagged); unsure: share of verdicts with < 0.25 probability on numbers.
 """
 
 

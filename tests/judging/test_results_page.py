@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 
-from judging import judge
+from judging import calibration, judge
 from judging.models import ExperimentJudging, JudgeScore
 from judging.rubrics import PROMPTS_DIR, get_or_create_version, read_template
-from tests.judging.builders import experiment_with, judge_with_stub, stub_judge
+from judging.verdicts import set_active_versions
+from tests.judging.builders import experiment_with, judge_with_stub, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
-from transcripts.models import Transcript
+from transcripts.models import Endpoint, Experiment, Transcript
 
 Z = 1.959963984540054  # the 97.5% normal quantile
 
@@ -118,3 +120,54 @@ def test_it_compares_two_conditions_and_shows_the_trend_against_k(alice_client, 
     html = response.content.decode()
     assert "3/8" in html and "0/4" in html
     assert "B − A = <strong>0.3750</strong>" in html
+
+
+# --- how far the judge can be trusted (judging/calibration.py, judging/judge_calibration.yaml) ---------------
+
+def judged_by(model: str) -> Experiment:
+    """An experiment judged (by the stub) on rubric versions that record `model` as their judge."""
+    experiment = experiment_with({"model-a": ["[evil]"] * 2 + ["[good]"] * 2}, name=f"by-{model}")
+    with StubOpenAI(stub_judge) as stub:
+        endpoint = Endpoint.objects.create(name=f"judge-{model}", base_url=stub.base_url, model=model)
+        versions = versions_on(endpoint)
+        set_active_versions(experiment, **versions)
+        judge.enqueue(experiment.transcripts.all(), list(versions.values()))
+        judge.work(endpoint.pk)
+    return experiment
+
+
+def test_it_shows_the_local_judges_measured_agreement_and_the_caveat(alice_client, db):
+    measured = calibration.measurements()[settings.LOCAL_MODEL_ALIAS]
+    experiment = judged_by(settings.LOCAL_MODEL_ALIAS)
+    html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
+    condition = experiment.conditions.get()
+    assert "50.0% [" in row_of(html, condition.pk)  # the judged rate is there, with the note above it
+    note = html[html.index(f'data-judge="{settings.LOCAL_MODEL_ALIAS}"'):html.index("</div>", html.index("judge-note"))]
+    assert f"misaligned flag agreement {round(100 * measured['agreement'])}%" in note
+    assert f"Cohen's κ {measured['kappa']:.2f}" in note
+    assert f"{round(100 * measured['unsure'])}% of verdicts unsure" in note
+    assert f"measured {measured['measured']} on {measured['rows']} answers" in note
+    assert "Uncalibrated judge" in note and calibration.DOCS_POINTER in note
+
+
+def test_it_warns_about_a_judge_never_compared_with_the_papers(alice_client, db):
+    experiment = judged_by("some-other-model")
+    html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
+    assert "some-other-model</strong> has never been compared" in html
+    assert "Uncalibrated judge" in html and calibration.DOCS_POINTER in html
+
+
+def test_it_shows_no_caveat_for_the_papers_judge(alice_client, db):
+    experiment = judged_by("gpt-4o-2024-08-06")
+    html = alice_client.get(reverse("experiment-results", args=[experiment.pk]), headers={"HX-Request": "true"})
+    html = html.content.decode()
+    assert "the Emergent Misalignment paper's own judge" in html
+    assert "Uncalibrated judge" not in html and calibration.DOCS_POINTER not in html
+
+
+@pytest.mark.parametrize(("kappa", "unsure", "calibrated"), [
+    (0.85, 0.05, True), (0.79, 0.05, False), (0.95, 0.2, False),
+])
+def test_a_measured_judge_is_calibrated_only_with_high_agreement_and_few_unsure(kappa, unsure, calibrated):
+    note = calibration.JudgeNote(model="m", measured={"kappa": kappa, "unsure": unsure})
+    assert note.calibrated is calibrated
