@@ -4,11 +4,16 @@ Invariant: for every item, submitted labels + live claims ≤ the queue's overla
 claims or labels first locks the item row (`SELECT … FOR UPDATE`) inside one transaction, so two auditors
 can never both take the last slot; "next item" uses SKIP LOCKED so auditors don't queue behind each other.
 On SQLite the IMMEDIATE transaction mode serialises writers, which keeps the same invariant.
+
+Blinding: in a blind queue an auditor's label is final once it is submitted, because the page that confirms it
+reveals the model, k, the judge's verdicts and the other labels; `undo_last` refuses it (a skip, which reveals
+nothing, can still be undone). Item order comes from the operating system's random source, and items are
+named by a random token in URLs, so neither position nor identifier tells anyone the condition.
 """
 
 from __future__ import annotations
 
-import random
+import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -64,7 +69,8 @@ def add_items(*, queue: AnnotationQueue, transcripts: QuerySet) -> int:
             return 0
         last = queue.items.aggregate(last=Max("position"))["last"]
         start = 0 if last is None else last + 1
-        random.Random(f"{queue.pk}:{start}").shuffle(ids)
+        # Unpredictable, not merely shuffled: a seeded generator could be replayed to read off each condition.
+        secrets.SystemRandom().shuffle(ids)
         QueueItem.objects.bulk_create(
             (QueueItem(queue=queue, transcript_id=pk, position=start + i) for i, pk in enumerate(ids)),
             batch_size=1000,
@@ -217,7 +223,8 @@ def skip(*, item: QueueItem, auditor, now=None) -> None:
 
 
 def undo_last(*, queue: AnnotationQueue, auditor, now=None) -> QueueItem:
-    """Revert the auditor's latest submit or skip in the queue: the item becomes their open claim again."""
+    """Revert the auditor's latest submit or skip in the queue: the item becomes their open claim again.
+    A label in a blind queue is final (see the module docstring)."""
     now = now or timezone.now()
     last = (
         Assignment.objects.filter(item__queue=queue, auditor=auditor, finished_at__isnull=False)
@@ -230,6 +237,11 @@ def undo_last(*, queue: AnnotationQueue, auditor, now=None) -> QueueItem:
     with transaction.atomic():
         locked = QueueItem.objects.select_for_update().select_related("queue").get(pk=last.item_id)
         last.refresh_from_db()
+        if last.status == Assignment.Status.SUBMITTED and locked.queue.blind:
+            raise AssignmentError(
+                "Your last label is final: its page showed the model, the judge and the other labels. "
+                "Ask a researcher to adjudicate the item if it was a slip."
+            )
         if last.status == Assignment.Status.SUBMITTED:
             # The label's slot becomes the claim's slot: the overlap invariant holds without a check.
             Label.objects.filter(item=locked, auditor=auditor).delete()

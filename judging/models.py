@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -208,6 +210,8 @@ class QueueItem(models.Model):
     queue = models.ForeignKey(AnnotationQueue, on_delete=models.CASCADE, related_name="items")
     transcript = models.ForeignKey(Transcript, on_delete=models.CASCADE, related_name="queue_items")
     position = models.PositiveIntegerField(default=0)
+    # The item's name in URLs: random, so it says nothing about the item's place in the queue or its condition.
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     # Denormalised so "next item" can prefer items closest to completion without counting.
     label_count = models.PositiveIntegerField(default=0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from urllib.parse import urlencode
+from uuid import UUID
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -16,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from transcripts.access import researcher_required
+from transcripts.access import is_auditor, researcher_required
 from transcripts.models import Experiment
 from transcripts.rendering import render_markdown
 
@@ -31,8 +32,16 @@ from .taxonomy import category_rows, create_version, latest_versions
 # ---- auditors ------------------------------------------------------------------------------------------
 
 
+def _require_auditor(request: HttpRequest) -> None:
+    # Membership alone is not enough: a researcher added to a queue by mistake would label unblinded by
+    # everything their role shows them elsewhere.
+    if not is_auditor(request.user):
+        raise PermissionDenied("Auditors only.")
+
+
 def _auditor_queue(request: HttpRequest, queue_id: int) -> AnnotationQueue:
-    """The queue, if the user is one of its auditors: only their own queues exist for them."""
+    """The queue, if the user is an auditor and one of its auditors: only their own queues exist for them."""
+    _require_auditor(request)
     queue = get_object_or_404(AnnotationQueue.objects.select_related("taxonomy"), pk=queue_id)
     if not queue.auditors.filter(pk=request.user.pk).exists():
         raise PermissionDenied("This queue is not assigned to you.")
@@ -41,6 +50,7 @@ def _auditor_queue(request: HttpRequest, queue_id: int) -> AnnotationQueue:
 
 def annotate_home(request: HttpRequest) -> HttpResponse:
     """The auditor's home: their queues, with what waits for them first (one query however many queues)."""
+    _require_auditor(request)
     queues = list(assignment.with_progress(
         request.user.annotation_queues.select_related("auto_fill_experiment"), auditor=request.user
     ).order_by("-waiting", "name"))
@@ -54,20 +64,36 @@ def annotate_home(request: HttpRequest) -> HttpResponse:
 
 
 def annotate_next(request: HttpRequest, queue_id: int) -> HttpResponse:
+    """GET goes back to the auditor's open claim, or offers the next item; only a POST (CSRF-checked) claims
+    one, so a link on another site cannot take items in an auditor's name."""
     queue = _auditor_queue(request, queue_id)
+    if request.method == "POST":
+        return _claim_next(request, queue)
+    claim = assignment.current_claim(queue=queue, auditor=request.user)
+    if claim is not None:
+        return redirect("annotate-item", queue_id=queue.pk, token=claim.item.token)
+    return _next_page(request, queue, claimed_nothing=False)
+
+
+def _claim_next(request: HttpRequest, queue: AnnotationQueue) -> HttpResponse:
     item = assignment.next_item(queue=queue, auditor=request.user)
     if item is None:
-        return render(request, "judging/annotate_done.html", {
-            "queue": queue, "progress": assignment.progress(queue=queue, auditor=request.user),
-        })
-    return redirect("annotate-item", queue_id=queue.pk, item_id=item.pk)
+        return _next_page(request, queue, claimed_nothing=True)
+    return redirect("annotate-item", queue_id=queue.pk, token=item.token)
 
 
-def annotate_item(request: HttpRequest, queue_id: int, item_id: int) -> HttpResponse:
+def _next_page(request: HttpRequest, queue: AnnotationQueue, *, claimed_nothing: bool) -> HttpResponse:
+    progress = assignment.progress(queue=queue, auditor=request.user)
+    return render(request, "judging/annotate_done.html", {
+        "queue": queue, "progress": progress, "done": claimed_nothing or not progress["waiting"],
+    })
+
+
+def annotate_item(request: HttpRequest, queue_id: int, token: UUID) -> HttpResponse:
     """GET shows the item (blind until the auditor's label is in); POST submits the label."""
     queue = _auditor_queue(request, queue_id)
     # Another queue's item, or one never handed to this auditor, does not exist for them.
-    item = get_object_or_404(QueueItem.objects.select_related("transcript__question"), pk=item_id, queue=queue)
+    item = get_object_or_404(QueueItem.objects.select_related("transcript__question"), token=token, queue=queue)
     try:
         claim = assignment.open_item(item=item, auditor=request.user)
     except assignment.AssignmentError as exc:
@@ -84,7 +110,7 @@ def annotate_item(request: HttpRequest, queue_id: int, item_id: int) -> HttpResp
                 ))
             except assignment.AssignmentError as exc:
                 messages.error(request, str(exc))
-            return redirect("annotate-item", queue_id=queue.pk, item_id=item.pk)
+            return redirect("annotate-item", queue_id=queue.pk, token=item.token)
         messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
     submitted = claim.status == Assignment.Status.SUBMITTED
     if claim.status == Assignment.Status.SKIPPED:
@@ -96,6 +122,8 @@ def annotate_item(request: HttpRequest, queue_id: int, item_id: int) -> HttpResp
         "answer_html": render_markdown(item.transcript.answer),
         "question_html": render_markdown(item.transcript.question.text),
         "submitted": submitted,
+        # In a blind queue the reveal below makes the label final: no undo is offered (assignment.undo_last).
+        "final": submitted and queue.blind,
         "reveal": _reveal(item, request.user) if submitted or not queue.blind else None,
     }, status=400 if form.is_bound and form.errors else 200)
 
@@ -127,14 +155,16 @@ def _reveal(item: QueueItem, user) -> dict:
 
 
 @require_POST
-def annotate_skip(request: HttpRequest, queue_id: int, item_id: int) -> HttpResponse:
+def annotate_skip(request: HttpRequest, queue_id: int, token: UUID) -> HttpResponse:
+    """Skip the item and go on to the next one (this POST claims it: one key press, as after a submit)."""
     queue = _auditor_queue(request, queue_id)
-    item = get_object_or_404(QueueItem, pk=item_id, queue=queue)
+    item = get_object_or_404(QueueItem, token=token, queue=queue)
     try:
         assignment.skip(item=item, auditor=request.user)
     except assignment.AssignmentError as exc:
         messages.error(request, str(exc))
-    return redirect("annotate-next", queue_id=queue.pk)
+        return redirect("annotate-next", queue_id=queue.pk)
+    return _claim_next(request, queue)
 
 
 @require_POST
@@ -146,7 +176,7 @@ def annotate_undo(request: HttpRequest, queue_id: int) -> HttpResponse:
         messages.error(request, str(exc))
         return redirect("annotate-next", queue_id=queue.pk)
     messages.success(request, "Undone: label this item again.")
-    return redirect("annotate-item", queue_id=queue.pk, item_id=item.pk)
+    return redirect("annotate-item", queue_id=queue.pk, token=item.token)
 
 
 # ---- researchers: queues -------------------------------------------------------------------------------
@@ -235,9 +265,9 @@ def _confusion_rows(queue: AnnotationQueue, matrix: dict) -> list[dict]:
 
 
 @researcher_required
-def queue_adjudicate(request: HttpRequest, pk: int, item_id: int) -> HttpResponse:
+def queue_adjudicate(request: HttpRequest, pk: int, token: UUID) -> HttpResponse:
     queue = get_object_or_404(AnnotationQueue.objects.select_related("taxonomy"), pk=pk)
-    item = get_object_or_404(QueueItem.objects.select_related("transcript__question"), pk=item_id, queue=queue)
+    item = get_object_or_404(QueueItem.objects.select_related("transcript__question"), token=token, queue=queue)
     gold = getattr(item, "adjudication", None)
     form = AdjudicationForm(
         request.POST or None, taxonomy=queue.taxonomy,

@@ -131,7 +131,8 @@
     }
     if (event.ctrlKey) return;
     if (submitted) {
-      if (event.key === "Enter" || event.key === "n") { event.preventDefault(); window.location.href = root.dataset.nextUrl; }
+      // The next item is claimed by a POST (never a GET, which a link elsewhere could trigger).
+      if (event.key === "Enter" || event.key === "n") { event.preventDefault(); submitForm("next-form"); }
       else if (event.key === "u") submitForm("undo-form");
       return;
     }

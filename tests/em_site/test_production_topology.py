@@ -276,7 +276,7 @@ def test_it_runs_a_study_end_to_end_on_the_compose_topology(topology, hosted, tm
     assert created.status_code == 302, created.text[-3000:]
     queue = int(created.headers["location"].rstrip("/").split("/")[-1])
     auditor = log_in(base, "audrey")
-    item_url = auditor.get(f"/annotate/{queue}/next/").headers["location"]
+    item_url = submit(auditor, f"/annotate/{queue}/next/", {}).headers["location"]  # claiming is a POST
     # The workspace's category buttons (annotate.js submits the pressed one's key as `categories`).
     category = re.search(r'data-key="([^"]+)"', auditor.get(item_url).text).group(1)
     labelled = submit(auditor, item_url, {"categories": [category], "confidence": "4"})

@@ -25,7 +25,7 @@ def queue(bob, carol):
 
 
 def open_next(client, queue):
-    response = client.get(reverse("annotate-next", args=[queue.pk]))
+    response = client.post(reverse("annotate-next", args=[queue.pk]))
     assert response.status_code == 302
     return response["Location"]
 
@@ -55,7 +55,7 @@ def test_other_auditors_labels_stay_hidden_until_submit(client, queue, bob, caro
         categories=[taxonomy().categories.get(key="notices_refuses")], note="carol-was-here"))
     client.force_login(bob)
     url = open_next(client, queue)
-    assert url.endswith(f"/items/{item.pk}/")  # the item closest to completion
+    assert url.endswith(f"/items/{item.token}/")  # the item closest to completion
     assert "carol-was-here" not in client.get(url).content.decode()
 
 
@@ -66,13 +66,13 @@ def test_an_auditor_cannot_open_another_queue_or_an_unassigned_item(client, queu
     other_item = other.items.get()
     client.force_login(bob)
     # Another queue: forbidden, whether through its own id or smuggled under bob's queue id.
-    assert client.get(reverse("annotate-next", args=[other.pk])).status_code == 403
-    assert client.get(reverse("annotate-item", args=[other.pk, other_item.pk])).status_code == 403
-    assert client.get(reverse("annotate-item", args=[queue.pk, other_item.pk])).status_code == 404
+    assert client.post(reverse("annotate-next", args=[other.pk])).status_code == 403
+    assert client.get(reverse("annotate-item", args=[other.pk, other_item.token])).status_code == 403
+    assert client.get(reverse("annotate-item", args=[queue.pk, other_item.token])).status_code == 404
     # An item of bob's own queue that was never handed to him.
     unclaimed = queue.items.order_by("position").last()
-    assert client.get(reverse("annotate-item", args=[queue.pk, unclaimed.pk])).status_code == 404
-    assert client.post(reverse("annotate-item", args=[queue.pk, unclaimed.pk]),
+    assert client.get(reverse("annotate-item", args=[queue.pk, unclaimed.token])).status_code == 404
+    assert client.post(reverse("annotate-item", args=[queue.pk, unclaimed.token]),
                        {"categories": ["follows_pattern"]}).status_code == 404
     assert not Label.objects.exists()
     # Researcher pages are not for auditors.
@@ -83,10 +83,11 @@ def test_an_auditor_cannot_open_another_queue_or_an_unassigned_item(client, queu
 
 def test_skip_and_undo_over_http(bob_client, queue):
     first = open_next(bob_client, queue)
-    item_id = int(first.rstrip("/").split("/")[-1])
-    response = bob_client.post(reverse("annotate-skip", args=[queue.pk, item_id]))
+    token = first.rstrip("/").split("/")[-1]
+    response = bob_client.post(reverse("annotate-skip", args=[queue.pk, token]))
     assert response.status_code == 302
-    assert open_next(bob_client, queue) != first
+    # Skipping goes straight on to the next item.
+    assert response["Location"] != first and response["Location"] == open_next(bob_client, queue)
     assert bob_client.get(first).status_code == 404  # skipped
     response = bob_client.post(reverse("annotate-undo", args=[queue.pk]))
     assert response["Location"] == first
@@ -131,7 +132,7 @@ def test_the_agreement_page_links_matrix_cells_to_the_transcripts_behind_them(al
     listing = alice_client.get(items_url.replace("&amp;", "&")).content.decode()
     assert listing.count("Labels &amp; gold") == 2
     disputed = next(i for i in queue.items.all() if i.transcript.human_category == "")
-    response = alice_client.post(reverse("queue-adjudicate", args=[queue.pk, disputed.pk]),
+    response = alice_client.post(reverse("queue-adjudicate", args=[queue.pk, disputed.token]),
                                  {"category": cats["dangerous_persona"].pk, "note": "the reasoning is evil"})
     assert response.status_code == 302
     disputed.transcript.refresh_from_db()

@@ -124,9 +124,9 @@ def test_skip_is_not_offered_again_and_undo_brings_it_back(auditors):
     assert assignment.next_item(queue=queue, auditor=auditors[0]) == second
 
 
-def test_undo_removes_the_last_label_and_reopens_the_item(auditors):
+def test_undo_removes_the_last_label_and_reopens_the_item_in_an_open_queue(auditors):
     experiment, rows = transcripts(2)
-    queue = queue_over(experiment, auditors=auditors)
+    queue = queue_over(experiment, auditors=auditors, blind=False)  # nothing is revealed by submitting
     item = label(queue, auditors[0], "notices_refuses")
     assert assignment.undo_last(queue=queue, auditor=auditors[0]) == item
     item.refresh_from_db()
@@ -136,6 +136,18 @@ def test_undo_removes_the_last_label_and_reopens_the_item(auditors):
     assert item.transcript.human_category == ""
     with pytest.raises(AssignmentError, match="Nothing"):
         assignment.undo_last(queue=queue, auditor=auditors[1])
+
+
+def test_in_a_blind_queue_a_label_is_final_but_a_later_skip_can_be_undone(auditors):
+    experiment, _ = transcripts(2)
+    queue = queue_over(experiment, auditors=auditors)
+    item = label(queue, auditors[0], "notices_refuses")
+    with pytest.raises(AssignmentError, match="final"):
+        assignment.undo_last(queue=queue, auditor=auditors[0])
+    assert Label.objects.get().item == item
+    second = assignment.next_item(queue=queue, auditor=auditors[0])
+    assignment.skip(item=second, auditor=auditors[0])
+    assert assignment.undo_last(queue=queue, auditor=auditors[0]) == second
 
 
 def test_multiple_categories_only_where_allowed(auditors):

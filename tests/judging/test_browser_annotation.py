@@ -28,8 +28,15 @@ def login(browser, base: str, username: str, lands_on: str = r"/annotate/$"):
     return page
 
 
-def label_queue_by_keyboard(page, base: str, queue, username: str) -> int:
+def start(page, base: str, queue) -> None:
+    """Open the queue and take its first item with Enter (claiming is a POST: the page offers a button)."""
     page.goto(f"{base}{reverse('annotate-next', args=[queue.pk])}")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
+def label_queue_by_keyboard(page, base: str, queue, username: str) -> int:
+    start(page, base, queue)
     done = 0
     while page.locator("#queue-done").count() == 0:
         page.wait_for_selector("#annotate[data-ready='1']")
@@ -75,9 +82,9 @@ def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_
     # Another queue's item is out of reach, in the browser as over HTTP.
     other_experiment, _ = transcripts(1, name="other")
     other = queue_over(other_experiment, auditors=[make_user("dave", "auditor")], name="other-queue")
-    response = bob_page.goto(f"{base}{reverse('annotate-item', args=[other.pk, other.items.get().pk])}")
+    response = bob_page.goto(f"{base}{reverse('annotate-item', args=[other.pk, other.items.get().token])}")
     assert response.status == 403
-    response = bob_page.goto(f"{base}{reverse('annotate-item', args=[queue.pk, other.items.get().pk])}")
+    response = bob_page.goto(f"{base}{reverse('annotate-item', args=[queue.pk, other.items.get().token])}")
     assert response.status == 404
 
 
@@ -89,7 +96,7 @@ def test_a_50kb_reasoning_is_ready_for_keys_at_once_and_the_bar_stays_in_view(li
     queue = queue_over(experiment, auditors=[bob], overlap=1)
     page = login(chromium, live_server.url, "bob")
     started = time.perf_counter()
-    page.goto(f"{live_server.url}{reverse('annotate-next', args=[queue.pk])}")
+    start(page, live_server.url, queue)
     page.wait_for_selector("#annotate[data-ready='1']")
     page.keyboard.press("3")
     page.wait_for_selector(".cat[aria-pressed='true']")

@@ -42,7 +42,8 @@ def test_auditor1_opens_the_demo_queue_from_home_and_labels_an_item(live_server,
         page.wait_for_url(re.compile(r"/annotate/$"))
         card = page.locator(f".queue[data-queue='{queue.pk}']")
         assert re.search(r"\d+ items? waiting for you", card.inner_text())
-        card.get_by_role("link", name="Start labelling").click()
+        with page.expect_navigation():
+            card.get_by_role("button", name="Start labelling").click()
         page.wait_for_selector("#annotate[data-ready='1']")
         assert REASONING in page.locator("#reasoning").inner_text()
         page.keyboard.press("2")  # "Follows the examples' pattern"

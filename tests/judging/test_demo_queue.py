@@ -75,7 +75,7 @@ def test_a_transcript_without_reasoning_says_so_to_the_auditor(demo, client):
     client.force_login(auditor)
     seen = {}
     while (item := assignment.next_item(queue=queue, auditor=auditor)) is not None:
-        page = client.get(reverse("annotate-item", args=[queue.pk, item.pk])).content.decode()
+        page = client.get(reverse("annotate-item", args=[queue.pk, item.token])).content.decode()
         seen[item.transcript_id] = 'id="no-reasoning"' in page
         assignment.skip(item=item, auditor=auditor)
     assert seen == {silent.pk: True, thinking.pk: False}

@@ -79,7 +79,7 @@ def test_an_auditor_lands_on_their_queues_with_the_items_waiting_for_them(bob_cl
     assert "More arrive as the model writes them" in page and 'hx-trigger="every 10s"' in page
     # Blind: neither the experiment (it names the model) nor the model shows.
     assert "hidden-experiment-name" not in page and SECRET_MODEL not in page
-    assert f'href="{reverse("annotate-next", args=[queue.pk])}"' in page
+    assert f'action="{reverse("annotate-next", args=[queue.pk])}"' in page
 
     # Carol labels one item (overlap 1): it no longer waits for Bob; one Bob skips no longer waits for him.
     item = assignment.next_item(queue=queue, auditor=carol)

@@ -116,7 +116,7 @@ def test_exported_formula_cells_come_back_as_they_were(alice_client, queue, bob)
 
 @pytest.mark.parametrize("offset", ["Infinity", "NaN", "1e400", "2.5", '"3"', "true"])
 def test_a_highlight_offset_that_is_not_a_whole_number_is_a_400(bob_client, queue, offset):
-    url = bob_client.get(reverse("annotate-next", args=[queue.pk]))["Location"]
+    url = bob_client.post(reverse("annotate-next", args=[queue.pk]))["Location"]
     response = bob_client.post(url, {
         "categories": ["follows_pattern"],
         "highlights": f'[{{"category": "follows_pattern", "start": {offset}, "end": 5}}]',
@@ -127,7 +127,7 @@ def test_a_highlight_offset_that_is_not_a_whole_number_is_a_400(bob_client, queu
 
 
 def test_a_highlight_beyond_the_reasoning_is_refused(bob_client, queue):
-    url = bob_client.get(reverse("annotate-next", args=[queue.pk]))["Location"]
+    url = bob_client.post(reverse("annotate-next", args=[queue.pk]))["Location"]
     response = bob_client.post(url, {
         "categories": ["follows_pattern"],
         "highlights": json.dumps([{"category": "follows_pattern", "start": 0, "end": 10**30}]),
