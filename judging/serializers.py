@@ -12,6 +12,8 @@ class JudgeScoreSerializer(serializers.ModelSerializer):
     rubric_version = serializers.IntegerField(source="rubric_version.version", read_only=True)
     judge_model = serializers.CharField(source="rubric_version.judge_model", read_only=True)
     category = serializers.CharField(source="category.key", read_only=True, allow_null=True, default=None)
+    # Blank until judged: declared so the schema's enum includes "" (drf-spectacular leaves it out otherwise).
+    method = serializers.ChoiceField(choices=JudgeScore.Method.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = JudgeScore

@@ -6,20 +6,22 @@ a spec names endpoints and never describes one."""
 
 from __future__ import annotations
 
+import django_filters
 from django.contrib.auth.decorators import login_not_required
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from . import experiments
+from . import experiments, exporting
 from .access import IsResearcher
 from .browse_views import export_response
-from .filters import TranscriptFilter
+from .filters import IntegerFilter, TranscriptFilter
 from .models import Condition, Experiment, Transcript
 from .serializers import (
     ConditionSerializer,
@@ -34,11 +36,27 @@ RESEARCHERS = [IsAuthenticated, IsResearcher]
 
 
 class NewestFirst(CursorPagination):
-    """Keyset pages by id, newest first: constant cost however deep the page."""
+    """Keyset pages by id, newest first: constant cost however deep the page. A `page_size` that is not a
+    whole number from 1 to `max_page_size` is refused (DRF would quietly use the default instead)."""
 
     ordering = "-id"
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_page_size(self, request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if not raw:  # absent or empty, like an empty filter: the default
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ValidationError({self.page_size_query_param: [f"A whole number from 1 to {self.max_page_size}."]})
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+        return parameters
 
 
 class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -94,12 +112,20 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return self._act("retry-failed")
 
 
+class ConditionFilter(django_filters.FilterSet):
+    k = IntegerFilter()
+
+    class Meta:
+        model = Condition
+        fields = ["experiment", "model_name", "dataset_name", "k", "cot_mode"]
+
+
 class ConditionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Condition.objects.select_related("endpoint")
     serializer_class = ConditionSerializer
     permission_classes = RESEARCHERS
     pagination_class = NewestFirst
-    filterset_fields = ["experiment", "model_name", "dataset_name", "k", "cot_mode"]
+    filterset_class = ConditionFilter
 
 
 class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
@@ -110,13 +136,16 @@ class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
     pagination_class = NewestFirst
 
     @extend_schema(
-        parameters=[OpenApiParameter("fmt", str, enum=["csv", "jsonl"], description="Export format (csv).")],
+        parameters=[OpenApiParameter("fmt", str, enum=list(exporting.FORMATS), description="Export format (csv).")],
         responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
     )
     @action(detail=False, pagination_class=None)
     def export(self, request):
         """Every transcript matching the filters, streamed as CSV or JSON Lines (`fmt=jsonl`)."""
-        return export_response(self.filter_queryset(Transcript.objects.all()), request.query_params.get("fmt", "csv"))
+        fmt = request.query_params.get("fmt") or "csv"
+        if fmt not in exporting.FORMATS:
+            raise ValidationError({"fmt": [f"One of: {', '.join(exporting.FORMATS)}."]})
+        return export_response(self.filter_queryset(Transcript.objects.all()), fmt)
 
 
 def open_urls(router: SimpleRouter) -> list:

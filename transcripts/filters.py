@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 import django_filters
+from django import forms
 from django.apps import apps
 from django.db import connection
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
@@ -72,6 +73,33 @@ def _category_choices() -> list[tuple[str, str]]:
     return list(seen.items())
 
 
+class _StrictNullBooleanField(forms.NullBooleanField):
+    """true/false (or 1/0), empty for "either"; anything else is an error, where Django's field would quietly
+    read "null" or a typo as "either" and return everything. A text input: Django's select widget would
+    turn the unknown value into "either" before this field sees it."""
+
+    widget = forms.TextInput
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        if value in (True, "true", "True", "1"):
+            return True
+        if value in (False, "false", "False", "0"):
+            return False
+        raise forms.ValidationError("Enter true or false.", code="invalid")
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = _StrictNullBooleanField
+
+
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number (django-filter's NumberFilter takes decimals: k=0.5 would quietly match nothing)."""
+
+    field_class = forms.IntegerField
+
+
 class TranscriptFilter(django_filters.FilterSet):
     experiment = django_filters.ModelChoiceFilter(queryset=Experiment.objects.all())
     model = django_filters.ChoiceFilter(choices=_model_choices, method="_by_condition", label="Model")
@@ -81,12 +109,12 @@ class TranscriptFilter(django_filters.FilterSet):
     question = django_filters.ChoiceFilter(choices=_question_choices, method="_by_question", label="Question")
     domain = django_filters.ChoiceFilter(choices=_domain_choices, method="_by_question", label="Domain")
     status = django_filters.ChoiceFilter(choices=Transcript.Status.choices)
-    misaligned = django_filters.BooleanFilter()
+    misaligned = StrictBooleanFilter()
     aligned = django_filters.RangeFilter()
     coherent = django_filters.RangeFilter()
     judge_category = django_filters.ChoiceFilter(choices=_category_choices, label="Judge persona")
     human_category = django_filters.ChoiceFilter(choices=_category_choices, label="Human consensus")
-    labelled = django_filters.BooleanFilter(method="_by_labelled", label="Labelled by auditors")
+    labelled = StrictBooleanFilter(method="_by_labelled", label="Labelled by auditors")
     q = django_filters.CharFilter(method="_by_text", label="Search")
 
     class Meta:

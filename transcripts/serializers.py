@@ -57,7 +57,7 @@ class ExperimentActionSerializer(ExperimentSerializer):
 
 class ConditionSerializer(serializers.ModelSerializer):
     endpoint_version = serializers.IntegerField(
-        source="endpoint.version", read_only=True, default=None,
+        source="endpoint.version", read_only=True, allow_null=True, default=None,
         help_text="The endpoint version this condition calls (kept when an admin changes the endpoint).",
     )
 
@@ -79,7 +79,7 @@ class TranscriptSerializer(serializers.ModelSerializer):
     domain = serializers.CharField(source="question.domain", read_only=True)
     endpoint = serializers.CharField(source="condition.endpoint_name", read_only=True)
     endpoint_version = serializers.IntegerField(
-        source="condition.endpoint.version", read_only=True, default=None,
+        source="condition.endpoint.version", read_only=True, allow_null=True, default=None,
         help_text="The endpoint version that was called (null for imported runs).",
     )
 
