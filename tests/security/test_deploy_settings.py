@@ -70,8 +70,8 @@ def _get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def _serve_and_get(tmp_path, path: str, **variables: str) -> tuple[int, str]:
-    """Start the image's web server (gunicorn) with only `variables` set and GET `path` from it."""
+def _serve_and_get(tmp_path, *paths: str, **variables: str) -> list[tuple[int, str]]:
+    """Start the image's web server (gunicorn) with only `variables` set and GET each path from it."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "em_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
@@ -87,7 +87,7 @@ def _serve_and_get(tmp_path, path: str, **variables: str) -> tuple[int, str]:
                 assert server.poll() is None, server.stderr.read().decode()
                 assert time.monotonic() < deadline, "gunicorn did not start"
                 time.sleep(0.2)
-        return _get(f"http://127.0.0.1:{port}{path}")
+        return [_get(f"http://127.0.0.1:{port}{path}") for path in paths]
     finally:
         server.terminate()
         server.wait(15)
@@ -95,11 +95,13 @@ def _serve_and_get(tmp_path, path: str, **variables: str) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_a_server_started_without_environment_shows_no_debug_page(tmp_path):
-    status, body = _serve_and_get(tmp_path, "/no-such-page/")
+    (status, body), (css_status, css) = _serve_and_get(tmp_path, "/no-such-page/", "/static/css/app.css")
     assert status == 404
     assert "URLconf" not in body and "DEBUG = True" not in body and "em_site.urls" not in body
+    # Without DEBUG and without collectstatic (a checkout, `make run`) the static files are still served.
+    assert css_status == 200 and "{" in css
     # The same request with DEBUG=true shows Django's debug page: the assertions above can tell them apart.
-    status, body = _serve_and_get(tmp_path, "/no-such-page/", DEBUG="true")
+    [(status, body)] = _serve_and_get(tmp_path, "/no-such-page/", DEBUG="true")
     assert status == 404 and "em_site.urls" in body
 
 
