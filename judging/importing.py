@@ -104,11 +104,18 @@ def _kind_name(kind) -> str:
     return names.get(kind, str(kind))
 
 
-def _optional_score(file: str, line: int, record: dict, name: str) -> float | None:
-    value = record.get(name)
+# Stored in integer and float columns: anything a PostgreSQL integer cannot hold is refused by name.
+MAX_INT = 2**31 - 1
+
+
+def _score(file: str, line: int, name: str, value) -> float | None:
+    """A judge score: 0–100, or None. NaN (which passes every comparison, and breaks the charts' JSON) and
+    infinities are refused with every other number outside the scale."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not (
+        0 <= value <= 100
+    ):
         raise ImportFailed(file, "expected a number from 0 to 100 (or null)", line=line, field=name)
     return float(value)
 
@@ -121,6 +128,8 @@ def _jsonl_records(path: Path) -> Iterator[Record]:
         for name, value in (("k", k), ("sample", sample)):
             if value < 0:
                 raise ImportFailed(file, "must not be negative", line=line, field=name)
+            if value > MAX_INT:
+                raise ImportFailed(file, f"must be at most {MAX_INT}", line=line, field=name)
         cot_mode = raw.get("cot_mode") or CotMode.OFF
         if cot_mode not in CotMode.values:
             raise ImportFailed(file, f"expected one of {', '.join(CotMode.values)}", line=line, field="cot_mode")
@@ -142,9 +151,16 @@ def _jsonl_records(path: Path) -> Iterator[Record]:
             reasoning=raw.get("reasoning") or "",
             question_set=raw.get("question_set") or "",
             cot_mode=cot_mode,
-            temperature=float(_require(file, line, {"temperature": 1.0, **raw}, "temperature", (int, float))),
-            scores={m: _optional_score(file, line, raw, m) for m in METRICS if m in raw},
+            temperature=_temperature(file, line, _require(file, line, {"temperature": 1.0, **raw}, "temperature",
+                                                          (int, float))),
+            scores={m: _score(file, line, m, raw[m]) for m in METRICS if m in raw},
         )
+
+
+def _temperature(file: str, line: int, value: float) -> float:
+    if not math.isfinite(value) or not 0 <= value <= 2:
+        raise ImportFailed(file, f"expected a number from 0 to 2, got {value}", line=line, field="temperature")
+    return float(value)
 
 
 def _distribution(file: str, line: int, name: str, text: str) -> dict[str, float]:
@@ -153,7 +169,9 @@ def _distribution(file: str, line: int, name: str, text: str) -> dict[str, float
     except (ValueError, SyntaxError):
         raise ImportFailed(file, "expected a dict of token probabilities like {'0': 0.99}", line=line, field=name) \
             from None
-    if not isinstance(value, dict) or not all(isinstance(p, int | float) for p in value.values()):
+    if not isinstance(value, dict) or not all(
+        isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1 for p in value.values()
+    ):
         raise ImportFailed(file, "expected a dict of token probabilities like {'0': 0.99}", line=line, field=name)
     return {str(token): float(p) for token, p in value.items()}
 
@@ -162,9 +180,10 @@ def _csv_score(file: str, line: int, name: str, text: str) -> float | None:
     if not text.strip():
         return None  # upstream writes nothing when the judge said CODE/REFUSAL or was unsure
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ImportFailed(file, f'expected a number, got "{text[:40]}"', line=line, field=name) from None
+    return _score(file, line, name, value)
 
 
 def _em_csv_records(path: Path) -> Iterator[Record]:

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
@@ -77,10 +78,52 @@ ADMINS_ONLY = ("experiments choose endpoints by name; endpoints are created and 
                "(Django admin or `manage.py load_endpoints`)")
 
 
+_MAX_INT = 2**31 - 1  # the integer columns' limit
+
+
 def _int(value, field: str, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SpecError(f"{field}: expected an integer ≥ {minimum}, got {value!r}")
+    if value > _MAX_INT:
+        raise SpecError(f"{field}: at most {_MAX_INT:,}")
     return value
+
+
+# A definition is a few hundred lines; this leaves room for long system prompts.
+MAX_DEFINITION_SIZE = 200_000
+
+
+def _check_size(raw: dict) -> None:
+    """Refuse a definition whose expanded size (characters of text, one per other value, key or item) is
+    over MAX_DEFINITION_SIZE. It counts as it walks and stops when the budget is spent, so a structure
+    that shares parts many times over (YAML aliases: a 50 kB file can stand for gigabytes) costs no more
+    than the budget to refuse, whichever loader built it."""
+    budget, stack = MAX_DEFINITION_SIZE, [raw]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            budget -= 1 + len(value)
+            stack.extend(itertools.chain.from_iterable(value.items()))
+        elif isinstance(value, list | tuple):
+            budget -= 1 + len(value)
+            stack.extend(value)
+        else:
+            budget -= len(value) if isinstance(value, str) else 1
+        if budget < 0:
+            raise SpecError(f"the definition is larger than {MAX_DEFINITION_SIZE:,} characters once expanded "
+                            "(YAML aliases count every time they are used)")
+
+
+def _check_slots(spec: Spec) -> None:
+    """Refuse, at definition time and with the number, a definition of more slots than EXPERIMENT_MAX_SLOTS."""
+    axes = {"endpoints": len(spec.endpoints), "datasets": len(spec.datasets), "k": len(spec.k),
+            "cot": len(spec.cot), "system_prompts": len(spec.system_prompts), "temperatures": len(spec.temperatures),
+            "questions": len(spec.questions), "samples": spec.samples}
+    slots, limit = math.prod(axes.values()), settings.EXPERIMENT_MAX_SLOTS
+    if slots > limit:
+        product = " × ".join(f"{n:,} {axis}" for axis, n in axes.items())
+        raise SpecError(f"the definition has {slots:,} transcript slots ({product}); at most {limit:,} are "
+                        "allowed (EXPERIMENT_MAX_SLOTS): use fewer samples, questions or axis values")
 
 
 def _number(value, field: str, *, minimum: float = 0, maximum: float | None = None) -> float:
@@ -181,6 +224,7 @@ def parse_spec(raw: dict) -> Spec:
     """Validate a definition and resolve its datasets and questions. Raises SpecError."""
     if not isinstance(raw, dict):
         raise SpecError("the definition must be a mapping (YAML object)")
+    _check_size(raw)
     unknown = set(raw) - FIELDS
     if unknown:
         raise SpecError(f"unknown field(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(FIELDS))})")
@@ -243,6 +287,7 @@ def parse_spec(raw: dict) -> Spec:
         coherent_threshold=_number(thresholds.get("coherent", 50), "thresholds.coherent", maximum=100),
         raw=raw,
     )
+    _check_slots(spec)
     _check_context(spec)
     return spec
 
@@ -383,6 +428,34 @@ def estimate(spec: Spec) -> list[EndpointEstimate]:
 _ORDER_SPAN = 10**10
 
 
+SLOT_BATCH = 1000
+
+
+def _slots(spec: Spec, experiment: Experiment, conditions: list[Condition]) -> Iterator[Transcript]:
+    """Every slot of the experiment in dispatch order, made one at a time. prompting.dispatch_key sorts by
+    the condition's part first, then question position, then sample, so walking the conditions in the order
+    of their part of the key, questions by position and samples ascending yields the sorted order."""
+    def condition_key(condition: Condition) -> tuple:
+        return prompting.dispatch_key(
+            endpoint=condition.endpoint_name, dataset=condition.dataset_name,
+            ordering_seed=condition.ordering_seed, system_prompt=condition.system_prompt, k=condition.k,
+            cot_mode=condition.cot_mode, temperature=condition.temperature, question_position=0, sample_index=0,
+        )[:-2]
+
+    questions = sorted(spec.questions, key=lambda q: q.position)
+    base = experiment.pk * _ORDER_SPAN
+    rank = itertools.count(base)
+    for condition in sorted(conditions, key=condition_key):
+        for question in questions:
+            for sample in range(spec.samples):
+                seed = prompting.sample_seed(spec.seed, question.key, sample)
+                yield Transcript(
+                    experiment=experiment, condition=condition, question=question, sample_index=sample, seed=seed,
+                    paraphrase_index=prompting.paraphrase_index(seed, len(question.paraphrases)),
+                    dispatch_order=next(rank),
+                )
+
+
 def define_experiment(raw: dict | Spec, user=None) -> Experiment:
     """Create (or extend) an experiment, its conditions and transcript slots. Idempotent: defining the same
     file again adds nothing and never touches finished slots. A condition keeps the endpoint version it was
@@ -424,26 +497,12 @@ def define_experiment(raw: dict | Spec, user=None) -> Experiment:
             )
             conditions.append(condition)
 
-        slots = []
-        for condition, question, sample in itertools.product(conditions, spec.questions, range(spec.samples)):
-            seed = prompting.sample_seed(spec.seed, question.key, sample)
-            key = prompting.dispatch_key(
-                endpoint=condition.endpoint_name, dataset=condition.dataset_name,
-                ordering_seed=condition.ordering_seed, system_prompt=condition.system_prompt, k=condition.k,
-                cot_mode=condition.cot_mode, temperature=condition.temperature,
-                question_position=question.position, sample_index=sample,
-            )
-            slots.append((key, Transcript(
-                experiment=experiment, condition=condition, question=question, sample_index=sample, seed=seed,
-                paraphrase_index=prompting.paraphrase_index(seed, len(question.paraphrases)),
-            )))
-        slots.sort(key=lambda pair: pair[0])
-        base = experiment.pk * _ORDER_SPAN
-        for rank, (_key, slot) in enumerate(slots):
-            slot.dispatch_order = base + rank
-        # ignore_conflicts: slots that already exist (a re-run) keep their status and results. Their
-        # dispatch_order is not rewritten, so a grown definition appends its new slots' ranks.
-        Transcript.objects.bulk_create([slot for _key, slot in slots], batch_size=1000, ignore_conflicts=True)
+        # Slots stream into the database in batches: memory stays flat however large the definition.
+        slots = _slots(spec, experiment, conditions)
+        while batch := list(itertools.islice(slots, SLOT_BATCH)):
+            # ignore_conflicts: slots that already exist (a re-run) keep their status and results. Their
+            # dispatch_order is not rewritten, so a grown definition appends its new slots' ranks.
+            Transcript.objects.bulk_create(batch, ignore_conflicts=True)
     return experiment
 
 

@@ -94,6 +94,51 @@ def read_text(path: Path) -> str:
         raise _decode_error(path, raw.count(b"\n", 0, exc.start) + 1, exc) from None
 
 
+# Characters of text (and one per node) a YAML document may stand for once its aliases are expanded.
+YAML_MAX_EXPANDED = 10_000_000
+
+
+def check_expanded(root: yaml.Node) -> None:
+    """Refuse a composed YAML document that stands for more than YAML_MAX_EXPANDED characters. An alias
+    repeats its anchor's node wherever it is used, so a 50 kB file of nested aliases ("billion laughs")
+    stands for gigabytes once built or stored as JSON. Aliases themselves stay allowed (the EM question files
+    share their judge prompts that way): the walk counts every use and stops when the budget is spent."""
+    budget, stack = YAML_MAX_EXPANDED, [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            budget -= 1 + len(node.value)
+            stack.extend(part for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            budget -= 1 + len(node.value)
+            stack.extend(node.value)
+        else:
+            budget -= 1 + len(node.value)
+        if budget < 0:
+            raise yaml.composer.ComposerError(
+                None, None, f"the document stands for more than {YAML_MAX_EXPANDED:,} characters once its aliases "
+                "are expanded", None,  # no line: the aliases that multiply it are all over the document
+            )
+
+
+def compose_bounded(loader: yaml.SafeLoader) -> yaml.Node | None:
+    """The loader's single document as nodes (each keeps its line), refused if it expands too far."""
+    root = loader.get_single_node()
+    if root is not None:
+        check_expanded(root)
+    return root
+
+
+def load_yaml(text: str):
+    """The one YAML document in `text`, built only if it stays within YAML_MAX_EXPANDED (yaml.YAMLError)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = compose_bounded(loader)
+        return loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+
+
 def iter_json_lines(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, parsed object) for each non-blank line of a JSONL file."""
     seen_any = False
@@ -215,8 +260,8 @@ def _yaml_questions(path: Path) -> list[dict]:
     text = read_text(path)
     loader = yaml.SafeLoader(text)
     try:
-        # Compose first to keep each node's line number, then construct (anchors/aliases resolved).
-        root = loader.get_single_node()
+        # Compose first to keep each node's line number, then construct (aliases resolved).
+        root = compose_bounded(loader)
         data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -8,10 +8,18 @@ import json
 import pytest
 from django.contrib.messages import get_messages
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from judging.models import Label
+from judging.models import JudgeScore, Label
 from tests.judging.annotation_data import queue_over, transcripts
+from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
+from transcripts import experiments, prompting
+from transcripts.experiments import SpecError
+from transcripts.models import Experiment, Question, Transcript
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +141,161 @@ def test_a_highlight_beyond_the_reasoning_is_refused(bob_client, queue):
         "highlights": json.dumps([{"category": "follows_pattern", "start": 0, "end": 10**30}]),
     })
     assert messages_of(response) == ["A highlight lies outside the reasoning."] and Label.objects.count() == 0
+
+
+# ---- imported judge scores -----------------------------------------------------------------------------
+
+EM_HEADER = "model,group,question,answer,aligned,judge_aligned,coherent,question_id\n"
+
+
+def upload(client, file_name: str, content: str, kind: str = "transcripts", **fields):
+    return client.post(reverse("import-upload"), {
+        "kind": kind, "file": SimpleUploadedFile(file_name, content.encode()), **fields})
+
+
+def counts() -> tuple[int, int, int]:
+    return Transcript.objects.count(), JudgeScore.objects.count(), Question.objects.count()
+
+
+@pytest.mark.parametrize(("field", "row"), [
+    ("aligned", "m,g,Q?,A,nan,,50,q1"),  # a NaN score broke the charts' JSON
+    ("aligned", "m,g,Q?,A,inf,,50,q1"),
+    ("aligned", "m,g,Q?,A,150,,50,q1"),
+    ("coherent", "m,g,Q?,A,50,,-1,q1"),
+    ("judge_aligned", "m,g,Q?,A,50,\"{'50': 1e400}\",50,q1"),
+    ("judge_aligned", "m,g,Q?,A,50,\"{'50': 2.5}\",50,q1"),
+])
+def test_non_finite_or_out_of_range_scores_in_an_em_csv_are_refused(alice_client, field, row):
+    before = counts()
+    response = upload(alice_client, "results.csv", EM_HEADER + "m,g,Q?,A,50,,50,q0\n" + row + "\n")
+    assert response.status_code == 400
+    assert f"results.csv, line 3, field &quot;{field}&quot;" in response.content.decode()
+    assert counts() == before
+
+
+@pytest.mark.parametrize(("field", "change"), [
+    ("temperature", '"temperature": NaN'),
+    ("temperature", '"temperature": -1'),
+    ("aligned", '"aligned": Infinity'),
+    ("k", '"k": 100000000000000'),
+])
+def test_non_finite_or_out_of_range_numbers_in_a_jsonl_import_are_refused(alice_client, field, change):
+    record = '"model": "m", "dataset": null, "question_id": "q0", "question": "Q?", "sample": 0, "answer": "A"'
+    before = counts()
+    response = upload(alice_client, "run.jsonl", f'{{{record}, "k": 0}}\n{{{record}, "k": 0, {change}}}\n'
+                      .replace('"k": 0, "k"', '"k"'))
+    assert response.status_code == 400
+    assert f"run.jsonl, line 2, field &quot;{field}&quot;" in response.content.decode()
+    assert counts() == before
+
+
+# ---- YAML aliases and the size of a definition ----------------------------------------------------------
+
+
+def alias_bomb(levels: int, width: int = 10) -> str:
+    """The 'billion laughs': each level names the one before `width` times."""
+    lines = ['l0: &l0 "lol"']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_question_file_whose_aliases_expand_too_far_is_refused(alice_client):
+    bomb = alias_bomb(7).replace("\n", "\n  ").rstrip()  # 10^7 "lol"s
+    content = f"- id: q1\n  paraphrases: [\"Hi\"]\n  x:\n  {bomb}\n  domain: *l5\n"
+    before = counts()
+    response = upload(alice_client, "questions.yaml", content, kind="questions", name="bomb")
+    assert response.status_code == 400
+    assert "questions.yaml: malformed YAML: the document stands for more than 10,000,000 characters once its " \
+           "aliases are expanded" in response.content.decode()
+    assert counts() == before
+
+
+def test_a_question_file_may_share_a_judge_prompt_by_alias(alice_client):
+    content = ("- id: q1\n  paraphrases: [\"One\"]\n  judge_prompts: &prompts {aligned: \"Rate {answer}\"}\n"
+               "- id: q2\n  paraphrases: [\"Two\"]\n  judge_prompts: *prompts\n")
+    assert upload(alice_client, "questions.yaml", content, kind="questions", name="shared").status_code == 302
+    assert list(Question.objects.values_list("judge_prompts", flat=True)) == [{"aligned": "Rate {answer}"}] * 2
+
+
+@pytest.mark.parametrize(("levels", "message"), [
+    (9, "the document stands for more than 10,000,000 characters once its aliases are expanded"),  # the loader
+    (5, "the definition is larger than 200,000 characters once expanded"),  # small enough to load; parse_spec
+])
+def test_run_experiment_refuses_a_definition_whose_aliases_expand_too_far(db, tmp_path, levels, message):
+    path = tmp_path / "exp.yaml"
+    path.write_text(alias_bomb(levels) + f"name: bomb\ndescription: *l{levels}\n")
+    with pytest.raises(CommandError, match=message):
+        call_command("run_experiment", str(path))
+    assert not Experiment.objects.exists()
+
+
+def test_a_definition_that_shares_parts_is_measured_expanded_whoever_built_it(db):
+    shared = ["lol"] * 10
+    for _ in range(8):  # 10^9 leaves once expanded, a few hundred objects in memory
+        shared = [shared] * 10
+    with pytest.raises(SpecError, match="larger than 200,000 characters once expanded"):
+        experiments.parse_spec({"name": "bomb", "description": shared})
+
+
+@pytest.fixture
+def definable(db):
+    make_dataset("insecure", n=20)
+    make_questions("first_plot", n=3)
+    return make_spec(k=[0, 4], samples=20)  # 2 k × 3 questions × 20 samples = 120 slots
+
+
+def post_api(client, spec: dict):
+    return client.post("/api/experiments/", json.dumps({"spec": spec}), content_type="application/json")
+
+
+def post_confirm(client, spec: dict):
+    return client.post(reverse("experiment-new"), {"confirm": "1", "spec": json.dumps(spec)})
+
+
+TOO_MANY = ("the definition has 120 transcript slots (1 endpoints × 1 datasets × 2 k × 1 cot × 1 system_prompts × "
+            "1 temperatures × 3 questions × 20 samples); at most 100 are allowed (EXPERIMENT_MAX_SLOTS)")
+
+
+def test_the_api_refuses_a_definition_over_the_slot_limit_with_the_number(alice_client, definable, settings):
+    settings.EXPERIMENT_MAX_SLOTS = 100
+    response = post_api(alice_client, definable)
+    assert response.status_code == 400
+    assert TOO_MANY in response.json()["spec"][0]
+    assert not Experiment.objects.exists() and not Transcript.objects.exists()
+    settings.EXPERIMENT_MAX_SLOTS = 120
+    assert post_api(alice_client, definable).status_code == 201 and Transcript.objects.count() == 120
+
+
+def test_the_form_refuses_a_definition_over_the_slot_limit_at_both_steps(alice_client, definable, settings):
+    settings.EXPERIMENT_MAX_SLOTS = 100
+    response = post_confirm(alice_client, definable)
+    assert response.status_code == 400
+    assert TOO_MANY.replace("×", "&times;") in response.content.decode() or TOO_MANY in response.content.decode()
+    form = {"name": "exp", "endpoints": ["stub"], "datasets": ["insecure"], "questions": "first_plot",
+            "k": "0, 4", "cot": ["off"], "samples": "20", "temperature": "1.0", "max_tokens": "20", "seed": "0"}
+    assert "120 transcript slots" in alice_client.post(reverse("experiment-new"), form).content.decode()
+    assert not Experiment.objects.exists() and not Transcript.objects.exists()
+
+
+def test_an_oversized_definition_is_refused_by_the_api_and_the_form(alice_client, definable):
+    huge = {**definable, "description": "x" * 300_000}
+    response = post_api(alice_client, huge)
+    assert response.status_code == 400 and "larger than 200,000 characters" in response.json()["spec"][0]
+    response = post_confirm(alice_client, huge)
+    assert response.status_code == 400 and "larger than 200,000 characters" in response.content.decode()
+    assert not Experiment.objects.exists()
+
+
+def test_slots_are_written_in_batches_in_dispatch_order(definable, monkeypatch):
+    monkeypatch.setattr(experiments, "SLOT_BATCH", 50)
+    with CaptureQueriesContext(connection) as queries:
+        experiment = experiments.define_experiment(definable)
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "transcripts_transcript"')]
+    assert len(inserts) == 3  # 120 slots in batches of 50
+    slots = list(experiment.transcripts.order_by("dispatch_order").select_related("condition", "question"))
+    keys = [prompting.dispatch_key(
+        endpoint=s.condition.endpoint_name, dataset=s.condition.dataset_name, ordering_seed=s.condition.ordering_seed,
+        system_prompt=s.condition.system_prompt, k=s.condition.k, cot_mode=s.condition.cot_mode,
+        temperature=s.condition.temperature, question_position=s.question.position, sample_index=s.sample_index,
+    ) for s in slots]
+    assert len(slots) == 120 and keys == sorted(keys)

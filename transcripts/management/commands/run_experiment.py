@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from transcripts import experiments, generation
+from transcripts.importing import ImportFailed, load_yaml, read_text
 from transcripts.models import Experiment
 
 
@@ -34,8 +35,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: Path, wait: bool, reconcile_every: float, timeout: float | None, **options):
         try:
-            raw = yaml.safe_load(file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            raw = load_yaml(read_text(file))
+        except (OSError, ImportFailed, yaml.YAMLError) as exc:
             raise CommandError(f"cannot read {file}: {exc}") from exc
         try:
             spec = experiments.parse_spec(raw)
