@@ -169,6 +169,11 @@ STORAGES = {
 
 # Uploads: imports stream from a temporary file; anything larger is refused with a clear message.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "em_site.uploads.SizeLimitedUploadHandler",  # stores nothing past IMPORT_MAX_BYTES
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # An experiment definition with more transcript slots than this (endpoints × datasets × k × CoT × system

@@ -299,3 +299,22 @@ def test_slots_are_written_in_batches_in_dispatch_order(definable, monkeypatch):
         temperature=s.condition.temperature, question_position=s.question.position, sample_index=s.sample_index,
     ) for s in slots]
     assert len(slots) == 120 and keys == sorted(keys)
+
+
+# ---- uploads past the limit are not stored --------------------------------------------------------------
+
+
+def test_an_upload_past_the_limit_is_not_stored_but_keeps_its_size(rf, settings):
+    settings.IMPORT_MAX_BYTES = 1000
+    big = rf.post("/imports/", {"file": SimpleUploadedFile("big.csv", b"x" * 5000)}).FILES["file"]
+    assert (big.name, big.size, big.read()) == ("big.csv", 5000, b"")
+    small = rf.post("/imports/", {"file": SimpleUploadedFile("small.csv", b"y" * 1000)}).FILES["file"]
+    assert (small.size, small.read()) == (1000, b"y" * 1000)
+
+
+def test_the_import_page_refuses_an_oversized_upload_with_the_limit(alice_client, settings):
+    settings.IMPORT_MAX_BYTES = 1000
+    response = upload(alice_client, "questions.csv", "id,question\n" + "q,Why?\n" * 500, kind="questions", name="x")
+    assert response.status_code == 400
+    assert "questions.csv: the file is 0.0 MB; the import limit is 0.0 MB" in response.content.decode()
+    assert not Question.objects.exists()
