@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
+from .importing import load_yaml
 from .models import Endpoint
 
 # The fields that define a version (everything an admin or a file sets, apart from the name).
@@ -103,7 +104,7 @@ def load_endpoints_file(path: Path, *, user=None) -> list[Loaded]:
     """Load a YAML list of endpoints (see examples/endpoints.yaml). All or nothing: one bad item and no
     endpoint changes. Items equal to the current version leave it as it is."""
     try:
-        items = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        items = load_yaml(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise EndpointFileError(f"{path}: cannot read: {exc}") from exc
     if not isinstance(items, list) or not items:

@@ -1,5 +1,6 @@
 from django import forms
-from django.conf import settings
+
+from .importing import ImportFailed, refuse_oversized
 
 
 class ImportForm(forms.Form):
@@ -22,11 +23,10 @@ class ImportForm(forms.Form):
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
-        limit = settings.IMPORT_MAX_BYTES
-        if upload.size > limit:
-            raise forms.ValidationError(
-                f"{upload.name}: the file is {upload.size / 2**20:.1f} MB; the import limit is {limit / 2**20:.1f} MB."
-            )
+        try:
+            refuse_oversized(upload.name, upload.size)
+        except ImportFailed as exc:
+            raise forms.ValidationError(str(exc)) from exc
         return upload
 
     def clean(self):
