@@ -266,23 +266,24 @@ def _give_back(job: Job, claim: Claim) -> None:
 
 # --- calling -----------------------------------------------------------------------------------------------
 
-_clients: dict[tuple, openai.OpenAI] = {}
-_clients_lock = threading.Lock()
+_thread = threading.local()
 
 
 def client_for(endpoint: Endpoint) -> openai.OpenAI:
-    """One thread-safe client (and connection pool) per endpoint configuration, shared by a worker's threads.
+    """The calling thread's client (and connection pool) for an endpoint configuration. One per thread, not one
+    per process: with hundreds of threads on one client, its pool's lock was where they spent their time
+    (measured: 43% of the worker's samples at 500 in flight, and a peak of 137 in flight, not 500).
     Retries are ours (max_retries=0): they must renew the lease and respect the shared rate limits. Redirects
     are not followed: a server must not send our key on to another host."""
     api_key = endpoint.read_api_key()
     key = (endpoint.base_url, api_key, endpoint.timeout_seconds)
-    with _clients_lock:
-        if key not in _clients:
-            _clients[key] = openai.OpenAI(
-                base_url=endpoint.base_url, api_key=api_key, timeout=endpoint.timeout_seconds, max_retries=0,
-                http_client=openai.DefaultHttpxClient(follow_redirects=False),
-            )
-        return _clients[key]
+    clients = _thread.__dict__.setdefault("clients", {})
+    if key not in clients:
+        clients[key] = openai.OpenAI(
+            base_url=endpoint.base_url, api_key=api_key, timeout=endpoint.timeout_seconds, max_retries=0,
+            http_client=openai.DefaultHttpxClient(follow_redirects=False),
+        )
+    return clients[key]
 
 
 def first_choice(completion):
