@@ -78,6 +78,10 @@ def digitwise_distribution(next_token: NextToken, *, min_prefix: float = MIN_PRE
     ("05", "101") get no mass, as a one-token-per-number judge gives "101" none.
     """
     numbers: dict[str, float] = {}
+    if sum(_digit_probabilities(next_token("")).values()) < MIN_NUMBER_MASS:
+        # Every number starts with a digit, so under 0.25 on the first one the score is None whatever follows:
+        # one request instead of a tree of them (SmolLM2 is in this case on most answers).
+        return numbers
 
     def expand(prefix: str, p_prefix: float) -> None:
         dist = _digit_probabilities(next_token(prefix))
