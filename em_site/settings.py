@@ -7,6 +7,7 @@ the HTTPS settings below (README, "Configuration"; tests/security/test_deploy_se
 """
 
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -156,7 +157,8 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", Path(plotly.__file__).parent / "package_data")]
 # Once `collectstatic` has run (the image does it at build time) whitenoise serves the hashed, compressed
 # copies; a checkout that never collected (make run, the tests) serves the app folders' files as they are.
-STATIC_COLLECTED = (STATIC_ROOT / "staticfiles.json").exists()
+# `collectstatic` itself must write the manifest, or a collected tree would never be recognised as one.
+STATIC_COLLECTED = (STATIC_ROOT / "staticfiles.json").exists() or sys.argv[1:2] == ["collectstatic"]
 WHITENOISE_USE_FINDERS = not STATIC_COLLECTED
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
