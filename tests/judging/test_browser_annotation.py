@@ -51,7 +51,8 @@ def label_queue_by_keyboard(page, base: str, queue, username: str) -> int:
         assert page.locator(".cat[aria-pressed='true']").count() == 1
         with page.expect_navigation():
             page.keyboard.press("Enter")
-        page.wait_for_selector("#next-link")
+        # The keys are bound once the page's script has run (data-ready), not when the button first appears.
+        page.wait_for_selector("#annotate[data-submitted='1'][data-ready='1']")
         assert SECRET_MODEL in page.locator("#reveal").inner_text()  # revealed after submitting
         with page.expect_navigation():
             page.keyboard.press("Enter")
