@@ -8,7 +8,7 @@ from django.http import QueryDict
 
 from transcripts.access import AUDITOR
 from transcripts.filters import filter_transcripts
-from transcripts.importing import ImportFailed, refuse_oversized
+from transcripts.forms import UploadField
 
 from .labels_io import CONFIDENCE
 from .models import AnnotationQueue, PersonaCategory, Taxonomy
@@ -134,12 +134,4 @@ class TaxonomyForm(forms.Form):
 
 
 class LabelsImportForm(forms.Form):
-    file = forms.FileField(help_text="CSV with columns transcript_id, annotator, label (as exported).")
-
-    def clean_file(self):
-        upload = self.cleaned_data["file"]
-        try:
-            refuse_oversized(upload.name, upload.size)
-        except ImportFailed as exc:
-            raise forms.ValidationError(str(exc)) from None
-        return upload
+    file = UploadField(help_text="CSV with columns transcript_id, annotator, label (as exported).")

@@ -3,6 +3,19 @@ from django import forms
 from .importing import ImportFailed, refuse_oversized
 
 
+class UploadField(forms.FileField):
+    """A file upload held to the one import size limit (importing.refuse_oversized, IMPORT_MAX_BYTES)."""
+
+    def clean(self, data, initial=None):
+        upload = super().clean(data, initial)
+        if upload:
+            try:
+                refuse_oversized(upload.name, upload.size)
+            except ImportFailed as exc:
+                raise forms.ValidationError(str(exc)) from exc
+        return upload
+
+
 class ImportForm(forms.Form):
     """One upload form for the three import kinds; each maps to one import function."""
 
@@ -19,15 +32,7 @@ class ImportForm(forms.Form):
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     synthetic = forms.BooleanField(required=False, help_text="The dataset was generated, not collected.")
-    file = forms.FileField()
-
-    def clean_file(self):
-        upload = self.cleaned_data["file"]
-        try:
-            refuse_oversized(upload.name, upload.size)
-        except ImportFailed as exc:
-            raise forms.ValidationError(str(exc)) from exc
-        return upload
+    file = UploadField()
 
     def clean(self):
         data = super().clean()
