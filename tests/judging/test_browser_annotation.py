@@ -31,8 +31,9 @@ def login(browser, base: str, username: str, lands_on: str = r"/annotate/$"):
 def start(page, base: str, queue) -> None:
     """Open the queue and take its first item with Enter (claiming is a POST: the page offers a button)."""
     page.goto(f"{base}{reverse('annotate-next', args=[queue.pk])}")
+    # Enter on the start button (focused first: under load the press can come before autofocus is applied).
     with page.expect_navigation():
-        page.keyboard.press("Enter")
+        page.locator("#next-link").press("Enter")
 
 
 def label_queue_by_keyboard(page, base: str, queue, username: str) -> int:
