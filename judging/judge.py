@@ -32,7 +32,7 @@ from transcripts.models import Endpoint, Experiment, Transcript
 from . import scoring
 from .models import JudgeScore, PersonaCategory, Rubric, RubricVersion
 
-PENDING, RUNNING = JudgeScore.Status.PENDING, JudgeScore.Status.RUNNING
+PENDING = JudgeScore.Status.PENDING
 CHATML = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 REQUEST = {"temperature": 0, "seed": 0}
 

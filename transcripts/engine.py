@@ -88,7 +88,9 @@ class Usage:
     def add(self, completion) -> None:
         """Fold in one completion object of the `openai` client."""
         self.served_model = self.served_model or (getattr(completion, "model", "") or "")[:200]
-        self.system_fingerprint = self.system_fingerprint or (getattr(completion, "system_fingerprint", "") or "")
+        self.system_fingerprint = (
+            self.system_fingerprint or (getattr(completion, "system_fingerprint", "") or "")[:200]
+        )
         usage = getattr(completion, "usage", None)
         if usage is not None:
             self.prompt_tokens = (self.prompt_tokens or 0) + (usage.prompt_tokens or 0)
@@ -162,10 +164,14 @@ def _lease(endpoint: Endpoint, wait: float) -> timedelta:
     return timedelta(seconds=wait + max(settings.SLOT_LEASE_SECONDS, endpoint.timeout_seconds + 5))
 
 
+def _rate_limited(endpoint: Endpoint) -> bool:
+    return bool(endpoint.requests_per_minute or endpoint.tokens_per_minute)
+
+
 def _reserve_start(endpoint: Endpoint, now: datetime, tokens: Callable[[], int]) -> datetime:
     """The moment this request may start under the endpoint's requests- and tokens-per-minute limits, spacing
     requests evenly. Caller holds the Endpoint row lock."""
-    if not endpoint.requests_per_minute and not endpoint.tokens_per_minute:
+    if not _rate_limited(endpoint):
         return now
     spacing = 60 / endpoint.requests_per_minute if endpoint.requests_per_minute else 0.0
     if endpoint.tokens_per_minute:
@@ -174,10 +180,6 @@ def _reserve_start(endpoint: Endpoint, now: datetime, tokens: Callable[[], int])
     endpoint.next_request_at = start + timedelta(seconds=spacing)
     endpoint.save(update_fields=["next_request_at"])
     return start
-
-
-def _rate_limited(endpoint: Endpoint) -> bool:
-    return bool(endpoint.requests_per_minute or endpoint.tokens_per_minute)
 
 
 def live_requests(endpoint: Endpoint, now: datetime) -> int:
@@ -376,7 +378,7 @@ def _finish(job: Job, claim: Claim, endpoint: Endpoint, answer: Answer, latency_
     with transaction.atomic():
         done = job.model.objects.filter(pk=claim.row_id, claim_token=claim.token, status=RUNNING).update(
             status=DONE, **answer.fields, served_model=usage.served_model,
-            system_fingerprint=usage.system_fingerprint[:200], prompt_tokens=usage.prompt_tokens,
+            system_fingerprint=usage.system_fingerprint, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, latency_ms=latency_ms,
             error_kind="", error="", lease_until=None, finished_at=timezone.now(),
         )
