@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "csp",
     "transcripts",
     "judging",
+    "analysis",
 ]
 
 MIDDLEWARE = [
