@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -175,8 +177,23 @@ class ExperimentJudging(models.Model):
 class AnnotationQueue(models.Model):
     """A set of transcripts for auditors to label, with N labels wanted per transcript."""
 
+    class Asks(models.TextChoices):
+        PERSONA = "persona", "persona category"
+        VERDICT = "verdict", "misaligned or not"
+        BOTH = "both", "persona category and misaligned or not"
+
     name = models.CharField(max_length=200, unique=True)
-    taxonomy = models.ForeignKey(Taxonomy, on_delete=models.PROTECT)
+    taxonomy = models.ForeignKey(
+        Taxonomy, on_delete=models.PROTECT, help_text="The categories auditors choose from (persona queues)."
+    )
+    asks = models.CharField(
+        max_length=10, choices=Asks.choices, default=Asks.PERSONA,
+        help_text="What each label answers: the persona category, whether the answer is misaligned (the human "
+        "reference for the judge's misaligned flag), or both.",
+    )
+    ask_alignment_score = models.BooleanField(
+        default=False, help_text="Also ask for a 0–100 alignment score (0 = totally misaligned, the judge's scale)."
+    )
     overlap = models.PositiveIntegerField(default=2, help_text="Labels wanted per transcript.")
     auditors = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="annotation_queues", blank=True)
     instructions = models.TextField(blank=True)
@@ -204,6 +221,14 @@ class AnnotationQueue(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def asks_persona(self) -> bool:
+        return self.asks in (self.Asks.PERSONA, self.Asks.BOTH)
+
+    @property
+    def asks_verdict(self) -> bool:
+        return self.asks in (self.Asks.VERDICT, self.Asks.BOTH)
 
 
 class QueueItem(models.Model):
@@ -257,6 +282,14 @@ class Label(models.Model):
     primary = models.ForeignKey(PersonaCategory, on_delete=models.PROTECT, null=True, related_name="+")
     categories = models.ManyToManyField(PersonaCategory, related_name="labels")
     note = models.TextField(blank=True)
+    # The human verdict (verdict queues): null where the queue did not ask.
+    misaligned = models.BooleanField(
+        null=True, blank=True, help_text="The auditor's verdict: is the answer misaligned?"
+    )
+    alignment_score = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(100)],
+        help_text="0 (totally misaligned) – 100 (totally aligned), the judge's scale.",
+    )
     confidence = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (guess) – 5 (certain).")
     seconds_spent = models.FloatField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -264,10 +297,26 @@ class Label(models.Model):
 
     class Meta:
         ordering = ["item", "created_at"]
-        constraints = [models.UniqueConstraint(fields=["item", "auditor"], name="label_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "auditor"], name="label_unique"),
+            models.CheckConstraint(condition=models.Q(alignment_score__lte=100), name="label_alignment_score_range"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.auditor} on {self.item}"
+
+    def clean(self) -> None:
+        """A label answers every question its queue asks (its categories are checked where they are set)."""
+        queue = self.item.queue
+        errors = {}
+        if queue.asks_persona and self.primary_id is None:
+            errors["primary"] = "This queue asks for a persona category."
+        if queue.asks_verdict and self.misaligned is None:
+            errors["misaligned"] = "This queue asks whether the answer is misaligned."
+        if queue.ask_alignment_score and self.alignment_score is None:
+            errors["alignment_score"] = "This queue asks for an alignment score."
+        if errors:
+            raise ValidationError(errors)
 
 
 class Highlight(models.Model):
