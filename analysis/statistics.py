@@ -1,0 +1,581 @@
+"""Research statistics over misaligned counts, with the question as the unit.
+
+Everything here is a pure function of a **cell frame**: one row per condition × question with the condition
+axes (`model, dataset, k, cot, system_prompt, temperature`, optionally `experiment`), `question`, `n` (judged
+transcripts) and `misaligned` (how many of them are misaligned). Cells are what keeps the statistics fast at
+1M transcripts: a study of 4 models × 4 datasets × 10 k × 2 prompts × 2 CoT modes × 48 questions is ~15k cells
+whatever the number of samples. Only the paired tests need transcript rows (question, seed, misaligned), and
+only for the two conditions they compare.
+
+Why the question is the unit: samples of one question are correlated (a question either tends to elicit a
+misaligned answer or not), and a result has to generalise over questions, not over more samples of the same
+ones. So the intervals resample questions, and the logistic model's errors are clustered by question. A binomial
+GLM on (misaligned, n − misaligned) per cell has exactly the row-level Bernoulli GLM's likelihood, and since cells
+are nested in questions its question-clustered sandwich is the row-level one too (each question's score is the
+sum of its cells' scores); only the finite-sample factor counts rows, so it is applied with the row count.
+
+No Django here: `analysis/tidy.py` builds the frames from the database, `manage.py analyze` from a CSV.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy.special import expit, logit
+from scipy.stats import norm
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
+AXES = ("model", "dataset", "k", "cot", "system_prompt", "temperature")
+EXPERIMENT = "experiment"  # an optional axis: cells of several experiments are never pooled
+CELL_COLUMNS = (*AXES, "question", "n", "misaligned")
+ROW_COLUMNS = (*AXES, "question", "seed", "misaligned")
+# The logistic model's categorical terms; k enters as log2(k+1), so k = 0 is the intercept's baseline and each
+# doubling of the number of examples moves the log-odds by the same amount (the paper's k grid is geometric).
+MODEL_TERMS = ("model", "dataset", "system_prompt", "cot", "temperature")
+DOSE = "log2(k+1)"
+LEVEL = 0.95
+Z = float(norm.ppf(0.5 + LEVEL / 2))
+# McNemar's χ² approximation is poor with few discordant pairs; below this many the exact binomial test is used.
+EXACT_BELOW = 25
+CURVE_POINTS = 60
+
+WILSON_ASSUMES = "Wilson: every sample independent, so it is too narrow when samples of one question are correlated."
+CLUSTERED_ASSUMES = (
+    "Question-clustered bootstrap: questions are the unit. Questions are resampled with replacement and all samples "
+    "of a drawn question kept together, so the interval speaks for questions like these, not for more samples of "
+    "the same ones; it needs enough questions (roughly 20 or more) to be trusted."
+)
+PAIRED_ASSUMES = (
+    "McNemar on transcripts matched by question and sample seed: only pairs where the two conditions disagree "
+    "count; exact binomial test below 25 such pairs, else χ² with continuity correction. It treats pairs as "
+    "independent (pairs of one question are not clustered). p-values are Holm-adjusted across the list."
+)
+
+
+def condition_axes(frame: pd.DataFrame) -> list[str]:
+    """The columns that identify a condition in this frame."""
+    return [*AXES, EXPERIMENT] if EXPERIMENT in frame.columns else list(AXES)
+
+
+def _native(value: Any) -> Any:
+    """numpy scalars as Python values, so results go to JSON as they are."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _key(axes: Sequence[str], values: Any) -> dict[str, Any]:
+    values = values if isinstance(values, tuple) else (values,)
+    return {axis: _native(value) for axis, value in zip(axes, values, strict=True)}
+
+
+def cells_from_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tidy transcript rows (one per transcript, `misaligned` 0/1 or missing when not judged) → cells."""
+    keys = [*condition_axes(frame), "question"]
+    cells = (
+        frame.groupby(keys, sort=True, dropna=False)["misaligned"]
+        .agg(n="count", misaligned="sum")
+        .reset_index()
+    )
+    return cells.astype({"n": "int64", "misaligned": "int64"})
+
+
+def _judged(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells[cells["n"] > 0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-condition rates
+
+
+@dataclass(frozen=True)
+class ConditionRate:
+    condition: dict[str, Any]
+    n: int
+    count: int
+    rate: float | None
+    wilson: tuple[float, float] | None
+    clustered: tuple[float, float] | None  # None: fewer than 2 questions, or a rate of 0 or 1 (no spread to resample)
+    n_questions: int
+    assumes: str = f"{WILSON_ASSUMES} {CLUSTERED_ASSUMES}"
+
+
+def _question_bootstrap(misaligned: np.ndarray, n: np.ndarray, n_boot: int,
+                        rng: np.random.Generator) -> tuple[float, float] | None:
+    """Percentile interval of the pooled rate over questions drawn with replacement (all replicates at once)."""
+    count, total = misaligned.sum(), n.sum()
+    if len(n) < 2 or count in (0, total):
+        return None
+    picks = rng.integers(0, len(n), size=(n_boot, len(n)))
+    rates = misaligned[picks].sum(axis=1) / n[picks].sum(axis=1)
+    low, high = np.quantile(rates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return float(low), float(high)
+
+
+def condition_rates(cells: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> list[ConditionRate]:
+    """Per condition: n, count, rate, Wilson 95% and question-clustered bootstrap 95% intervals."""
+    axes = condition_axes(cells)
+    rng = np.random.default_rng(seed)
+    rates = []
+    for values, group in cells.groupby(axes, sort=True, dropna=False):
+        judged = _judged(group)
+        misaligned, n = judged["misaligned"].to_numpy(), judged["n"].to_numpy()
+        total, count = int(n.sum()), int(misaligned.sum())
+        wilson = None
+        if total:
+            low, high = proportion_confint(count, total, alpha=1 - LEVEL, method="wilson")
+            wilson = (float(low), float(high))
+        rates.append(ConditionRate(
+            condition=_key(axes, values), n=total, count=count, rate=count / total if total else None,
+            wilson=wilson, clustered=_question_bootstrap(misaligned, n, n_boot, rng), n_questions=len(judged),
+        ))
+    return rates
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logistic model
+
+
+@dataclass(frozen=True)
+class OddsRatio:
+    term: str  # "log2(k+1)" or a categorical axis
+    level: Any  # the level compared with `reference`; None for log2(k+1)
+    reference: Any
+    odds_ratio: float
+    interval: tuple[float, float]
+    p_value: float
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """A fitted model, or (`estimable` False) the reason there is none; `odds_ratios` is then empty."""
+
+    estimable: bool
+    reason: str
+    terms: list[str]
+    dropped_terms: list[str]  # terms constant in these cells, so not in the model
+    odds_ratios: list[OddsRatio]
+    n: int
+    n_cells: int
+    n_questions: int
+    assumes: str
+
+
+def _logistic_assumes(terms: Sequence[str], n_questions: int) -> str:
+    shifts = ", ".join(t for t in terms if t != DOSE) or "nothing else"
+    return (
+        f"Logistic model: the log-odds of a misaligned answer rise linearly in log2(k+1) with one slope for all "
+        f"conditions, plus one shift per level of {shifts}; effects add on the log-odds scale (no interactions). "
+        f"Standard errors are clustered by question ({n_questions} questions): samples of one question may be "
+        f"correlated, questions are assumed independent; with fewer than about 30 questions the intervals are "
+        f"optimistic. Odds ratios compare each level with the reference level; log2(k+1)'s is per doubling of k+1."
+    )
+
+
+def _design(cells: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, Any, Any]], list[str], list[str]]:
+    """Intercept, log2(k+1) and treatment-coded dummies for the terms that vary (reference: first level in
+    sorted order). Returns the matrix, (term, level, reference) per non-intercept column, terms, dropped terms."""
+    columns = [np.ones(len(cells))]
+    labels: list[tuple[str, Any, Any]] = []
+    terms, dropped = [], []
+    if cells["k"].nunique() > 1:
+        columns.append(np.log2(cells["k"].to_numpy(dtype=float) + 1))
+        labels.append((DOSE, None, None))
+        terms.append(DOSE)
+    else:
+        dropped.append(DOSE)
+    for term in MODEL_TERMS:
+        levels = sorted(cells[term].unique())
+        if len(levels) < 2:
+            dropped.append(term)
+            continue
+        terms.append(term)
+        for level in levels[1:]:
+            columns.append((cells[term] == level).to_numpy(dtype=float))
+            labels.append((term, _native(level), _native(levels[0])))
+    return np.column_stack(columns), labels, terms, dropped
+
+
+def _not_estimable(reason: str, cells: pd.DataFrame, terms: list[str], dropped: list[str]) -> LogisticFit:
+    n_questions = cells["question"].nunique()
+    return LogisticFit(False, reason, terms, dropped, [], int(cells["n"].sum()), len(cells), n_questions,
+                       _logistic_assumes(terms, n_questions))
+
+
+def _separated_level(cells: pd.DataFrame, terms: Iterable[str]) -> str | None:
+    """A level whose transcripts are all misaligned or none: its odds ratio would be infinite."""
+    for term in terms:
+        if term == DOSE:
+            continue
+        totals = cells.groupby(term)[["misaligned", "n"]].sum()
+        for level, row in totals.iterrows():
+            if row["misaligned"] in (0, row["n"]):
+                which = "none" if row["misaligned"] == 0 else "all"
+                return (f"{term} = {level}: {which} of its {row['n']} transcripts are misaligned, so its odds ratio "
+                        f"is infinite (perfect separation); filter that level out or merge it with another")
+    return None
+
+
+def _confounded_column(design: np.ndarray, labels: list[tuple[str, Any, Any]]) -> str | None:
+    """The first column that is a combination of the earlier ones (e.g. each model run on its own dataset)."""
+    for end in range(2, design.shape[1] + 1):
+        if np.linalg.matrix_rank(design[:, :end]) < end:
+            term, level, _ = labels[end - 2]
+            return term if level is None else f"{term} = {level}"
+    return None
+
+
+def logistic_model(cells: pd.DataFrame) -> LogisticFit:
+    """Binomial GLM of misaligned on log2(k+1) + model + dataset + system prompt + CoT (+ temperature), each
+    categorical term only when it varies, with question-cluster-robust errors; odds ratios with 95% intervals."""
+    cells = _judged(cells).reset_index(drop=True)
+    if cells.empty:
+        return _not_estimable("no judged transcripts", cells, [], [])
+    design, labels, terms, dropped = _design(cells)
+    questions = cells["question"].nunique()
+    total, count = int(cells["n"].sum()), int(cells["misaligned"].sum())
+    reason = None
+    if questions < 2:
+        reason = "fewer than 2 questions: errors clustered by question need several questions (20 or more to trust)"
+    elif count in (0, total):
+        reason = f"{'none' if count == 0 else 'all'} of the {total} transcripts are misaligned: nothing to model"
+    elif design.shape[1] > questions:
+        reason = (f"{design.shape[1]} coefficients but only {questions} questions: question-clustered errors "
+                  f"cannot be estimated; filter to fewer conditions or add questions")
+    else:
+        reason = _separated_level(cells, terms)
+        if reason is None and (column := _confounded_column(design, labels)):
+            reason = (f"{column} is determined by the other terms in these conditions (confounded), so its effect "
+                      f"cannot be separated from theirs; filter so the axes cross")
+    if reason:
+        return _not_estimable(reason, cells, terms, dropped)
+
+    groups = pd.factorize(cells["question"])[0]
+    endog = np.column_stack([cells["misaligned"], cells["n"] - cells["misaligned"]]).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerfectSeparationWarning)
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            fit = sm.GLM(endog, design, family=sm.families.Binomial()).fit(
+                cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False}
+            )
+        except (PerfectSeparationWarning, ConvergenceWarning) as problem:
+            return _not_estimable(f"the model does not converge ({problem}); some combination of conditions "
+                                  f"is all or nothing misaligned", cells, terms, dropped)
+    # The usual small-sample factor G/(G−1)·(N−1)/(N−p) with N the number of transcripts, as the row-level fit has.
+    params = design.shape[1]
+    factor = questions / (questions - 1) * (total - 1) / (total - params)
+    se = np.sqrt(np.diag(fit.cov_params()) * factor)
+    estimates = np.asarray(fit.params)
+    z = estimates / se
+    p_values = 2 * norm.sf(np.abs(z))
+    odds = [
+        OddsRatio(term, level, reference, float(np.exp(estimates[i])),
+                  (float(np.exp(estimates[i] - Z * se[i])), float(np.exp(estimates[i] + Z * se[i]))),
+                  float(p_values[i]))
+        for i, (term, level, reference) in enumerate(labels, start=1)
+    ]
+    return LogisticFit(True, "", terms, dropped, odds, total, len(cells), questions,
+                       _logistic_assumes(terms, questions))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dose-response
+
+
+NOT_REACHED = "not reached within the measured k"
+ALREADY = "reached at or below the smallest measured k"
+REACHED = "reached"
+# An interval bound outside the measured k is said, not extrapolated.
+BELOW = "at or below the smallest measured k"
+BEYOND = "beyond the largest measured k"
+
+
+@dataclass(frozen=True)
+class KAtTarget:
+    target: float
+    k: float | None  # the fitted curve's k at the target; None unless `status` is "reached"
+    status: str
+    # 95% question-bootstrap interval; a bound outside the measured k is BELOW or BEYOND instead of a number.
+    # None with fewer than 2 questions.
+    interval: tuple[float | str, float | str] | None
+
+
+@dataclass(frozen=True)
+class DoseResponse:
+    group: dict[str, Any]
+    points: list[dict[str, Any]]  # measured: k, n, misaligned, rate
+    curve: list[tuple[float, float]]  # (k, fitted rate), evenly spaced in log2(k+1) over the measured k
+    intercept: float | None
+    slope: float | None  # per unit of log2(k+1)
+    targets: list[KAtTarget]
+    n_questions: int
+    reason: str  # why there is no fit, else ""
+    assumes: str
+
+
+def _fit_logistic(x: np.ndarray, misaligned: np.ndarray, n: np.ndarray, iterations: int = 40) -> np.ndarray:
+    """Maximum-likelihood (intercept, slope) of logit(rate) = a + b·x for each row of `misaligned`/`n` at once
+    (rows are bootstrap replicates, columns the k values): Newton–Raphson on binomial counts, vectorised so
+    2,000 replicates cost one small array loop instead of 2,000 statsmodels fits."""
+    misaligned, n = np.atleast_2d(misaligned).astype(float), np.atleast_2d(n).astype(float)
+    pooled = np.clip(misaligned.sum(axis=1) / n.sum(axis=1), 1e-6, 1 - 1e-6)
+    beta = np.column_stack([logit(pooled), np.zeros(len(pooled))])
+    for _ in range(iterations):
+        p = expit(beta[:, :1] + beta[:, 1:] * x)
+        w, r = n * p * (1 - p), misaligned - n * p
+        g0, g1 = r.sum(axis=1), (r * x).sum(axis=1)
+        h00, h01, h11 = w.sum(axis=1), (w * x).sum(axis=1), (w * x * x).sum(axis=1)
+        det = h00 * h11 - h01**2
+        ok = det > 1e-12  # separated replicates flatten the likelihood; they stop where they are
+        step = np.zeros_like(beta)
+        step[ok, 0] = (h11[ok] * g0[ok] - h01[ok] * g1[ok]) / det[ok]
+        step[ok, 1] = (h00[ok] * g1[ok] - h01[ok] * g0[ok]) / det[ok]
+        beta += np.clip(step, -5, 5)  # damped: a separated replicate must not overflow
+        if np.abs(step).max() < 1e-10:
+            break
+    return beta
+
+
+def _separated(misaligned: np.ndarray, n: np.ndarray) -> bool:
+    """Counts in k order that are none misaligned below some k and all misaligned above it (or the reverse),
+    whatever that k itself has: the likelihood keeps rising as the curve steepens, so there is no finite fit."""
+    for flip in (False, True):
+        m = misaligned[::-1] if flip else misaligned
+        total = n[::-1] if flip else n
+        for split in range(len(m)):
+            if not m[:split].any() and (m[split + 1:] == total[split + 1:]).all():
+                return True
+    return False
+
+
+def _x_at_target(beta: np.ndarray, target: float, x_min: float, x_max: float,
+                 misaligned: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """log2(k+1) where each fitted curve first reaches `target` within [x_min, x_max]: −inf when it is already
+    there at x_min, +inf when it is not reached by x_max (never extrapolated)."""
+    a, b = beta[:, 0], beta[:, 1]
+    goal = logit(target)
+    at_min, at_max = a + b * x_min >= goal, a + b * x_max >= goal
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.where(at_min, -np.inf, np.where(at_max, (goal - a) / b, np.inf))
+    # No misaligned transcript at all: the fitted rate is 0 everywhere; all misaligned: 1 everywhere.
+    count, total = np.atleast_2d(misaligned).sum(axis=1), np.atleast_2d(n).sum(axis=1)
+    x = np.where(count == 0, np.inf, x)
+    return np.where(count == total, -np.inf, x)
+
+
+def _bound(x: float) -> float | str:
+    return BELOW if x == -np.inf else BEYOND if x == np.inf else float(2**x - 1)
+
+
+def _dose_assumes(by: Sequence[str], pooled: Sequence[str]) -> str:
+    return (
+        f"Dose-response per {' × '.join(by)}: logit(rate) = a + b·log2(k+1) fitted to the counts at each k"
+        + (f" (pooling {', '.join(pooled)})" if pooled else "")
+        + "; the k at a target is where the fitted curve reaches it, never extrapolated past the measured k. "
+        "Its interval resamples questions with replacement (questions are the unit) and refits."
+    )
+
+
+def _dose_response_group(group_key: dict[str, Any], cells: pd.DataFrame, targets: Sequence[float], n_boot: int,
+                         rng: np.random.Generator, assumes: str) -> DoseResponse:
+    table_m = cells.pivot_table(index="question", columns="k", values="misaligned", aggfunc="sum", fill_value=0)
+    table_n = cells.pivot_table(index="question", columns="k", values="n", aggfunc="sum", fill_value=0)
+    ks = table_n.columns.to_numpy(dtype=float)
+    m, n = table_m.to_numpy(dtype=float), table_n.to_numpy(dtype=float)
+    totals_m, totals_n = m.sum(axis=0), n.sum(axis=0)
+    points = [{"k": _native(k), "n": int(tn), "misaligned": int(tm), "rate": float(tm / tn)}
+              for k, tm, tn in zip(table_n.columns, totals_m, totals_n, strict=True)]
+    no_fit = DoseResponse(group_key, points, [], None, None, [], len(m), "", assumes)
+    if len(ks) < 2:
+        return replace(no_fit, reason="measured at one k only: no curve to fit")
+    x = np.log2(ks + 1)
+    beta = _fit_logistic(x, totals_m, totals_n)
+    count, total = totals_m.sum(), totals_n.sum()
+    if 0 < count < total and _separated(totals_m, totals_n):
+        return replace(no_fit, reason="separation: no k below one value has a misaligned transcript and every "
+                                      "transcript above it is misaligned, so the fitted curve steepens without "
+                                      "limit and has no finite fit")
+    # The bootstrap draws each question a multinomial number of times; the replicate's counts per k are then
+    # one matrix product, and all replicates are fitted together.
+    weights = rng.multinomial(len(m), np.full(len(m), 1 / len(m)), size=n_boot).astype(float)
+    boot_m, boot_n = weights @ m, weights @ n
+    boot_beta = _fit_logistic(x, boot_m, boot_n)
+    grid = np.linspace(x[0], x[-1], CURVE_POINTS)
+    fitted = np.zeros_like(grid) if count == 0 else expit(beta[0, 0] + beta[0, 1] * grid)
+    if count == total:
+        fitted = np.ones_like(grid)
+    curve = [(float(2**g - 1), float(r)) for g, r in zip(grid, fitted, strict=True)]
+    results = []
+    for target in targets:
+        point = float(_x_at_target(beta, target, x[0], x[-1], totals_m, totals_n)[0])
+        status = ALREADY if point == -np.inf else NOT_REACHED if point == np.inf else REACHED
+        interval = None
+        if len(m) >= 2:
+            boot = _x_at_target(boot_beta, target, x[0], x[-1], boot_m, boot_n)
+            # Order statistics, not interpolation: replicates beyond the measured k are ±inf.
+            low, high = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], method="inverted_cdf")
+            interval = (_bound(float(low)), _bound(float(high)))
+        results.append(KAtTarget(target, float(2**point - 1) if status == REACHED else None, status, interval))
+    intercept, slope = (float(beta[0, 0]), float(beta[0, 1])) if 0 < count < total else (None, None)
+    return replace(no_fit, curve=curve, intercept=intercept, slope=slope, targets=results)
+
+
+def dose_response(cells: pd.DataFrame, *, by: Sequence[str] = ("model", "system_prompt"),
+                  targets: Sequence[float] = (0.05, 0.10), n_boot: int = 2000, seed: int = 0) -> list[DoseResponse]:
+    """Per group: the fitted logistic curve of rate against log2(k+1), measured points, and the k at which the
+    fitted rate reaches each target with a question-bootstrap interval, or "not reached within the measured k"."""
+    by = list(by)
+    cells = _judged(cells)
+    pooled = [axis for axis in condition_axes(cells) if axis not in by and axis != "k" and cells[axis].nunique() > 1]
+    assumes = _dose_assumes(by, pooled)
+    rng = np.random.default_rng(seed)
+    return [
+        _dose_response_group(_key(by, values), group, targets, n_boot, rng, assumes)
+        for values, group in cells.groupby(by, sort=True, dropna=False)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Paired comparisons
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    a: dict[str, Any]
+    b: dict[str, Any]
+    n_pairs: int  # transcripts matched on (question, seed)
+    only_a: int  # pairs where a is misaligned and b is not
+    only_b: int  # pairs where b is misaligned and a is not
+    rate_a: float | None  # on the matched pairs
+    rate_b: float | None
+    difference: float | None  # rate_b − rate_a on the matched pairs
+    exact: bool
+    statistic: float | None
+    p_value: float | None
+    p_holm: float | None
+    unmatched_a: int
+    unmatched_b: int
+    assumes: str = PAIRED_ASSUMES
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values across the list (None entries, tests that could not be run, stay None)."""
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    if present:
+        values = multipletests([p_values[i] for i in present], method="holm")[1]
+        for i, value in zip(present, values, strict=True):
+            adjusted[i] = float(value)
+    return adjusted
+
+
+class _ConditionRows:
+    """Transcript rows split by condition once, each condition's (question, seed) codes sorted for matching."""
+
+    def __init__(self, rows: pd.DataFrame):
+        rows = rows[rows["misaligned"].notna()]
+        self.axes = condition_axes(rows)
+        codes = rows.groupby(["question", "seed"], sort=False).ngroup().to_numpy()
+        misaligned = rows["misaligned"].to_numpy().astype(bool)
+        self.by_condition: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        for values, index in rows.groupby(self.axes, sort=True, dropna=False).indices.items():
+            values = values if isinstance(values, tuple) else (values,)
+            order = np.argsort(codes[index], kind="stable")
+            keys = codes[index][order]
+            if (np.diff(keys) == 0).any():
+                raise ValueError(f"condition {_key(self.axes, values)} has two transcripts with the same question "
+                                 f"and seed: pairs would be ambiguous")
+            self.by_condition[values] = (keys, misaligned[index][order])
+
+    def select(self, spec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of the one condition matching every axis value in `spec`."""
+        if set(spec) == set(self.axes):
+            found = [tuple(spec[axis] for axis in self.axes)]
+            found = found if found[0] in self.by_condition else []
+        else:
+            found = [values for values in self.by_condition
+                     if all(_key(self.axes, values).get(axis) == value for axis, value in spec.items())]
+        if len(found) != 1:
+            raise ValueError(f"{dict(spec)} matches {len(found)} conditions; a paired test needs exactly one")
+        return self.by_condition[found[0]]
+
+
+def _paired_test(a: Mapping[str, Any], b: Mapping[str, Any], data: _ConditionRows) -> PairedTest:
+    keys_a, values_a = data.select(a)
+    keys_b, values_b = data.select(b)
+    _, in_a, in_b = np.intersect1d(keys_a, keys_b, assume_unique=True, return_indices=True)
+    pa, pb = values_a[in_a], values_b[in_b]
+    pairs = len(in_a)
+    only_a, only_b = int((pa & ~pb).sum()), int((~pa & pb).sum())
+    statistic = p_value = rate_a = rate_b = None
+    exact = only_a + only_b < EXACT_BELOW
+    if pairs:
+        both = int((pa & pb).sum())
+        result = mcnemar([[both, only_a], [only_b, pairs - both - only_a - only_b]], exact=exact)
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+        rate_a, rate_b = float(pa.mean()), float(pb.mean())
+    return PairedTest(
+        a=dict(a), b=dict(b), n_pairs=pairs, only_a=only_a, only_b=only_b, rate_a=rate_a, rate_b=rate_b,
+        difference=None if not pairs else rate_b - rate_a, exact=exact, statistic=statistic, p_value=p_value,
+        p_holm=None, unmatched_a=len(keys_a) - pairs, unmatched_b=len(keys_b) - pairs,
+    )
+
+
+def paired_comparisons(rows: pd.DataFrame, pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+                       ) -> list[PairedTest]:
+    """McNemar per pair of conditions on transcripts matched by (question, seed), Holm-adjusted across the list.
+
+    `rows`: one row per transcript with the condition axes, `question`, `seed`, `misaligned` (0/1; missing rows
+    are not judged and left out). Each pair is two mappings of axis → value, each selecting exactly one condition
+    (a mapping may name only the axes that tell the conditions in `rows` apart)."""
+    data = _ConditionRows(rows)
+    tests = [_paired_test(a, b, data) for a, b in pairs]
+    adjusted = holm([test.p_value for test in tests])
+    return [replace(test, p_holm=p) for test, p in zip(tests, adjusted, strict=True)]
+
+
+def one_axis_pairs(rows: pd.DataFrame) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every two conditions in `rows` that differ in exactly one axis and share at least one (question, seed),
+    the lower value of that axis first (k = 0 before k = 4, CoT "off" before "tags")."""
+    data = _ConditionRows(rows)
+    conditions = sorted(data.by_condition)
+    pairs = []
+    for first, second in itertools.combinations(conditions, 2):
+        if sum(x != y for x, y in zip(first, second, strict=True)) != 1:
+            continue
+        if np.intersect1d(data.by_condition[first][0], data.by_condition[second][0], assume_unique=True).size:
+            pairs.append((_key(data.axes, first), _key(data.axes, second)))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Everything at once
+
+
+def analyze(cells: pd.DataFrame, rows: pd.DataFrame | None = None, *, n_boot: int = 2000,
+            seed: int = 0) -> dict[str, Any]:
+    """All of the above as a JSON-ready dict (shape in docs/analysis.md). Dose-response is per condition line
+    (every axis but k), so nothing is pooled; paired tests (when `rows` are given) cover `one_axis_pairs`."""
+    judged = _judged(cells)
+    by = [axis for axis in condition_axes(cells) if axis != "k"]
+    result: dict[str, Any] = {
+        "n": int(judged["n"].sum()),
+        "misaligned": int(judged["misaligned"].sum()),
+        "n_questions": int(judged["question"].nunique()),
+        "conditions": [asdict(rate) for rate in condition_rates(cells, n_boot=n_boot, seed=seed)],
+        "logistic": asdict(logistic_model(cells)),
+        "dose_response": [asdict(d) for d in dose_response(cells, by=by, n_boot=n_boot, seed=seed)],
+        "paired": None,
+    }
+    if rows is not None:
+        result["paired"] = [asdict(test) for test in paired_comparisons(rows, one_axis_pairs(rows))]
+    return result
