@@ -111,9 +111,10 @@ def reliability_matrix(rows: list[Row], categories: list[str]) -> tuple[np.ndarr
     items = sorted({row.item for row in rows})
     a_index = {a: i for i, a in enumerate(annotators)}
     i_index = {it: j for j, it in enumerate(items)}
+    c_index = {c: k for k, c in enumerate(categories)}
     matrix = np.full((len(annotators), len(items)), np.nan)
-    for row in rows:
-        matrix[a_index[row.annotator], i_index[row.item]] = categories.index(row.label)
+    if rows:
+        matrix[[a_index[r.annotator] for r in rows], [i_index[r.item] for r in rows]] = [c_index[r.label] for r in rows]
     return matrix, annotators, items
 
 
@@ -127,6 +128,31 @@ def _alpha(matrix: np.ndarray, value_domain: list[int]) -> float | None:
         return None
 
 
+def bootstrap_alphas(matrix: np.ndarray, n_values: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Nominal α of `n_boot` resamples of the matrix's items (columns, drawn with replacement), leaving out
+    resamples where α is undefined.
+
+    Calling krippendorff once per resample cost ~20 ms at 20,000 items (20 s for 1,000 resamples). Nominal α
+    only needs each item's label counts, and two items with the same counts contribute the same: so the
+    items are grouped into their few distinct count patterns, a resample is a multinomial draw of how many
+    items of each pattern it holds (the same distribution as drawing items), and α follows from the
+    coincidence-matrix sums (Krippendorff 2011, nominal): α = 1 − (n − 1) · Σ_u D_u / (n² − Σ_c n_c²),
+    with, per item u of m_u ≥ 2 labels and label counts v_uc, D_u = (m_u² − Σ_c v_uc²) / (m_u − 1) and
+    n_c = Σ_u v_uc over such items."""
+    counts = np.stack([np.sum(matrix == value, axis=0) for value in range(n_values)], axis=1)
+    patterns, frequency = np.unique(counts, axis=0, return_counts=True)
+    m = patterns.sum(axis=1)
+    pairable = m >= 2
+    values = patterns * pairable[:, None]  # an item with a single label pairs with nothing: it adds nothing
+    disagreement = np.where(pairable, (m**2 - (patterns**2).sum(axis=1)) / np.maximum(m - 1, 1), 0.0)
+    draws = rng.multinomial(counts.shape[0], frequency / counts.shape[0], size=n_boot)
+    n_c = draws @ values
+    n = n_c.sum(axis=1)
+    expected = n.astype(float) ** 2 - (n_c.astype(float) ** 2).sum(axis=1)
+    defined = expected > 0
+    return 1 - (n[defined] - 1) * (draws[defined] @ disagreement) / expected[defined]
+
+
 def krippendorff_alpha(
     rows: list[Row], categories: list[str], notes: list[str], *, n_boot: int = 1000, seed: int = 0
 ) -> tuple[float | None, list[float] | None]:
@@ -134,23 +160,16 @@ def krippendorff_alpha(
     if not rows:
         notes.append("Krippendorff's α: no labels.")
         return None, None
-    matrix, _, items = reliability_matrix(rows, categories)
+    matrix, _, _ = reliability_matrix(rows, categories)
     pairable = np.sum(~np.isnan(matrix), axis=0) >= 2
-    domain = list(range(len(categories)))
     if not pairable.any():
         notes.append("Krippendorff's α: no item has two or more labels.")
         return None, None
-    value = _alpha(matrix, domain)
+    value = _alpha(matrix, list(range(len(categories))))
     if value is None:
         notes.append("Krippendorff's α: undefined (a single category in all pairable labels).")
         return None, None
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(n_boot):
-        sample = matrix[:, rng.integers(0, len(items), len(items))]
-        estimate = _alpha(sample, domain)
-        if estimate is not None:
-            boot.append(estimate)
+    boot = bootstrap_alphas(matrix, len(categories), n_boot, np.random.default_rng(seed))
     if len(boot) < max(20, n_boot // 2):
         notes.append("Krippendorff's α: too few resamples with a defined α for a bootstrap interval.")
         return value, None
@@ -160,12 +179,11 @@ def krippendorff_alpha(
 def per_category(rows: list[Row], categories: list[str]) -> list[dict]:
     """For each category: labels using it, and Krippendorff's α of "this category or not" (binary)."""
     used = Counter(row.label for row in rows)
-    binary_domain = [0, 1]
+    matrix, _, _ = reliability_matrix(rows, categories)
     result = []
-    for category in categories:
-        binary = [Row(r.item, r.annotator, "yes" if r.label == category else "no") for r in rows]
-        matrix, _, _ = reliability_matrix(binary, ["no", "yes"]) if binary else (np.empty((0, 0)), [], [])
-        alpha = _alpha(matrix, binary_domain) if used[category] else None
+    for code, category in enumerate(categories):
+        binary = np.where(np.isnan(matrix), np.nan, matrix == code)
+        alpha = _alpha(binary, [0, 1]) if used[category] else None
         result.append({"category": category, "n_labels": used[category], "alpha": alpha})
     return result
 

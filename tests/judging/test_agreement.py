@@ -1,8 +1,10 @@
 """Agreement statistics against published worked examples."""
 
+import krippendorff
+import numpy as np
 import pytest
 
-from judging.agreement import compute, rater_vs_reference
+from judging.agreement import bootstrap_alphas, compute, rater_vs_reference
 
 # Fleiss (1971) via Wikipedia, "Fleiss' kappa", Worked example: 10 subjects, 14 raters, 5 categories;
 # each row gives how many raters put the subject in categories 1..5. Published κ = 0.210.
@@ -99,3 +101,33 @@ def test_it_builds_a_judge_vs_human_confusion_matrix():
     assert result["n"] == 4
     assert result["matrix"] == [[1, 1], [0, 2]]
     assert result["kappa"] == pytest.approx(0.5)
+
+
+def test_the_bootstrap_interval_matches_resampling_items_with_krippendorff():
+    # Independent computation: the plain bootstrap, krippendorff.alpha called on every resampled matrix.
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 4, 300)
+    matrix = np.full((3, 300), np.nan)
+    for rater in range(3):
+        labels = np.where(rng.random(300) < 0.35, rng.integers(0, 4, 300), truth).astype(float)
+        labels[rng.random(300) < 0.3] = np.nan  # missing labels, and some items with a single one
+        matrix[rater] = labels
+    draw = np.random.default_rng(8)
+    plain = [
+        krippendorff.alpha(matrix[:, draw.integers(0, 300, 300)], level_of_measurement="nominal",
+                           value_domain=[0, 1, 2, 3])
+        for _ in range(1500)
+    ]
+    fast = bootstrap_alphas(matrix, 4, 1500, np.random.default_rng(9))
+    assert len(fast) == 1500
+    assert np.percentile(fast, [2.5, 50, 97.5]) == pytest.approx(np.percentile(plain, [2.5, 50, 97.5]), abs=0.01)
+    assert np.std(fast) == pytest.approx(np.std(plain), rel=0.1)
+
+
+def test_the_bootstrap_leaves_out_resamples_where_alpha_is_undefined():
+    # One item in two categories, 99 in one: a resample without the mixed item has a single value (α undefined).
+    matrix = np.array([[0.0] * 99 + [0.0], [0.0] * 99 + [1.0]])
+    fast = bootstrap_alphas(matrix, 2, 1000, np.random.default_rng(0))
+    # P(the mixed item is never drawn in 100 draws) = 0.99^100 ≈ 0.366
+    assert 1000 - len(fast) == pytest.approx(366, abs=60)
+    assert np.all(np.isfinite(fast))
