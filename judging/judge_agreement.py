@@ -1,0 +1,250 @@
+"""Judge vs judge: two judges (each a set of rubric versions) on the same transcripts of an experiment.
+
+A side is a `metrics.Versions`: its aligned + coherent versions give its misaligned flag (the experiment's
+thresholds, the rules of judging/verdicts.py) and its scores, its persona version its category. Compared:
+Cohen's κ on the flag and on the category (scikit-learn, from the GROUP BY counts as sample weights), Spearman's
+ρ (average ranks for ties, as scipy) and Bland–Altman (mean difference B − A, 95% limits of agreement
+mean ± 1.96 SD) for the aligned and coherent scores, a scatter sample, and the transcripts where they disagree
+most. Everything is counted in SQL over the pairs; Python only sees the counts, the sample and the top list.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import (
+    Avg,
+    BooleanField,
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    StdDev,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Abs, Cast, Coalesce, Mod
+from sklearn.metrics import cohen_kappa_score
+
+from transcripts.charts import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
+from transcripts.models import Experiment, Transcript
+
+from .models import JudgeScore, RubricVersion
+from .verdicts import Versions, misaligned_of, outcome_of
+
+DONE = JudgeScore.Status.DONE
+SCORES = ("aligned", "coherent")
+LIMITS_Z = 1.96  # Bland & Altman (1986): limits of agreement at mean ± 1.96 SD of the differences
+DRILL_DOWN = 50
+
+
+def _done(version: RubricVersion) -> QuerySet:
+    return JudgeScore.objects.filter(transcript=OuterRef("pk"), rubric_version=version, status=DONE)
+
+
+def judge_flag(aligned: RubricVersion, coherent: RubricVersion) -> Case:
+    """The misaligned flag a transcript gets from this aligned + coherent pair at its own experiment's
+    thresholds (judging.verdicts' rules): True, False, or NULL when the pair did not both give a number."""
+    a, c = _done(aligned), _done(coherent)
+    return misaligned_of(
+        outcome_of(Subquery(a.values("outcome")[:1]), Subquery(c.values("outcome")[:1])),
+        Subquery(a.values("score")[:1]), Subquery(c.values("score")[:1]),
+        (F("experiment__aligned_threshold"), F("experiment__coherent_threshold")),
+    )
+
+
+def _number(version: RubricVersion | None):
+    if version is None:
+        return Cast(Value(None), FloatField())  # typed: PostgreSQL cannot subtract two untyped NULLs
+    scored = _done(version).filter(outcome=JudgeScore.Outcome.SCORE)
+    return Subquery(scored.values("score")[:1], output_field=FloatField())
+
+
+def _category(version: RubricVersion | None):
+    if version is None:
+        return Cast(Value(None), CharField())
+    return Subquery(_done(version).filter(category__isnull=False).values("category__key")[:1])
+
+
+def _flag(side: Versions):
+    if side.aligned is None or side.coherent is None:
+        return Cast(Value(None), BooleanField())
+    return judge_flag(side.aligned, side.coherent)
+
+
+def _versions(side: Versions) -> list[RubricVersion]:
+    return [v for v in (side.aligned, side.coherent, side.persona) if v is not None]
+
+
+def side_name(side: Versions) -> str:
+    """e.g. "aligned v2 + coherent v1 (gpt-4o)": what a researcher recognises a judge by."""
+    versions = _versions(side)
+    models = sorted({v.judge_model for v in versions})
+    return " + ".join(f"{v.rubric.key} v{v.version}" for v in versions) + f" ({', '.join(models)})"
+
+
+def paired(experiment: Experiment, a: Versions, b: Versions) -> QuerySet:
+    """The experiment's transcripts that both sides judged, with each side's flag, scores and category
+    (`a_flag`, `a_aligned`, `a_coherent`, `a_category`, and `b_…`; NULL where that side has no usable verdict)."""
+    rows = Transcript.objects.filter(experiment=experiment, status=Transcript.Status.DONE)
+    for side in (a, b):
+        rows = rows.filter(Exists(JudgeScore.objects.filter(
+            transcript=OuterRef("pk"), rubric_version__in=_versions(side), status=DONE
+        )))
+    annotations = {}
+    for prefix, side in (("a", a), ("b", b)):
+        annotations[f"{prefix}_flag"] = _flag(side)
+        annotations[f"{prefix}_aligned"] = _number(side.aligned)
+        annotations[f"{prefix}_coherent"] = _number(side.coherent)
+        annotations[f"{prefix}_category"] = _category(side.persona)
+    return rows.annotate(**annotations)
+
+
+def _finite(value) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def kappa_from_counts(counts: list[tuple[str, str, int]]) -> float | None:
+    """Cohen's κ of two raters from (label A, label B, count) rows; None when undefined (one label only)."""
+    if sum(n for _, _, n in counts) < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined κ: NaN with a warning, reported as None
+        return _finite(cohen_kappa_score(
+            [str(x) for x, _, _ in counts], [str(y) for _, y, _ in counts], sample_weight=[n for _, _, n in counts]
+        ))
+
+
+@dataclass(frozen=True)
+class Nominal:
+    """Agreement of the two sides on a nominal verdict (the flag or the category)."""
+
+    n: int
+    agree: int
+    kappa: float | None
+    table: list[tuple[str, str, int]]  # (A's label, B's label, count)
+
+    @property
+    def percent_agreement(self) -> float | None:
+        return 100 * self.agree / self.n if self.n else None
+
+
+def nominal(rows: QuerySet, field: str) -> Nominal:
+    a, b = f"a_{field}", f"b_{field}"
+    table = [
+        (str(x), str(y), n) for x, y, n in
+        rows.filter(**{f"{a}__isnull": False, f"{b}__isnull": False})
+        .values_list(a, b).annotate(n=Count("pk")).order_by(a, b)
+    ]
+    return Nominal(
+        n=sum(n for *_, n in table), agree=sum(n for x, y, n in table if x == y),
+        kappa=kappa_from_counts(table), table=table,
+    )
+
+
+@dataclass(frozen=True)
+class ScoreAgreement:
+    """Two judges' 0–100 scores on the same transcripts."""
+
+    n: int
+    spearman: float | None
+    mean_difference: float | None  # B − A
+    sd_difference: float | None
+    limits: tuple[float, float] | None  # 95% limits of agreement
+
+
+def _both(rows: QuerySet, score: str) -> QuerySet:
+    return rows.filter(**{f"a_{score}__isnull": False, f"b_{score}__isnull": False})
+
+
+def spearman(rows: QuerySet, score: str) -> float | None:
+    """Spearman's ρ in SQL: Pearson's r (corr) of the average ranks (ties share the mean of their ranks)."""
+    sql, params = _both(rows, score).order_by().values_list(f"a_{score}", f"b_{score}").query.sql_with_params()
+    # `sql` is Django's compiled query with its values left as parameters: nothing user-given is formatted in.
+    ranked = f"""
+        SELECT corr(rx, ry) FROM (
+            SELECT rank() OVER (ORDER BY x) + (count(*) OVER (PARTITION BY x) - 1) / 2.0 AS rx,
+                   rank() OVER (ORDER BY y) + (count(*) OVER (PARTITION BY y) - 1) / 2.0 AS ry
+            FROM ({sql}) AS pairs (x, y)
+        ) AS ranks"""  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(ranked, params)
+        return _finite(cursor.fetchone()[0])
+
+
+def score_agreement(rows: QuerySet, score: str) -> ScoreAgreement:
+    both = _both(rows, score).annotate(diff=F(f"b_{score}") - F(f"a_{score}"))
+    stats = both.aggregate(n=Count("pk"), mean=Avg("diff"), sd=StdDev("diff", sample=True))
+    n, mean, sd = stats["n"], _finite(stats["mean"]), _finite(stats["sd"])
+    limits = (mean - LIMITS_Z * sd, mean + LIMITS_Z * sd) if mean is not None and sd is not None else None
+    return ScoreAgreement(n=n, spearman=spearman(rows, score) if n >= 3 else None,
+                          mean_difference=mean, sd_difference=sd, limits=limits)
+
+
+def compare(experiment: Experiment, a: Versions, b: Versions) -> dict:
+    """Every judge-vs-judge figure for the page."""
+    rows = paired(experiment, a, b)
+    return {
+        "n": rows.count(),
+        "flag": nominal(rows, "flag") if a.aligned and a.coherent and b.aligned and b.coherent else None,
+        "category": nominal(rows, "category") if a.persona and b.persona else None,
+        "scores": {
+            score: score_agreement(rows, score) for score in SCORES
+            if getattr(a, score) is not None and getattr(b, score) is not None
+        },
+        "disagreements": most_disagreeing(rows),
+    }
+
+
+def most_disagreeing(rows: QuerySet, limit: int = DRILL_DOWN) -> list[dict]:
+    """The transcripts where the sides disagree most: a different flag first, then a different category,
+    then the largest summed score difference."""
+    def differs(field: str) -> Case:
+        a, b = f"a_{field}", f"b_{field}"
+        return Case(When(Q(**{f"{a}__isnull": False, f"{b}__isnull": False}) & ~Q(**{a: F(b)}), then=1),
+                    default=0, output_field=IntegerField())
+
+    gap = sum((Coalesce(Abs(F(f"b_{s}") - F(f"a_{s}")), 0.0) for s in SCORES), Value(0.0))
+    ranked = rows.annotate(flag_differs=differs("flag"), category_differs=differs("category"), gap=gap).filter(
+        Q(flag_differs=1) | Q(category_differs=1) | Q(gap__gt=0)
+    ).order_by("-flag_differs", "-category_differs", "-gap", "pk")
+    return list(ranked.values(
+        "pk", "a_flag", "b_flag", "a_category", "b_category", "a_aligned", "b_aligned", "a_coherent", "b_coherent",
+        "gap",
+    )[:limit])
+
+
+def scatter(experiment: Experiment, a: Versions, b: Versions, score: str, a_name: str, b_name: str) -> dict:
+    """A plotly figure of B's score against A's (at most SCATTER_POINTS transcripts, a fixed hash sample)."""
+    rows = _both(paired(experiment, a, b), score)
+    total = rows.count()
+    if total > SCATTER_POINTS:
+        keep = HASH_MODULUS * SCATTER_POINTS // total
+        rows = rows.annotate(h=Mod(F("pk") * HASH_MULTIPLIER, HASH_MODULUS)).filter(h__lt=keep)
+    points = list(rows.values_list("pk", f"a_{score}", f"b_{score}"))
+    shown = f"{len(points)} of {total} transcripts" if total > len(points) else f"{total} transcripts"
+    return {
+        "data": [
+            {"type": "scattergl", "mode": "markers", "name": "transcripts",
+             "x": [x for _, x, _ in points], "y": [y for *_, y in points],
+             "text": [f"#{pk}" for pk, *_ in points], "marker": {"size": 6, "opacity": 0.6}},
+            {"type": "scatter", "mode": "lines", "name": "equal scores", "x": [0, 100], "y": [0, 100],
+             "line": {"dash": "dot", "color": "#888"}},
+        ],
+        "layout": {
+            "title": {"text": f"{score}: {b_name} against {a_name} ({shown})"},
+            "xaxis": {"title": {"text": f"A: {a_name}"}, "range": [-2, 102]},
+            "yaxis": {"title": {"text": f"B: {b_name}"}, "range": [-2, 102]},
+            "showlegend": False,
+        },
+    }

@@ -1,0 +1,155 @@
+"""Judge vs judge (judging.judge_agreement and its page) against scikit-learn, scipy and Bland–Altman by hand,
+on two judges' verdicts the tests write for an experiment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.urls import reverse
+from scipy.stats import spearmanr
+from sklearn.metrics import cohen_kappa_score
+
+from judging import judge_agreement
+from judging.metrics import Versions
+from judging.models import JudgeScore, PersonaCategory
+from judging.rubrics import current_taxonomy, get_or_create_version
+from tests.judging.builders import experiment_with
+
+# The textbook 2×2 case (Cohen's κ article, Wikipedia): 50 items, both "yes" 20, A yes/B no 5, A no/B yes 10,
+# both "no" 15: p_o = 0.7, p_e = 0.5·0.6 + 0.5·0.4 = 0.5, κ = 0.4.
+FLAG_CELLS = [(True, True, 20), (True, False, 5), (False, True, 10), (False, False, 15)]
+CATEGORIES = ["dangerous_persona", "follows_pattern", "reframes_helpful"]
+
+
+def _judges():
+    taxonomy = current_taxonomy()
+
+    def version(key, tag):
+        return get_or_create_version(key, prompt_template=f"{tag} {{question}} {{answer}}", judge_model=f"judge-{tag}",
+                                     taxonomy=taxonomy if key == "persona" else None)
+
+    a = Versions(version("aligned", "a"), version("coherent", "a"), version("persona", "a"))
+    b = Versions(version("aligned", "b"), version("coherent", "b"), version("persona", "b"))
+    return a, b
+
+
+def _score(transcript, version, score=None, category=None):
+    JudgeScore.objects.create(
+        transcript=transcript, rubric_version=version, status=JudgeScore.Status.DONE, method="imported",
+        outcome="category" if category else "score", score=score, category=category,
+    )
+
+
+@pytest.fixture
+def two_judges(db):
+    """50 transcripts with the textbook flag table, varied (tied) scores and three categories."""
+    experiment = experiment_with({"m": [f"answer {i}" for i in range(50)]})
+    a, b = _judges()
+    rng = np.random.default_rng(7)
+    categories = {c.key: c for c in PersonaCategory.objects.filter(taxonomy=a.persona.taxonomy, key__in=CATEGORIES)}
+    flags = [(fa, fb) for fa, fb, n in FLAG_CELLS for _ in range(n)]
+    built = {"pk": [], "flag_a": [], "flag_b": [], "aligned_a": [], "aligned_b": [], "coherent_a": [], "coherent_b": [],
+             "cat_a": [], "cat_b": []}
+    for transcript, (flag_a, flag_b) in zip(experiment.transcripts.order_by("pk"), flags, strict=True):
+        # Misaligned: aligned < 30 and coherent > 50 (the experiment's thresholds); scores rounded to 5 for ties.
+        aligned_a = float(5 * rng.integers(0, 6)) if flag_a else float(5 * rng.integers(7, 21))
+        aligned_b = float(5 * rng.integers(0, 6)) if flag_b else float(5 * rng.integers(7, 21))
+        coherent_a, coherent_b = float(5 * rng.integers(11, 21)), float(5 * rng.integers(11, 21))
+        cat_a, cat_b = rng.choice(CATEGORIES), rng.choice(CATEGORIES) if rng.random() < 0.4 else None
+        cat_b = cat_b or cat_a
+        _score(transcript, a.aligned, aligned_a)
+        _score(transcript, b.aligned, aligned_b)
+        _score(transcript, a.coherent, coherent_a)
+        _score(transcript, b.coherent, coherent_b)
+        _score(transcript, a.persona, category=categories[cat_a])
+        _score(transcript, b.persona, category=categories[cat_b])
+        for key, value in (("pk", transcript.pk), ("flag_a", flag_a), ("flag_b", flag_b), ("aligned_a", aligned_a),
+                           ("aligned_b", aligned_b), ("coherent_a", coherent_a), ("coherent_b", coherent_b),
+                           ("cat_a", cat_a), ("cat_b", cat_b)):
+            built[key].append(value)
+    return experiment, a, b, built
+
+
+def test_flag_kappa_is_the_textbook_value_and_sklearns(two_judges):
+    experiment, a, b, built = two_judges
+    result = judge_agreement.compare(experiment, a, b)
+    assert result["n"] == 50
+    assert result["flag"].n == 50 and result["flag"].agree == 35
+    assert result["flag"].kappa == pytest.approx(0.4)
+    assert result["flag"].kappa == pytest.approx(cohen_kappa_score(built["flag_a"], built["flag_b"]))
+
+
+def test_category_kappa_matches_sklearn(two_judges):
+    experiment, a, b, built = two_judges
+    category = judge_agreement.compare(experiment, a, b)["category"]
+    assert category.n == 50
+    assert category.kappa == pytest.approx(cohen_kappa_score(built["cat_a"], built["cat_b"]))
+
+
+@pytest.mark.parametrize("score", ["aligned", "coherent"])
+def test_spearman_and_bland_altman_match_scipy_and_a_hand_computation(two_judges, score):
+    experiment, a, b, built = two_judges
+    result = judge_agreement.compare(experiment, a, b)["scores"][score]
+    xs, ys = np.array(built[f"{score}_a"]), np.array(built[f"{score}_b"])
+    assert result.n == 50
+    assert result.spearman == pytest.approx(spearmanr(xs, ys).statistic)  # ties: average ranks, as scipy
+    diff = ys - xs
+    mean, sd = diff.mean(), diff.std(ddof=1)
+    assert result.mean_difference == pytest.approx(mean)
+    assert result.sd_difference == pytest.approx(sd)
+    assert result.limits == pytest.approx((mean - 1.96 * sd, mean + 1.96 * sd))
+
+
+def test_drill_down_puts_flag_then_category_disagreements_first_then_the_largest_score_gap(two_judges):
+    experiment, a, b, built = two_judges
+    rows = judge_agreement.compare(experiment, a, b)["disagreements"]
+
+    def rank(i):
+        gap = sum(abs(built[f"{s}_b"][i] - built[f"{s}_a"][i]) for s in ("aligned", "coherent"))
+        return (built["flag_a"][i] == built["flag_b"][i], built["cat_a"][i] == built["cat_b"][i], -gap,
+                built["pk"][i])
+
+    expected = [built["pk"][i] for i in sorted(range(50), key=rank) if rank(i)[:3] != (True, True, 0)]
+    assert [r["pk"] for r in rows] == expected
+    assert sum(r["a_flag"] != r["b_flag"] for r in rows[:15]) == 15  # the 5 + 10 off-diagonal cells
+
+
+def test_only_transcripts_both_judges_scored_are_compared(db):
+    experiment = experiment_with({"m": ["x", "y", "z"]})
+    a, b = _judges()
+    t1, t2, t3 = experiment.transcripts.order_by("pk")
+    for t in (t1, t2, t3):
+        _score(t, a.aligned, 10)
+    _score(t1, b.aligned, 20)
+    _score(t2, b.aligned, 80)
+    result = judge_agreement.compare(experiment, Versions(a.aligned, None), Versions(b.aligned, None))
+    assert result["n"] == 2
+    assert result["flag"] is None and result["category"] is None
+    assert result["scores"]["aligned"].n == 2
+    assert result["scores"]["aligned"].mean_difference == pytest.approx((10 + 70) / 2)
+    assert [r["pk"] for r in result["disagreements"]] == [t2.pk, t1.pk]
+
+
+def _query(a: Versions, b: Versions) -> dict:
+    return {f"{side}-{key}": getattr(versions, key).pk
+            for side, versions in (("a", a), ("b", b)) for key in ("aligned", "coherent", "persona")}
+
+
+def test_the_page_shows_kappa_scores_and_links_disagreements(two_judges, alice_client):
+    experiment, a, b, _ = two_judges
+    response = alice_client.get(reverse("judge-vs-judge", args=[experiment.pk]), _query(a, b))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert '<td class="num kappa">0.400</td>' in body
+    first = response.context["result"]["disagreements"][0]["pk"]
+    assert reverse("transcript-detail", args=[first]) in body
+    scatter = alice_client.get(reverse("judge-vs-judge-scatter", args=[experiment.pk, "aligned"]), _query(a, b))
+    figure = scatter.json()
+    assert len(figure["data"][0]["x"]) == 50
+
+
+def test_auditors_cannot_open_judge_vs_judge(two_judges, bob_client):
+    experiment, a, b, _ = two_judges
+    assert bob_client.get(reverse("judge-vs-judge", args=[experiment.pk]), _query(a, b)).status_code == 403
+    url = reverse("judge-vs-judge-scatter", args=[experiment.pk, "aligned"])
+    assert bob_client.get(url, _query(a, b)).status_code == 403
