@@ -91,31 +91,70 @@ def _parse(record: dict[str, str | None], columns: list[str], line: int) -> dict
     return parsed
 
 
+SHORT_BOUNDS = {statistics.BELOW: "≤ min k", statistics.BEYOND: "> max k"}
+
+
 def _interval(interval: Any, percent: bool = True) -> str:
     if interval is None:
         return "—"
-    low, high = interval
+
     def show(value: float | str) -> str:
         if isinstance(value, str):  # a dose-response bound outside the measured k
-            return value
+            return SHORT_BOUNDS[value]
         return f"{100 * value:.1f}%" if percent else f"{value:.3g}"
-    return f"[{show(low)}, {show(high)}]"
+
+    return f"[{show(interval[0])}, {show(interval[1])}]"
 
 
-def _condition(condition: dict[str, Any]) -> str:
-    return " · ".join(f"{axis}={value}" for axis, value in condition.items())
+def _shown(condition: dict[str, Any], constant: list[str]) -> str:
+    return " · ".join(f"{axis}={value}" for axis, value in condition.items() if axis not in constant) or "all"
 
 
-def _pair(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """The axis the two conditions differ in first, then what they share."""
-    differ = [f"{axis} {a[axis]} → {b[axis]}" for axis in a if a[axis] != b.get(axis)]
-    shared = {axis: value for axis, value in a.items() if b.get(axis) == value}
-    return f"{', '.join(differ)} ({_condition(shared)})"
+def render_text(result: dict[str, Any]) -> str:
+    """The result as a readable report; axes with one value across all conditions are said once, at the top."""
+    conditions = [rate["condition"] for rate in result["conditions"]]
+    constant = [axis for axis in (conditions[0] if conditions else {})
+                if len({str(c[axis]) for c in conditions}) == 1]
+    lines = [f"{result['n']} judged transcripts, {result['misaligned']} misaligned, {result['n_questions']} questions",
+             "Every condition: " + (_shown({a: conditions[0][a] for a in constant}, []) if constant else "—"),
+             "", "Per condition: misaligned/n = rate, Wilson 95%, question-clustered bootstrap 95%"]
+    for rate in result["conditions"]:
+        value = "—" if rate["rate"] is None else f"{100 * rate['rate']:.1f}%"
+        lines.append(f"  {_shown(rate['condition'], constant)}: {rate['count']}/{rate['n']} = {value}  "
+                     f"Wilson {_interval(rate['wilson'])}  clustered {_interval(rate['clustered'])}  "
+                     f"({rate['n_questions']} questions)")
+    logistic = result["logistic"]
+    lines += ["", "Logistic model: odds ratios with question-cluster-robust 95% intervals"]
+    if not logistic["estimable"]:
+        lines.append(f"  not estimable: {logistic['reason']}")
+    for odds in logistic["odds_ratios"]:
+        name = odds["term"] if odds["level"] is None else f"{odds['term']} {odds['level']} vs {odds['reference']}"
+        lines.append(f"  {name}: OR {odds['odds_ratio']:.3g} {_interval(odds['interval'], percent=False)}  "
+                     f"p = {odds['p_value']:.3g}")
+    lines += ["", "Dose-response: k at which the fitted rate reaches each target, question-bootstrap 95%"]
+    for dose in result["dose_response"]:
+        lines.append(f"  {_shown(dose['group'], constant)}" + (f": {dose['reason']}" if dose["reason"] else ""))
+        for target in dose["targets"]:
+            at = f"k = {target['k']:.3g}" if target["k"] is not None else target["status"]
+            lines.append(f"    {100 * target['target']:g}%: {at} {_interval(target['interval'], percent=False)}")
+    lines += ["", "Paired comparisons: McNemar on transcripts matched by question and seed, Holm-adjusted"]
+    for test in result["paired"] or []:
+        a, b = test["a"], test["b"]
+        change = ", ".join(f"{axis} {a[axis]} → {b[axis]}" for axis in a if a[axis] != b[axis])
+        shared = {axis: value for axis, value in a.items() if b[axis] == value and axis not in constant}
+        shared_text = f" ({_shown(shared, [])})" if shared else ""
+        difference = "—" if test["difference"] is None else f"{100 * test['difference']:+.1f} points"
+        p = "—" if test["p_value"] is None else f"p = {test['p_value']:.3g}, Holm {test['p_holm']:.3g}"
+        lines.append(f"  {change}{shared_text}: {test['n_pairs']} pairs, {difference}, {p}"
+                     + (" (exact)" if test["exact"] else ""))
+    return "\n".join(lines) + "\n"
 
 
 class Command(BaseCommand):
     help = ("Per-condition rates (Wilson and question-clustered intervals), the logistic model's odds ratios, "
             "dose-response and paired McNemar tests (Holm-adjusted) for a tidy CSV of judged transcripts.")
+    # It reads a file and touches neither the database nor the URLs, so the project's checks have nothing to say.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--csv", required=True, type=Path, help="One row per transcript: "
@@ -134,37 +173,4 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2, allow_nan=False))
         else:
-            self.stdout.write(self.text(result))
-
-    def text(self, result: dict[str, Any]) -> str:
-        lines = [f"{result['n']} judged transcripts, {result['misaligned']} misaligned, "
-                 f"{result['n_questions']} questions", "", "Per condition: rate, Wilson 95%, question-clustered 95%"]
-        for rate in result["conditions"]:
-            value = "—" if rate["rate"] is None else f"{100 * rate['rate']:.1f}%"
-            lines.append(f"  {_condition(rate['condition'])}: {rate['count']}/{rate['n']} = {value}  "
-                         f"Wilson {_interval(rate['wilson'])}  clustered {_interval(rate['clustered'])}  "
-                         f"({rate['n_questions']} questions)")
-        logistic = result["logistic"]
-        lines += ["", "Logistic model (odds ratios, question-cluster-robust 95%)"]
-        if not logistic["estimable"]:
-            lines.append(f"  not estimable: {logistic['reason']}")
-        for odds in logistic["odds_ratios"]:
-            name = odds["term"] if odds["level"] is None else f"{odds['term']} {odds['level']} vs {odds['reference']}"
-            lines.append(f"  {name}: OR {odds['odds_ratio']:.3g} {_interval(odds['interval'], percent=False)}  "
-                         f"p = {odds['p_value']:.3g}")
-        if logistic["dropped_terms"]:
-            lines.append(f"  constant here, left out: {', '.join(logistic['dropped_terms'])}")
-        lines += ["", "Dose-response: k at which the fitted rate reaches each target (question-bootstrap 95%)"]
-        for dose in result["dose_response"]:
-            lines.append(f"  {_condition(dose['group'])}" + (f": {dose['reason']}" if dose["reason"] else ""))
-            for target in dose["targets"]:
-                at = f"k = {target['k']:.3g}" if target["k"] is not None else target["status"]
-                lines.append(f"    {100 * target['target']:g}%: {at} "
-                             f"{_interval(target['interval'], percent=False)}")
-        lines += ["", "Paired comparisons (McNemar on question + seed; Holm-adjusted across the list)"]
-        for test in result["paired"] or []:
-            difference = "—" if test["difference"] is None else f"{100 * test['difference']:+.1f} points"
-            p = "—" if test["p_value"] is None else f"p = {test['p_value']:.3g}, Holm {test['p_holm']:.3g}"
-            lines.append(f"  {_pair(test['a'], test['b'])}: {test['n_pairs']} pairs, {difference}, {p}"
-                         + (" (exact)" if test["exact"] else ""))
-        return "\n".join(lines) + "\n"
+            self.stdout.write(render_text(result))
