@@ -7,19 +7,33 @@
   association test on the 2 × K table with k as the row scores (`statsmodels Table.test_ordinal_association`).
   For a 2 × K table this is the Cochran–Armitage trend test (its statistic is (N−1)/N times the
   Cochran–Armitage χ²), which needs no model fit and works with zero counts, where a logistic regression of
-  misaligned on k would not converge when a rate is 0 or 1.
+  misaligned on k would not converge when a rate is 0 or 1. Holm-adjusted across the groups.
+- Paired comparisons (McNemar on transcripts matched by question and sample seed) come from
+  `analysis.statistics`; here is only which conditions are paired: within an experiment, two conditions that
+  differ in one treatment axis; across two experiments, the same condition (never pooled over conditions).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 from statsmodels.stats.contingency_tables import Table
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
+from analysis import tidy
+from analysis.statistics import PairedTest, holm, paired_comparisons
+from transcripts.models import Condition
+
 from .metrics import ConditionMetrics, Rate
+
+# What makes two conditions the same condition (in one experiment or across two).
+AXES = ("model_name", "dataset_name", "k", "cot_mode", "system_prompt_name", "temperature")
+# The axes a researcher varies to see an effect within one model and dataset; k is paired against the smallest k
+# measured (k = 0 in a usual run), not every k with every other, so the list stays one test per treatment.
+TREATMENT_AXES = ("k", "cot_mode", "system_prompt_name", "temperature")
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class Trend:
     points: list[tuple[int, Rate]]  # (k, rate), k ascending
     z: float | None
     p_value: float | None
+    p_holm: float | None = None  # adjusted across the groups shown
 
 
 def trend_against_k(rows: list[ConditionMetrics]) -> list[Trend]:
@@ -80,4 +95,107 @@ def trend_against_k(rows: list[ConditionMetrics]) -> list[Trend]:
             if math.isnan(z):
                 z = p = None
         trends.append(Trend(label, points, z, p))
-    return trends
+    adjusted = holm([t.p_value for t in trends])
+    return [replace(t, p_holm=p) for t, p in zip(trends, adjusted, strict=True)]
+
+
+def condition_key(condition: Condition) -> tuple:
+    return tuple(getattr(condition, axis) for axis in AXES)
+
+
+def _without(condition: Condition, axis: str) -> tuple:
+    return tuple(getattr(condition, other) for other in AXES if other != axis)
+
+
+def treatment_pairs(conditions: list[Condition]) -> list[tuple[Condition, Condition]]:
+    """Pairs of conditions that differ in exactly one treatment axis (k only against the smallest k of the
+    otherwise equal conditions), the baseline first."""
+    smallest_k: dict[tuple, int] = {}
+    for c in conditions:
+        smallest_k[_without(c, "k")] = min(c.k, smallest_k.get(_without(c, "k"), c.k))
+    pairs = []
+    for i, a in enumerate(conditions):
+        for b in conditions[i + 1:]:
+            differing = [axis for axis in AXES if getattr(a, axis) != getattr(b, axis)]
+            if len(differing) != 1 or differing[0] not in TREATMENT_AXES:
+                continue
+            first, second = sorted((a, b), key=lambda c: getattr(c, differing[0]))
+            if differing[0] == "k" and first.k != smallest_k[_without(first, "k")]:
+                continue
+            pairs.append((first, second))
+    return pairs
+
+
+def _rows_of(conditions: list[Condition]) -> pd.DataFrame:
+    """Judged transcript rows (question, seed, misaligned) of the conditions, each condition read once
+    (`paired_rows` reads two per query; a lone last one is passed as both)."""
+    unique = list({c.pk: c for c in conditions}.values())
+    frames = [tidy.paired_rows(unique[i], unique[min(i + 1, len(unique) - 1)]) for i in range(0, len(unique), 2)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def paired_tests(pairs: list[tuple[Condition, Condition]]
+                 ) -> list[tuple[Condition, Condition, PairedTest | None]]:
+    """McNemar for each pair on transcripts matched by question and sample seed, Holm-adjusted across the
+    tests run; None for a pair where a side has no judged transcript."""
+    if not pairs:
+        return []
+    rows = _rows_of([c for pair in pairs for c in pair])
+    columns = list(tidy.condition_key(pairs[0][0]))
+    present = set(rows[columns].drop_duplicates().itertuples(index=False, name=None))
+
+    def judged(c: Condition) -> bool:
+        return tuple(tidy.condition_key(c).values()) in present
+
+    testable = [(a, b) for a, b in pairs if judged(a) and judged(b)]
+    tests = dict(zip(
+        [(a.pk, b.pk) for a, b in testable],
+        paired_comparisons(rows, [(tidy.condition_key(a), tidy.condition_key(b)) for a, b in testable]),
+        strict=True,
+    ))
+    return [(a, b, tests.get((a.pk, b.pk))) for a, b in pairs]
+
+
+@dataclass(frozen=True)
+class MatchedCondition:
+    """One condition measured in both experiments."""
+
+    a: ConditionMetrics
+    b: ConditionMetrics
+    difference: Difference  # unpaired: rates over all scored transcripts, Newcombe interval, z test
+    paired: PairedTest | None  # McNemar on transcripts matched by question and seed; None when none match
+    p_holm: float | None = None
+
+    @property
+    def p_value(self) -> float | None:
+        """The paired test's p when seeds match (it is the more powerful test), else the z test's."""
+        return self.paired.p_value if self.paired is not None else self.difference.p_value
+
+
+@dataclass(frozen=True)
+class Matching:
+    matched: list[MatchedCondition]
+    only_a: list[ConditionMetrics]
+    only_b: list[ConditionMetrics]
+
+
+def match_conditions(rows_a: list[ConditionMetrics], rows_b: list[ConditionMetrics]) -> Matching:
+    """Two experiments compared condition by condition (same model, dataset, k, CoT mode, system prompt,
+    temperature), with a paired test where transcripts share question and seed, Holm across the table.
+    Conditions found in one experiment only are returned apart; nothing is pooled."""
+    by_key_b = {condition_key(r.condition): r for r in rows_b}
+    pairs = [(a, by_key_b[condition_key(a.condition)]) for a in rows_a if condition_key(a.condition) in by_key_b]
+    tests = {(a.pk, b.pk): test
+             for a, b, test in paired_tests([(a.condition, b.condition) for a, b in pairs])}
+    matched = []
+    for a, b in pairs:
+        test = tests[a.condition.pk, b.condition.pk]
+        matched.append(MatchedCondition(a, b, compare_rates(a.misaligned, b.misaligned),
+                                        test if test is not None and test.n_pairs else None))
+    adjusted = holm([m.p_value for m in matched])
+    matched_keys = {condition_key(a.condition) for a, _ in pairs}
+    return Matching(
+        [replace(m, p_holm=p) for m, p in zip(matched, adjusted, strict=True)],
+        [r for r in rows_a if condition_key(r.condition) not in matched_keys],
+        [r for r in rows_b if condition_key(r.condition) not in matched_keys],
+    )

@@ -1,22 +1,26 @@
 """Results of judging: the per-condition table (any rubric versions), re-judging, switching the active
-versions, and comparisons. Researchers only."""
+versions, comparisons, and the methods block. Researchers only."""
 
 from __future__ import annotations
 
+import importlib.metadata
 from urllib.parse import urlencode
 
+import yaml
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from analysis import statistics, tidy
 from transcripts.access import researcher_required
-from transcripts.models import Condition, Experiment, Transcript
+from transcripts.aggregates import cell_counts
+from transcripts.models import Condition, Endpoint, Experiment, Transcript
 
 from . import calibration, comparisons, metrics
 from .judge import enqueue
-from .models import RubricVersion
+from .models import JudgeScore, RubricVersion
 from .verdicts import set_active_versions
 
 RUBRICS = ("aligned", "coherent", "persona")
@@ -74,6 +78,38 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, template, context)
 
 
+def _by_axes(conditions: list[Condition]) -> dict[tuple, Condition]:
+    """Conditions by the axis values the statistics name them with (`tidy.condition_key`)."""
+    return {tuple(tidy.condition_key(c).values()): c for c in conditions}
+
+
+@researcher_required
+def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
+    """The results page's statistics, loaded on their own (htmx) so that the table shows at once. They read
+    the verdict cache, that is the experiment's active rubric versions."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    conditions = list(experiment.conditions.all())
+    by_axes = _by_axes(conditions)
+    cells = tidy.cells_for(experiment.transcripts.all())
+    rates = [(by_axes[tuple(rate.condition.values())], rate) for rate in statistics.condition_rates(cells)]
+    fit = statistics.logistic_model(cells)
+    groupings = [("model",)]
+    if len({c.system_prompt_name for c in conditions}) > 1:
+        groupings.append(("model", "system_prompt"))
+    return render(request, "judging/results_statistics.html", {
+        "experiment": experiment,
+        "rates": rates,
+        "fit": fit,
+        "odds_ratios": list(zip(fit.odds_ratios, statistics.holm([o.p_value for o in fit.odds_ratios]),
+                                strict=True)),
+        "dose_responses": [(by, statistics.dose_response(cells, by=by)) for by in groupings],
+        "paired": comparisons.paired_tests(comparisons.treatment_pairs(conditions)),
+        "wilson_assumes": statistics.WILSON_ASSUMES,
+        "clustered_assumes": statistics.CLUSTERED_ASSUMES,
+        "paired_assumes": statistics.PAIRED_ASSUMES,
+    })
+
+
 def _results_url(experiment: Experiment, versions: metrics.Versions) -> str:
     return f"{reverse('experiment-results', args=[experiment.pk])}?{_query(versions)}"
 
@@ -107,10 +143,10 @@ def experiment_activate(request: HttpRequest, pk: int) -> HttpResponse:
 
 @researcher_required
 def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
-    """Two conditions of this experiment, or this experiment against another one, and the trend against k."""
+    """Two conditions of this experiment, this experiment against another one condition by condition, and the
+    trend against k."""
     experiment = get_object_or_404(Experiment, pk=pk)
     versions = chosen_versions(experiment, request.GET)
-    thresholds = (experiment.aligned_threshold, experiment.coherent_threshold)
     rows = metrics.condition_metrics(experiment, versions)
     by_id = {str(r.condition.pk): r for r in rows}
     pair = None
@@ -118,24 +154,77 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
     if a in by_id and b in by_id:
         pair = (by_id[a].condition, by_id[b].condition,
                 comparisons.compare_rates(by_id[a].misaligned, by_id[b].misaligned))
-    other = None
+    other = matching = None
     other_pk = request.GET.get("other")
     if other_pk and other_pk.isdigit():
-        other_experiment = get_object_or_404(Experiment, pk=int(other_pk))
-        other_versions = metrics.active_versions(other_experiment)
-        other = (
-            other_experiment, other_versions,
-            comparisons.compare_rates(
-                metrics.pooled_rate([experiment.pk], versions, thresholds),
-                metrics.pooled_rate(
-                    [other_experiment.pk], other_versions,
-                    (other_experiment.aligned_threshold, other_experiment.coherent_threshold),
-                ),
-            ),
+        other = get_object_or_404(Experiment, pk=int(other_pk))
+        # Each experiment with its own active versions: the paired tests read the verdict cache, which holds them.
+        matching = comparisons.match_conditions(
+            metrics.condition_metrics(experiment, metrics.active_versions(experiment)),
+            metrics.condition_metrics(other, metrics.active_versions(other)),
         )
     return render(request, "judging/compare.html", {
         "experiment": experiment, "versions": versions, "rows": rows, "pair": pair, "other": other,
+        "matching": matching, "paired_assumes": statistics.PAIRED_ASSUMES,
         "experiments": Experiment.objects.exclude(pk=experiment.pk).order_by("name"),
         "trends": comparisons.trend_against_k(rows), "query": _query(versions),
         "a": a, "b": b, "other_pk": other_pk,
     })
+
+
+# --- methods block -----------------------------------------------------------------------------------------
+
+APP = "em-audit"  # the distribution name in pyproject.toml
+
+
+def _served_models(experiment: Experiment, version: RubricVersion) -> list[str]:
+    """The model names the judge's server reported while judging this experiment (a drift shows as two)."""
+    return list(
+        JudgeScore.objects.filter(rubric_version=version, transcript__experiment=experiment,
+                                  status=JudgeScore.Status.DONE)
+        .exclude(served_model="").order_by("served_model").values_list("served_model", flat=True).distinct()[:5]
+    )
+
+
+def _distinct(conditions: list[Condition], label) -> list:
+    return sorted({label(c) for c in conditions})
+
+
+@researcher_required
+def experiment_methods(request: HttpRequest, pk: int) -> HttpResponse:
+    """A methods paragraph and the conditions table with n, generated from what the experiment recorded."""
+    experiment = get_object_or_404(Experiment.objects.select_related("question_set"), pk=pk)
+    versions = metrics.active_versions(experiment)
+    rows = metrics.condition_metrics(experiment, versions)
+    conditions = [r.condition for r in rows]
+    endpoints = Endpoint.objects.in_bulk({c.endpoint_id for c in conditions if c.endpoint_id})
+    judges = [(version, _served_models(experiment, version))
+              for version in (versions.aligned, versions.coherent, versions.persona) if version is not None]
+    return render(request, "judging/methods.html", {
+        "experiment": experiment, "rows": rows, "judges": judges,
+        "models": _distinct(conditions, lambda c: (
+            f"{c.model_name} (endpoint {c.endpoint_name} v{endpoints[c.endpoint_id].version})"
+            if c.endpoint_id else c.model_name
+        )),
+        "datasets": _distinct(conditions, lambda c: c.dataset_name or "none"),
+        "ks": _distinct(conditions, lambda c: c.k),
+        "cot_modes": _distinct(conditions, lambda c: c.get_cot_mode_display()),
+        "system_prompts": _distinct(conditions, lambda c: c.system_prompt_name),
+        "temperatures": _distinct(conditions, lambda c: f"{c.temperature:g}"),
+        "n_questions": len({cell["question_id"] for cell in cell_counts(experiment.transcripts.all())}),
+        "totals": {key: sum(getattr(r, key) for r in rows) for key in ("judged", "n", "refusals", "unsure")},
+        "app_version": importlib.metadata.version(APP),
+    })
+
+
+@researcher_required
+def experiment_definition(request: HttpRequest, pk: int) -> HttpResponse:
+    """The definition the experiment was launched from, as YAML (imported experiments have none)."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    if not experiment.spec:
+        raise Http404("This experiment was imported; it has no definition.")
+    response = HttpResponse(
+        yaml.safe_dump(experiment.spec, sort_keys=False, allow_unicode=True), content_type="application/yaml"
+    )
+    response["Content-Disposition"] = f'attachment; filename="experiment-{experiment.pk}-definition.yaml"'
+    return response
