@@ -25,4 +25,7 @@ urlpatterns = [
     path("experiments/<int:pk>/rejudge/", judge_views.experiment_rejudge, name="experiment-rejudge"),
     path("experiments/<int:pk>/judging/activate/", judge_views.experiment_activate, name="experiment-judging-activate"),
     path("experiments/<int:pk>/compare/", judge_views.experiment_compare, name="experiment-compare"),
+    path("experiments/<int:pk>/statistics/", judge_views.experiment_statistics, name="experiment-statistics"),
+    path("experiments/<int:pk>/methods/", judge_views.experiment_methods, name="experiment-methods"),
+    path("experiments/<int:pk>/definition.yaml", judge_views.experiment_definition, name="experiment-definition"),
 ]
