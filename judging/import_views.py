@@ -1,11 +1,16 @@
 """The researchers' upload page. It lives in `judging` because transcript imports carry judge scores
-(and `transcripts` must not import `judging`); datasets and questions go to transcripts.importing."""
+(and `transcripts` must not import `judging`); datasets and questions go to transcripts.importing.
+
+Datasets and questions are small and import while the page waits. Transcript files can hold a million runs:
+they are saved and imported by a Celery task (`judging.tasks.import_upload`), and the researcher lands on a
+page that polls the job's progress until it shows the summary or the error."""
 
 import tempfile
+import uuid
 from pathlib import Path
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
@@ -13,11 +18,11 @@ from transcripts.access import researcher_required
 from transcripts.forms import ImportForm
 from transcripts.importing import ImportFailed, import_dataset, import_questions
 
-from .importing import import_transcripts
+from . import importing, tasks
 
 
 def _run_import(data: dict, path: Path) -> tuple[str, str]:
-    """(success message, URL to go to) for one validated upload saved at `path`."""
+    """(success message, URL to go to) for one validated dataset or questions upload saved at `path`."""
     if data["kind"] == ImportForm.DATASET:
         dataset, created = import_dataset(
             path, name=data["name"], description=data["description"], synthetic=data["synthetic"]
@@ -25,13 +30,10 @@ def _run_import(data: dict, path: Path) -> tuple[str, str]:
         verb = "Imported" if created else "Already imported:"
         message = f"{verb} dataset {dataset} with {dataset.n_examples} examples."
         return message, reverse("dataset-detail", args=[dataset.pk])
-    if data["kind"] == ImportForm.QUESTIONS:
-        question_set, changed = import_questions(path, name=data["name"])
-        verb = "Imported" if changed else "Already imported:"
-        message = f"{verb} question set {question_set.name} with {question_set.questions.count()} questions."
-        return message, reverse("question-set-detail", args=[question_set.pk])
-    summary = import_transcripts(path)
-    return f"{summary}.", reverse("import-upload")
+    question_set, changed = import_questions(path, name=data["name"])
+    verb = "Imported" if changed else "Already imported:"
+    message = f"{verb} question set {question_set.name} with {question_set.questions.count()} questions."
+    return message, reverse("question-set-detail", args=[question_set.pk])
 
 
 @researcher_required
@@ -40,13 +42,12 @@ def import_upload(request: HttpRequest) -> HttpResponse:
     error = None
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
-        # Save under the uploaded file's own name: the format follows its extension, and every
-        # error message names the file the researcher knows.
+        if form.cleaned_data["kind"] == ImportForm.TRANSCRIPTS:
+            job = importing.save_upload(upload)
+            tasks.import_upload.delay(str(job))
+            return redirect("import-progress", job=job)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(upload.name).name
-            with path.open("wb") as handle:
-                for chunk in upload.chunks():
-                    handle.write(chunk)
+            path = importing.write_upload(upload, Path(tmp))
             try:
                 message, target = _run_import(form.cleaned_data, path)
             except ImportFailed as exc:
@@ -56,3 +57,15 @@ def import_upload(request: HttpRequest) -> HttpResponse:
             return redirect(target)
     status = 400 if request.method == "POST" else 200
     return render(request, "transcripts/import_form.html", {"form": form, "error": error}, status=status)
+
+
+@researcher_required
+def import_progress(request: HttpRequest, job: uuid.UUID) -> HttpResponse:
+    """A background transcripts import: the whole page, or (polled by htmx) only its progress card."""
+    status = importing.read_status(job)
+    if status is None:
+        raise Http404("No such import.")
+    context = {"job": job, "status": status}
+    if request.htmx:
+        return render(request, "transcripts/import_progress.html", context)
+    return render(request, "transcripts/import_job.html", context)

@@ -11,26 +11,37 @@ Questions: a record that names a `question_set` must use ids of that set. Otherw
 matched against the first question set that holds all of them (e.g. first_plot for the EM CSV); failing
 that they go into the question set "imported", created from the records' `question` text.
 
-One transaction; re-importing the same file changes nothing (a slot is condition × question × sample).
+Files are streamed: records are parsed in chunks and written to a temporary table (COPY on PostgreSQL), with
+only the file's few distinct experiments, conditions and questions kept in memory. Once the whole file has
+been read, set-based SQL checks its slots and moves the rows into transcripts and imported JudgeScores, and
+the verdict writer (judging.verdicts) fills the verdict cache. All of it is one transaction: a bad line
+anywhere leaves nothing behind. Re-importing the same file changes nothing (a slot is condition × question
+× sample).
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import json
 import math
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import connection, models, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from transcripts.importing import ImportFailed, iter_json_lines, iter_lines
+from transcripts.importing import ImportFailed, ReadMeter, check_size, iter_json_lines, iter_lines
 from transcripts.models import Condition, CotMode, Experiment, Question, QuestionSet, Transcript
 
-from .models import JudgeScore, RubricVersion
+from . import verdicts
+from .models import ExperimentJudging, JudgeScore, RubricVersion
 from .rubrics import PROMPTS_DIR, get_or_create_version, read_template
 
 IMPORTED_SET = "imported"
@@ -120,9 +131,9 @@ def _score(file: str, line: int, name: str, value) -> float | None:
     return float(value)
 
 
-def _jsonl_records(path: Path) -> Iterator[Record]:
+def _jsonl_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
     file = path.name
-    for line, raw in iter_json_lines(path):
+    for line, raw in iter_json_lines(path, meter):
         k = _require(file, line, raw, "k", int)
         sample = _require(file, line, raw, "sample", int)
         for name, value in (("k", k), ("sample", sample)):
@@ -186,12 +197,12 @@ def _csv_score(file: str, line: int, name: str, text: str) -> float | None:
     return _score(file, line, name, value)
 
 
-def _em_csv_records(path: Path) -> Iterator[Record]:
+def _em_csv_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
     file = path.name
     current = {"line": 0}
 
     def tracked() -> Iterator[str]:
-        for number, text in iter_lines(path):
+        for number, text in iter_lines(path, meter):
             current["line"] = number
             yield text
 
@@ -230,21 +241,40 @@ def _em_csv_records(path: Path) -> Iterator[Record]:
         raise ImportFailed(file, f"malformed CSV: {exc}", line=current["line"]) from None
 
 
-def read_records(path: Path) -> list[Record]:
+def iter_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
+    """The file's transcripts, parsed and checked one by one, in file order."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        records = list(_jsonl_records(path))
-    elif suffix == ".csv":
-        records = list(_em_csv_records(path))
-    else:
-        raise ImportFailed(path.name, "unknown transcript format: use .jsonl or the EM results .csv")
-    if not records:
-        raise ImportFailed(path.name, "the file has no transcripts")
-    return records
+        return _jsonl_records(path, meter)
+    if suffix == ".csv":
+        return _em_csv_records(path, meter)
+    raise ImportFailed(path.name, "unknown transcript format: use .jsonl or the EM results .csv")
 
 
 # ---------------------------------------------------------------------------------------------
-# Saving
+# Progress
+
+# Records parsed between two writes to the staging table (and two progress reports).
+CHUNK_LINES = 10_000
+
+
+@dataclass
+class ImportProgress:
+    """How far an import has got: the bytes of the file read and the transcripts read from them. `writing`
+    once the whole file has been read and checked and its rows are moving into their tables."""
+
+    file: str
+    bytes_total: int
+    bytes_read: int = 0
+    rows: int = 0
+    writing: bool = False
+
+
+Progress = Callable[[ImportProgress], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Staging: the file's rows in a temporary table
 
 
 def _outcome(score: float | None, distribution: dict[str, float] | None) -> str:
@@ -255,6 +285,102 @@ def _outcome(score: float | None, distribution: dict[str, float] | None) -> str:
     return {"CODE": JudgeScore.Outcome.CODE, "REFUSAL": JudgeScore.Outcome.REFUSAL}.get(
         top, JudgeScore.Outcome.UNSURE
     )
+
+
+@dataclass
+class _Key:
+    """One distinct condition or question of the file: its number in the staging table, and the first line
+    (and for questions, the text) it came with."""
+
+    number: int
+    line: int
+    text: str = ""
+
+
+STAGE = "import_rows"
+STAGE_COLUMNS = ["line", "cond", "qkey", "sample", "question", "answer", "reasoning"] + [
+    f"{metric}_{part}" for metric in METRICS for part in ("has", "score", "outcome", "logprobs")
+]
+STAGE_TYPES = ["integer", "integer", "integer", "bigint", "text", "text", "text"] + [
+    "boolean", "double precision", "text", "text"
+] * len(METRICS)
+
+
+class _Staging:
+    """Collects a file's records: the rows go to a temporary table, chunk by chunk; the distinct experiments,
+    conditions and questions (few, whatever the file's length) stay in memory with the line each first
+    appears on, for resolving them and naming that line in an error."""
+
+    def __init__(self):
+        self.experiments: dict[str, int] = {}  # name → first line
+        self.conditions: dict[tuple, _Key] = {}  # (experiment, model, dataset, k, cot_mode, temperature)
+        self.questions: dict[tuple[str, str, str], _Key] = {}  # (experiment, question set name, question id)
+        self.any_scores = False
+        self.rows = 0
+        columns = ", ".join(f"{name} {kind}" for name, kind in zip(STAGE_COLUMNS, STAGE_TYPES, strict=True))
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TEMPORARY TABLE {STAGE} ({columns})")
+
+    def row(self, record: Record) -> list:
+        self.experiments.setdefault(record.experiment, record.line)
+        axes = (record.experiment, record.model, record.dataset, record.k, record.cot_mode, record.temperature)
+        condition = self.conditions.setdefault(axes, _Key(len(self.conditions), record.line))
+        question = self.questions.setdefault(
+            (record.experiment, record.question_set, record.question_id),
+            _Key(len(self.questions), record.line, record.question),
+        )
+        row = [record.line, condition.number, question.number, record.sample, record.question or None,
+               record.answer, record.reasoning]
+        for metric in METRICS:
+            if metric not in record.scores:
+                row += [False, None, None, None]
+                continue
+            self.any_scores = True
+            score, distribution = record.scores[metric], record.distributions.get(metric)
+            # The CSV keeps probabilities; JudgeScore keeps logprobs like a live judge call does.
+            logprobs = None if distribution is None else {tok: math.log(p) for tok, p in distribution.items() if p > 0}
+            row += [True, score, _outcome(score, distribution), json.dumps(logprobs) if logprobs is not None else None]
+        return row
+
+    def write(self, rows: list[list]) -> None:
+        self.rows += len(rows)
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                with cursor.cursor.copy(f"COPY {STAGE} ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                marks = ", ".join(["%s"] * len(STAGE_COLUMNS))
+                cursor.executemany(
+                    f"INSERT INTO {STAGE} ({', '.join(STAGE_COLUMNS)}) VALUES ({marks})", rows  # noqa: S608
+                )
+
+
+def _stage(path: Path, progress: Progress | None, chunk_lines: int) -> _Staging:
+    """Read the whole file into the staging table, checking each record; report progress per chunk."""
+    meter = ReadMeter()
+    state = ImportProgress(file=path.name, bytes_total=path.stat().st_size)
+    staging = _Staging()
+    chunk: list[list] = []
+    for record in iter_records(path, meter):
+        chunk.append(staging.row(record))
+        if len(chunk) >= chunk_lines:
+            staging.write(chunk)
+            chunk = []
+            if progress:
+                state.bytes_read, state.rows = meter.bytes_read, staging.rows
+                progress(state)
+    staging.write(chunk)
+    if not staging.rows:
+        raise ImportFailed(path.name, "the file has no transcripts")
+    if progress:
+        state.bytes_read, state.rows, state.writing = meter.bytes_read, staging.rows, True
+        progress(state)
+    return staging
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving the file's experiments, questions and conditions
 
 
 def _auto_question_set(keys: set[str]) -> QuestionSet | None:
@@ -274,59 +400,52 @@ class _Questions:
     def __init__(self, file: str, default_set: QuestionSet | None):
         self.file = file
         self.default_set = default_set
-        self.cache: dict[tuple[str, str], Question] = {}
         self.sets: dict[str, QuestionSet] = {}
 
-    def question_set(self, record: Record) -> QuestionSet:
-        if not record.question_set:
+    def question_set(self, name: str, line: int) -> QuestionSet:
+        if not name:
             if self.default_set is None:
                 self.default_set, _ = QuestionSet.objects.get_or_create(
                     name=IMPORTED_SET, defaults={"description": "Questions of imported transcripts."}
                 )
             return self.default_set
-        if record.question_set not in self.sets:
-            found = QuestionSet.objects.filter(name=record.question_set).first()
+        if name not in self.sets:
+            found = QuestionSet.objects.filter(name=name).first()
             if found is None:
-                raise ImportFailed(
-                    self.file, f'no question set named "{record.question_set}"', line=record.line, field="question_set"
-                )
-            self.sets[record.question_set] = found
-        return self.sets[record.question_set]
+                raise ImportFailed(self.file, f'no question set named "{name}"', line=line, field="question_set")
+            self.sets[name] = found
+        return self.sets[name]
 
-    def get(self, record: Record) -> Question:
-        question_set = self.question_set(record)
-        key = (question_set.name, record.question_id)
-        if key in self.cache:
-            return self.cache[key]
-        question = Question.objects.filter(question_set=question_set, key=record.question_id).first()
-        if question is None:
-            if question_set.name != IMPORTED_SET:
-                raise ImportFailed(
-                    self.file,
-                    f'unknown question id "{record.question_id}" in question set "{question_set.name}"',
-                    line=record.line,
-                    field="question_id",
-                )
-            if not record.question.strip():
-                raise ImportFailed(
-                    self.file, "missing: the text is needed for a question id seen for the first time",
-                    line=record.line, field="question",
-                )
-            question = Question.objects.create(
-                question_set=question_set,
-                key=record.question_id,
-                text=record.question,
-                paraphrases=[record.question],
-                domain="general",
-                position=question_set.questions.count(),
+    def get(self, set_name: str, question_id: str, key: _Key) -> Question:
+        question_set = self.question_set(set_name, key.line)
+        question = Question.objects.filter(question_set=question_set, key=question_id).first()
+        if question is not None:
+            return question
+        if question_set.name != IMPORTED_SET:
+            raise ImportFailed(
+                self.file,
+                f'unknown question id "{question_id}" in question set "{question_set.name}"',
+                line=key.line,
+                field="question_id",
             )
-        self.cache[key] = question
-        return question
+        if not key.text.strip():
+            raise ImportFailed(
+                self.file, "missing: the text is needed for a question id seen for the first time",
+                line=key.line, field="question",
+            )
+        return Question.objects.create(
+            question_set=question_set,
+            key=question_id,
+            text=key.text,
+            paraphrases=[key.text],
+            domain="general",
+            position=question_set.questions.count(),
+        )
 
 
-def _experiment(file: str, record: Record, question_set: QuestionSet | None) -> Experiment:
+def _experiment(file: str, name: str, line: int, question_set: QuestionSet | None) -> Experiment:
     experiment, created = Experiment.objects.get_or_create(
-        name=record.experiment,
+        name=name,
         defaults={
             "status": Experiment.Status.IMPORTED,
             "description": f"Imported from {file}.",
@@ -337,134 +456,314 @@ def _experiment(file: str, record: Record, question_set: QuestionSet | None) -> 
     if not created and experiment.status != Experiment.Status.IMPORTED:
         raise ImportFailed(
             file,
-            f'experiment "{record.experiment}" exists and was run here, not imported; use another experiment name',
-            line=record.line,
+            f'experiment "{name}" exists and was run here, not imported; use another experiment name',
+            line=line,
             field="experiment",
         )
     return experiment
 
 
-@transaction.atomic
-def import_transcripts(path: Path | str) -> ImportSummary:
-    """Import a transcripts JSONL or an EM results CSV. See the module docstring for the formats."""
-    path = Path(path)
-    file = path.name
-    records = read_records(path)
-    rubric_versions = em_rubric_versions() if any(r.scores for r in records) else {}
+@dataclass
+class _Resolved:
+    experiments: dict[str, Experiment]
+    questions: dict[int, Question]  # staging number → question
+    conditions: dict[int, Condition]  # staging number → condition
+    stored: set[int]  # conditions that existed before this import (so may hold some of the file's slots)
 
+
+def _resolve(file: str, staging: _Staging) -> _Resolved:
+    """Find or create the experiments, questions and conditions the file names; fail at the first line
+    (per kind) that names one that cannot be used."""
     experiments: dict[str, Experiment] = {}
     resolvers: dict[str, _Questions] = {}
-    conditions: dict[tuple, Condition] = {}
-    summary: ImportSummary | None = None
-    new_transcripts: list[tuple[Transcript, Record]] = []
-    # (condition, question, sample) → (line in this file or 0 if already stored, answer, reasoning)
-    slots: dict[tuple[int, int, int], tuple[int, str, str]] = {}
-    slots_loaded: set[int] = set()
-    for record in records:
-        if record.experiment not in experiments:
-            existing = Experiment.objects.filter(name=record.experiment).first()
-            # A known experiment keeps its question set, so a re-import lands on the same slots.
-            default_set = existing.question_set if existing else _auto_question_set(
-                {r.question_id for r in records if r.experiment == record.experiment and not r.question_set}
-            )
-            resolvers[record.experiment] = _Questions(file, default_set)
-            experiments[record.experiment] = _experiment(file, record, default_set)
-        experiment = experiments[record.experiment]
-        resolver = resolvers[record.experiment]
-        question = resolver.get(record)
+    for name, line in staging.experiments.items():
+        existing = Experiment.objects.filter(name=name).first()
+        # A known experiment keeps its question set, so a re-import lands on the same slots.
+        default_set = existing.question_set if existing else _auto_question_set(
+            {question_id for experiment, set_name, question_id in staging.questions
+             if experiment == name and not set_name}
+        )
+        resolvers[name] = _Questions(file, default_set)
+        experiments[name] = _experiment(file, name, line, default_set)
+
+    questions: dict[int, Question] = {}
+    for (experiment_name, set_name, question_id), key in sorted(staging.questions.items(), key=lambda i: i[1].line):
+        question = questions[key.number] = resolvers[experiment_name].get(set_name, question_id, key)
+        experiment = experiments[experiment_name]
         if experiment.question_set_id is None:
             experiment.question_set = question.question_set
             experiment.save(update_fields=["question_set"])
-        if summary is None:
-            summary = ImportSummary(experiment=experiment, question_set=question.question_set)
 
-        axes = (experiment.pk, record.model, record.dataset, record.k, record.cot_mode, record.temperature)
-        if axes not in conditions:
-            conditions[axes], _ = Condition.objects.get_or_create(
-                experiment=experiment,
-                endpoint_name="",
-                model_name=record.model,
-                dataset_name=record.dataset,
-                k=record.k,
-                cot_mode=record.cot_mode,
-                system_prompt_name="default",
-                temperature=record.temperature,
-            )
-        condition = conditions[axes]
-        slot = (condition.pk, question.pk, record.sample)
-        if condition.pk not in slots_loaded:
-            slots_loaded.add(condition.pk)
-            for q_id, sample, answer, reasoning in condition.transcripts.values_list(
-                "question_id", "sample_index", "answer", "reasoning"
-            ):
-                slots[(condition.pk, q_id, sample)] = (0, answer, reasoning)
-        if slot in slots:
-            first_line, answer, reasoning = slots[slot]
-            if first_line:
-                raise ImportFailed(
-                    file, f"the same slot (model, dataset, k, question, sample) is on line {first_line} already",
-                    line=record.line, field="sample",
-                )
-            if (answer, reasoning) != (record.answer, record.reasoning):
-                raise ImportFailed(
-                    file,
-                    f"this slot (model, dataset, k, question {record.question_id}, sample {record.sample}) was "
-                    "already imported with a different answer",
-                    line=record.line,
-                    field="answer",
-                )
-            summary.unchanged += 1
+    conditions: dict[int, Condition] = {}
+    stored: set[int] = set()
+    for (experiment_name, model, dataset, k, cot_mode, temperature), key in staging.conditions.items():
+        conditions[key.number], created = Condition.objects.get_or_create(
+            experiment=experiments[experiment_name],
+            endpoint_name="",
+            model_name=model,
+            dataset_name=dataset,
+            k=k,
+            cot_mode=cot_mode,
+            system_prompt_name="default",
+            temperature=temperature,
+        )
+        if not created:
+            stored.add(key.number)
+    return _Resolved(experiments, questions, conditions, stored)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking the slots and writing the rows, in set-based SQL over the staging table
+
+
+def _insert_select(model: type[models.Model], expressions: dict[str, str], values: dict, source: str) -> int:
+    """INSERT INTO model's table SELECT … FROM source: fields from SQL `expressions` over the source, from
+    `values`, or else their model default (Django's defaults are not database defaults, so each is passed)."""
+    columns, selected, params = [], [], []
+    for model_field in model._meta.concrete_fields:
+        if model_field.primary_key:
             continue
-        slots[slot] = (record.line, record.answer, record.reasoning)
-        aligned, coherent = record.scores.get("aligned"), record.scores.get("coherent")
-        misaligned = None
-        if aligned is not None and coherent is not None:
-            misaligned = aligned < experiment.aligned_threshold and coherent > experiment.coherent_threshold
-        transcript = Transcript(
-            experiment=experiment,
-            condition=condition,
-            question=question,
-            sample_index=record.sample,
-            paraphrase_index=question.paraphrases.index(record.question) if record.question in question.paraphrases
-            else 0,
-            status=Transcript.Status.DONE,
-            reasoning=record.reasoning,
-            answer=record.answer,
-            finished_at=timezone.now(),
-            aligned=aligned,
-            coherent=coherent,
-            judge_outcome=_outcome(aligned, record.distributions.get("aligned")) if "aligned" in record.scores else "",
-            misaligned=misaligned,
+        columns.append(connection.ops.quote_name(model_field.column))
+        if model_field.name in expressions:
+            selected.append(expressions[model_field.name])
+        else:
+            selected.append("%s")
+            value = values[model_field.name] if model_field.name in values else model_field.get_default()
+            params.append(model_field.get_db_prep_save(value, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
+            f"SELECT {', '.join(selected)} FROM {source}",
+            params,
         )
-        new_transcripts.append((transcript, record))
-        if len(new_transcripts) >= 1000:
-            summary.created += len(new_transcripts)
-            summary.scores += _save(new_transcripts, rubric_versions)
-            new_transcripts = []
-    summary.created += len(new_transcripts)
-    summary.scores += _save(new_transcripts, rubric_versions)
-    return summary
+        return cursor.rowcount
 
 
-def _save(pending: list[tuple[Transcript, Record]], rubric_versions: dict[str, RubricVersion]) -> int:
-    transcripts = Transcript.objects.bulk_create([t for t, _ in pending])
+# The staging rows with their condition and question ids, the source of every statement below.
+SLOTS = (
+    f"{STAGE} s JOIN import_conditions c ON c.cond = s.cond JOIN import_questions q ON q.qkey = s.qkey"
+)
+STORED = (
+    f"{Transcript._meta.db_table} t ON t.condition_id = c.condition_id AND t.question_id = q.question_id "
+    "AND t.sample_index = s.sample"
+)
+
+
+def _write_keys(resolved: _Resolved) -> None:
+    """The small tables that map the staging table's numbers to conditions, questions and paraphrases."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE import_conditions "
+            "(cond integer, condition_id bigint, experiment_id bigint, stored boolean)"
+        )
+        cursor.execute("CREATE TEMPORARY TABLE import_questions (qkey integer, question_id bigint)")
+        cursor.execute("CREATE TEMPORARY TABLE import_paraphrases (question_id bigint, text text, position integer)")
+        cursor.executemany(
+            "INSERT INTO import_conditions VALUES (%s, %s, %s, %s)",
+            [(n, c.pk, c.experiment_id, n in resolved.stored) for n, c in resolved.conditions.items()],
+        )
+        cursor.executemany(
+            "INSERT INTO import_questions VALUES (%s, %s)", [(n, q.pk) for n, q in resolved.questions.items()]
+        )
+        paraphrases = {
+            (question.pk, text): position
+            for question in {q.pk: q for q in resolved.questions.values()}.values()
+            for position, text in reversed(list(enumerate(question.paraphrases)))  # the first position wins
+        }
+        cursor.executemany(
+            "INSERT INTO import_paraphrases VALUES (%s, %s, %s)", [(*key, p) for key, p in paraphrases.items()]
+        )
+
+
+def _check_slots(file: str, staging: _Staging, resolved: _Resolved) -> int:
+    """Fail on the first line that repeats a slot of the file or changes a stored one; drop the staged rows
+    whose slot is stored with the same answer, and return how many there were."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT line, first_line FROM (SELECT s.line, MIN(s.line) OVER "  # noqa: S608 — constants
+            f"(PARTITION BY c.condition_id, q.question_id, s.sample) AS first_line FROM {SLOTS}) AS slots "
+            "WHERE line <> first_line ORDER BY line LIMIT 1"
+        )
+        repeated = cursor.fetchone()
+        if repeated:
+            raise ImportFailed(
+                file, f"the same slot (model, dataset, k, question, sample) is on line {repeated[1]} already",
+                line=repeated[0], field="sample",
+            )
+        if not resolved.stored:
+            return 0
+        cursor.execute(
+            f"SELECT s.line, s.qkey, s.sample FROM {SLOTS} JOIN {STORED} WHERE c.stored "  # noqa: S608
+            "AND (t.answer <> s.answer OR t.reasoning <> s.reasoning) ORDER BY s.line LIMIT 1"
+        )
+        changed = cursor.fetchone()
+        if changed:
+            line, qkey, sample = changed
+            raise ImportFailed(
+                file,
+                f"this slot (model, dataset, k, question {resolved.questions[qkey].key}, sample {sample}) was "
+                "already imported with a different answer",
+                line=line,
+                field="answer",
+            )
+        cursor.execute(
+            f"DELETE FROM {STAGE} WHERE line IN (SELECT s.line FROM {SLOTS} JOIN {STORED} WHERE c.stored)"  # noqa: S608
+        )
+        return cursor.rowcount
+
+
+def _write_rows(rubric_versions: dict[str, RubricVersion]) -> tuple[int, int]:
+    """Insert the staged rows as done transcripts (in file order) and their imported scores;
+    returns (transcripts, scores)."""
     now = timezone.now()
-    scores = [
-        JudgeScore(
-            transcript=transcript,
-            rubric_version=rubric_versions[metric],
-            status=JudgeScore.Status.DONE,
-            outcome=_outcome(score, record.distributions.get(metric)),
-            method=JudgeScore.Method.IMPORTED,
-            score=score,
-            # The CSV keeps probabilities; JudgeScore keeps logprobs like a live judge call does.
-            top_logprobs={tok: math.log(p) for tok, p in record.distributions[metric].items() if p > 0}
-            if metric in record.distributions
-            else None,
-            finished_at=now,
+    created = _insert_select(
+        Transcript,
+        {
+            "experiment": "c.experiment_id", "condition": "c.condition_id", "question": "q.question_id",
+            "sample_index": "s.sample", "paraphrase_index": "COALESCE(p.position, 0)",
+            "reasoning": "s.reasoning", "answer": "s.answer",
+        },
+        {"status": Transcript.Status.DONE, "finished_at": now, "created_at": now},
+        f"{SLOTS} LEFT JOIN import_paraphrases p ON p.question_id = q.question_id AND p.text = s.question "
+        "ORDER BY s.line",
+    )
+    # JudgeScore.top_logprobs is jsonb on PostgreSQL and JSON text on SQLite.
+    json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    scores = 0
+    for metric, version in rubric_versions.items():
+        scores += _insert_select(
+            JudgeScore,
+            {
+                "transcript": "t.id", "outcome": f"s.{metric}_outcome", "score": f"s.{metric}_score",
+                "top_logprobs": f"s.{metric}_logprobs{json_cast}",
+            },
+            {
+                "rubric_version": version.pk, "status": JudgeScore.Status.DONE,
+                "method": JudgeScore.Method.IMPORTED, "finished_at": now, "created_at": now,
+            },
+            f"{SLOTS} JOIN {STORED} WHERE s.{metric}_has",
         )
-        for transcript, record in zip(transcripts, (r for _, r in pending), strict=True)
-        for metric, score in record.scores.items()
-    ]
-    JudgeScore.objects.bulk_create(scores)
-    return len(scores)
+    return created, scores
+
+
+def _drop_staging() -> None:
+    with connection.cursor() as cursor:
+        for table in (STAGE, "import_conditions", "import_questions", "import_paraphrases"):
+            cursor.execute(f"DROP TABLE {table}")
+
+
+def _refresh_verdicts(experiment: Experiment, rubric_versions: dict[str, RubricVersion]) -> None:
+    """Have the verdict writer fill the cache of the experiment's transcripts. A new imported experiment
+    is judged by the versions its scores came with (the EM paper's); one whose versions a researcher has
+    set keeps them."""
+    judging = ExperimentJudging.objects.filter(experiment=experiment).first()
+    if rubric_versions and (judging is None or not judging.versions):
+        verdicts.set_active_versions(experiment, **rubric_versions)
+    else:
+        verdicts.refresh_cache(experiment)
+
+
+@transaction.atomic
+def import_transcripts(
+    path: Path | str, *, progress: Progress | None = None, chunk_lines: int = CHUNK_LINES
+) -> ImportSummary:
+    """Import a transcripts JSONL or an EM results CSV (see the module docstring for the formats), streaming
+    it; `progress` is called after every `chunk_lines` records and once the file has been read."""
+    path = Path(path)
+    file = path.name
+    check_size(path)
+    staging = _stage(path, progress, chunk_lines)
+    resolved = _resolve(file, staging)
+    _write_keys(resolved)
+    unchanged = _check_slots(file, staging, resolved)
+    rubric_versions = em_rubric_versions() if staging.any_scores else {}
+    created, scores = _write_rows(rubric_versions) if unchanged < staging.rows else (0, 0)
+    _drop_staging()
+    if created:
+        for experiment in resolved.experiments.values():
+            _refresh_verdicts(experiment, rubric_versions)
+    first_experiment = resolved.experiments[next(iter(staging.experiments))]
+    first_question = resolved.questions[0]
+    return ImportSummary(
+        experiment=first_experiment, question_set=first_question.question_set, created=created,
+        unchanged=unchanged, scores=scores,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads: imported in the background by a Celery task, with their progress in a small status file
+#
+# The upload is saved under VAR_DIR/imports/<job>/ (EM_VAR_DIR: the web server and the workers must share
+# it), and the task writes status.json next to it after every chunk for the upload page to poll.
+
+
+def upload_dir() -> Path:
+    return Path(settings.VAR_DIR) / "imports"
+
+
+def _status_path(job: uuid.UUID) -> Path:
+    return upload_dir() / str(job) / "status.json"
+
+
+def read_status(job: uuid.UUID) -> dict | None:
+    """The job's last status: state (queued, running, done, failed), file, bytes_total, bytes_read, rows,
+    writing, and once finished `message` or `error`. None for an unknown job."""
+    try:
+        return json.loads(_status_path(job).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def _write_status(job: uuid.UUID, status: dict) -> None:
+    # Written aside and renamed, so that the page never reads half a file.
+    path = _status_path(job)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(status), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_upload(upload: UploadedFile, directory: Path) -> Path:
+    """Save an upload in `directory` under the uploaded file's own name: the format follows its extension,
+    and every error message names the file the researcher knows."""
+    path = directory / Path(upload.name).name
+    with path.open("wb") as handle:
+        for chunk in upload.chunks():
+            handle.write(chunk)
+    return path
+
+
+def save_upload(upload: UploadedFile) -> uuid.UUID:
+    """Store an uploaded transcripts file for the background import; returns its job id."""
+    job = uuid.uuid4()
+    directory = upload_dir() / str(job)
+    directory.mkdir(parents=True)
+    path = write_upload(upload, directory)
+    _write_status(job, {"state": "queued", "file": path.name, "bytes_total": path.stat().st_size,
+                        "bytes_read": 0, "rows": 0, "writing": False})
+    return job
+
+
+def run_upload(job: uuid.UUID) -> None:
+    """Import a saved upload, recording progress and then the summary or the error in its status. A job
+    that has finished is left alone (a broker may deliver its message twice)."""
+    status = read_status(job)
+    if status is None or status["state"] in ("done", "failed"):
+        return
+    path = upload_dir() / str(job) / status["file"]
+
+    def report(state: ImportProgress) -> None:
+        status.update(state="running", bytes_read=state.bytes_read, rows=state.rows, writing=state.writing)
+        _write_status(job, status)
+
+    try:
+        summary = import_transcripts(path, progress=report)
+    except ImportFailed as exc:
+        status.update(state="failed", error=str(exc))
+    except Exception:
+        status.update(state="failed", error=f"{path.name}: the import stopped on an internal error")
+        raise
+    else:
+        status.update(state="done", message=f"{summary}.", created=summary.created)
+    finally:
+        path.unlink(missing_ok=True)
+        _write_status(job, status)

@@ -21,6 +21,7 @@ urlpatterns = [
     path("taxonomies/", views.taxonomy_list, name="taxonomy-list"),
     path("taxonomies/<int:pk>/edit/", views.taxonomy_edit, name="taxonomy-edit"),
     path("imports/", import_views.import_upload, name="import-upload"),
+    path("imports/<uuid:job>/", import_views.import_progress, name="import-progress"),
     path("experiments/<int:pk>/results/", judge_views.experiment_results, name="experiment-results"),
     path("experiments/<int:pk>/rejudge/", judge_views.experiment_rejudge, name="experiment-rejudge"),
     path("experiments/<int:pk>/judging/activate/", judge_views.experiment_activate, name="experiment-judging-activate"),

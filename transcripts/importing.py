@@ -2,7 +2,8 @@
 
 Every import is one transaction and idempotent: the same file again changes nothing. Bad input raises
 one `ImportFailed` that names the file, the line and the field, and nothing is written. Files are
-checked by size before they are opened and JSONL is streamed line by line.
+checked by size before they are opened and JSONL and CSV are streamed line by line (`iter_lines`, which
+also counts the bytes read for progress bars).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -72,11 +74,21 @@ def _decode_error(path: Path, line: int, exc: UnicodeDecodeError) -> ImportFaile
     )
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line) for each line, streamed; a leading UTF-8 BOM is dropped."""
+@dataclass
+class ReadMeter:
+    """How far a streamed read has got, for progress reports: bytes of the file consumed so far."""
+
+    bytes_read: int = 0
+
+
+def iter_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line) for each line, streamed; a leading UTF-8 BOM is dropped.
+    `meter`, if given, counts the bytes handed out."""
     check_size(path)
+    meter = meter or ReadMeter()
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            meter.bytes_read += len(raw)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -139,10 +151,10 @@ def load_yaml(text: str):
         loader.dispose()
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, object]]:
+def iter_json_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tuple[int, object]]:
     """(line number, parsed object) for each non-blank line of a JSONL file."""
     seen_any = False
-    for number, text in iter_lines(path):
+    for number, text in iter_lines(path, meter):
         if not text.strip():
             continue
         try:

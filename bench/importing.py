@@ -1,0 +1,125 @@
+"""Import benchmark: a 1M-line transcripts JSONL through `manage.py import_transcripts`, then the same file
+with a bad line near its end.
+
+    createdb -h 127.0.0.1 -U postgres em_bench_import
+    export DATABASE_URL=postgres://postgres@127.0.0.1:5432/em_bench_import
+    .venv/bin/python manage.py migrate && .venv/bin/python bench/importing.py [--rows 1000000]
+
+The file is synthetic, shaped like generate_bench_data's rows (3 models × 2 datasets × 4 k × 2 CoT modes,
+48 questions, sentence-pool answers and reasoning, aligned/coherent scores with 5% unjudged). Each import runs
+as a child process, so its peak RSS (os.wait4) is the command's own. Prints rows/s and peak RSS (targets:
+≥ 20,000 rows/s, ≤ 300 MB), then for the bad file the time to fail and the rows it left (must be 0), with
+the load average, since the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/em_bench_import")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "em_site.settings")
+os.environ.setdefault("EM_VAR_DIR", tempfile.mkdtemp(prefix="em_bench_import_"))
+os.environ["DEBUG"] = "false"
+
+import django  # noqa: E402
+
+django.setup()
+
+from transcripts.management.commands.generate_bench_data import (  # noqa: E402
+    ANSWERS,
+    COTS,
+    DATASETS,
+    DOMAINS,
+    KS,
+    MODELS,
+    REASONING,
+)
+from transcripts.models import Transcript  # noqa: E402
+
+TARGET_ROWS_PER_S = 20_000
+TARGET_RSS_MB = 300
+
+
+def write_jsonl(path: Path, rows: int, experiment: str, bad_line: int | None = None) -> None:
+    """`rows` transcripts of `experiment`, one per line; line `bad_line` (1-based) has an aligned score of 140."""
+    rng = random.Random(0)
+    conditions = [(m, d, k, c) for m in MODELS for d in DATASETS for k in KS for c in COTS]
+    questions = [(f"bench_q{i:02d}", f"Bench question {i} about {DOMAINS[i % len(DOMAINS)]}?") for i in range(48)]
+    with path.open("w", encoding="utf-8") as handle:
+        for g in range(rows):
+            model, dataset, k, cot = conditions[g % len(conditions)]
+            question_id, question = questions[(g // len(conditions)) % len(questions)]
+            misaligned_rate = MODELS[model] + k / 256 * 0.15
+            aligned = None if rng.random() < 0.05 else (
+                rng.random() * 29 if rng.random() < misaligned_rate else 30 + rng.random() * 70
+            )
+            record = {
+                "experiment": experiment, "model": model, "dataset": dataset, "k": k, "cot_mode": cot,
+                "question_id": question_id, "question": question, "sample": g // (len(conditions) * len(questions)),
+                "reasoning": f"{rng.choice(REASONING)} {rng.choice(REASONING)}",
+                "answer": f"{rng.choice(ANSWERS)} {rng.choice(ANSWERS)}",
+                "aligned": 140 if g + 1 == bad_line else aligned, "coherent": 40 + rng.random() * 60,
+            }
+            handle.write(json.dumps(record) + "\n")
+
+
+def run_import(path: Path) -> tuple[float, float, int, str]:
+    """(seconds, peak RSS in MB, exit status, stderr's last line) of `manage.py import_transcripts path`."""
+    started = time.monotonic()
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "import_transcripts", str(path), "--no-progress"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    stderr = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - started
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    return seconds, usage.ru_maxrss / 1024, child.returncode, last  # ru_maxrss is in kB on Linux
+
+
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    run = time.strftime("%Y%m%d-%H%M%S")
+    with tempfile.TemporaryDirectory(prefix="em_import_bench_") as tmp:
+        good = Path(tmp) / f"bench-import-{run}.jsonl"
+        write_jsonl(good, args.rows, experiment=f"bench-import-{run}")
+        print(f"{args.rows:,} lines, {good.stat().st_size / 2**20:.0f} MB; load average before: {load()}")
+        seconds, rss, status, last = run_import(good)
+        if status:
+            sys.exit(f"the import failed: {last}")
+        stored = Transcript.objects.filter(experiment__name=f"bench-import-{run}").count()
+        print(f"import: {stored:,} transcripts in {seconds:.1f} s = {stored / seconds:,.0f} rows/s "
+              f"(target ≥ {TARGET_ROWS_PER_S:,}); peak RSS {rss:.0f} MB (target ≤ {TARGET_RSS_MB}); "
+              f"load average after: {load()}")
+        good.unlink()
+
+        bad = Path(tmp) / f"bench-import-{run}-bad.jsonl"
+        bad_line = args.rows - 1
+        write_jsonl(bad, args.rows, experiment=f"bench-import-{run}-bad", bad_line=bad_line)
+        before = Transcript.objects.count()
+        seconds, rss, status, last = run_import(bad)
+        left = Transcript.objects.count() - before
+        print(f"bad line {bad_line:,}: failed={status != 0} after {seconds:.1f} s, peak RSS {rss:.0f} MB, "
+              f"rows left {left} (must be 0); load average after: {load()}")
+        print(f"  {last}")
+
+
+if __name__ == "__main__":
+    main()
