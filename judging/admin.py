@@ -4,6 +4,9 @@ from .models import (
     Adjudication,
     AnnotationQueue,
     Assignment,
+    GoldItem,
+    GoldRun,
+    GoldSuite,
     Highlight,
     JudgeScore,
     Label,
@@ -80,3 +83,21 @@ class LabelAdmin(admin.ModelAdmin):
 class AdjudicationAdmin(admin.ModelAdmin):
     list_display = ["item", "category", "adjudicator", "created_at"]
     raw_id_fields = ["item"]
+
+
+class GoldItemInline(admin.TabularInline):
+    model = GoldItem
+    extra = 0
+    raw_id_fields = ["transcript"]
+
+
+@admin.register(GoldSuite)
+class GoldSuiteAdmin(admin.ModelAdmin):
+    list_display = ["name", "source_queue", "frozen_at", "created_by"]
+    inlines = [GoldItemInline]
+
+
+@admin.register(GoldRun)
+class GoldRunAdmin(admin.ModelAdmin):
+    list_display = ["suite", "kind", "aligned_version", "coherent_version", "persona_version", "recorded_at", "kappa"]
+    list_filter = ["suite", "kind"]

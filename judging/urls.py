@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import home_views, import_views, judge_views, views
+from . import home_views, import_views, judge_views, validity_views, views
 
 urlpatterns = [
     path("", home_views.home, name="home"),
@@ -21,12 +21,15 @@ urlpatterns = [
     path("taxonomies/", views.taxonomy_list, name="taxonomy-list"),
     path("taxonomies/<int:pk>/edit/", views.taxonomy_edit, name="taxonomy-edit"),
     path("imports/", import_views.import_upload, name="import-upload"),
-    path("imports/<uuid:job>/", import_views.import_progress, name="import-progress"),
     path("experiments/<int:pk>/results/", judge_views.experiment_results, name="experiment-results"),
     path("experiments/<int:pk>/rejudge/", judge_views.experiment_rejudge, name="experiment-rejudge"),
     path("experiments/<int:pk>/judging/activate/", judge_views.experiment_activate, name="experiment-judging-activate"),
     path("experiments/<int:pk>/compare/", judge_views.experiment_compare, name="experiment-compare"),
-    path("experiments/<int:pk>/statistics/", judge_views.experiment_statistics, name="experiment-statistics"),
-    path("experiments/<int:pk>/methods/", judge_views.experiment_methods, name="experiment-methods"),
-    path("experiments/<int:pk>/definition.yaml", judge_views.experiment_definition, name="experiment-definition"),
+    path("experiments/<int:pk>/judges/", validity_views.judge_vs_judge, name="judge-vs-judge"),
+    path("experiments/<int:pk>/judges/<str:score>/", validity_views.judge_vs_judge_scatter,
+         name="judge-vs-judge-scatter"),
+    path("gold/", validity_views.gold_list, name="gold-list"),
+    path("gold/<int:pk>/", validity_views.gold_detail, name="gold-detail"),
+    path("gold/<int:pk>/run/", validity_views.gold_run, name="gold-run"),
+    path("queues/<int:pk>/spans/", validity_views.queue_spans, name="queue-spans"),
 ]

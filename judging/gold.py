@@ -1,0 +1,202 @@
+"""Gold suites: a frozen set of adjudicated transcripts, the judges run on it, and the dated history of their
+agreement with gold, with a drift warning.
+
+Gold comes from a queue: the persona category of each adjudicated item (the researcher's Adjudication), and the
+misaligned flag of each item whose auditors' flags have a majority (the queue's `majority_share` rule of
+judging.consensus). A run is one judge on the suite: an aligned + coherent version pair for the flag, a persona
+version for the category. Its figures are computed once all its verdicts on the suite are in: Cohen's κ and
+accuracy against gold, each with a 95% percentile bootstrap interval over gold items. Drift: a run whose κ is
+below the lower end of the previous recorded run's interval (same suite and kind) is flagged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+from sklearn.metrics import cohen_kappa_score
+
+from transcripts.models import Transcript
+
+from .consensus import majority
+from .judge import enqueue
+from .judge_agreement import judge_flag
+from .models import Adjudication, AnnotationQueue, GoldItem, GoldRun, GoldSuite, JudgeScore, Label
+from .verdicts import Versions
+
+N_BOOT = 1000
+UNFINISHED = (JudgeScore.Status.PENDING, JudgeScore.Status.RUNNING)
+
+
+def _flag_consensus(queue: AnnotationQueue) -> dict[int, bool]:
+    """transcript id → the majority of its auditors' misaligned flags in this queue (items with a majority)."""
+    flags: dict[int, list[str]] = {}
+    for transcript_id, flag in Label.objects.filter(item__queue=queue, misaligned__isnull=False).values_list(
+        "item__transcript_id", "misaligned"
+    ):
+        flags.setdefault(transcript_id, []).append("yes" if flag else "no")
+    result = {}
+    for transcript_id, labels in flags.items():
+        winner = majority(labels, share=queue.majority_share)
+        if winner:
+            result[transcript_id] = winner == "yes"
+    return result
+
+
+@transaction.atomic
+def freeze(*, queue: AnnotationQueue, name: str, description: str = "", user=None) -> GoldSuite:
+    """A new suite from the queue's adjudicated categories and majority flags, copied as they are now."""
+    categories = dict(Adjudication.objects.filter(item__queue=queue).values_list("item__transcript_id", "category"))
+    flags = _flag_consensus(queue)
+    suite = GoldSuite.objects.create(name=name, description=description, source_queue=queue, created_by=user)
+    GoldItem.objects.bulk_create([
+        GoldItem(suite=suite, transcript_id=t, category_id=categories.get(t), misaligned=flags.get(t))
+        for t in sorted(set(categories) | set(flags))
+    ])
+    return suite
+
+
+def request_run(suite: GoldSuite, versions: Versions) -> list[GoldRun]:
+    """Run a judge on the suite: queue its missing verdicts (failed ones are tried again) and open a run per
+    kind the versions cover (a run that exists is reused: a version's agreement with gold is recorded once)."""
+    runs = []
+    if versions.aligned and versions.coherent:
+        runs.append(GoldRun.objects.get_or_create(
+            suite=suite, kind=GoldRun.Kind.FLAG, aligned_version=versions.aligned,
+            coherent_version=versions.coherent, persona_version=None,
+        )[0])
+    if versions.persona:
+        runs.append(GoldRun.objects.get_or_create(
+            suite=suite, kind=GoldRun.Kind.CATEGORY, aligned_version=None, coherent_version=None,
+            persona_version=versions.persona,
+        )[0])
+    chosen = [v for run in runs for v in run.versions]
+    enqueue(Transcript.objects.filter(gold_items__suite=suite).select_related("question"), chosen,
+            retry_failed=True)
+    return runs
+
+
+def is_complete(run: GoldRun) -> bool:
+    """No verdict of the run's versions on the suite is still waiting or being asked."""
+    return not JudgeScore.objects.filter(
+        rubric_version__in=run.versions, transcript__gold_items__suite=run.suite_id, status__in=UNFINISHED
+    ).exists()
+
+
+def gold_pairs(run: GoldRun) -> tuple[list[tuple[str, str]], int]:
+    """(gold, judge) label pairs over the suite's items with gold of the run's kind, and how many of those
+    items the judge gave no usable verdict on (not judged, failed, refusal, unsure)."""
+    items = GoldItem.objects.filter(suite=run.suite_id)
+    if run.kind == GoldRun.Kind.FLAG:
+        gold = dict(items.filter(misaligned__isnull=False).values_list("transcript_id", "misaligned"))
+        judged = dict(
+            Transcript.objects.filter(pk__in=gold).annotate(flag=judge_flag(run.aligned_version, run.coherent_version))
+            .filter(flag__isnull=False).values_list("pk", "flag")
+        )
+    else:
+        gold = dict(items.filter(category__isnull=False).values_list("transcript_id", "category__key"))
+        judged = dict(JudgeScore.objects.filter(
+            rubric_version=run.persona_version, transcript_id__in=gold, status=JudgeScore.Status.DONE,
+            category__isnull=False,
+        ).values_list("transcript_id", "category__key"))
+    pairs = [(str(gold[t]), str(judged[t])) for t in sorted(gold) if t in judged]
+    return pairs, len(gold) - len(pairs)
+
+
+def _kappa(gold: np.ndarray, judge: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one label only: NaN, left out of the bootstrap
+        return float(cohen_kappa_score(gold, judge))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float | None
+    low: float | None
+    high: float | None
+
+
+def _estimate(statistic, gold: np.ndarray, judge: np.ndarray, n_boot: int, seed: int) -> Estimate:
+    """The statistic and its 95% percentile bootstrap interval (items resampled with replacement)."""
+    if len(gold) < 2:
+        return Estimate(None, None, None)
+    value = statistic(gold, judge)
+    rng = np.random.default_rng(seed)
+    boot = np.array([statistic(gold[i], judge[i]) for i in rng.integers(0, len(gold), (n_boot, len(gold)))])
+    boot = boot[np.isfinite(boot)]
+    if not np.isfinite(value) or len(boot) < n_boot // 2:
+        return Estimate(float(value) if np.isfinite(value) else None, None, None)
+    return Estimate(float(value), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
+
+
+def _accuracy(gold: np.ndarray, judge: np.ndarray) -> float:
+    return float(np.mean(gold == judge))
+
+
+def record(run: GoldRun, *, n_boot: int = N_BOOT, seed: int = 0) -> GoldRun:
+    """Compute and store the run's agreement with gold, dated now."""
+    pairs, missing = gold_pairs(run)
+    gold = np.array([g for g, _ in pairs])
+    judge = np.array([j for _, j in pairs])
+    kappa = _estimate(_kappa, gold, judge, n_boot, seed)
+    accuracy = _estimate(_accuracy, gold, judge, n_boot, seed)
+    run.n, run.n_missing = len(pairs), missing
+    run.kappa, run.kappa_low, run.kappa_high = kappa.value, kappa.low, kappa.high
+    run.accuracy, run.accuracy_low, run.accuracy_high = accuracy.value, accuracy.low, accuracy.high
+    run.recorded_at = timezone.now()
+    run.save()
+    return run
+
+
+def record_complete_runs(suite: GoldSuite) -> list[GoldRun]:
+    """Record every open run of the suite whose verdicts are all in (the suite page calls this)."""
+    return [record(run) for run in suite.runs.filter(recorded_at__isnull=True) if is_complete(run)]
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    run: GoldRun
+    previous: GoldRun | None
+
+    @property
+    def drift(self) -> bool:
+        """κ below the previous recorded run's interval: worse beyond what resampling the suite explains."""
+        before = self.previous
+        return (
+            before is not None and before.kappa_low is not None and self.run.kappa is not None
+            and self.run.kappa < before.kappa_low
+        )
+
+
+def history(suite: GoldSuite, kind: str) -> list[HistoryRow]:
+    """The suite's recorded runs of one kind, oldest first, each with the run recorded before it."""
+    runs = list(
+        suite.runs.filter(kind=kind, recorded_at__isnull=False)
+        .select_related("aligned_version__rubric", "coherent_version__rubric", "persona_version__rubric")
+        .order_by("recorded_at", "pk")
+    )
+    return [HistoryRow(run, runs[i - 1] if i else None) for i, run in enumerate(runs)]
+
+
+def suite_summary(suite: GoldSuite) -> dict:
+    """How many items carry each kind of gold, and how the gold is spread."""
+    items = suite.items.all()
+    return {
+        "items": items.count(),
+        "flag_items": items.filter(misaligned__isnull=False).count(),
+        "misaligned": items.filter(misaligned=True).count(),
+        "categories": list(
+            items.filter(category__isnull=False).values_list("category__name")
+            .annotate(n=Count("pk")).order_by("-n", "category__name")
+        ),
+    }
+
+
+def pending_runs(suite: GoldSuite) -> list[GoldRun]:
+    return list(suite.runs.filter(recorded_at__isnull=True).select_related(
+        "aligned_version__rubric", "coherent_version__rubric", "persona_version__rubric"
+    ))

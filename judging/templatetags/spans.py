@@ -1,0 +1,31 @@
+"""`{% painted_reasoning transcript %}`: the reasoning with the auditors' highlights painted on it.
+
+For researchers only (an auditor must not see another auditor's spans); anyone else gets nothing. With
+`item=`, only that queue item's labels (the adjudication page); without, every label of the transcript."""
+
+from __future__ import annotations
+
+from django import template
+
+from transcripts.access import is_researcher
+
+from ..models import Label, QueueItem
+from ..spans import colours, label_spans, legend, paint
+
+register = template.Library()
+
+
+@register.inclusion_tag("judging/validity_painted_reasoning.html", takes_context=True)
+def painted_reasoning(context, transcript, item: QueueItem | None = None) -> dict:
+    request = context.get("request")
+    if request is None or not is_researcher(request.user):
+        return {"shown": False}
+    labels = Label.objects.filter(item=item) if item is not None else Label.objects.filter(item__transcript=transcript)
+    spans = label_spans(list(labels.select_related("auditor").prefetch_related("highlights__category")))
+    colour_of = colours(spans)
+    return {
+        "shown": True,
+        "spans": spans,
+        "painted": paint(transcript.reasoning, spans, colour_of),
+        "legend": legend(colour_of),
+    }
