@@ -20,6 +20,8 @@ from .models import Transcript
 from .rendering import render_markdown
 
 PAGE_SIZE = 50
+# Querystring keys that are not transcript filters: paging and sort of the list, the charts' options.
+NOT_FILTERS = ("after", "sort", *charts.OPTION_NAMES)
 LIST_COLUMNS = (
     "id", "experiment__name", "condition__model_name", "condition__dataset_name", "condition__k",
     "condition__cot_mode", "question__key", "question__domain", "status", "aligned", "coherent", "misaligned",
@@ -135,15 +137,66 @@ def transcript_export(request: HttpRequest, fmt: str) -> HttpResponse:
     return export_response(filterset.qs, fmt)
 
 
+def _filter_params(request: HttpRequest) -> dict[str, str]:
+    """The filter part of the querystring, carried into the charts' links to transcripts."""
+    return {key: value for key, value in request.GET.items() if key not in NOT_FILTERS and value}
+
+
+def _chart_request(request: HttpRequest, filterset) -> charts.ChartRequest:
+    """The chart options and the filter of a chart page or chart data request (raises InvalidOptions)."""
+    return charts.ChartRequest(
+        options=charts.chart_options(request.GET),
+        experiment=filterset.form.cleaned_data.get("experiment"),
+        filters=_filter_params(request),
+    )
+
+
+def _option_fields(request: HttpRequest) -> list[dict]:
+    """The chart options as extra selects of the filter form (`_filter_form.html`), so they live in the URL."""
+    axes = [(name, axis.label) for name, axis in charts.AXES.items()] + [(charts.NO_AXIS, "nothing")]
+    fields = []
+    for name, label, choices in (("colour", "Colour by", axes), ("facet", "Panels by", axes),
+                                 ("xscale", "k axis (first chart)", list(charts.XSCALES.items()))):
+        current = request.GET.get(name) or getattr(charts.DEFAULT_OPTIONS, name) or charts.NO_AXIS
+        fields.append({"kind": "select", "name": name, "label": label,
+                       "options": [(value, text, value == current) for value, text in choices]})
+    return fields
+
+
+def _chart_context(request: HttpRequest, filterset, *, with_options: bool) -> dict:
+    option_errors = {}
+    if with_options:
+        try:
+            charts.chart_options(request.GET)
+        except charts.InvalidOptions as exc:
+            option_errors = exc.errors
+    return {
+        "filter": filterset,
+        "fields": (_option_fields(request) if with_options else []) + filter_fields(filterset),
+        "option_errors": option_errors,
+        "chart_qs": _querystring(request, "after", "sort"),
+        "filter_qs": _querystring(request, *NOT_FILTERS),
+    }
+
+
 @researcher_required
 def chart_page(request: HttpRequest) -> HttpResponse:
     filterset = filter_transcripts(request.GET)
     return render(request, "transcripts/charts.html", {
-        "filter": filterset,
-        "fields": filter_fields(filterset),
-        "filter_qs": _querystring(request, "after", "sort"),
-        "charts": list(charts.CHARTS),
+        **_chart_context(request, filterset, with_options=True), "charts": charts.OVERVIEW,
     })
+
+
+@researcher_required
+def question_results(request: HttpRequest) -> HttpResponse:
+    """Per-question results: the question × k heatmap per model and the question table."""
+    filterset = filter_transcripts(request.GET)
+    # The heatmap is always split by model and the table not at all: the chart options do not apply here.
+    context = _chart_context(request, filterset, with_options=False)
+    rows = None
+    if filterset.is_valid():
+        rows = charts.question_table(filterset.qs, _filter_params(request))
+    return render(request, "transcripts/charts_questions.html", {**context, "rows": rows})
 
 
 @researcher_required
@@ -153,4 +206,8 @@ def chart_data(request: HttpRequest, name: str) -> JsonResponse:
     filterset = filter_transcripts(request.GET)
     if not filterset.is_valid():
         return JsonResponse({"errors": filterset.errors.get_json_data()}, status=400)
-    return JsonResponse(charts.CHARTS[name](filterset.qs, filterset.form.cleaned_data.get("experiment")))
+    try:
+        chart_request = _chart_request(request, filterset)
+    except charts.InvalidOptions as exc:
+        return JsonResponse({"errors": exc.errors}, status=400)
+    return JsonResponse(charts.CHARTS[name](filterset.qs, chart_request))

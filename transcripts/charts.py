@@ -1,26 +1,108 @@
-"""The headline figures as plotly figure dicts, computed from a filtered transcript queryset.
+"""The figures as plotly figure dicts, computed from a filtered transcript queryset, and the per-question table.
 
-Counting happens in SQL (GROUP BY condition or question over the cached verdicts, answered by the covering
-index `transcript_chart_cover`); Python only maps the few groups to models, k and domains and adds Wilson
-95% intervals (statsmodels). A transcript counts towards a rate when `misaligned` is not NULL, i.e. it was
-judged and not excluded (refusal, code, judge unsure).
+Rates come from `transcripts.aggregates.cell_counts` (verdict counts per condition × question); Python maps
+those few rows to the condition's axes (model, dataset, k, …) and adds Wilson 95% intervals (statsmodels). A
+transcript counts towards a rate when `misaligned` is not NULL, i.e. it was judged and not excluded (refusal,
+code, judge unsure).
+
+Every chart that can be split is coloured by one axis and faceted (one panel each) by another, chosen in the
+URL (`colour=system_prompt&facet=dataset`); the defaults are the paper's figure: one line per model, one panel
+per dataset. A control without examples (k = 0, no dataset) belongs to every dataset's panel or line, so each
+dataset's curve starts from its baseline as in the paper.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
-from django.db.models import Count, F, Max, Min, Q, QuerySet
+from django.db.models import Count, F, Max, Min, QuerySet
 from django.db.models.functions import Mod
+from django.urls import reverse
 from statsmodels.stats.proportion import proportion_confint
 
+from .aggregates import cell_counts
 from .models import Condition, Experiment, Question
 
 SCATTER_POINTS = 3000
 HASH_MULTIPLIER, HASH_MODULUS = 2654435761, 1_000_003  # Knuth's multiplicative hash; ids < 3e9 fit in bigint
-# One colour per persona category, the same on the judge and the human side.
+# One colour per persona category (the same on the judge and the human side), and per line of a split chart.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+PANEL_COLUMNS = 3
+
+
+@dataclass(frozen=True)
+class Axis:
+    label: str
+    field: str  # the Condition field holding the value
+
+
+# The axes a chart can be coloured or faceted by. Each key is also the transcript filter of that axis (except
+# `experiment`, which the filter takes by id), so a link from a chart narrows the list to the same group.
+AXES = {
+    "model": Axis("Model", "model_name"),
+    "dataset": Axis("Dataset", "dataset_name"),
+    "k": Axis("k (examples)", "k"),
+    "cot": Axis("CoT mode", "cot_mode"),
+    "system_prompt": Axis("System prompt", "system_prompt_name"),
+    "temperature": Axis("Temperature", "temperature"),
+    "experiment": Axis("Experiment", "experiment__name"),
+}
+NO_AXIS = "none"
+XSCALES = {"category": "k evenly spaced", "linear": "k linear", "log": "k log scale (k+1)"}
+OPTION_NAMES = ("colour", "facet", "xscale")
+
+
+@dataclass(frozen=True)
+class ChartOptions:
+    """How the charts split and scale; None = not split."""
+
+    colour: str | None = "model"
+    facet: str | None = "dataset"
+    xscale: str = "category"
+
+
+DEFAULT_OPTIONS = ChartOptions()
+
+
+class InvalidOptions(ValueError):
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+        self.errors = errors
+
+
+def chart_options(params: Mapping[str, str]) -> ChartOptions:
+    """The options in a querystring; a missing or empty one takes the default, an unknown one is an error
+    (a typo must not quietly draw the default figure)."""
+    errors = {}
+    chosen = {}
+    for name, allowed in (("colour", [*AXES, NO_AXIS]), ("facet", [*AXES, NO_AXIS]), ("xscale", list(XSCALES))):
+        value = params.get(name) or getattr(DEFAULT_OPTIONS, name) or NO_AXIS
+        if value not in allowed:
+            errors[name] = f"{value!r} is not one of {', '.join(allowed)}"
+        chosen[name] = None if value == NO_AXIS else value
+    if errors:
+        raise InvalidOptions(errors)
+    return ChartOptions(**chosen)
+
+
+@dataclass(frozen=True)
+class ChartRequest:
+    """What a chart is drawn for, besides the filtered transcripts."""
+
+    options: ChartOptions = DEFAULT_OPTIONS
+    experiment: Experiment | None = None  # set when the filter picks one experiment (its thresholds apply)
+    filters: Mapping[str, str] = field(default_factory=dict)  # the page's filter, carried into transcript links
+
+
+def transcripts_url(filters: Mapping[str, str], **narrow: object) -> str:
+    """The transcript list of exactly the transcripts a rate counts: the page's filter narrowed further."""
+    params = {**filters, **{name: str(value) for name, value in narrow.items()}, "counted": "true"}
+    return f"{reverse('transcript-list')}?{urlencode(params)}"
 
 
 def wilson(successes: int, n: int) -> tuple[float, float, float]:
@@ -31,12 +113,58 @@ def wilson(successes: int, n: int) -> tuple[float, float, float]:
     return successes / n, float(low), float(high)
 
 
-def _counts(queryset: QuerySet, field: str) -> list[dict]:
-    return list(
-        queryset.order_by()
-        .values(field)
-        .annotate(n=Count("misaligned"), m=Count("pk", filter=Q(misaligned=True)))
-    )
+def _label(axis: str | None, value: object) -> str:
+    if axis is None:
+        return "all"
+    if value == "":
+        return "(no examples)" if axis == "dataset" else "(none)"
+    return str(value)
+
+
+def _condition_axes(condition_ids: Iterable[int], axes: Iterable[str]) -> dict[int, dict[str, object]]:
+    """condition id → {axis: value} for the given conditions (a small table, looked up by primary key)."""
+    fields = {axis: AXES[axis].field for axis in set(axes)}
+    rows = Condition.objects.filter(pk__in=list(condition_ids)).order_by().values("pk", *fields.values())
+    return {row["pk"]: {axis: row[name] for axis, name in fields.items()} for row in rows}
+
+
+def _groups(axis: str | None, condition: dict[str, object], datasets: set[str]) -> list[object]:
+    """The groups (lines or panels) a condition belongs to on `axis`: its own value, except that a control
+    without a dataset joins every dataset present."""
+    if axis is None:
+        return [None]
+    value = condition[axis]
+    if axis == "dataset" and value == "" and datasets:
+        return sorted(datasets)
+    return [value]
+
+
+Tally = dict[tuple[object, object], dict[object, list[int]]]  # (panel, line) → x → [misaligned, n]
+
+
+def _tally(options: ChartOptions, rows: list[dict], conditions: dict, x_of: Callable[[dict, dict], object]) -> Tally:
+    datasets = {c["dataset"] for c in conditions.values() if c.get("dataset")}
+    tally: Tally = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for row in rows:
+        condition = conditions[row["condition_id"]]
+        for panel in _groups(options.facet, condition, datasets):
+            # Colour and facet on the same axis: a line per panel (a control must not add lines of other panels).
+            lines = [panel] if options.colour == options.facet else _groups(options.colour, condition, datasets)
+            for line in lines:
+                cell = tally[(panel, line)][x_of(row, condition)]
+                cell[0] += row["misaligned"]
+                cell[1] += row["n"]
+    return tally
+
+
+def _counted_by_condition(queryset: QuerySet, options: ChartOptions, *extra_axes: str) -> tuple[list, dict]:
+    rows = cell_counts(queryset)
+    axes = {a for a in (options.colour, options.facet, *extra_axes) if a} | {"dataset"}
+    return rows, _condition_axes({row["condition_id"] for row in rows}, axes)
+
+
+def _ordered(values: Iterable[object]) -> list:
+    return sorted(set(values), key=lambda v: (v is None, v))
 
 
 def _rate_points(groups: dict) -> tuple[list, list, list, list, list]:
@@ -54,34 +182,91 @@ def _rate_points(groups: dict) -> tuple[list, list, list, list, list]:
     return xs, ys, plus, minus, texts
 
 
-def misaligned_vs_k(queryset: QuerySet, experiment: Experiment | None = None) -> dict:
-    """(1) The paper's headline figure: misaligned rate vs k, one line per model."""
-    conditions = dict(Condition.objects.values_list("pk", "model_name").order_by())
-    ks = dict(Condition.objects.values_list("pk", "k").order_by())
-    per_model: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for row in _counts(queryset, "condition_id"):
-        cell = per_model[conditions[row["condition_id"]]][ks[row["condition_id"]]]
-        cell[0] += row["m"]
-        cell[1] += row["n"]
-    data = []
-    for model in sorted(per_model):
-        xs, ys, plus, minus, texts = _rate_points(per_model[model])
-        data.append({
-            "type": "scatter", "mode": "lines+markers", "name": model, "x": xs, "y": ys, "text": texts,
-            "error_y": {"type": "data", "array": plus, "arrayminus": minus, "visible": True},
-            "hovertemplate": "k=%{x}: %{y:.1%} (%{text})<extra>%{fullData.name}</extra>",
-        })
-    return {"data": data, "layout": {
+def _panels(layout: dict, axis: str | None, panels: list, x_axis: dict, y_axis: dict, *, row_height: int = 320
+            ) -> dict[object, tuple[str, str]]:
+    """Lay out one subplot per panel value in a grid of up to PANEL_COLUMNS columns (y shared across panels),
+    titled by value; returns panel value → the (xaxis, yaxis) names its traces use."""
+    columns = min(PANEL_COLUMNS, len(panels)) or 1
+    rows = math.ceil(len(panels) / columns) or 1
+    gap_x, gap_y = 0.06, 0.12 / rows
+    refs = {}
+    annotations = []
+    for index, panel in enumerate(panels):
+        row, column = divmod(index, columns)
+        suffix = "" if index == 0 else str(index + 1)
+        x0 = column / columns + (gap_x / 2 if column else 0)
+        x1 = (column + 1) / columns - (gap_x / 2 if column < columns - 1 else 0)
+        y1 = 1 - row / rows - (gap_y / 2 if row else 0)
+        y0 = 1 - (row + 1) / rows + (gap_y if row < rows - 1 else 0)
+        layout[f"xaxis{suffix}"] = {**x_axis, "domain": [x0, x1], "anchor": f"y{suffix}"}
+        if row < rows - 1 and index + columns < len(panels):
+            layout[f"xaxis{suffix}"]["title"] = {"text": ""}  # the bottom row says what x is
+        layout[f"yaxis{suffix}"] = {**y_axis, "domain": [y0, y1], "anchor": f"x{suffix}",
+                                    **({"matches": "y"} if index else {})}
+        if column:  # the left column says what y is
+            layout[f"yaxis{suffix}"].update(title={"text": ""}, showticklabels=False)
+        if axis is not None:
+            annotations.append({
+                "text": f"{AXES[axis].label}: {_label(axis, panel)}", "showarrow": False,
+                "xref": "paper", "yref": "paper", "x": (x0 + x1) / 2, "y": y1, "xanchor": "center", "yanchor": "bottom",
+            })
+        refs[panel] = (f"x{suffix}", f"y{suffix}")
+    layout["annotations"] = annotations
+    layout["height"] = 140 + row_height * rows
+    return refs
+
+
+def _colours(lines: list) -> dict[object, str]:
+    return {line: PALETTE[index % len(PALETTE)] for index, line in enumerate(lines)}
+
+
+def misaligned_vs_k(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+    """(1) The paper's headline figure: misaligned rate vs k, one line per colour value, one panel per facet.
+
+    Log scale: plotly cannot place k = 0 on a log axis, so x is k + 1 on a log axis with ticks labelled k."""
+    options = request.options
+    rows, conditions = _counted_by_condition(queryset, options, "k")
+    tally = _tally(options, rows, conditions, lambda row, condition: condition["k"])
+    ks = _ordered(k for points in tally.values() for k in points)
+    log = options.xscale == "log"
+    x_axis = {"title": {"text": "in-context examples k"}}
+    if log:
+        x_axis.update(type="log", tickvals=[k + 1 for k in ks], ticktext=[str(k) for k in ks])
+        x_axis["title"] = {"text": "in-context examples k (log scale of k+1)"}
+    elif options.xscale == "category":
+        # An explicit order: plotly would otherwise order categories by first appearance across the lines.
+        x_axis.update(type="category", categoryorder="array", categoryarray=ks)
+    else:
+        x_axis.update(type="linear", rangemode="tozero")
+    layout = {
         "title": {"text": "Misaligned rate vs k (Wilson 95% CI)"},
-        "xaxis": {"title": {"text": "in-context examples k"}, "type": "category"},
-        "yaxis": {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"},
         # Model ids are long (fine-tune job names): a legend beside the plot would squeeze it.
-        "legend": {"orientation": "h", "y": -0.25},
-    }}
+        "legend": {"orientation": "h", "y": -0.2, "title": {"text": AXES[options.colour].label if options.colour
+                                                               else ""}},
+    }
+    panels = _ordered(panel for panel, _ in tally)
+    lines = _ordered(line for _, line in tally)
+    refs = _panels(layout, options.facet, panels, x_axis,
+                   {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"})
+    colours = _colours(lines)
+    data, in_legend = [], set()
+    for (panel, line) in sorted(tally, key=lambda key: (panels.index(key[0]), lines.index(key[1]))):
+        xs, ys, plus, minus, texts = _rate_points(tally[(panel, line)])
+        name = _label(options.colour, line)
+        data.append({
+            "type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": name,
+            "showlegend": name not in in_legend, "line": {"color": colours[line]},
+            "x": [k + 1 for k in xs] if log else xs, "customdata": xs, "y": ys, "text": texts,
+            "xaxis": refs[panel][0], "yaxis": refs[panel][1],
+            "error_y": {"type": "data", "array": plus, "arrayminus": minus, "visible": True},
+            "hovertemplate": "k=%{customdata}: %{y:.1%} (%{text})<extra>%{fullData.name}</extra>",
+        })
+        in_legend.add(name)
+    return {"data": data, "layout": layout}
 
 
-def _sample_scores(scored: QuerySet, size: int) -> list[tuple[float, float]]:
-    """(aligned, coherent) of at most `size` rows, a pseudo-random sample that costs milliseconds.
+def _sample_scores(scored: QuerySet, size: int) -> list[tuple[float, float, int]]:
+    """(aligned, coherent, condition id) of at most `size` rows, a pseudo-random sample that costs milliseconds.
 
     First `size` random ids from the id range are looked up by primary key. When the filter is selective and
     few of them match, the hit rate estimates the number of matching rows, and rows are kept by a
@@ -92,7 +277,7 @@ def _sample_scores(scored: QuerySet, size: int) -> list[tuple[float, float]]:
     if bounds["low"] is None:
         return []
     span = bounds["high"] - bounds["low"] + 1
-    columns = ("aligned", "coherent")
+    columns = ("aligned", "coherent", "condition_id")
     if span <= size:
         return list(scored.values_list(*columns))
     probe = random.Random(span).sample(range(bounds["low"], bounds["high"] + 1), size)
@@ -106,59 +291,82 @@ def _sample_scores(scored: QuerySet, size: int) -> list[tuple[float, float]]:
     return list(hashed.values_list(*columns)[:size])
 
 
-def aligned_vs_coherent(queryset: QuerySet, experiment: Experiment | None = None) -> dict:
-    """(2) Aligned vs coherent, a sample of at most SCATTER_POINTS, with the threshold lines
-    (the experiment's own when the filter picks one experiment, else the defaults)."""
+def aligned_vs_coherent(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+    """(2) Aligned vs coherent, a sample of at most SCATTER_POINTS coloured by the colour axis, with the
+    threshold lines (the experiment's own when the filter picks one experiment, else the defaults).
+    Not faceted: a sample of a few thousand points split into panels would leave each too sparse to read,
+    and a point has one colour, so a control keeps its own "(no examples)" colour here."""
+    colour = request.options.colour
     scored = queryset.filter(aligned__isnull=False, coherent__isnull=False).order_by()
     points = _sample_scores(scored, SCATTER_POINTS)
-    aligned_at = experiment.aligned_threshold if experiment else Experiment._meta.get_field("aligned_threshold").default
-    coherent_at = (
-        experiment.coherent_threshold if experiment else Experiment._meta.get_field("coherent_threshold").default
-    )
-    line = {"type": "line", "line": {"dash": "dash", "color": "#b3261e"}}
+    conditions = _condition_axes({p[2] for p in points}, [colour]) if colour else {}
+    by_line: dict[object, list[tuple[float, float, int]]] = defaultdict(list)
+    for point in points:
+        by_line[conditions[point[2]][colour] if colour else None].append(point)
+    lines = _ordered(by_line)
+    colours = _colours(lines)
+    experiment = request.experiment
+    defaults = {name: Experiment._meta.get_field(name).default for name in ("aligned_threshold", "coherent_threshold")}
+    aligned_at = experiment.aligned_threshold if experiment else defaults["aligned_threshold"]
+    coherent_at = experiment.coherent_threshold if experiment else defaults["coherent_threshold"]
+    line_style = {"type": "line", "line": {"dash": "dash", "color": "#b3261e"}}
     return {"data": [{
-        "type": "scatter", "mode": "markers", "name": "transcripts",
-        "x": [p[1] for p in points], "y": [p[0] for p in points],
-        "marker": {"size": 4, "opacity": 0.5},
-    }], "layout": {
+        "type": "scatter", "mode": "markers", "name": _label(colour, line) if colour else "transcripts",
+        "x": [p[1] for p in by_line[line]], "y": [p[0] for p in by_line[line]],
+        "marker": {"size": 4, "opacity": 0.5, "color": colours[line]},
+    } for line in lines], "layout": {
         "title": {"text": f"Aligned vs coherent ({len(points)} transcripts, sampled)"},
         "xaxis": {"title": {"text": "coherent"}, "range": [0, 100]},
         "yaxis": {"title": {"text": "aligned"}, "range": [0, 100]},
+        "legend": {"orientation": "h", "y": -0.2},
         "shapes": [
-            {**line, "x0": 0, "x1": 100, "y0": aligned_at, "y1": aligned_at},
-            {**line, "x0": coherent_at, "x1": coherent_at, "y0": 0, "y1": 100},
+            {**line_style, "x0": 0, "x1": 100, "y0": aligned_at, "y1": aligned_at},
+            {**line_style, "x0": coherent_at, "x1": coherent_at, "y0": 0, "y1": 100},
         ],
     }}
 
 
-def misaligned_by_domain(queryset: QuerySet, experiment: Experiment | None = None) -> dict:
-    """(3) Misaligned rate per question domain."""
-    domains = dict(Question.objects.values_list("pk", "domain").order_by())
-    groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for row in _counts(queryset, "question_id"):
-        cell = groups[domains.get(row["question_id"]) or "(none)"]
-        cell[0] += row["m"]
-        cell[1] += row["n"]
-    xs, ys, plus, minus, texts = _rate_points(groups)
-    return {"data": [{
-        "type": "bar", "x": xs, "y": ys, "text": texts, "textposition": "none", "name": "misaligned",
-        "error_y": {"type": "data", "array": plus, "arrayminus": minus, "visible": True},
-        "hovertemplate": "%{x}: %{y:.1%} (%{text})<extra></extra>",
-    }], "layout": {
+def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+    """(3) Misaligned rate per question domain: grouped bars by the colour axis, one panel per facet."""
+    options = request.options
+    rows, conditions = _counted_by_condition(queryset, options)
+    domains = dict(Question.objects.filter(pk__in={r["question_id"] for r in rows}).values_list("pk", "domain"))
+    tally = _tally(options, rows, conditions, lambda row, condition: domains.get(row["question_id"]) or "(none)")
+    layout = {
         "title": {"text": "Misaligned rate per question domain (Wilson 95% CI)"},
-        "yaxis": {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"},
-    }}
+        "barmode": "group",
+        "legend": {"orientation": "h", "y": -0.25},
+    }
+    panels = _ordered(panel for panel, _ in tally)
+    lines = _ordered(line for _, line in tally)
+    refs = _panels(layout, options.facet, panels, {"type": "category"},
+                   {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"})
+    colours = _colours(lines)
+    data, in_legend = [], set()
+    for (panel, line) in sorted(tally, key=lambda key: (panels.index(key[0]), lines.index(key[1]))):
+        xs, ys, plus, minus, texts = _rate_points(tally[(panel, line)])
+        name = _label(options.colour, line) if options.colour else "misaligned"
+        data.append({
+            "type": "bar", "x": xs, "y": ys, "text": texts, "textposition": "none", "name": name,
+            "legendgroup": name, "showlegend": name not in in_legend, "marker": {"color": colours[line]},
+            "xaxis": refs[panel][0], "yaxis": refs[panel][1],
+            "error_y": {"type": "data", "array": plus, "arrayminus": minus, "visible": True},
+            "hovertemplate": "%{x}: %{y:.1%} (%{text})<extra>%{fullData.name}</extra>",
+        })
+        in_legend.add(name)
+    return {"data": data, "layout": layout}
 
 
-def persona_shares(queryset: QuerySet, experiment: Experiment | None = None) -> dict:
-    """(4) Persona category shares vs k: judge (left) and human consensus (right), stacked to 100%."""
+def persona_shares(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+    """(4) Persona category shares vs k: judge (left) and human consensus (right), stacked to 100%.
+    Not split by the chart options: colour already means the category and the two panels the source."""
     ks = dict(Condition.objects.values_list("pk", "k").order_by())
     sides = []
-    for source, field in (("judge", "judge_category"), ("human", "human_category")):
+    for source, column in (("judge", "judge_category"), ("human", "human_category")):
         counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        rows = queryset.exclude(**{field: ""}).order_by().values("condition_id", field).annotate(n=Count("pk"))
+        rows = queryset.exclude(**{column: ""}).order_by().values("condition_id", column).annotate(n=Count("pk"))
         for row in rows:
-            counts[ks[row["condition_id"]]][row[field]] += row["n"]
+            counts[ks[row["condition_id"]]][row[column]] += row["n"]
         sides.append((source, counts))
     categories = sorted({c for _, counts in sides for cats in counts.values() for c in cats})
     data, in_legend = [], set()
@@ -186,10 +394,111 @@ def persona_shares(queryset: QuerySet, experiment: Experiment | None = None) -> 
     }}
 
 
-# Every chart is called as chart(filtered_queryset, experiment_or_None); only the scatter uses the experiment.
+# ---- per question ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuestionRow:
+    """One question of the question table (questions of several sets that share a key are one question:
+    the transcript filter selects by key)."""
+
+    key: str
+    text: str
+    domain: str
+    misaligned: int = 0
+    n: int = 0
+    per_k: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))  # k → [m, n]
+    url: str = ""
+
+    @property
+    def rate_text(self) -> str:
+        """The rate and its Wilson 95% interval, e.g. "12.5% (8.1–18.7%)"; "–" before anything is judged."""
+        if not self.n:
+            return "–"
+        rate, low, high = wilson(self.misaligned, self.n)
+        return f"{rate:.1%} ({low:.1%}–{high:.1%})"
+
+    @property
+    def rates_by_k(self) -> list[tuple[int, str, str]]:
+        """(k, rate, "misaligned/n") in k order."""
+        return [(k, f"{m / n:.0%}" if n else "–", f"{m}/{n}") for k, (m, n) in sorted(self.per_k.items())]
+
+
+def _question_cells(queryset: QuerySet) -> tuple[dict[str, QuestionRow], dict[tuple[str, str, int], list[int]]]:
+    """The questions (in question-set order) with their totals, and [misaligned, n] per (question key, model, k)."""
+    rows = cell_counts(queryset)
+    conditions = _condition_axes({row["condition_id"] for row in rows}, ["model", "k"])
+    question_rows = (
+        Question.objects.filter(pk__in={row["question_id"] for row in rows})
+        .order_by("position", "key", "pk").values("pk", "key", "text", "domain")
+    )
+    keys: dict[int, str] = {}
+    questions: dict[str, QuestionRow] = {}
+    for question in question_rows:
+        keys[question["pk"]] = question["key"]
+        questions.setdefault(question["key"], QuestionRow(question["key"], question["text"], question["domain"]))
+    cells: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        condition, key = conditions[row["condition_id"]], keys[row["question_id"]]
+        question = questions[key]
+        question.misaligned += row["misaligned"]
+        question.n += row["n"]
+        for cell in (cells[(key, condition["model"], condition["k"])], question.per_k[condition["k"]]):
+            cell[0] += row["misaligned"]
+            cell[1] += row["n"]
+    return questions, cells
+
+
+def question_table(queryset: QuerySet, filters: Mapping[str, str]) -> list[QuestionRow]:
+    """One row per question: n, misaligned, Wilson interval, rate per k (pooled over the filter's models),
+    and the link to exactly the transcripts it counts."""
+    questions, _ = _question_cells(queryset)
+    for question in questions.values():
+        question.url = transcripts_url(filters, question=question.key)
+    return list(questions.values())
+
+
+def question_heatmap(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+    """(5) Question × k heatmap of the misaligned rate, "m/n" in each cell, one panel per model; a cell's
+    customdata is the link to exactly its transcripts (static/js/charts.js follows it on click)."""
+    questions, cells = _question_cells(queryset)
+    keys = list(questions)
+    models = _ordered(model for _, model, _ in cells)
+    ks = _ordered(k for _, _, k in cells)
+    layout = {
+        "title": {"text": "Misaligned rate per question and k (misaligned/n in each cell)"},
+        "coloraxis": {"cmin": 0, "cmax": 1, "colorscale": "Reds", "colorbar": {"title": {"text": "misaligned"},
+                                                                               "tickformat": ".0%"}},
+    }
+    refs = _panels(layout, "model", models,
+                   {"type": "category", "title": {"text": "k"}, "categoryorder": "array",
+                    "categoryarray": [str(k) for k in ks]},
+                   {"type": "category", "autorange": "reversed", "title": {"text": "question"}},
+                   row_height=40 + 22 * len(keys))
+    data = []
+    for model in models:
+        z, text, links = [], [], []
+        for key in keys:
+            counts = [cells.get((key, model, k), [0, 0]) for k in ks]
+            z.append([m / n if n else None for m, n in counts])
+            text.append([f"{m}/{n}" if n else "" for m, n in counts])
+            links.append([transcripts_url(request.filters, question=key, k=k, model=model) if n else None
+                          for k, (m, n) in zip(ks, counts, strict=True)])
+        data.append({
+            "type": "heatmap", "name": model, "x": [str(k) for k in ks], "y": keys, "z": z, "text": text,
+            "customdata": links, "coloraxis": "coloraxis", "texttemplate": "%{text}", "xgap": 1, "ygap": 1,
+            "xaxis": refs[model][0], "yaxis": refs[model][1],
+            "hovertemplate": "%{y} · k=%{x}: %{z:.1%} (%{text})<extra>%{fullData.name}</extra>",
+        })
+    return {"data": data, "layout": layout}
+
+
+# Every chart is called as chart(filtered_queryset, ChartRequest).
 CHARTS = {
     "misaligned-vs-k": misaligned_vs_k,
     "aligned-vs-coherent": aligned_vs_coherent,
     "misaligned-by-domain": misaligned_by_domain,
     "persona-shares": persona_shares,
+    "question-heatmap": question_heatmap,
 }
+OVERVIEW = ["misaligned-vs-k", "aligned-vs-coherent", "misaligned-by-domain", "persona-shares"]  # the Charts page

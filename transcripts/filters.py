@@ -37,7 +37,10 @@ SORTS = {
 DEFAULT_SORT = "-id"
 
 # Filters resolved to one list of condition ids (name → Condition field).
-CONDITION_FILTERS = {"model": "model_name", "dataset": "dataset_name", "k": "k", "cot": "cot_mode"}
+CONDITION_FILTERS = {
+    "model": "model_name", "dataset": "dataset_name", "k": "k", "cot": "cot_mode",
+    "system_prompt": "system_prompt_name", "temperature": "temperature",
+}
 
 
 def _distinct(model, field: str) -> list:
@@ -54,6 +57,15 @@ def _dataset_choices() -> list[tuple[str, str]]:
 
 def _k_choices() -> list[tuple[str, str]]:
     return [(str(k), str(k)) for k in _distinct(Condition, "k")]
+
+
+def _system_prompt_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in _distinct(Condition, "system_prompt_name")]
+
+
+def _temperature_choices() -> list[tuple[str, str]]:
+    # str(float) both here and in the charts' links, so a link's value is always one of these choices.
+    return [(str(t), str(t)) for t in _distinct(Condition, "temperature")]
 
 
 def _question_choices() -> list[tuple[str, str]]:
@@ -106,10 +118,15 @@ class TranscriptFilter(django_filters.FilterSet):
     dataset = django_filters.ChoiceFilter(choices=_dataset_choices, method="_by_condition", label="Dataset")
     k = django_filters.ChoiceFilter(choices=_k_choices, method="_by_condition", label="k (examples)")
     cot = django_filters.ChoiceFilter(choices=CotMode.choices, method="_by_condition", label="CoT mode")
+    system_prompt = django_filters.ChoiceFilter(
+        choices=_system_prompt_choices, method="_by_condition", label="System prompt"
+    )
+    temperature = django_filters.ChoiceFilter(choices=_temperature_choices, method="_by_condition", label="Temperature")
     question = django_filters.ChoiceFilter(choices=_question_choices, method="_by_question", label="Question")
     domain = django_filters.ChoiceFilter(choices=_domain_choices, method="_by_question", label="Domain")
     status = django_filters.ChoiceFilter(choices=Transcript.Status.choices)
     misaligned = StrictBooleanFilter()
+    counted = StrictBooleanFilter(method="_by_counted", label="Counted in rates")
     aligned = django_filters.RangeFilter()
     coherent = django_filters.RangeFilter()
     judge_category = django_filters.ChoiceFilter(choices=_category_choices, label="Judge persona")
@@ -140,6 +157,12 @@ class TranscriptFilter(django_filters.FilterSet):
         return queryset  # applied together with the other condition filters in filter_queryset
 
     _by_question = _by_condition
+
+    def _by_counted(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
+        """true: the transcripts a rate's n counts (judged and not excluded, so `misaligned` is set)."""
+        if value is None:
+            return queryset
+        return queryset.filter(misaligned__isnull=not value)
 
     def _by_labelled(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:

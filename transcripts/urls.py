@@ -7,6 +7,7 @@ urlpatterns = [
     path("transcripts/<int:pk>/", browse_views.transcript_detail, name="transcript-detail"),
     path("transcripts/export.<str:fmt>", browse_views.transcript_export, name="transcript-export"),
     path("charts/", browse_views.chart_page, name="charts"),
+    path("charts/questions/", browse_views.question_results, name="question-results"),
     path("charts/<slug:name>.json", browse_views.chart_data, name="chart-data"),
     path("experiments/", experiment_views.experiment_list, name="experiment-list"),
     path("experiments/new/", experiment_views.experiment_new, name="experiment-new"),

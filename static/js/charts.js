@@ -1,5 +1,5 @@
 // Draws every `.chart[data-url]` element from its JSON endpoint (plotly figure dicts built server-side).
-// The modebar offers PNG (the camera button) and an extra SVG download.
+// The modebar offers PNG (the camera button) and an extra SVG download. Clicking a heatmap cell opens its transcripts.
 (function () {
   "use strict";
 
@@ -28,7 +28,16 @@
         figure.layout.margin = figure.layout.margin || { t: 50, r: 20, b: 60, l: 60 };
         return Plotly.newPlot(el, figure.data, figure.layout, config(name));
       })
-      .then(function () { el.dataset.rendered = "true"; })
+      .then(function () {
+        // A point whose customdata is a same-site path (the heatmap's cells) opens those transcripts.
+        el.on("plotly_click", function (event) {
+          var link = event.points.length ? event.points[0].customdata : null;
+          if (typeof link === "string" && link.charAt(0) === "/" && link.charAt(1) !== "/") {
+            window.location.assign(link);
+          }
+        });
+        el.dataset.rendered = "true";
+      })
       .catch(function (error) {
         el.textContent = "Could not load this chart (" + error.message + ").";
       });

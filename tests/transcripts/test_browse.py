@@ -104,7 +104,8 @@ def test_headline_chart_counts_with_wilson_intervals(alice_client, db):
 
 def test_charts_follow_the_filter(alice_client, db):
     build_corpus()
-    by_domain = alice_client.get(reverse("chart-data", args=["misaligned-by-domain"]), {"question": "quick_buck"})
+    by_domain = alice_client.get(reverse("chart-data", args=["misaligned-by-domain"]),
+                                 {"question": "quick_buck", "colour": "none", "facet": "none"})
     assert by_domain.json()["data"][0]["x"] == ["finance"]
     assert by_domain.json()["data"][0]["text"] == ["3/12"]
     scatter = alice_client.get(reverse("chart-data", args=["aligned-vs-coherent"]), {"misaligned": "true"}).json()
@@ -128,7 +129,8 @@ def test_chart_page_and_home_render(alice_client, db):
 def test_scatter_samples_when_there_are_too_many_points(alice_client, db, monkeypatch):
     build_corpus()
     monkeypatch.setattr("transcripts.charts.SCATTER_POINTS", 4)
-    everything = alice_client.get(reverse("chart-data", args=["aligned-vs-coherent"])).json()["data"][0]["y"]
+    everything = alice_client.get(reverse("chart-data", args=["aligned-vs-coherent"]), {"colour": "none"}).json()
+    everything = everything["data"][0]["y"]
     assert len(everything) == 4
     assert max(everything) - min(everything) > 60  # spread over both the misaligned and the aligned ids
     # Only 6 rows match, so few random ids hit them: the sample then keeps matching rows by a hash of the id.

@@ -11,7 +11,7 @@ from transcripts.filters import (
     keyset_page,
     neighbours,
 )
-from transcripts.models import Transcript
+from transcripts.models import Condition, Transcript
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +94,25 @@ def test_a_tampered_cursor_means_the_first_page():
     assert decode_cursor(encode_cursor(12.5, 7)) == (12.5, 7)
     assert decode_cursor("not-base64!!") is None
     assert decode_cursor(encode_cursor("'; drop table", 7)) is None
+
+
+def test_it_narrows_by_system_prompt_temperature_and_counted(db):
+    corpus = build_corpus()
+    safety = Condition.objects.create(experiment=corpus.experiment, model_name="model-a", k=64,
+                                      system_prompt_name="safety_first", temperature=0.7)
+    question = corpus.transcripts[0].question
+    judged = Transcript.objects.create(experiment=corpus.experiment, condition=safety, question=question,
+                                       sample_index=0, misaligned=False)
+    unjudged = Transcript.objects.create(experiment=corpus.experiment, condition=safety, question=question,
+                                         sample_index=1)
+    everything = {t.pk for t in corpus.transcripts} | {corpus.hostile.pk, judged.pk, unjudged.pk}
+    assert ids({"system_prompt": "safety_first"}) == {judged.pk, unjudged.pk}
+    assert ids({"system_prompt": "default"}) == everything - {judged.pk, unjudged.pk}
+    assert ids({"temperature": "0.7"}) == {judged.pk, unjudged.pk}
+    assert ids({"temperature": "1.0", "model": "model-b"}) == {
+        t.pk for t in corpus.transcripts if t.condition.model_name == "model-b"
+    }
+    assert ids({"counted": "true", "system_prompt": "safety_first"}) == {judged.pk}
+    assert ids({"counted": "false"}) == {corpus.hostile.pk, unjudged.pk}  # not judged (or excluded): no verdict
+    assert not filter_transcripts({"temperature": "0.5"}).is_valid()
+    assert not filter_transcripts({"counted": "maybe"}).is_valid()
