@@ -34,6 +34,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Abs, Cast, Coalesce, Mod
+from django.urls import reverse
 from sklearn.metrics import cohen_kappa_score
 
 from transcripts.charts import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
@@ -237,7 +238,9 @@ def scatter(experiment: Experiment, a: Versions, b: Versions, score: str, a_name
         "data": [
             {"type": "scattergl", "mode": "markers", "name": "transcripts",
              "x": [x for _, x, _ in points], "y": [y for *_, y in points],
-             "text": [f"#{pk}" for pk, *_ in points], "marker": {"size": 6, "opacity": 0.6}},
+             "text": [f"#{pk}" for pk, *_ in points], "marker": {"size": 6, "opacity": 0.6},
+             # charts.js opens a clicked point's customdata path: the transcript behind the point.
+             "customdata": [reverse("transcript-detail", args=[pk]) for pk, *_ in points]},
             {"type": "scatter", "mode": "lines", "name": "equal scores", "x": [0, 100], "y": [0, 100],
              "line": {"dash": "dot", "color": "#888"}},
         ],
