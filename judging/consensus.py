@@ -1,7 +1,7 @@
 """The human label of a queue item: the gold label if a researcher set one, else the auditors' majority.
 
-The consensus is copied to `Transcript.human_category`, the field the transcript browser, charts and exports
-read, every time an item's labels or gold change.
+The consensus is copied to `Transcript.human_category` (by judging.verdicts, the cache's one writer), the field
+the transcript browser, charts and exports read, every time an item's labels or gold change.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from collections import Counter
 
 from django.db import transaction
 
-from transcripts.models import Transcript
-
 from .models import Adjudication, Label, PersonaCategory, QueueItem
+from .verdicts import set_human_category
 
 
 def majority(labels: list[str], *, share: float) -> str:
@@ -40,9 +39,7 @@ def item_consensus(item: QueueItem) -> str:
 def refresh_consensus(item: QueueItem) -> str:
     """Recompute the item's consensus and write it to its transcript."""
     consensus = item_consensus(item)
-    Transcript.objects.filter(pk=item.transcript_id).exclude(human_category=consensus).update(
-        human_category=consensus
-    )
+    set_human_category(item.transcript_id, consensus)
     return consensus
 
 

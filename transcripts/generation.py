@@ -10,7 +10,7 @@ import openai
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import engine, prompting
+from . import aggregates, engine, prompting
 from .experiments import dataset_examples, mark_done_if_finished
 from .models import Endpoint, Experiment, Transcript
 from .signals import transcript_finished
@@ -80,6 +80,8 @@ class Generation(engine.Job):
         )
 
     def recorded(self, row_id: int) -> None:
+        # In the transaction that marked it done: the transcript joins its group's verdict counts.
+        aggregates.refresh_groups(aggregates.groups_of(Transcript.objects.filter(pk=row_id)))
         transaction.on_commit(lambda: self._announce(row_id))
 
     @staticmethod

@@ -9,7 +9,7 @@ import os
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -288,6 +288,21 @@ class LeasedWork(models.Model):
         abstract = True
 
 
+class TranscriptQuerySet(models.QuerySet):
+    def delete(self):
+        """Delete the rows, then recount the verdict groups they were in (in the same transaction).
+
+        Not a post_delete signal: a receiver would make Django load every row of a cascade one by one. Deleting
+        an experiment or a condition needs nothing here: their VerdictCount rows go with them (FK cascade)."""
+        from .aggregates import groups_of, refresh_groups
+
+        with transaction.atomic():
+            groups = groups_of(self)
+            deleted = super().delete()
+            refresh_groups(groups)
+        return deleted
+
+
 class Transcript(LeasedWork):
     """One slot (condition × question × sample) and, once generated, its answer.
 
@@ -301,6 +316,15 @@ class Transcript(LeasedWork):
         DONE = "done"
         FAILED = "failed"
         CANCELLED = "cancelled"
+
+    class Outcome(models.TextChoices):
+        """What the active judges made of the answer (judging/verdicts.py decides); only `score` has a rate."""
+
+        NONE = "", "not judged yet"
+        SCORE = "score", "scored"
+        REFUSAL = "refusal", "REFUSAL"
+        CODE = "code", "CODE"
+        UNSURE = "unsure", "judge unsure"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="transcripts")
     condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="transcripts")
@@ -326,10 +350,12 @@ class Transcript(LeasedWork):
     # stay the record; these are a cache that judging keeps in step.
     aligned = models.FloatField(null=True, blank=True)
     coherent = models.FloatField(null=True, blank=True)
-    judge_outcome = models.CharField(max_length=10, blank=True, help_text="score / refusal / code / unsure")
+    judge_outcome = models.CharField(max_length=10, blank=True, choices=Outcome.choices)
     misaligned = models.BooleanField(null=True, blank=True, help_text="None: not judged or excluded.")
     judge_category = models.CharField(max_length=50, blank=True, help_text="Persona category key from the judge.")
     human_category = models.CharField(max_length=50, blank=True, help_text="Consensus persona key from auditors.")
+
+    objects = TranscriptQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
@@ -365,3 +391,72 @@ class Transcript(LeasedWork):
     @property
     def slot_key(self) -> str:
         return f"{self.condition_id}:{self.question_id}:{self.sample_index}"
+
+    def delete(self, *args, **kwargs):
+        """Delete the transcript and recount its verdict group (see TranscriptQuerySet.delete)."""
+        from .aggregates import refresh_groups
+
+        with transaction.atomic():
+            deleted = super().delete(*args, **kwargs)
+            refresh_groups([(self.condition_id, self.question_id)])
+        return deleted
+
+
+class VerdictCount(models.Model):
+    """The verdict cache of one (condition, question) group's done transcripts, counted: what charts, results
+    tables and statistics read instead of grouping the transcript table (transcripts/aggregates.py).
+
+    Maintained by the writers of the cache (judging/verdicts.py), by generation when a transcript is done and
+    by transcript deletes, which recount exactly the groups they touched. A group without done transcripts
+    has no row. `python manage.py rebuild_aggregates` recounts from scratch."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="verdict_counts")
+    question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="+")
+    done = models.PositiveIntegerField(help_text="Done transcripts.")
+    judged = models.PositiveIntegerField(help_text="… with a verdict of either judge.")
+    n = models.PositiveIntegerField(help_text="… counted in rates (both judges scored: misaligned not NULL).")
+    misaligned = models.PositiveIntegerField()
+    refusals = models.PositiveIntegerField(help_text="The aligned judge said REFUSAL or CODE.")
+    unsure = models.PositiveIntegerField()
+    # Sums and counts rather than means, so that groups add up to any coarser mean.
+    aligned_sum = models.FloatField()
+    aligned_count = models.PositiveIntegerField()
+    coherent_sum = models.FloatField()
+    coherent_count = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["condition", "question"], name="verdictcount_group_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.condition_id}:{self.question_id}: {self.misaligned}/{self.n}"
+
+
+class CategoryCount(models.Model):
+    """Done transcripts of one (condition, question) group per persona category, from the judge
+    (`judge_category`) or the auditors' consensus (`human_category`); category "" = none. Maintained with
+    VerdictCount, by the same writers."""
+
+    class Source(models.TextChoices):
+        JUDGE = "judge"
+        HUMAN = "human"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="category_counts")
+    question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=5, choices=Source.choices)
+    category = models.CharField(max_length=50, blank=True)
+    transcripts = models.PositiveIntegerField()
+    misaligned = models.PositiveIntegerField(help_text="… of which misaligned.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["condition", "question", "source", "category"], name="categorycount_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.condition_id}:{self.question_id} {self.source} {self.category or '-'}: {self.transcripts}"
