@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -36,7 +37,12 @@ class AssignmentError(Exception):
 
 @dataclass
 class Submission:
-    categories: list[PersonaCategory]
+    """What an auditor answers about one item: the categories (persona queues), the misaligned flag and the
+    0–100 alignment score (verdict queues), whichever the queue asks."""
+
+    categories: list[PersonaCategory] = field(default_factory=list)
+    misaligned: bool | None = None
+    alignment_score: int | None = None
     note: str = ""
     confidence: int | None = None
     seconds_spent: float = 0
@@ -174,11 +180,11 @@ def open_item(*, item: QueueItem, auditor, now=None) -> Assignment:
 def submit(*, item: QueueItem, auditor, submission: Submission, now=None) -> Label:
     """Store the auditor's label for a claimed item. Never more than `overlap` labels per item."""
     now = now or timezone.now()
-    if not submission.categories:
-        raise AssignmentError("Choose a category.")
     with transaction.atomic():
         locked = QueueItem.objects.select_for_update().select_related("queue", "transcript").get(pk=item.pk)
         queue = locked.queue
+        if submission.categories and not queue.asks_persona:
+            raise AssignmentError("This queue does not ask for a category.")
         if len(submission.categories) > 1 and not queue.allow_multiple:
             raise AssignmentError("This queue takes one category per item.")
         if any(c.taxonomy_id != queue.taxonomy_id for c in submission.categories):
@@ -192,10 +198,17 @@ def submit(*, item: QueueItem, auditor, submission: Submission, now=None) -> Lab
         for _, start, end in submission.highlights:
             if not 0 <= start < end <= reasoning_length:
                 raise AssignmentError("A highlight lies outside the reasoning.")
-        label = Label.objects.create(
-            item=locked, auditor=auditor, primary=submission.categories[0], note=submission.note,
+        label = Label(
+            item=locked, auditor=auditor, primary=next(iter(submission.categories), None),
+            misaligned=submission.misaligned, alignment_score=submission.alignment_score, note=submission.note,
             confidence=submission.confidence, seconds_spent=max(0.0, submission.seconds_spent), created_at=now,
         )
+        try:
+            label.clean_fields(exclude=["item", "auditor", "primary"])
+            label.clean()
+        except ValidationError as exc:
+            raise AssignmentError(" ".join(exc.messages)) from exc
+        label.save()
         label.categories.set(submission.categories)
         Highlight.objects.bulk_create(
             Highlight(label=label, category=category, start=start, end=end)

@@ -27,8 +27,8 @@ class QueueForm(forms.ModelForm):
     class Meta:
         model = AnnotationQueue
         fields = [
-            "name", "filter_query", "taxonomy", "overlap", "auditors", "instructions", "allow_multiple", "blind",
-            "claim_minutes", "majority_share",
+            "name", "filter_query", "asks", "ask_alignment_score", "taxonomy", "overlap", "auditors", "instructions",
+            "allow_multiple", "blind", "claim_minutes", "majority_share",
         ]
         widgets = {"auditors": forms.CheckboxSelectMultiple, "instructions": forms.Textarea(attrs={"rows": 4})}
 
@@ -39,7 +39,12 @@ class QueueForm(forms.ModelForm):
             "username"
         )
         self.fields["overlap"].min_value = 1
+        # A queue asks for the persona category unless told otherwise (as every queue did before verdicts).
+        self.fields["asks"].required = False
         self.fields["majority_share"].min_value, self.fields["majority_share"].max_value = 0, 0.99
+
+    def clean_asks(self) -> str:
+        return self.cleaned_data["asks"] or AnnotationQueue.Asks.PERSONA
 
     def clean_filter_query(self) -> str:
         return self.cleaned_data["filter_query"].strip().lstrip("?")
@@ -61,9 +66,15 @@ class QueueForm(forms.ModelForm):
 
 
 class LabelForm(forms.Form):
-    """An auditor's submission. `highlights` is a JSON list of {category, start, end} from annotate.js."""
+    """An auditor's submission. `highlights` is a JSON list of {category, start, end} from annotate.js.
+    Which answers are required follows what the queue asks (AnnotationQueue.asks, ask_alignment_score)."""
 
-    categories = forms.ModelMultipleChoiceField(queryset=PersonaCategory.objects.none(), required=True)
+    categories = forms.ModelMultipleChoiceField(queryset=PersonaCategory.objects.none(), required=False)
+    misaligned = forms.TypedChoiceField(
+        choices=[("", "—"), ("true", "misaligned"), ("false", "not misaligned")],
+        coerce=lambda value: value == "true", empty_value=None, required=False,
+    )
+    alignment_score = forms.IntegerField(required=False, min_value=0, max_value=100)
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     confidence = forms.TypedChoiceField(
         choices=[("", "—")] + [(str(i), str(i)) for i in CONFIDENCE], coerce=int, empty_value=None, required=False
@@ -76,6 +87,12 @@ class LabelForm(forms.Form):
         self.categories_by_key = {c.key: c for c in queue.taxonomy.categories.all()}
         self.fields["categories"].queryset = queue.taxonomy.categories.all()
         self.fields["categories"].to_field_name = "key"
+        self.fields["categories"].required = queue.asks_persona
+        self.fields["misaligned"].required = queue.asks_verdict
+        self.fields["alignment_score"].required = queue.ask_alignment_score
+        self.fields["categories"].error_messages["required"] = "Choose a category."
+        self.fields["misaligned"].error_messages["required"] = "Say whether the answer is misaligned."
+        self.fields["alignment_score"].error_messages["required"] = "Give an alignment score from 0 to 100."
 
     def clean_highlights(self) -> list[tuple[PersonaCategory, int, int]]:
         """Each span's offsets must be whole numbers (JSON reads Infinity, NaN and 1e400 as floats); whether

@@ -20,13 +20,17 @@ from .consensus import refresh_consensus
 from .models import AnnotationQueue, Assignment, Label, PersonaCategory, QueueItem
 
 COLUMNS = [
-    "queue", "transcript_id", "annotator", "label", "categories", "note", "confidence", "seconds_spent",
-    "highlights", "created_at",
+    "queue", "transcript_id", "annotator", "label", "categories", "misaligned", "alignment_score", "note",
+    "confidence", "seconds_spent", "highlights", "created_at",
 ]
+# How the misaligned flag is written, and the spellings read back.
+FLAG_TEXT = {True: "true", False: "false"}
+FLAG_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def export_rows(queue: AnnotationQueue) -> Iterator[list]:
-    """The header, then one row per label. `label` is the primary category; `categories` all of them.
+    """The header, then one row per label. `label` is the primary category; `categories` all of them;
+    `misaligned` is true/false and `alignment_score` 0–100, empty where the queue did not ask.
     Text cells a spreadsheet would run as formulas are neutralised (transcripts.exporting.neutralise)."""
     yield COLUMNS
     labels = (
@@ -38,7 +42,8 @@ def export_rows(queue: AnnotationQueue) -> Iterator[list]:
     for label in labels.iterator(chunk_size=500):
         yield [neutralise(cell) for cell in (
             queue.name, label.item.transcript_id, label.auditor.username, label.primary.key if label.primary else "",
-            ";".join(sorted(c.key for c in label.categories.all())), label.note,
+            ";".join(sorted(c.key for c in label.categories.all())), FLAG_TEXT.get(label.misaligned, ""),
+            "" if label.alignment_score is None else label.alignment_score, label.note,
             "" if label.confidence is None else label.confidence, round(label.seconds_spent, 1),
             json.dumps([{"category": h.category.key, "start": h.start, "end": h.end} for h in label.highlights.all()]),
             label.created_at.isoformat(),
@@ -63,8 +68,10 @@ class _Row:
     line: int
     item_id: int
     auditor: User
-    primary: PersonaCategory
+    primary: PersonaCategory | None
     categories: list[PersonaCategory]
+    misaligned: bool | None
+    alignment_score: int | None
     note: str
     confidence: int | None
     seconds_spent: float
@@ -82,6 +89,30 @@ def _confidence(text: str) -> int | None:
         raise _Refused("confidence", f"expected a whole number from {CONFIDENCE[0]} to {CONFIDENCE[-1]} or nothing, "
                                      f"got {text[:20]!r}")
     return int(text)
+
+
+def _flag(text: str) -> bool | None:
+    if not text:
+        return None
+    if text.lower() not in FLAG_VALUES:
+        raise _Refused("misaligned", f"expected true or false (or nothing), got {text[:20]!r}")
+    return FLAG_VALUES[text.lower()]
+
+
+def _alignment_score(text: str) -> int | None:
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > 100:
+        raise _Refused("alignment_score", f"expected a whole number from 0 to 100 or nothing, got {text[:20]!r}")
+    return int(text)
+
+
+def _required(queue: AnnotationQueue) -> dict[str, str]:
+    """The columns a row must fill for this queue, with what they answer."""
+    asked = {"label": "a persona category", "misaligned": "the misaligned flag", "alignment_score": "a score"}
+    wanted = {"label": queue.asks_persona, "misaligned": queue.asks_verdict,
+              "alignment_score": queue.ask_alignment_score}
+    return {column: asked[column] for column, needed in wanted.items() if needed}
 
 
 def _seconds(text: str) -> float:
@@ -108,17 +139,23 @@ def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str]
         try:
             if cell["transcript_id"] not in items:
                 raise _Refused("transcript_id", f"no transcript {cell['transcript_id'][:20]!r} in queue {queue.name}")
-            if not cell["label"]:
-                raise _Refused("label", "missing")
+            for column, answer in _required(queue).items():
+                if not cell.get(column):
+                    raise _Refused(column, f"missing: queue {queue.name} asks for {answer}")
             if cell["annotator"] not in users:
                 raise _Refused("annotator", f"no user named {cell['annotator'][:40]!r}")
-            keys = [k.strip() for k in (cell.get("categories") or cell["label"]).split(";") if k.strip()]
-            for name, key in [("label", cell["label"])] + [("categories", k) for k in keys]:
+            if not queue.asks_persona and (cell.get("label") or cell.get("categories")):
+                raise _Refused("label", f"queue {queue.name} does not ask for a persona category")
+            label = cell.get("label", "")
+            keys = [k.strip() for k in (cell.get("categories") or label).split(";") if k.strip()]
+            for name, key in ([("label", label)] if label else []) + [("categories", k) for k in keys]:
                 if key not in categories:
                     raise _Refused(name, f"{key[:40]!r} is not a category of {queue.taxonomy}")
             row = _Row(
                 line=start, item_id=items[cell["transcript_id"]], auditor=users[cell["annotator"]],
-                primary=categories[cell["label"]], categories=[categories[k] for k in keys],
+                primary=categories[label] if label else None, categories=[categories[k] for k in keys],
+                misaligned=_flag(cell.get("misaligned", "")),
+                alignment_score=_alignment_score(cell.get("alignment_score", "")),
                 note=restore(raw.get("note") or ""), confidence=_confidence(cell.get("confidence", "")),
                 seconds_spent=_seconds(cell.get("seconds_spent", "")),
             )
@@ -137,16 +174,18 @@ def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str]
 
 
 def import_labels(*, queue: AnnotationQueue, lines: Iterable[str], file: str = "labels.csv") -> ImportResult:
-    """Create or replace labels from CSV rows with transcript_id, annotator and label (other columns optional).
+    """Create or replace labels from CSV rows with transcript_id, annotator and what the queue asks: label
+    (persona queues), misaligned (verdict queues), alignment_score (if asked). Other columns are optional.
 
     All or nothing: every row is checked first (transcript in the queue, known annotator, categories of the
-    queue's taxonomy, confidence on the form's scale, seconds ≥ 0); any problem is reported by file, line and
-    field, and nothing is saved. Otherwise one transaction saves every row. Imported labels count towards overlap.
+    queue's taxonomy, flag true/false, score 0–100, confidence on the form's scale, seconds ≥ 0); any problem is
+    reported by file, line and field, and nothing is saved. Otherwise one transaction saves every row. Imported
+    labels count towards overlap.
     """
     result = ImportResult()
     reader = csv.DictReader(lines)
     try:
-        missing = {"transcript_id", "annotator", "label"} - set(reader.fieldnames or [])
+        missing = {"transcript_id", "annotator", *_required(queue)} - set(reader.fieldnames or [])
         if missing:
             result.errors.append(str(ImportFailed(file, f"missing column(s): {', '.join(sorted(missing))}", line=1)))
             return result
@@ -169,10 +208,10 @@ def _save(row: _Row) -> bool:
     item = QueueItem.objects.select_for_update().get(pk=row.item_id)
     label, created = Label.objects.update_or_create(
         item=item, auditor=row.auditor,
-        defaults={"primary": row.primary, "note": row.note, "confidence": row.confidence,
-                  "seconds_spent": row.seconds_spent},
+        defaults={"primary": row.primary, "misaligned": row.misaligned, "alignment_score": row.alignment_score,
+                  "note": row.note, "confidence": row.confidence, "seconds_spent": row.seconds_spent},
     )
-    label.categories.set(row.categories or [row.primary])
+    label.categories.set(row.categories)
     Assignment.objects.update_or_create(
         item=item, auditor=row.auditor,
         defaults={"status": Assignment.Status.SUBMITTED, "expires_at": label.created_at,

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import home_views, import_views, judge_views, validity_views, views
+from . import calibration_views, home_views, import_views, judge_views, validity_views, views
 
 urlpatterns = [
     path("", home_views.home, name="home"),
@@ -18,6 +18,11 @@ urlpatterns = [
     path("queues/<int:pk>/items/<uuid:token>/adjudicate/", views.queue_adjudicate, name="queue-adjudicate"),
     path("queues/<int:pk>/labels.csv", views.labels_export, name="labels-export"),
     path("queues/<int:pk>/labels/import/", views.labels_import, name="labels-import"),
+    path("queues/<int:pk>/calibration/", calibration_views.queue_calibration, name="queue-calibration"),
+    path("queues/<int:pk>/calibration/<slug:name>.json", calibration_views.queue_calibration_curve,
+         name="queue-calibration-curve"),
+    path("queues/<int:pk>/calibration/transcripts/", calibration_views.queue_calibration_cell,
+         name="queue-calibration-cell"),
     path("taxonomies/", views.taxonomy_list, name="taxonomy-list"),
     path("taxonomies/<int:pk>/edit/", views.taxonomy_edit, name="taxonomy-edit"),
     path("imports/", import_views.import_upload, name="import-upload"),

@@ -103,7 +103,8 @@ def annotate_item(request: HttpRequest, queue_id: int, token: UUID) -> HttpRespo
         if form.is_valid():
             try:
                 assignment.submit(item=item, auditor=request.user, submission=assignment.Submission(
-                    categories=_in_chosen_order(form, request.POST.getlist("categories")),
+                    categories=_in_chosen_order(form, request.POST.getlist("categories")) if queue.asks_persona else [],
+                    misaligned=form.cleaned_data["misaligned"], alignment_score=form.cleaned_data["alignment_score"],
                     note=form.cleaned_data["note"], confidence=form.cleaned_data["confidence"],
                     seconds_spent=_seconds(form.cleaned_data["seconds_spent"], claim),
                     highlights=form.cleaned_data["highlights"],

@@ -1,4 +1,5 @@
-// Annotation workspace: keyboard shortcuts, category choice, highlights by character offset, time spent.
+// Annotation workspace: keyboard shortcuts, category choice, the misaligned verdict, highlights by character
+// offset, time spent.
 // Kept light on purpose: the reasoning is plain text in a <pre>, so a 50 kB text is ready at once.
 (function () {
   "use strict";
@@ -6,13 +7,15 @@
   if (!root) return;
   const submitted = root.dataset.submitted === "1";
   const multiple = root.dataset.multiple === "1";
+  const asksPersona = root.dataset.asksPersona === "1";
+  const asksVerdict = root.dataset.asksVerdict === "1";
   const pre = document.getElementById("reasoning");
   const form = document.getElementById("label-form");
   const text = JSON.parse(document.getElementById("reasoning-text").textContent);
   // The HTML parser drops a leading newline and folds \r\n; offsets must count the stored text exactly.
   if (pre.textContent !== text) pre.textContent = text;
 
-  const buttons = Array.from(document.querySelectorAll(".cat"));
+  const buttons = Array.from(document.querySelectorAll(".cats .cat"));
   const byShortcut = new Map(buttons.filter((b) => b.dataset.shortcut).map((b) => [b.dataset.shortcut, b]));
   const chosen = []; // category keys, in the order pressed: the first is the primary one
   const highlights = []; // {category, start, end} in code points of the stored text
@@ -107,10 +110,19 @@
     }
   }
 
+  // The misaligned verdict: two toggle buttons that fill one hidden field ("true" / "false" / "" for none).
+  const verdictButtons = Array.from(document.querySelectorAll(".verdict-choice"));
+  const verdictField = document.getElementById("id_misaligned");
+  function chooseVerdict(value) {
+    verdictField.value = verdictField.value === value ? "" : value;
+    for (const b of verdictButtons) b.setAttribute("aria-pressed", b.dataset.value === verdictField.value ? "true" : "false");
+  }
+  verdictButtons.forEach((b) => b.addEventListener("click", () => chooseVerdict(b.dataset.value)));
+
   buttons.forEach((b) => b.addEventListener("click", () => categoryKey(b)));
   if (form) {
     form.addEventListener("submit", (event) => {
-      if (!chosen.length) {
+      if ((asksPersona && !chosen.length) || (asksVerdict && !verdictField.value)) {
         event.preventDefault();
         document.getElementById("category-bar").classList.add("needs-choice");
         return;
@@ -138,6 +150,13 @@
     }
     const button = byShortcut.get(event.key);
     if (button) { event.preventDefault(); categoryKey(button); return; }
+    if (asksVerdict && (event.key === "m" || event.key === "a")) {
+      event.preventDefault();
+      chooseVerdict(event.key === "m" ? "true" : "false");
+      return;
+    }
+    const score = document.getElementById("id_alignment_score");
+    if (score && event.key === "g") { event.preventDefault(); score.focus(); return; }
     switch (event.key) {
       case "Enter": event.preventDefault(); submitForm("label-form"); break;
       case "n": event.preventDefault(); document.getElementById("id_note").focus(); break;

@@ -1,0 +1,133 @@
+"""Judge calibration against a verdict queue's human flags (researchers): the page, its two curves as plotly
+JSON (drawn by static/js/charts.js), and the transcripts behind each cell of its 2×2 tables. Numbers come from
+judging.human_calibration."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+
+from transcripts.access import researcher_required
+from transcripts.models import Experiment, Transcript
+
+from . import human_calibration
+from .models import AnnotationQueue, Label
+
+CURVES = ("roc", "pr")
+
+
+class ThresholdsForm(forms.Form):
+    """Which experiment of the queue, and (for a cell's transcripts) which judge flag, human flag and pair."""
+
+    experiment = forms.IntegerField(required=False)
+    aligned = forms.FloatField(required=False, min_value=0, max_value=101)
+    coherent = forms.FloatField(required=False, min_value=0, max_value=100)
+    judge = forms.TypedChoiceField(choices=[("1", "1"), ("0", "0")], coerce=lambda v: v == "1", required=False)
+    human = forms.TypedChoiceField(choices=[("1", "1"), ("0", "0")], coerce=lambda v: v == "1", required=False)
+
+
+def _context(request: HttpRequest, pk: int) -> tuple[AnnotationQueue, Experiment, list[dict], dict]:
+    """The verdict queue, the chosen experiment of its transcripts (the one with most items by default), all
+    of its experiments, and the valid query parameters."""
+    queue = get_object_or_404(AnnotationQueue, pk=pk)
+    if not queue.asks_verdict:
+        raise Http404("This queue does not ask auditors for the misaligned flag.")
+    form = ThresholdsForm(request.GET)
+    if not form.is_valid():
+        raise Http404("Malformed parameters.")
+    experiments = human_calibration.experiments_of(queue)
+    wanted = form.cleaned_data["experiment"] or (experiments[0]["id"] if experiments else None)
+    if wanted not in {e["id"] for e in experiments}:
+        raise Http404("The queue holds no transcript of this experiment.")
+    return queue, get_object_or_404(Experiment, pk=wanted), experiments, form.cleaned_data
+
+
+def _table(queue: AnnotationQueue, experiment: Experiment, result: dict) -> list[dict]:
+    """The 2×2 rows (judge flag) × columns (human flag), each cell with the URL of its transcripts."""
+    base = reverse("queue-calibration-cell", args=[queue.pk])
+    names = {True: "tp", False: "fp"}, {True: "fn", False: "tn"}
+    rows = []
+    for judge, by_human in zip((True, False), names, strict=True):
+        cells = []
+        for human in (True, False):
+            params = {"experiment": experiment.pk, "aligned": result["aligned_threshold"],
+                      "coherent": result["coherent_threshold"], "judge": int(judge), "human": int(human)}
+            cells.append({"n": result["confusion"][by_human[human]], "name": by_human[human],
+                          "url": f"{base}?{urlencode(params)}"})
+        rows.append({"judge": judge, "cells": cells})
+    return rows
+
+
+@researcher_required
+def queue_calibration(request: HttpRequest, pk: int) -> HttpResponse:
+    queue, experiment, experiments, _ = _context(request, pk)
+    report = human_calibration.report(queue, experiment)
+    for key in ("current", "best_metrics"):
+        if report[key] is not None:
+            report[key]["table"] = _table(queue, experiment, report[key])
+    return render(request, "judging/calibration.html", {
+        "queue": queue, "experiment": experiment, "experiments": experiments, **report,
+        "curve_urls": {name: reverse("queue-calibration-curve", args=[queue.pk, name])
+                       + f"?experiment={experiment.pk}" for name in CURVES},
+    })
+
+
+def _figure(name: str, points: list[dict], marks: dict[str, float]) -> dict:
+    """A plotly figure of the ROC (false vs true positive rate) or precision–recall curve, with the current
+    and best aligned thresholds marked."""
+    x_key, y_key = ("fpr", "tpr") if name == "roc" else ("tpr", "precision")
+    shown = [p for p in points if p[x_key] is not None and p[y_key] is not None]
+    data = [{
+        "type": "scatter", "mode": "lines+markers", "name": "aligned threshold",
+        "x": [p[x_key] for p in shown], "y": [p[y_key] for p in shown],
+        "text": [f"aligned < {p['aligned_threshold']:g}" for p in shown], "hoverinfo": "text+x+y",
+    }]
+    for label, threshold in marks.items():
+        at = [p for p in shown if p["aligned_threshold"] == threshold]
+        if at:
+            data.append({"type": "scatter", "mode": "markers", "name": f"{label} (aligned < {threshold:g})",
+                         "x": [at[0][x_key]], "y": [at[0][y_key]], "marker": {"size": 12}})
+    titles = {"fpr": "false positive rate", "tpr": "true positive rate (recall)", "precision": "precision"}
+    return {"data": data, "layout": {
+        "title": "ROC over the aligned threshold" if name == "roc" else "Precision–recall over the aligned threshold",
+        "xaxis": {"title": titles[x_key], "range": [0, 1.02]}, "yaxis": {"title": titles[y_key], "range": [0, 1.02]},
+    }}
+
+
+@researcher_required
+def queue_calibration_curve(request: HttpRequest, pk: int, name: str) -> JsonResponse:
+    """One curve over the aligned threshold at the experiment's coherent threshold (no bootstrap: cheap)."""
+    if name not in CURVES:
+        raise Http404("No such curve.")
+    queue, experiment, _, _ = _context(request, pk)
+    s = human_calibration.sample(queue, experiment)
+    current = (experiment.aligned_threshold, experiment.coherent_threshold)
+    return JsonResponse(_figure(name, human_calibration.curves(s, current), {"current": current[0]}))
+
+
+@researcher_required
+def queue_calibration_cell(request: HttpRequest, pk: int) -> HttpResponse:
+    """The transcripts of one 2×2 cell: judge flag × human consensus flag at a threshold pair."""
+    queue, experiment, _, params = _context(request, pk)
+    if params["judge"] is None or params["human"] is None:
+        raise Http404("Say which cell: judge=0/1 and human=0/1.")
+    aligned = experiment.aligned_threshold if params["aligned"] is None else params["aligned"]
+    coherent = experiment.coherent_threshold if params["coherent"] is None else params["coherent"]
+    s = human_calibration.sample(queue, experiment)
+    ids = human_calibration.cell_transcripts(s, aligned, coherent, judge=params["judge"], human=params["human"])
+    transcripts = Transcript.objects.filter(pk__in=ids).select_related("question", "condition").order_by("pk")
+    votes: dict[int, list[bool]] = {}
+    for transcript_id, flag in Label.objects.filter(
+        item__queue=queue, item__transcript_id__in=ids, misaligned__isnull=False
+    ).values_list("item__transcript_id", "misaligned"):
+        votes.setdefault(transcript_id, []).append(flag)
+    rows = [{"transcript": t, "misaligned_votes": sum(votes.get(t.pk, [])), "votes": len(votes.get(t.pk, []))}
+            for t in transcripts]
+    return render(request, "judging/calibration_cell.html", {
+        "queue": queue, "experiment": experiment, "rows": rows, "aligned": aligned, "coherent": coherent,
+        "judge": params["judge"], "human": params["human"],
+    })

@@ -1,0 +1,275 @@
+"""The EM judge's misaligned flag against human verdicts (verdict queues): how well the judge at the experiment's
+thresholds matches people, how the match moves with the aligned threshold, and which threshold pair matches best.
+
+The human reference of a transcript is the majority of its auditors' misaligned flags in the queue (the queue's
+majority share, as for the persona consensus; a tie is no reference). The judge's side is the experiment's verdict
+cache (its active aligned and coherent versions); a transcript the judge did not score (refusal, CODE, unsure,
+not judged yet) is left out and counted. The misaligned rule itself is judging.verdicts' (never restated here).
+
+"Best" is the threshold pair with the highest Cohen's κ against the humans (κ, not Youden's J, because it rewards
+agreement on both classes at the rates people use them and is the statistic the agreement pages report); among
+equal κ the pair closest to the current one wins. Its interval comes from a bootstrap over transcripts: the best
+pair is searched again on each resample, and the 2.5th and 97.5th percentiles of each threshold are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.db.models import Count, F, Q
+from django.db.models.lookups import Exact
+
+from transcripts.models import Experiment, Transcript
+
+from . import metrics
+from .consensus import majority
+from .models import AnnotationQueue, JudgeScore, Label
+from .queue_stats import FLAG_LABELS
+
+# Where the best pair is searched: every whole aligned threshold, and coherent thresholds in steps of 5.
+ALIGNED_GRID = np.arange(0, 101, dtype=float)
+COHERENT_GRID = np.arange(0, 100, 5, dtype=float)
+N_BOOT = 500
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Transcripts with both a human reference and a judge score, as parallel arrays."""
+
+    transcript_ids: np.ndarray
+    aligned: np.ndarray
+    coherent: np.ndarray
+    human: np.ndarray  # bool: the auditors' consensus says misaligned
+    no_consensus: int  # transcripts with verdict labels but no majority
+    not_scored: int  # transcripts with a human reference the judge gave no number for
+
+    def judge(self, aligned_threshold: float, coherent_threshold: float) -> np.ndarray:
+        """The judge's misaligned flags at a threshold pair, by the one rule in judging.verdicts."""
+        from .verdicts import is_misaligned  # local: verdicts is being made the rule's one home (issue #15)
+
+        return np.asarray(is_misaligned(self.aligned, self.coherent, aligned_threshold, coherent_threshold), bool)
+
+
+def experiments_of(queue: AnnotationQueue) -> list[dict]:
+    """The experiments the queue's transcripts come from, most items first ({"id", "name", "n"})."""
+    rows = (
+        queue.items.values("transcript__experiment", "transcript__experiment__name")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "transcript__experiment")
+    )
+    return [{"id": r["transcript__experiment"], "name": r["transcript__experiment__name"], "n": r["n"]} for r in rows]
+
+
+def human_reference(queue: AnnotationQueue, experiment: Experiment) -> tuple[dict[int, bool], int]:
+    """Transcript id → the auditors' consensus flag, for the queue's transcripts of `experiment`; and how many
+    transcripts have verdict labels without a majority."""
+    flags: dict[int, list[str]] = {}
+    for transcript_id, flag in Label.objects.filter(
+        item__queue=queue, item__transcript__experiment=experiment, misaligned__isnull=False
+    ).values_list("item__transcript_id", "misaligned"):
+        flags.setdefault(transcript_id, []).append(FLAG_LABELS[flag])
+    reference, no_consensus = {}, 0
+    for transcript_id, labels in flags.items():
+        consensus = majority(labels, share=queue.majority_share)
+        if consensus:
+            reference[transcript_id] = consensus == FLAG_LABELS[True]
+        else:
+            no_consensus += 1
+    return reference, no_consensus
+
+
+def sample(queue: AnnotationQueue, experiment: Experiment) -> Sample:
+    reference, no_consensus = human_reference(queue, experiment)
+    scored = list(
+        Transcript.objects.filter(pk__in=list(reference), judge_outcome=JudgeScore.Outcome.SCORE)
+        .order_by("pk")
+        .values_list("pk", "aligned", "coherent")
+    )
+    ids = np.array([pk for pk, _, _ in scored], dtype=int)
+    return Sample(
+        transcript_ids=ids,
+        aligned=np.array([a for _, a, _ in scored], dtype=float),
+        coherent=np.array([c for _, _, c in scored], dtype=float),
+        human=np.array([reference[pk] for pk in ids], dtype=bool),
+        no_consensus=no_consensus,
+        not_scored=len(reference) - len(scored),
+    )
+
+
+def _kappa(tp, fp, fn, tn):
+    """Cohen's κ of two binary raters from their 2×2 counts (arrays broadcast); NaN where undefined."""
+    n = tp + fp + fn + tn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = (tp + tn) / n
+        expected = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
+        return (observed - expected) / (1 - expected)
+
+
+def _f1(tp, fp, fn):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 2 * tp / (2 * tp + fp + fn)
+
+
+def confusion(judge: np.ndarray, human: np.ndarray) -> dict[str, int]:
+    return {
+        "tp": int(np.sum(judge & human)), "fp": int(np.sum(judge & ~human)),
+        "fn": int(np.sum(~judge & human)), "tn": int(np.sum(~judge & ~human)),
+    }
+
+
+def _finite(value) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _interval(values: np.ndarray) -> tuple[float, float] | None:
+    values = values[np.isfinite(values)]
+    if len(values) < 20:
+        return None
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """n_boot × n weights: how often each transcript is drawn in each bootstrap resample."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(float)
+
+
+def at_thresholds(s: Sample, aligned_threshold: float, coherent_threshold: float, *, n_boot: int = N_BOOT,
+                  seed: int = 0) -> dict:
+    """The judge against the humans at one threshold pair: the 2×2 counts, precision and recall with Wilson
+    intervals, F1 and Cohen's κ with bootstrap intervals (resampling transcripts)."""
+    judge = s.judge(aligned_threshold, coherent_threshold)
+    counts = confusion(judge, s.human)
+    tp, fp, fn, tn = (counts[k] for k in ("tp", "fp", "fn", "tn"))
+    result = {
+        "aligned_threshold": aligned_threshold, "coherent_threshold": coherent_threshold, "n": len(judge),
+        "confusion": counts,
+        "precision": metrics.Rate(tp, tp + fp), "recall": metrics.Rate(tp, tp + fn),
+        "f1": _finite(_f1(tp, fp, fn)) if len(judge) else None,
+        "kappa": _finite(_kappa(tp, fp, fn, tn)) if len(judge) else None,
+        "f1_ci95": None, "kappa_ci95": None,
+    }
+    if len(judge) >= 2:
+        weights = _resamples(len(judge), n_boot, seed)
+        b_tp, b_fp = weights @ (judge & s.human), weights @ (judge & ~s.human)
+        b_fn, b_tn = weights @ (~judge & s.human), weights @ (~judge & ~s.human)
+        result["f1_ci95"] = _interval(_f1(b_tp, b_fp, b_fn))
+        result["kappa_ci95"] = _interval(_kappa(b_tp, b_fp, b_fn, b_tn))
+    return result
+
+
+def curves(s: Sample, current: tuple[float, float]) -> list[dict]:
+    """ROC and precision–recall points over the aligned threshold at the current coherent threshold: one point
+    per whole threshold (and the current one), misaligned meaning the judge's rule at that pair."""
+    positives, negatives = int(s.human.sum()), int((~s.human).sum())
+    grid = np.union1d(ALIGNED_GRID, [current[0]])
+    points = []
+    for threshold in np.append(grid, grid[-1] + 1):
+        counts = confusion(s.judge(float(threshold), current[1]), s.human)
+        flagged = counts["tp"] + counts["fp"]
+        points.append({
+            "aligned_threshold": float(threshold),
+            "tpr": counts["tp"] / positives if positives else None,
+            "fpr": counts["fp"] / negatives if negatives else None,
+            "precision": counts["tp"] / flagged if flagged else None,
+        })
+    return points
+
+
+def _kappa_table(s: Sample, weights: np.ndarray, aligned_grid: np.ndarray, coherent_grid: np.ndarray) -> np.ndarray:
+    """κ for every (coherent, aligned) threshold pair and every weight row: shape (coherent, aligned, rows).
+    Counts are weighted sums, so the original sample (weights 1) and all resamples are a few matrix products."""
+    human = s.human.astype(float)
+    positives, total = weights @ human, weights.sum(axis=1)
+    table = np.empty((len(coherent_grid), len(aligned_grid), len(weights)))
+    for i, coherent_threshold in enumerate(coherent_grid):
+        flags = np.array([s.judge(float(a), float(coherent_threshold)) for a in aligned_grid], dtype=float)
+        tp = flags @ (weights * human).T
+        flagged = flags @ weights.T
+        fp, fn = flagged - tp, positives - tp
+        table[i] = _kappa(tp, fp, fn, total - tp - fp - fn)
+    return table
+
+
+def _best_index(kappas: np.ndarray, distance: np.ndarray) -> tuple[int, int] | None:
+    """Index of the highest κ in a (coherent, aligned) table, the nearest to the current pair among ties."""
+    if not np.isfinite(kappas).any():
+        return None
+    best = np.nanmax(kappas)
+    candidates = np.isclose(kappas, best, rtol=0, atol=1e-12) & np.isfinite(kappas)
+    ranked = np.where(candidates, distance, np.inf)
+    return np.unravel_index(np.argmin(ranked), kappas.shape)
+
+
+def best_pair(s: Sample, current: tuple[float, float], *, n_boot: int = N_BOOT, seed: int = 0) -> dict | None:
+    """The threshold pair with the highest κ against the humans, its κ, and bootstrap 95% intervals of each
+    threshold. None when κ is undefined everywhere (e.g. the humans all said the same)."""
+    if len(s.human) < 2:
+        return None
+    aligned_grid = np.union1d(ALIGNED_GRID, [current[0]])
+    coherent_grid = np.union1d(COHERENT_GRID, [current[1]])
+    distance = np.abs(coherent_grid[:, None] - current[1]) + np.abs(aligned_grid[None, :] - current[0])
+    weights = np.vstack([np.ones(len(s.human)), _resamples(len(s.human), n_boot, seed)])
+    table = _kappa_table(s, weights, aligned_grid, coherent_grid)
+    found = _best_index(table[:, :, 0], distance)
+    if found is None:
+        return None
+    boot = [_best_index(table[:, :, b], distance) for b in range(1, len(weights))]
+    boot = [index for index in boot if index is not None]
+    i, j = found
+    return {
+        "aligned_threshold": float(aligned_grid[j]), "coherent_threshold": float(coherent_grid[i]),
+        "kappa": float(table[i, j, 0]),
+        "aligned_ci95": _interval(np.array([aligned_grid[b[1]] for b in boot])),
+        "coherent_ci95": _interval(np.array([coherent_grid[b[0]] for b in boot])),
+    }
+
+
+def headline_rates(experiment: Experiment, current: tuple[float, float], best: tuple[float, float]) -> list[dict]:
+    """Each condition's misaligned rate (Wilson intervals) at the current and at the best threshold pair.
+
+    One grouped query over the experiment's verdict cache (its active versions, no joins): the covering index
+    on (condition, question, misaligned) holds aligned and coherent, so it reads the index only."""
+    from .verdicts import misaligned_of  # local: see Sample.judge
+
+    def flagged(thresholds: tuple[float, float]) -> Count:
+        rule = misaligned_of(F("judge_outcome"), F("aligned"), F("coherent"), thresholds)
+        return Count("pk", filter=Q(Exact(rule, True)))
+
+    rows = (
+        Transcript.objects.filter(experiment=experiment)
+        .values("condition_id", "condition__model_name", "condition__k")
+        .annotate(n=Count("pk", filter=Q(judge_outcome=JudgeScore.Outcome.SCORE)), current=flagged(current),
+                  best=flagged(best))
+        .order_by("condition__model_name", "condition__k")
+    )
+    return [
+        {"model": row["condition__model_name"], "k": row["condition__k"],
+         "current": metrics.Rate(row["current"], row["n"]), "best": metrics.Rate(row["best"], row["n"])}
+        for row in rows
+    ]
+
+
+def cell_transcripts(s: Sample, aligned_threshold: float, coherent_threshold: float, *, judge: bool,
+                     human: bool) -> list[int]:
+    """The transcripts of one cell of the 2×2 table (judge flag × human flag) at the given thresholds."""
+    flags = s.judge(aligned_threshold, coherent_threshold)
+    return [int(pk) for pk in s.transcript_ids[(flags == judge) & (s.human == human)]]
+
+
+def report(queue: AnnotationQueue, experiment: Experiment, *, n_boot: int = N_BOOT) -> dict:
+    """Everything the calibration page shows."""
+    s = sample(queue, experiment)
+    current = (experiment.aligned_threshold, experiment.coherent_threshold)
+    best = best_pair(s, current, n_boot=n_boot)
+    return {
+        "sample": s,
+        "n_positive": int(s.human.sum()),
+        "current": at_thresholds(s, *current, n_boot=n_boot),
+        "best": best,
+        "best_metrics": at_thresholds(s, best["aligned_threshold"], best["coherent_threshold"], n_boot=n_boot)
+        if best else None,
+        "rates": headline_rates(experiment, current, (best["aligned_threshold"], best["coherent_threshold"]))
+        if best else [],
+    }
