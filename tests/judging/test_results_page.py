@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
+import statsmodels.api as sm
 from django.conf import settings
 from django.urls import reverse
+from statsmodels.stats.contingency_tables import Table, mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 
 from judging import calibration, judge
 from judging.models import ExperimentJudging, JudgeScore
 from judging.rubrics import PROMPTS_DIR, get_or_create_version, read_template
 from judging.verdicts import set_active_versions
 from tests.judging.builders import experiment_with, judge_with_stub, stub_judge, versions_on
+from tests.judging.seeded_data import seeded_experiment
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Endpoint, Experiment, Transcript
 
@@ -171,3 +178,135 @@ def test_it_shows_no_caveat_for_the_papers_judge(alice_client, db):
 def test_a_measured_judge_is_calibrated_only_with_high_agreement_and_few_unsure(kappa, unsure, calibrated):
     note = calibration.JudgeNote(model="m", measured={"kappa": kappa, "unsure": unsure})
     assert note.calibrated is calibrated
+
+
+# --- statistics section (analysis.statistics on the verdict cache), checked against statsmodels/scipy ---------
+
+def statistics_html(client, experiment) -> str:
+    response = client.get(reverse("experiment-statistics", args=[experiment.pk]), headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def clustered_verdicts(propensity: list[float], samples: int, seed: int) -> dict[tuple[str, int], bool]:
+    """Samples of one question share its propensity: the correlation the question-clustered statistics model."""
+    rng = np.random.default_rng(seed)
+    return {(f"q{q}", s): bool(rng.random() < p) for q, p in enumerate(propensity) for s in range(samples)}
+
+
+BASE = {"model_name": "m", "cot_mode": "off", "system_prompt_name": "default", "temperature": 1.0}
+
+
+def test_the_results_page_loads_the_statistics_and_links_the_methods(alice_client, judged):
+    html = alice_client.get(reverse("experiment-results", args=[judged.pk])).content.decode()
+    assert f'hx-get="{reverse("experiment-statistics", args=[judged.pk])}"' in html
+    assert reverse("experiment-methods", args=[judged.pk]) in html
+
+
+def test_clustering_by_question_widens_the_interval_next_to_wilson(alice_client, db):
+    # Half the questions always elicit a misaligned answer, half never: 36 answers but really 12 observations.
+    verdicts = {(f"q{q}", s): q < 6 for q in range(12) for s in range(3)}
+    experiment = seeded_experiment("clustered", [({**BASE, "k": 0}, verdicts)])
+    html = statistics_html(alice_client, experiment)
+    row = row_of(html, experiment.conditions.get().pk)
+    low, high = proportion_confint(18, 36, method="wilson")
+    assert f"{low:.3f} to {high:.3f}" in row
+    clustered = re.search(r'class="num clustered">([\d.]+) to ([\d.]+)<', row)
+    c_low, c_high = float(clustered.group(1)), float(clustered.group(2))
+    assert c_high - c_low > 1.5 * (high - low)
+    assert "questions are the unit" in html.lower()
+
+
+def paired_experiment(db_name: str = "paired"):
+    """One model: k=0, k=4 and k=4 with CoT tags, 12 questions × 3 shared sample seeds."""
+    rates = [0.05, 0.1, 0.2, 0.3, 0.1, 0.05, 0.4, 0.2, 0.15, 0.25, 0.1, 0.3]
+    k0 = clustered_verdicts(rates, 3, seed=1)
+    k4 = clustered_verdicts([min(1, 2.2 * r) for r in rates], 3, seed=2)
+    tags = clustered_verdicts([min(1, 1.4 * r) for r in rates], 3, seed=3)
+    conditions = [({**BASE, "k": 0}, k0), ({**BASE, "k": 4}, k4), ({**BASE, "k": 4, "cot_mode": "tags"}, tags)]
+    return seeded_experiment(db_name, conditions), conditions
+
+
+def test_paired_comparisons_are_mcnemar_on_matched_seeds_with_holm(alice_client, db):
+    experiment, ((_, k0), (_, k4), (_, tags)) = paired_experiment()
+    html = statistics_html(alice_client, experiment)
+    c0, c4, ctags = (experiment.conditions.get(k=0), experiment.conditions.get(k=4, cot_mode="off"),
+                     experiment.conditions.get(cot_mode="tags"))
+
+    def mcnemar_p(a: dict, b: dict) -> float:
+        table = [[sum(a[s] and b[s] for s in a), sum(a[s] and not b[s] for s in a)],
+                 [sum(b[s] and not a[s] for s in a), sum(not a[s] and not b[s] for s in a)]]
+        return mcnemar(table, exact=table[0][1] + table[1][0] < 25).pvalue
+
+    expected = {(c0.pk, c4.pk): mcnemar_p(k0, k4), (c4.pk, ctags.pk): mcnemar_p(k4, tags)}
+    adjusted = dict(zip(expected, multipletests(list(expected.values()), method="holm")[1], strict=True))
+    shown = re.findall(r'data-pair="(\d+)-(\d+)"', html)
+    assert {(int(a), int(b)) for a, b in shown} == set(expected)  # k=0 vs k=4-with-tags differs in two axes
+    for (a, b), p in expected.items():
+        start = html.index(f'data-pair="{a}-{b}"')
+        row = html[start:html.index("</tr>", start)]
+        assert f">{p:.4f}" in row
+        assert re.search(r'class="num p-holm">([^<]*)<', row).group(1) == f"{adjusted[a, b]:.4f}"
+        assert ">36<" in row  # every (question, seed) matched
+
+
+def test_odds_ratios_equal_the_row_level_glm_with_question_clustered_errors(alice_client, db):
+    experiment, conditions = paired_experiment("logistic")
+    y, x, groups = [], [], []
+    for fields, verdicts in conditions:
+        for (question, _), misaligned in verdicts.items():
+            y.append(float(misaligned))
+            x.append([1.0, math.log2(fields["k"] + 1), float(fields["cot_mode"] == "tags")])
+            groups.append(int(question[1:]))
+    fit = sm.GLM(np.array(y), np.array(x), family=sm.families.Binomial()).fit(
+        cov_type="cluster", cov_kwds={"groups": np.array(groups)})
+    ci = np.exp(fit.conf_int())
+    html = statistics_html(alice_client, experiment)
+    table = html[html.index('class="statistics-odds"'):]
+    rows = table[:table.index("</tbody>")].split("<tr>")[2:]
+    assert len(rows) == 2
+    holm_p = multipletests(fit.pvalues[1:], method="holm")[1]
+    for i, row in enumerate(rows, start=1):
+        assert f">{math.exp(fit.params[i]):.3f}<" in row
+        assert f"{ci[i, 0]:.3f} to {ci[i, 1]:.3f}" in row
+        assert re.search(r'class="num p-holm">([^<]*)<', row).group(1) == f"{holm_p[i - 1]:.4f}"
+    assert "per doubling of k+1" in rows[0] and "tags vs off" in rows[1]
+
+
+def test_dose_response_gives_k_at_the_target_or_says_it_is_not_reached(alice_client, db):
+    def at_rate(count: int, total: int = 36) -> dict:
+        return {(f"q{i // 3}", i % 3): i < count for i in range(total)}
+
+    steep = [(0, 1), (4, 4), (16, 12)]
+    experiment = seeded_experiment("dose", [({**BASE, "model_name": "steep", "k": k}, at_rate(c)) for k, c in steep]
+                                   + [({**BASE, "model_name": "flat", "k": k}, at_rate(1))
+                                      for k in (0, 4, 16)])
+    # The closed-form inverse of the logistic fit (statsmodels) on the counts at each k.
+    counts = np.array([[c, 36 - c] for _, c in steep], dtype=float)
+    design = sm.add_constant(np.log2(np.array([k for k, _ in steep], dtype=float) + 1))
+    a, b = sm.GLM(counts, design, family=sm.families.Binomial()).fit().params
+    k10 = 2 ** ((math.log(0.1 / 0.9) - a) / b) - 1
+    html = statistics_html(alice_client, experiment)
+    table = html[html.index('class="statistics-dose"'):]
+    table = table[:table.index("</table>")]
+    steep_row = table[table.index("<td>steep</td>"):]
+    steep_row = steep_row[:steep_row.index("</tr>")]
+    assert f"<td>{k10:.1f} [" in steep_row
+    flat_row = table[table.index("<td>flat</td>"):]
+    assert "not reached within the measured k" in flat_row[:flat_row.index("</tr>")]
+
+
+def test_the_trend_table_is_holm_adjusted(alice_client, db):
+    experiment = seeded_experiment("trends", [
+        ({**BASE, "model_name": model, "k": k}, {(f"q{i}", 0): i < count for i in range(20)})
+        for model, by_k in (("a", {0: 1, 4: 6}), ("b", {0: 2, 4: 3}))
+        for k, count in by_k.items()
+    ])
+    html = alice_client.get(reverse("experiment-compare", args=[experiment.pk])).content.decode()
+    p = []
+    for by_k in ({0: 1, 4: 6}, {0: 2, 4: 3}):
+        table = np.array([[by_k[k], 20 - by_k[k]] for k in (0, 4)], dtype=float)
+        p.append(Table(table, shift_zeros=False).test_ordinal_association(
+            row_scores=np.array([0.0, 4.0]), col_scores=np.array([1.0, 0.0])).pvalue)
+    shown = re.findall(r'class="num p-holm">([^<]*)<', html[html.index('class="trend-table"'):])
+    assert shown == [f"{q:.4f}" for q in multipletests(p, method="holm")[1]]
