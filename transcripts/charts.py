@@ -1,7 +1,8 @@
 """The figures as plotly figure dicts, computed from a filtered transcript queryset, and the per-question table.
 
-Rates come from `transcripts.aggregates.cell_counts` (verdict counts per condition × question); Python maps
-those few rows to the condition's axes (model, dataset, k, …) and adds Wilson 95% intervals (statsmodels). A
+Rates come from `transcripts.aggregates.cell_counts` (verdict counts per condition × question) and persona shares
+from `category_counts`; Python maps those rows to the condition's axes (model, dataset, k, …) and adds Wilson
+95% intervals (statsmodels). A
 transcript counts towards a rate when `misaligned` is not NULL, i.e. it was judged and not excluded (refusal,
 code, judge unsure).
 
@@ -20,12 +21,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from django.db.models import Count, F, Max, Min, QuerySet
+from django.db.models import F, Max, Min, QuerySet
 from django.db.models.functions import Mod
 from django.urls import reverse
 from statsmodels.stats.proportion import proportion_confint
 
-from .aggregates import cell_counts
+from .aggregates import category_counts, cell_counts
 from .models import Condition, Experiment, Question
 
 SCATTER_POINTS = 3000
@@ -360,14 +361,12 @@ def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = ChartReques
 def persona_shares(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
     """(4) Persona category shares vs k: judge (left) and human consensus (right), stacked to 100%.
     Not split by the chart options: colour already means the category and the two panels the source."""
-    ks = dict(Condition.objects.values_list("pk", "k").order_by())
-    sides = []
-    for source, column in (("judge", "judge_category"), ("human", "human_category")):
-        counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        rows = queryset.exclude(**{column: ""}).order_by().values("condition_id", column).annotate(n=Count("pk"))
-        for row in rows:
-            counts[ks[row["condition_id"]]][row[column]] += row["n"]
-        sides.append((source, counts))
+    rows = [row for row in category_counts(queryset) if row["category"]]  # "" = no category
+    ks = {pk: axes["k"] for pk, axes in _condition_axes({row["condition_id"] for row in rows}, ["k"]).items()}
+    by_source: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    for row in rows:
+        by_source[row["source"]][ks[row["condition_id"]]][row["category"]] += row["transcripts"]
+    sides = [(source, by_source[source]) for source in ("judge", "human")]
     categories = sorted({c for _, counts in sides for cats in counts.values() for c in cats})
     data, in_legend = [], set()
     for axis, (source, counts) in enumerate(sides, start=1):

@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from judging.models import AnnotationQueue, JudgeScore, Label, PersonaCategory, QueueItem, Rubric, RubricVersion
+from transcripts import aggregates
 from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript
 
 HOSTILE_ANSWER = (
@@ -77,4 +78,5 @@ def build_corpus(auditor: User | None = None) -> Corpus:
             Label.objects.create(item=item, auditor=auditor, primary=category)
             t.human_category = category.key
             t.save(update_fields=["human_category"])
+    aggregates.rebuild()  # the verdicts above are written directly, not through the verdict writer
     return Corpus(experiment=experiment, transcripts=transcripts, hostile=hostile)

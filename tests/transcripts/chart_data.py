@@ -3,13 +3,15 @@ rates it expects itself."""
 
 from __future__ import annotations
 
+from transcripts.aggregates import refresh_groups
 from transcripts.models import Condition, Question, QuestionSet, Transcript
 
 PROMPTS = ("context_first", "default", "safety_first")
 
 
 def add_transcripts(condition: Condition, questions: list[Question], verdicts: list[bool | None]) -> list[Transcript]:
-    """One transcript per (question, verdict): sample i of each question gets verdicts[i]."""
+    """One done transcript per (question, verdict): sample i of each question gets verdicts[i]. The verdicts are
+    written directly (no judge runs here), so the maintained counts are recounted as the verdict writer would."""
     made = []
     for question in questions:
         for sample, verdict in enumerate(verdicts):
@@ -19,6 +21,7 @@ def add_transcripts(condition: Condition, questions: list[Question], verdicts: l
                 aligned=None if verdict is None else (10.0 if verdict else 90.0), coherent=None if verdict is None
                 else 80.0, judge_outcome="" if verdict is None else "score",
             ))
+    refresh_groups((condition.pk, question.pk) for question in questions)
     return made
 
 

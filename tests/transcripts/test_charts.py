@@ -10,6 +10,7 @@ from django.urls import reverse
 from statsmodels.stats.proportion import proportion_confint
 
 from tests.transcripts.chart_data import PROMPTS, add_transcripts, make_questions, verdicts_for
+from transcripts.aggregates import refresh_groups
 from transcripts.models import Condition, Experiment
 
 pytestmark = pytest.mark.django_db
@@ -224,3 +225,22 @@ def test_question_table_rows_with_wilson_intervals_and_links(alice_client, quest
 def test_auditors_cannot_see_per_question_results(bob_client, question_corpus):
     assert bob_client.get(reverse("question-results")).status_code == 403
     assert bob_client.get(reverse("chart-data", args=["question-heatmap"])).status_code == 403
+
+
+def test_persona_shares_per_k_from_the_maintained_counts(alice_client, question_corpus):
+    """Shares among transcripts with a category, per k: judge on the left, human consensus on the right."""
+    judge_labelled = [t for t in question_corpus if t.misaligned]
+    for index, t in enumerate(judge_labelled):
+        t.judge_category = "dangerous_persona" if index % 3 else "roleplay"
+        t.human_category = "roleplay" if t.condition.k == 8 else ""
+        t.save(update_fields=["judge_category", "human_category"])
+    refresh_groups({(t.condition_id, t.question_id) for t in judge_labelled})
+    figure = chart(alice_client, "persona-shares")
+    shares = {(trace["xaxis"], trace["name"]): dict(zip(trace["x"], trace["y"], strict=True))
+              for trace in figure["data"]}
+    for k in (0, 8):
+        at_k = [t for t in judge_labelled if t.condition.k == k]
+        for category in ("dangerous_persona", "roleplay"):
+            share = sum(t.judge_category == category for t in at_k) / len(at_k)
+            assert shares.get(("x", category), {}).get(str(k), 0) == pytest.approx(share)
+    assert shares[("x2", "roleplay")] == {"8": 1.0}
