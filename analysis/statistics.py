@@ -31,7 +31,6 @@ import statsmodels.api as sm
 from scipy.special import expit, logit
 from scipy.stats import norm
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
@@ -108,36 +107,67 @@ class ConditionRate:
     assumes: str = f"{WILSON_ASSUMES} {CLUSTERED_ASSUMES}"
 
 
+def _by_question(cells: pd.DataFrame, rows: list[str]) -> tuple[list[tuple], np.ndarray, np.ndarray]:
+    """The keys of the groups of `rows` (sorted) and misaligned and n as group × question matrices."""
+    grouped = cells.groupby(rows, sort=True, dropna=False)
+    group = grouped.ngroup().to_numpy()
+    question = pd.factorize(cells["question"])[0]
+    shape = (grouped.ngroups, question.max() + 1 if len(question) else 0)
+    misaligned, n = np.zeros(shape), np.zeros(shape)
+    np.add.at(misaligned, (group, question), cells["misaligned"].to_numpy(dtype=float))
+    np.add.at(n, (group, question), cells["n"].to_numpy(dtype=float))
+    keys = [key if isinstance(key, tuple) else (key,) for key in grouped.size().index]
+    return keys, misaligned, n
+
+
+def _resample_weights(rng: np.random.Generator, questions: int, n_boot: int) -> np.ndarray:
+    """n_boot × questions: how often each question is drawn when `questions` are drawn with replacement."""
+    picks = rng.integers(0, questions, size=(n_boot, questions)) + questions * np.arange(n_boot)[:, None]
+    return np.bincount(picks.ravel(), minlength=n_boot * questions).reshape(n_boot, questions).astype(float)
+
+
 def _question_bootstrap(misaligned: np.ndarray, n: np.ndarray, n_boot: int,
-                        rng: np.random.Generator) -> tuple[float, float] | None:
-    """Percentile interval of the pooled rate over questions drawn with replacement (all replicates at once)."""
-    count, total = misaligned.sum(), n.sum()
-    if len(n) < 2 or count in (0, total):
-        return None
-    picks = rng.integers(0, len(n), size=(n_boot, len(n)))
-    rates = misaligned[picks].sum(axis=1) / n[picks].sum(axis=1)
-    low, high = np.quantile(rates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return float(low), float(high)
+                        rng: np.random.Generator) -> list[tuple[float, float] | None]:
+    """Percentile interval of each row's pooled rate over its questions (n > 0) drawn with replacement.
+
+    Rows with the same questions share the draws (one resample of the questions serves every condition, as in
+    a bootstrap of the whole study), so all replicates of all conditions are two matrix products: a replicate
+    draws question q w_q times, and its count is Σ w_q·misaligned_q."""
+    intervals: list[tuple[float, float] | None] = [None] * len(n)
+    present = n > 0
+    count, total = misaligned.sum(axis=1), n.sum(axis=1)
+    spread = (present.sum(axis=1) >= 2) & (count > 0) & (count < total)
+    if not spread.any():
+        return intervals
+    patterns, which = np.unique(present[spread], axis=0, return_inverse=True)
+    rows = np.flatnonzero(spread)
+    for p, pattern in enumerate(patterns):
+        members, questions = rows[which.ravel() == p], np.flatnonzero(pattern)
+        weights = _resample_weights(rng, len(questions), n_boot)
+        rates = (weights @ misaligned[np.ix_(members, questions)].T) / (weights @ n[np.ix_(members, questions)].T)
+        low, high = np.quantile(rates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
+        for member, lo, hi in zip(members, low, high, strict=True):
+            intervals[member] = (float(lo), float(hi))
+    return intervals
 
 
 def condition_rates(cells: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> list[ConditionRate]:
     """Per condition: n, count, rate, Wilson 95% and question-clustered bootstrap 95% intervals."""
     axes = condition_axes(cells)
-    rng = np.random.default_rng(seed)
-    rates = []
-    for values, group in cells.groupby(axes, sort=True, dropna=False):
-        judged = _judged(group)
-        misaligned, n = judged["misaligned"].to_numpy(), judged["n"].to_numpy()
-        total, count = int(n.sum()), int(misaligned.sum())
-        wilson = None
-        if total:
-            low, high = proportion_confint(count, total, alpha=1 - LEVEL, method="wilson")
-            wilson = (float(low), float(high))
-        rates.append(ConditionRate(
-            condition=_key(axes, values), n=total, count=count, rate=count / total if total else None,
-            wilson=wilson, clustered=_question_bootstrap(misaligned, n, n_boot, rng), n_questions=len(judged),
-        ))
-    return rates
+    keys, misaligned, n = _by_question(cells, axes)
+    count, total = misaligned.sum(axis=1).astype(int), n.sum(axis=1).astype(int)
+    with np.errstate(divide="ignore", invalid="ignore"):  # conditions without judged transcripts get None below
+        low, high = proportion_confint(count, total, alpha=1 - LEVEL, method="wilson")
+    clustered = _question_bootstrap(misaligned, n, n_boot, np.random.default_rng(seed))
+    return [
+        ConditionRate(
+            condition=_key(axes, key), n=int(total[i]), count=int(count[i]),
+            rate=float(count[i] / total[i]) if total[i] else None,
+            wilson=(float(low[i]), float(high[i])) if total[i] else None, clustered=clustered[i],
+            n_questions=int((n[i] > 0).sum()),
+        )
+        for i, key in enumerate(keys)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,9 +255,11 @@ def _separated_level(cells: pd.DataFrame, terms: Iterable[str]) -> str | None:
 
 
 def _confounded_column(design: np.ndarray, labels: list[tuple[str, Any, Any]]) -> str | None:
-    """The first column that is a combination of the earlier ones (e.g. each model run on its own dataset)."""
+    """The first column that is a combination of the earlier ones (e.g. each model run on its own dataset).
+    The ranks are those of the small Gram matrix's leading blocks, not of the 30,000-row design itself."""
+    gram = design.T @ design
     for end in range(2, design.shape[1] + 1):
-        if np.linalg.matrix_rank(design[:, :end]) < end:
+        if np.linalg.matrix_rank(gram[:end, :end], hermitian=True) < end:
             term, level, _ = labels[end - 2]
             return term if level is None else f"{term} = {level}"
     return None
@@ -387,13 +419,12 @@ def _dose_assumes(by: Sequence[str], pooled: Sequence[str]) -> str:
 
 def _dose_response_group(group_key: dict[str, Any], cells: pd.DataFrame, targets: Sequence[float], n_boot: int,
                          rng: np.random.Generator, assumes: str) -> DoseResponse:
-    table_m = cells.pivot_table(index="question", columns="k", values="misaligned", aggfunc="sum", fill_value=0)
-    table_n = cells.pivot_table(index="question", columns="k", values="n", aggfunc="sum", fill_value=0)
-    ks = table_n.columns.to_numpy(dtype=float)
-    m, n = table_m.to_numpy(dtype=float), table_n.to_numpy(dtype=float)
+    keys, by_k_m, by_k_n = _by_question(cells, ["k"])
+    m, n = by_k_m.T, by_k_n.T  # question × k
+    ks = np.array([key[0] for key in keys], dtype=float)
     totals_m, totals_n = m.sum(axis=0), n.sum(axis=0)
-    points = [{"k": _native(k), "n": int(tn), "misaligned": int(tm), "rate": float(tm / tn)}
-              for k, tm, tn in zip(table_n.columns, totals_m, totals_n, strict=True)]
+    points = [{"k": _native(key[0]), "n": int(tn), "misaligned": int(tm), "rate": float(tm / tn)}
+              for key, tm, tn in zip(keys, totals_m, totals_n, strict=True)]
     no_fit = DoseResponse(group_key, points, [], None, None, [], len(m), "", assumes)
     if len(ks) < 2:
         return replace(no_fit, reason="measured at one k only: no curve to fit")
@@ -404,10 +435,11 @@ def _dose_response_group(group_key: dict[str, Any], cells: pd.DataFrame, targets
         return replace(no_fit, reason="separation: no k below one value has a misaligned transcript and every "
                                       "transcript above it is misaligned, so the fitted curve steepens without "
                                       "limit and has no finite fit")
-    # The bootstrap draws each question a multinomial number of times; the replicate's counts per k are then
-    # one matrix product, and all replicates are fitted together.
-    weights = rng.multinomial(len(m), np.full(len(m), 1 / len(m)), size=n_boot).astype(float)
-    boot_m, boot_n = weights @ m, weights @ n
+    # A replicate's counts per k are its question weights times the question × k counts, and all replicates are
+    # fitted together. einsum, not BLAS: for products this small, a multithreaded BLAS on a busy machine spent
+    # 50 ms per call waiting for its threads.
+    weights = _resample_weights(rng, len(m), n_boot)
+    boot_m, boot_n = np.einsum("bq,qk->bk", weights, m), np.einsum("bq,qk->bk", weights, n)
     boot_beta = _fit_logistic(x, boot_m, boot_n)
     grid = np.linspace(x[0], x[-1], CURVE_POINTS)
     fitted = np.zeros_like(grid) if count == 0 else expit(beta[0, 0] + beta[0, 1] * grid)
@@ -468,17 +500,22 @@ class PairedTest:
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values across the list (None entries, tests that could not be run, stay None)."""
+    """Holm-adjusted p-values across the list (None entries, tests that could not be run, stay None): the i-th
+    smallest of m is multiplied by m − i + 1, then made non-decreasing and capped at 1. Written out rather than
+    statsmodels' multipletests, which runs a full garbage collection on every Holm call (0.26 s in a process
+    holding a large frame); the tests compare the two."""
     present = [i for i, p in enumerate(p_values) if p is not None]
     adjusted: list[float | None] = [None] * len(p_values)
     if present:
-        values = multipletests([p_values[i] for i in present], method="holm")[1]
-        for i, value in zip(present, values, strict=True):
+        values = np.array([p_values[i] for i in present], dtype=float)
+        order = np.argsort(values, kind="stable")
+        scaled = values[order] * np.arange(len(values), 0, -1)
+        for i, value in zip(np.array(present)[order], np.minimum(np.maximum.accumulate(scaled), 1), strict=True):
             adjusted[i] = float(value)
     return adjusted
 
 
-class _ConditionRows:
+class ConditionRows:
     """Transcript rows split by condition once, each condition's (question, seed) codes sorted for matching."""
 
     def __init__(self, rows: pd.DataFrame):
@@ -509,7 +546,7 @@ class _ConditionRows:
         return self.by_condition[found[0]]
 
 
-def _paired_test(a: Mapping[str, Any], b: Mapping[str, Any], data: _ConditionRows) -> PairedTest:
+def _paired_test(a: Mapping[str, Any], b: Mapping[str, Any], data: ConditionRows) -> PairedTest:
     keys_a, values_a = data.select(a)
     keys_b, values_b = data.select(b)
     _, in_a, in_b = np.intersect1d(keys_a, keys_b, assume_unique=True, return_indices=True)
@@ -530,31 +567,35 @@ def _paired_test(a: Mapping[str, Any], b: Mapping[str, Any], data: _ConditionRow
     )
 
 
-def paired_comparisons(rows: pd.DataFrame, pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
-                       ) -> list[PairedTest]:
+def paired_comparisons(rows: pd.DataFrame | ConditionRows,
+                       pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[PairedTest]:
     """McNemar per pair of conditions on transcripts matched by (question, seed), Holm-adjusted across the list.
 
     `rows`: one row per transcript with the condition axes, `question`, `seed`, `misaligned` (0/1; missing rows
     are not judged and left out). Each pair is two mappings of axis → value, each selecting exactly one condition
     (a mapping may name only the axes that tell the conditions in `rows` apart)."""
-    data = _ConditionRows(rows)
+    data = rows if isinstance(rows, ConditionRows) else ConditionRows(rows)
     tests = [_paired_test(a, b, data) for a, b in pairs]
     adjusted = holm([test.p_value for test in tests])
     return [replace(test, p_holm=p) for test, p in zip(tests, adjusted, strict=True)]
 
 
-def one_axis_pairs(rows: pd.DataFrame) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def one_axis_pairs(rows: pd.DataFrame | ConditionRows) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Every two conditions in `rows` that differ in exactly one axis and share at least one (question, seed),
     the lower value of that axis first (k = 0 before k = 4, CoT "off" before "tags")."""
-    data = _ConditionRows(rows)
-    conditions = sorted(data.by_condition)
-    pairs = []
-    for first, second in itertools.combinations(conditions, 2):
-        if sum(x != y for x, y in zip(first, second, strict=True)) != 1:
-            continue
-        if np.intersect1d(data.by_condition[first][0], data.by_condition[second][0], assume_unique=True).size:
-            pairs.append((_key(data.axes, first), _key(data.axes, second)))
-    return pairs
+    data = rows if isinstance(rows, ConditionRows) else ConditionRows(rows)
+    pairs = set()
+    for axis in range(len(data.axes)):
+        # Conditions equal on every other axis differ in this one only.
+        alike: dict[tuple, list[tuple]] = {}
+        for condition in data.by_condition:
+            alike.setdefault(condition[:axis] + condition[axis + 1:], []).append(condition)
+        for members in alike.values():
+            pairs.update(itertools.combinations(sorted(members), 2))
+    return [
+        (_key(data.axes, first), _key(data.axes, second)) for first, second in sorted(pairs)
+        if np.intersect1d(data.by_condition[first][0], data.by_condition[second][0], assume_unique=True).size
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -577,5 +618,6 @@ def analyze(cells: pd.DataFrame, rows: pd.DataFrame | None = None, *, n_boot: in
         "paired": None,
     }
     if rows is not None:
-        result["paired"] = [asdict(test) for test in paired_comparisons(rows, one_axis_pairs(rows))]
+        data = ConditionRows(rows)  # split once for finding the pairs and testing them
+        result["paired"] = [asdict(test) for test in paired_comparisons(data, one_axis_pairs(data))]
     return result

@@ -13,6 +13,7 @@ import statsmodels.formula.api as smf
 from scipy.special import logit
 from scipy.stats import binomtest
 from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
 
 from analysis import statistics
@@ -221,6 +222,11 @@ def test_holm_on_the_worked_example():
     assert statistics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert statistics.holm([0.01, None, 0.04]) == pytest.approx([0.02, None, 0.04])
     assert statistics.holm([]) == []
+
+
+def test_holm_equals_statsmodels_multipletests():
+    p_values = [*np.random.default_rng(6).uniform(0, 0.2, 40), 0.03, 0.03, 1.0, 0.0]
+    assert statistics.holm(p_values) == pytest.approx(list(multipletests(p_values, method="holm")[1]), abs=1e-15)
 
 
 def _two_by_two_rows() -> pd.DataFrame:
