@@ -3,8 +3,8 @@
 Everything here is a pure function of a **cell frame**: one row per condition × question with the condition
 axes (`model, dataset, k, cot, system_prompt, temperature`, optionally `experiment`), `question`, `n` (judged
 transcripts) and `misaligned` (how many of them are misaligned). Cells are what keeps the statistics fast at
-1M transcripts: a study of 4 models × 4 datasets × 10 k × 2 prompts × 2 CoT modes × 48 questions is ~15k cells
-whatever the number of samples. Only the paired tests need transcript rows (question, seed, misaligned), and
+1M transcripts: a study of 4 models × 4 datasets × 10 k × 2 prompts × 2 CoT modes × 48 questions is 30,720
+cells whatever the number of samples. Only the paired tests need transcript rows (question, seed, misaligned), and
 only for the two conditions they compare.
 
 Why the question is the unit: samples of one question are correlated (a question either tends to elicit a

@@ -171,6 +171,6 @@ class Command(BaseCommand):
         except ValueError as error:  # e.g. two transcripts of one condition with the same question and seed
             raise CommandError(str(error)) from error
         if options["json"]:
-            self.stdout.write(json.dumps(result, indent=2, allow_nan=False))
+            self.stdout.write(json.dumps(result, indent=2, allow_nan=False, ensure_ascii=False))
         else:
             self.stdout.write(render_text(result))
