@@ -225,7 +225,7 @@ def most_disagreeing(rows: QuerySet, limit: int = DRILL_DOWN) -> list[dict]:
     )[:limit])
 
 
-def scatter(experiment: Experiment, a: Versions, b: Versions, score: str, a_name: str, b_name: str) -> dict:
+def scatter(experiment: Experiment, a: Versions, b: Versions, score: str) -> dict:
     """A plotly figure of B's score against A's (at most SCATTER_POINTS transcripts, a fixed hash sample)."""
     rows = _both(paired(experiment, a, b), score)
     total = rows.count()
@@ -236,7 +236,7 @@ def scatter(experiment: Experiment, a: Versions, b: Versions, score: str, a_name
     shown = f"{len(points)} of {total} transcripts" if total > len(points) else f"{total} transcripts"
     return {
         "data": [
-            {"type": "scattergl", "mode": "markers", "name": "transcripts",
+            {"type": "scatter", "mode": "markers", "name": "transcripts",
              "x": [x for _, x, _ in points], "y": [y for *_, y in points],
              "text": [f"#{pk}" for pk, *_ in points], "marker": {"size": 6, "opacity": 0.6},
              # charts.js opens a clicked point's customdata path: the transcript behind the point.
@@ -245,9 +245,9 @@ def scatter(experiment: Experiment, a: Versions, b: Versions, score: str, a_name
              "line": {"dash": "dot", "color": "#888"}},
         ],
         "layout": {
-            "title": {"text": f"{score}: {b_name} against {a_name} ({shown})"},
-            "xaxis": {"title": {"text": f"A: {a_name}"}, "range": [-2, 102]},
-            "yaxis": {"title": {"text": f"B: {b_name}"}, "range": [-2, 102]},
+            "title": {"text": f"{score} score, {shown}"},
+            "xaxis": {"title": {"text": f"A: {getattr(a, score)}"}, "range": [-2, 102]},
+            "yaxis": {"title": {"text": f"B: {getattr(b, score)}"}, "range": [-2, 102]},
             "showlegend": False,
         },
     }

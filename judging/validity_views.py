@@ -78,9 +78,7 @@ def judge_vs_judge_scatter(request: HttpRequest, pk: int, score: str) -> JsonRes
     a, b = _chosen(form_a), _chosen(form_b)
     if score not in judge_agreement.SCORES or a is None or b is None or not getattr(a, score) or not getattr(b, score):
         raise Http404("Choose both judges' versions for this score.")
-    return JsonResponse(judge_agreement.scatter(
-        experiment, a, b, score, judge_agreement.side_name(a), judge_agreement.side_name(b)
-    ))
+    return JsonResponse(judge_agreement.scatter(experiment, a, b, score))
 
 
 # ---- gold suites -------------------------------------------------------------------------------------------

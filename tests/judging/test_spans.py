@@ -29,7 +29,7 @@ SPANS = {
 
 @pytest.fixture
 def labelled_queue(db):
-    experiment = experiment_with({"m": ["a", "b", "c"]}, reasoning=REASONING)
+    experiment = experiment_with({"m": ["a", "b", "c"]}, name="spans", reasoning=REASONING)
     auditors = {name: make_user(name, "auditor") for name in SPANS}
     queue = queue_over(experiment, auditors=list(auditors.values()), overlap=3)
     items = list(queue.items.order_by("transcript_id"))
