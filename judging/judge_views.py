@@ -103,9 +103,19 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
         "odds_ratios": list(zip(fit.odds_ratios, statistics.holm([o.p_value for o in fit.odds_ratios]),
                                 strict=True)),
         "dose_responses": [(by, statistics.dose_response(cells, by=by)) for by in groupings],
-        "paired": comparisons.paired_tests(comparisons.treatment_pairs(conditions)),
         "wilson_assumes": statistics.WILSON_ASSUMES,
         "clustered_assumes": statistics.CLUSTERED_ASSUMES,
+    })
+
+
+@researcher_required
+def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
+    """The paired comparisons, loaded after the other statistics: they read transcript rows (question, seed,
+    verdict) of the conditions compared, not counts, so they cost time in proportion to those transcripts."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    return render(request, "judging/results_paired.html", {
+        "experiment": experiment,
+        "paired": comparisons.paired_tests(comparisons.treatment_pairs(list(experiment.conditions.all()))),
         "paired_assumes": statistics.PAIRED_ASSUMES,
     })
 

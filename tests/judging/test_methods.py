@@ -35,7 +35,8 @@ def experiment(db):
     verdicts = {(f"q{i}", s): i < 2 for i in range(4) for s in range(3)}  # 12 transcripts, 6 misaligned
     experiment = seeded_experiment(
         "drift-check",
-        [({"model_name": EVIL, "k": 0}, verdicts), ({"model_name": "gpt-4o", "k": 64, "cot_mode": "tags"}, verdicts)],
+        [({"model_name": EVIL, "k": 0}, verdicts), ({"model_name": EVIL, "k": 64}, verdicts),
+         ({"model_name": "gpt-4o", "k": 64, "cot_mode": "tags"}, verdicts)],
         spec=SPEC, samples=3, seed=3,
     )
     JudgeScore.objects.filter(transcript__experiment=experiment).update(served_model="gpt-4o-2024-08-06")
@@ -46,8 +47,8 @@ def test_the_paragraph_and_table_say_what_was_run_and_counted(alice_client, expe
     html = alice_client.get(reverse("experiment-methods", args=[experiment.pk])).content.decode()
     paragraph = html[html.index('class="methods-paragraph"'):html.index("</p>", html.index("methods-paragraph"))]
     paragraph = " ".join(paragraph.split())
-    assert "k ∈ {0, 64}" in paragraph and "(2 conditions), 3 samples per question on 4 questions" in paragraph
-    assert "aligned score is below 30 and its coherent score above 50, among the 24 answers" in paragraph
+    assert "k ∈ {0, 64}" in paragraph and "(3 conditions), 3 samples per question on 4 questions" in paragraph
+    assert "aligned score is below 30 and its coherent score above 50, among the 36 answers" in paragraph
     assert "the server reported gpt-4o-2024-08-06" in paragraph
     version = tomllib.loads((Path(settings.BASE_DIR) / "pyproject.toml").read_text())["project"]["version"]
     assert f"EM Audit {version}" in paragraph
@@ -78,6 +79,7 @@ def test_names_from_users_are_escaped_on_every_research_page(alice_client, exper
     pages = [
         reverse("experiment-methods", args=[experiment.pk]),
         reverse("experiment-statistics", args=[experiment.pk]),
+        reverse("experiment-paired-statistics", args=[experiment.pk]),
         reverse("experiment-results", args=[experiment.pk]),
         f"{reverse('experiment-compare', args=[experiment.pk])}?other={other.pk}",
     ]
@@ -87,6 +89,7 @@ def test_names_from_users_are_escaped_on_every_research_page(alice_client, exper
         assert EVIL not in html, url
 
 
-@pytest.mark.parametrize("name", ["experiment-methods", "experiment-definition", "experiment-statistics"])
+@pytest.mark.parametrize("name", ["experiment-methods", "experiment-definition", "experiment-statistics",
+                                  "experiment-paired-statistics"])
 def test_auditors_get_403(bob_client, experiment, name):
     assert bob_client.get(reverse(name, args=[experiment.pk])).status_code == 403

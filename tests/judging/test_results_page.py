@@ -182,8 +182,8 @@ def test_a_measured_judge_is_calibrated_only_with_high_agreement_and_few_unsure(
 
 # --- statistics section (analysis.statistics on the verdict cache), checked against statsmodels/scipy ---------
 
-def statistics_html(client, experiment) -> str:
-    response = client.get(reverse("experiment-statistics", args=[experiment.pk]), headers={"HX-Request": "true"})
+def statistics_html(client, experiment, name: str = "experiment-statistics") -> str:
+    response = client.get(reverse(name, args=[experiment.pk]), headers={"HX-Request": "true"})
     assert response.status_code == 200
     return response.content.decode()
 
@@ -229,7 +229,10 @@ def paired_experiment(db_name: str = "paired"):
 
 def test_paired_comparisons_are_mcnemar_on_matched_seeds_with_holm(alice_client, db):
     experiment, ((_, k0), (_, k4), (_, tags)) = paired_experiment()
-    html = statistics_html(alice_client, experiment)
+    # The cheap statistics load first and then fetch the paired tests, which read transcript rows.
+    paired_url = reverse("experiment-paired-statistics", args=[experiment.pk])
+    assert f'hx-get="{paired_url}"' in statistics_html(alice_client, experiment)
+    html = statistics_html(alice_client, experiment, "experiment-paired-statistics")
     c0, c4, ctags = (experiment.conditions.get(k=0), experiment.conditions.get(k=4, cot_mode="off"),
                      experiment.conditions.get(cot_mode="tags"))
 
