@@ -2,7 +2,7 @@
 
 Cells come from `transcripts.aggregates.cell_counts` (the one way pages read verdict counts), so building them
 costs one aggregate query plus two small lookups (conditions and question keys), whatever the number of
-transcripts. Rows (for paired tests) are read for two conditions only.
+transcripts. Rows (for paired tests) are read only for the conditions a test compares.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def cells_for(transcripts: QuerySet) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns).astype({"n": "int64", "misaligned": "int64"})
 
 
-def paired_rows(condition_a: Condition, condition_b: Condition) -> pd.DataFrame:
-    """The judged transcripts of two conditions, one row each: condition axes, question key, seed, misaligned."""
-    axes = {condition.pk: condition_key(condition) for condition in (condition_a, condition_b)}
+def paired_rows(*conditions: Condition) -> pd.DataFrame:
+    """The judged transcripts of these conditions (the two sides of a paired test, or the sides of several),
+    one row each: condition axes, question key, seed, misaligned. One query over the conditions' index."""
+    axes = {condition.pk: condition_key(condition) for condition in conditions}
     transcripts = Transcript.objects.filter(
         condition_id__in=list(axes), misaligned__isnull=False
     ).values_list("condition_id", "question__key", "seed", "misaligned")

@@ -73,3 +73,7 @@ def test_paired_rows_match_two_conditions_on_question_and_seed(experiment):
     # q1 sample 2 is judged under k=4 only; the other five samples pair up.
     assert (test.n_pairs, test.unmatched_a, test.unmatched_b) == (5, 0, 1)
     assert (test.only_a, test.only_b) == (0, 2)
+    # Several pairs' sides in one read: the same rows plus those of the third condition.
+    third = Condition.objects.get(experiment=experiment, model_name="m2")
+    more = paired_rows(a, b, third)
+    assert len(more) == len(rows) + 4 and set(more["model"]) == {"m1", "m2"}
