@@ -1,0 +1,34 @@
+"""The results page in a real browser: the statistics and then the paired tests load by themselves (htmx)."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from tests.judging.seeded_data import seeded_experiment
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+BASE = {"model_name": "m", "cot_mode": "off", "system_prompt_name": "default", "temperature": 1.0}
+
+
+def test_the_statistics_sections_load_under_the_table(chromium, live_server, alice):
+    verdicts = {(f"q{q}", s): (q + s) % 4 == 0 for q in range(8) for s in range(3)}
+    more = {slot: misaligned or slot[1] == 2 for slot, misaligned in verdicts.items()}
+    experiment = seeded_experiment("browser", [({**BASE, "k": 0}, verdicts), ({**BASE, "k": 8}, more)])
+    client = Client()
+    client.force_login(alice)
+    context = chromium.new_context()
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
+    page = context.new_page()
+    page.goto(live_server.url + reverse("experiment-results", args=[experiment.pk]))
+    rates = page.locator(".statistics-rates tbody tr")
+    rates.first.wait_for()
+    assert rates.count() == 2
+    pair = page.locator(".statistics-paired tbody tr")
+    pair.first.wait_for()
+    k0, k8 = experiment.conditions.order_by("k")
+    assert pair.first.get_attribute("data-pair") == f"{k0.pk}-{k8.pk}"
+    assert "24" in pair.first.inner_text()  # 8 questions × 3 seeds matched
+    context.close()
