@@ -154,6 +154,19 @@ def test_k_at_target_is_the_inverse_of_the_fitted_logit():
     assert [p["k"] for p in dose.points] == [0, 1, 4, 16, 64, 256]
 
 
+def test_the_bootstrap_refits_are_statsmodels_fits():
+    # The dose-response interval refits 2,000 resamples at once; each must be the maximum-likelihood fit.
+    rng = np.random.default_rng(8)
+    x = np.log2(np.array([0, 2, 8, 32, 128]) + 1)
+    n = rng.integers(20, 200, size=(6, 5)).astype(float)
+    misaligned = rng.binomial(n.astype(int), [0.02, 0.04, 0.08, 0.15, 0.3]).astype(float)
+    batch = statistics._fit_logistic(x, misaligned, n)
+    for row in range(len(n)):
+        expected = sm.GLM(np.column_stack([misaligned[row], n[row] - misaligned[row]]), sm.add_constant(x),
+                          family=sm.families.Binomial()).fit().params
+        assert batch[row] == pytest.approx(expected, rel=1e-7)
+
+
 def test_a_target_beyond_the_measured_k_is_not_extrapolated():
     frame = _dose_cells({0: 0.01, 4: 0.02, 16: 0.035, 64: 0.06})
     [dose] = statistics.dose_response(frame, targets=(0.05, 0.20), n_boot=500)
