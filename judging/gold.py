@@ -2,9 +2,9 @@
 agreement with gold, with a drift warning.
 
 Gold comes from a queue: the persona category of each adjudicated item (the researcher's Adjudication), and the
-misaligned flag of each item whose auditors' flags have a majority (the queue's `majority_share` rule of
-judging.consensus). A run is one judge on the suite: an aligned + coherent version pair for the flag, a persona
-version for the category. Its figures are computed once all its verdicts on the suite are in: Cohen's κ and
+misaligned flag of each item whose auditors' flags have a majority (`human_calibration.human_reference`, the
+queue's `majority_share` rule). A run is one judge on the suite: an aligned + coherent version pair for the
+flag, a persona version for the category. Its figures are computed once all its verdicts on the suite are in: Cohen's κ and
 accuracy against gold, each with a 95% percentile bootstrap interval over gold items. Drift: a run whose κ is
 below the lower end of the previous recorded run's interval (same suite and kind) is flagged.
 """
@@ -20,12 +20,12 @@ from django.db.models import Count
 from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score
 
-from transcripts.models import Transcript
+from transcripts.models import Experiment, Transcript
 
-from .consensus import majority
+from .human_calibration import human_reference
 from .judge import enqueue
 from .judge_agreement import judge_flag
-from .models import Adjudication, AnnotationQueue, GoldItem, GoldRun, GoldSuite, JudgeScore, Label
+from .models import Adjudication, AnnotationQueue, GoldItem, GoldRun, GoldSuite, JudgeScore
 from .verdicts import Versions
 
 N_BOOT = 1000
@@ -33,18 +33,11 @@ UNFINISHED = (JudgeScore.Status.PENDING, JudgeScore.Status.RUNNING)
 
 
 def _flag_consensus(queue: AnnotationQueue) -> dict[int, bool]:
-    """transcript id → the majority of its auditors' misaligned flags in this queue (items with a majority)."""
-    flags: dict[int, list[str]] = {}
-    for transcript_id, flag in Label.objects.filter(item__queue=queue, misaligned__isnull=False).values_list(
-        "item__transcript_id", "misaligned"
-    ):
-        flags.setdefault(transcript_id, []).append("yes" if flag else "no")
-    result = {}
-    for transcript_id, labels in flags.items():
-        winner = majority(labels, share=queue.majority_share)
-        if winner:
-            result[transcript_id] = winner == "yes"
-    return result
+    """transcript id → the auditors' majority misaligned flag in this queue (the calibration page's reference)."""
+    flags: dict[int, bool] = {}
+    for experiment in Experiment.objects.filter(transcripts__queue_items__queue=queue).distinct():
+        flags.update(human_reference(queue, experiment)[0])
+    return flags
 
 
 @transaction.atomic
