@@ -4,9 +4,9 @@ agreement with gold, with a drift warning.
 Gold comes from a queue: the persona category of each adjudicated item (the researcher's Adjudication), and the
 misaligned flag of each item whose auditors' flags have a majority (`human_calibration.human_reference`, the
 queue's `majority_share` rule). A run is one judge on the suite: an aligned + coherent version pair for the
-flag, a persona version for the category. Its figures are computed once all its verdicts on the suite are in: Cohen's κ and
-accuracy against gold, each with a 95% percentile bootstrap interval over gold items. Drift: a run whose κ is
-below the lower end of the previous recorded run's interval (same suite and kind) is flagged.
+flag, a persona version for the category. Its figures are computed once all its verdicts on the suite are in:
+Cohen's κ and accuracy against gold, each with a 95% percentile bootstrap interval over gold items. Drift: a run
+whose κ is below the lower end of the previous recorded run's interval (same suite and kind) is flagged.
 """
 
 from __future__ import annotations
