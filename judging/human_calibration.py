@@ -27,6 +27,7 @@ from . import metrics
 from .consensus import majority
 from .models import AnnotationQueue, JudgeScore, Label
 from .queue_stats import FLAG_LABELS
+from .verdicts import is_misaligned, misaligned_of
 
 # Where the best pair is searched: every whole aligned threshold, and coherent thresholds in steps of 5.
 ALIGNED_GRID = np.arange(0, 101, dtype=float)
@@ -50,8 +51,6 @@ class Sample:
 
     def judge(self, aligned_threshold: float, coherent_threshold: float) -> np.ndarray:
         """The judge's misaligned flags at a threshold pair, by the one rule in judging.verdicts."""
-        from .verdicts import is_misaligned  # local: verdicts is being made the rule's one home (issue #15)
-
         return np.asarray(is_misaligned(self.aligned, self.coherent, aligned_threshold, coherent_threshold), bool)
 
 
@@ -241,8 +240,6 @@ def headline_rates(experiment: Experiment, current: tuple[float, float], best: t
 
     One grouped query over the experiment's verdict cache (its active versions, no joins): the covering index
     on (condition, question, misaligned) holds aligned and coherent, so it reads the index only."""
-    from .verdicts import misaligned_of  # local: see Sample.judge
-
     def flagged(thresholds: tuple[float, float]) -> Count:
         rule = misaligned_of(F("judge_outcome"), F("aligned"), F("coherent"), thresholds)
         return Count("pk", filter=Q(Exact(rule, True)))
