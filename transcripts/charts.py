@@ -100,10 +100,13 @@ class ChartRequest:
     filters: Mapping[str, str] = field(default_factory=dict)  # the page's filter, carried into transcript links
 
 
-def transcripts_url(filters: Mapping[str, str], **narrow: object) -> str:
-    """The transcript list of exactly the transcripts a rate counts: the page's filter narrowed further."""
-    params = {**filters, **{name: str(value) for name, value in narrow.items()}, "counted": "true"}
-    return f"{reverse('transcript-list')}?{urlencode(params)}"
+def transcript_links(filters: Mapping[str, str], *narrowed: str) -> Callable[..., str]:
+    """A maker of links to the transcript list of exactly the transcripts a rate counts: the page's filter
+    narrowed by the `narrowed` keys, e.g. `transcript_links(filters, "question")(question="quick_buck")`.
+    The common part is encoded once: the heatmap makes a link per cell."""
+    kept = urlencode({key: value for key, value in filters.items() if key not in (*narrowed, "counted")})
+    prefix = f"{reverse('transcript-list')}?{kept}{'&' if kept else ''}counted=true&"
+    return lambda **values: prefix + urlencode(values)
 
 
 def wilson(successes: int, n: int) -> tuple[float, float, float]:
@@ -143,25 +146,35 @@ def _groups(axis: str | None, condition: dict[str, object], datasets: set[str]) 
 Tally = dict[tuple[object, object], dict[object, list[int]]]  # (panel, line) → x → [misaligned, n]
 
 
-def _tally(options: ChartOptions, rows: list[dict], conditions: dict, x_of: Callable[[dict, dict], object]) -> Tally:
-    datasets = {c["dataset"] for c in conditions.values() if c.get("dataset")}
-    tally: Tally = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+def _sum_rows(rows: list[dict], key: Callable[[dict], tuple[int, object]]) -> dict[tuple[int, object], list[int]]:
+    """[misaligned, n] summed per key(row) = (condition id, what x depends on besides the condition)."""
+    sums: dict[tuple[int, object], list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:
-        condition = conditions[row["condition_id"]]
+        cell = sums[key(row)]
+        cell[0] += row["misaligned"]
+        cell[1] += row["n"]
+    return sums
+
+
+def _tally(queryset: QuerySet, options: ChartOptions, key: Callable[[dict], tuple[int, object]],
+           x_of: Callable[[dict, object], object], *x_axes: str) -> Tally:
+    """Counts per (panel, line) and x. The count rows (one per condition × question) are summed per `key` first,
+    so the axes are looked up once per condition rather than per row."""
+    sums = _sum_rows(cell_counts(queryset), key)
+    axes = {a for a in (options.colour, options.facet, *x_axes) if a} | {"dataset"}
+    conditions = _condition_axes({condition_id for condition_id, _ in sums}, axes)
+    datasets = {c["dataset"] for c in conditions.values() if c["dataset"]}
+    tally: Tally = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for (condition_id, extra), (misaligned, n) in sums.items():
+        condition = conditions[condition_id]
         for panel in _groups(options.facet, condition, datasets):
             # Colour and facet on the same axis: a line per panel (a control must not add lines of other panels).
             lines = [panel] if options.colour == options.facet else _groups(options.colour, condition, datasets)
             for line in lines:
-                cell = tally[(panel, line)][x_of(row, condition)]
-                cell[0] += row["misaligned"]
-                cell[1] += row["n"]
+                cell = tally[(panel, line)][x_of(condition, extra)]
+                cell[0] += misaligned
+                cell[1] += n
     return tally
-
-
-def _counted_by_condition(queryset: QuerySet, options: ChartOptions, *extra_axes: str) -> tuple[list, dict]:
-    rows = cell_counts(queryset)
-    axes = {a for a in (options.colour, options.facet, *extra_axes) if a} | {"dataset"}
-    return rows, _condition_axes({row["condition_id"] for row in rows}, axes)
 
 
 def _ordered(values: Iterable[object]) -> list:
@@ -226,8 +239,7 @@ def misaligned_vs_k(queryset: QuerySet, request: ChartRequest = ChartRequest()) 
 
     Log scale: plotly cannot place k = 0 on a log axis, so x is k + 1 on a log axis with ticks labelled k."""
     options = request.options
-    rows, conditions = _counted_by_condition(queryset, options, "k")
-    tally = _tally(options, rows, conditions, lambda row, condition: condition["k"])
+    tally = _tally(queryset, options, lambda row: (row["condition_id"], None), lambda condition, _: condition["k"], "k")
     ks = _ordered(k for points in tally.values() for k in points)
     log = options.xscale == "log"
     x_axis = {"title": {"text": "in-context examples k"}}
@@ -330,9 +342,10 @@ def aligned_vs_coherent(queryset: QuerySet, request: ChartRequest = ChartRequest
 def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
     """(3) Misaligned rate per question domain: grouped bars by the colour axis, one panel per facet."""
     options = request.options
-    rows, conditions = _counted_by_condition(queryset, options)
-    domains = dict(Question.objects.filter(pk__in={r["question_id"] for r in rows}).values_list("pk", "domain"))
-    tally = _tally(options, rows, conditions, lambda row, condition: domains.get(row["question_id"]) or "(none)")
+    # The question table is small (hundreds of rows): all domains at once, rather than the ids of the counts.
+    domains = dict(Question.objects.order_by().values_list("pk", "domain"))
+    tally = _tally(queryset, options, lambda row: (row["condition_id"], domains[row["question_id"]] or "(none)"),
+                   lambda _, domain: domain)
     layout = {
         "title": {"text": "Misaligned rate per question domain (Wilson 95% CI)"},
         "barmode": "group",
@@ -436,15 +449,18 @@ def _question_cells(queryset: QuerySet) -> tuple[dict[str, QuestionRow], dict[tu
     for question in question_rows:
         keys[question["pk"]] = question["key"]
         questions.setdefault(question["key"], QuestionRow(question["key"], question["text"], question["domain"]))
+    model_k = {pk: (condition["model"], condition["k"]) for pk, condition in conditions.items()}
     cells: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:
-        condition, key = conditions[row["condition_id"]], keys[row["question_id"]]
-        question = questions[key]
-        question.misaligned += row["misaligned"]
-        question.n += row["n"]
-        for cell in (cells[(key, condition["model"], condition["k"])], question.per_k[condition["k"]]):
-            cell[0] += row["misaligned"]
-            cell[1] += row["n"]
+        cell = cells[(keys[row["question_id"]], *model_k[row["condition_id"]])]
+        cell[0] += row["misaligned"]
+        cell[1] += row["n"]
+    for (key, _, k), (misaligned, n) in cells.items():
+        question, at_k = questions[key], questions[key].per_k[k]
+        question.misaligned += misaligned
+        question.n += n
+        at_k[0] += misaligned
+        at_k[1] += n
     return questions, cells
 
 
@@ -452,8 +468,9 @@ def question_table(queryset: QuerySet, filters: Mapping[str, str]) -> list[Quest
     """One row per question: n, misaligned, Wilson interval, rate per k (pooled over the filter's models),
     and the link to exactly the transcripts it counts."""
     questions, _ = _question_cells(queryset)
+    link = transcript_links(filters, "question")
     for question in questions.values():
-        question.url = transcripts_url(filters, question=question.key)
+        question.url = link(question=question.key)
     return list(questions.values())
 
 
@@ -474,6 +491,7 @@ def question_heatmap(queryset: QuerySet, request: ChartRequest = ChartRequest())
                     "categoryarray": [str(k) for k in ks]},
                    {"type": "category", "autorange": "reversed", "title": {"text": "question"}},
                    row_height=40 + 22 * len(keys))
+    link = transcript_links(request.filters, "question", "k", "model")
     data = []
     for model in models:
         z, text, links = [], [], []
@@ -481,7 +499,7 @@ def question_heatmap(queryset: QuerySet, request: ChartRequest = ChartRequest())
             counts = [cells.get((key, model, k), [0, 0]) for k in ks]
             z.append([m / n if n else None for m, n in counts])
             text.append([f"{m}/{n}" if n else "" for m, n in counts])
-            links.append([transcripts_url(request.filters, question=key, k=k, model=model) if n else None
+            links.append([link(question=key, k=k, model=model) if n else None
                           for k, (m, n) in zip(ks, counts, strict=True)])
         data.append({
             "type": "heatmap", "name": model, "x": [str(k) for k in ks], "y": keys, "z": z, "text": text,
