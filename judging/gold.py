@@ -24,7 +24,7 @@ from transcripts.models import Experiment, Transcript
 
 from .human_calibration import human_reference
 from .judge import enqueue
-from .judge_agreement import judge_flag
+from .judge_agreement import with_judge_flag
 from .models import Adjudication, AnnotationQueue, GoldItem, GoldRun, GoldSuite, JudgeScore
 from .verdicts import Versions
 
@@ -87,7 +87,7 @@ def gold_pairs(run: GoldRun) -> tuple[list[tuple[str, str]], int]:
     if run.kind == GoldRun.Kind.FLAG:
         gold = dict(items.filter(misaligned__isnull=False).values_list("transcript_id", "misaligned"))
         judged = dict(
-            Transcript.objects.filter(pk__in=gold).annotate(flag=judge_flag(run.aligned_version, run.coherent_version))
+            with_judge_flag(Transcript.objects.filter(pk__in=gold), run.aligned_version, run.coherent_version)
             .filter(flag__isnull=False).values_list("pk", "flag")
         )
     else:

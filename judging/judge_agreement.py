@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import reduce
+from operator import or_
 
 from django.db import connection
 from django.db.models import (
@@ -21,15 +23,13 @@ from django.db.models import (
     Case,
     CharField,
     Count,
-    Exists,
     F,
+    FilteredRelation,
     FloatField,
     IntegerField,
-    OuterRef,
     Q,
     QuerySet,
     StdDev,
-    Subquery,
     Value,
     When,
 )
@@ -45,42 +45,44 @@ from .verdicts import Versions, misaligned_of, outcome_of
 
 DONE = JudgeScore.Status.DONE
 SCORES = ("aligned", "coherent")
+RUBRICS = ("aligned", "coherent", "persona")
 LIMITS_Z = 1.96  # Bland & Altman (1986): limits of agreement at mean ± 1.96 SD of the differences
 DRILL_DOWN = 50
 
 
-def _done(version: RubricVersion) -> QuerySet:
-    return JudgeScore.objects.filter(transcript=OuterRef("pk"), rubric_version=version, status=DONE)
+def _verdict(version: RubricVersion) -> FilteredRelation:
+    """The version's finished verdict on each transcript, as a LEFT JOIN (at most one row: unique per pair)."""
+    return FilteredRelation(
+        "judge_scores", condition=Q(judge_scores__rubric_version=version, judge_scores__status=DONE)
+    )
 
 
-def judge_flag(aligned: RubricVersion, coherent: RubricVersion) -> Case:
-    """The misaligned flag a transcript gets from this aligned + coherent pair at its own experiment's
-    thresholds (judging.verdicts' rules): True, False, or NULL when the pair did not both give a number."""
-    a, c = _done(aligned), _done(coherent)
+def _flag_of(aligned: str, coherent: str) -> Case:
+    """The misaligned flag from two joined verdicts (aliases) at the transcript's own experiment's thresholds,
+    by judging.verdicts' rules: True, False, or NULL when the pair did not both give a number."""
     return misaligned_of(
-        outcome_of(Subquery(a.values("outcome")[:1]), Subquery(c.values("outcome")[:1])),
-        Subquery(a.values("score")[:1]), Subquery(c.values("score")[:1]),
+        outcome_of(F(f"{aligned}__outcome"), F(f"{coherent}__outcome")),
+        F(f"{aligned}__score"), F(f"{coherent}__score"),
         (F("experiment__aligned_threshold"), F("experiment__coherent_threshold")),
     )
 
 
-def _number(version: RubricVersion | None):
-    if version is None:
-        return Cast(Value(None), FloatField())  # typed: PostgreSQL cannot subtract two untyped NULLs
-    scored = _done(version).filter(outcome=JudgeScore.Outcome.SCORE)
-    return Subquery(scored.values("score")[:1], output_field=FloatField())
+def with_judge_flag(rows: QuerySet, aligned: RubricVersion, coherent: RubricVersion) -> QuerySet:
+    """Transcripts annotated with `flag`, the misaligned flag this aligned + coherent pair gives them."""
+    return rows.annotate(flag_aligned=_verdict(aligned), flag_coherent=_verdict(coherent)).annotate(
+        flag=_flag_of("flag_aligned", "flag_coherent")
+    )
 
 
-def _category(version: RubricVersion | None):
-    if version is None:
-        return Cast(Value(None), CharField())
-    return Subquery(_done(version).filter(category__isnull=False).values("category__key")[:1])
+def _null(field):
+    return Cast(Value(None), field)  # typed: PostgreSQL cannot subtract or compare two untyped NULLs
 
 
-def _flag(side: Versions):
-    if side.aligned is None or side.coherent is None:
-        return Cast(Value(None), BooleanField())
-    return judge_flag(side.aligned, side.coherent)
+def _number(alias: str | None):
+    if alias is None:
+        return _null(FloatField())
+    return Case(When(**{f"{alias}__outcome": JudgeScore.Outcome.SCORE}, then=F(f"{alias}__score")),
+                default=_null(FloatField()))
 
 
 def _versions(side: Versions) -> list[RubricVersion]:
@@ -98,16 +100,19 @@ def paired(experiment: Experiment, a: Versions, b: Versions) -> QuerySet:
     """The experiment's transcripts that both sides judged, with each side's flag, scores and category
     (`a_flag`, `a_aligned`, `a_coherent`, `a_category`, and `b_…`; NULL where that side has no usable verdict)."""
     rows = Transcript.objects.filter(experiment=experiment, status=Transcript.Status.DONE)
-    for side in (a, b):
-        rows = rows.filter(Exists(JudgeScore.objects.filter(
-            transcript=OuterRef("pk"), rubric_version__in=_versions(side), status=DONE
-        )))
     annotations = {}
     for prefix, side in (("a", a), ("b", b)):
-        annotations[f"{prefix}_flag"] = _flag(side)
-        annotations[f"{prefix}_aligned"] = _number(side.aligned)
-        annotations[f"{prefix}_coherent"] = _number(side.coherent)
-        annotations[f"{prefix}_category"] = _category(side.persona)
+        joins = {key: f"{prefix}_{key}_verdict" for key in RUBRICS if getattr(side, key) is not None}
+        rows = rows.annotate(**{alias: _verdict(getattr(side, key)) for key, alias in joins.items()})
+        # Judged by this side: some verdict of its versions is there.
+        rows = rows.filter(reduce(or_, (Q(**{f"{alias}__isnull": False}) for alias in joins.values()), Q(pk__in=[])))
+        both = "aligned" in joins and "coherent" in joins
+        annotations[f"{prefix}_flag"] = _flag_of(joins["aligned"], joins["coherent"]) if both else _null(BooleanField())
+        annotations[f"{prefix}_aligned"] = _number(joins.get("aligned"))
+        annotations[f"{prefix}_coherent"] = _number(joins.get("coherent"))
+        annotations[f"{prefix}_category"] = (
+            F(f"{joins['persona']}__category__key") if "persona" in joins else _null(CharField())
+        )
     return rows.annotate(**annotations)
 
 
