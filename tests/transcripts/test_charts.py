@@ -244,3 +244,11 @@ def test_persona_shares_per_k_from_the_maintained_counts(alice_client, question_
             share = sum(t.judge_category == category for t in at_k) / len(at_k)
             assert shares.get(("x", category), {}).get(str(k), 0) == pytest.approx(share)
     assert shares[("x2", "roleplay")] == {"8": 1.0}
+
+
+def test_charts_and_questions_of_nothing_are_empty_not_errors(alice_client, db):
+    for name in ("misaligned-vs-k", "aligned-vs-coherent", "misaligned-by-domain", "persona-shares",
+                 "question-heatmap"):
+        assert chart(alice_client, name)["data"] == []
+    page = alice_client.get(reverse("question-results"))
+    assert page.context["rows"] == [] and b"No transcripts match the filter." in page.content
