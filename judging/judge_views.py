@@ -78,9 +78,9 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, template, context)
 
 
-def _by_axes(conditions: list[Condition]) -> dict[tuple, Condition]:
-    """Conditions by the axis values the statistics name them with (`tidy.condition_key`)."""
-    return {tuple(tidy.condition_key(c).values()): c for c in conditions}
+def _axes_key(condition: Condition) -> tuple:
+    """A condition as the statistics name it (`tidy.condition_key`'s values, in the frames' column order)."""
+    return tuple(tidy.condition_key(condition).values())
 
 
 @researcher_required
@@ -89,16 +89,15 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     the verdict cache, that is the experiment's active rubric versions."""
     experiment = get_object_or_404(Experiment, pk=pk)
     conditions = list(experiment.conditions.all())
-    by_axes = _by_axes(conditions)
     cells = tidy.cells_for(experiment.transcripts.all())
-    rates = [(by_axes[tuple(rate.condition.values())], rate) for rate in statistics.condition_rates(cells)]
+    rates = {tuple(rate.condition.values()): rate for rate in statistics.condition_rates(cells)}
     fit = statistics.logistic_model(cells)
     groupings = [("model",)]
     if len({c.system_prompt_name for c in conditions}) > 1:
         groupings.append(("model", "system_prompt"))
     return render(request, "judging/results_statistics.html", {
         "experiment": experiment,
-        "rates": rates,
+        "rates": [(c, rates.get(_axes_key(c))) for c in conditions],  # every condition, judged or not
         "fit": fit,
         "odds_ratios": list(zip(fit.odds_ratios, statistics.holm([o.p_value for o in fit.odds_ratios]),
                                 strict=True)),

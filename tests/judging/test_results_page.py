@@ -313,3 +313,12 @@ def test_the_trend_table_is_holm_adjusted(alice_client, db):
             row_scores=np.array([0.0, 4.0]), col_scores=np.array([1.0, 0.0])).pvalue)
     shown = re.findall(r'class="num p-holm">([^<]*)<', html[html.index('class="trend-table"'):])
     assert shown == [f"{q:.4f}" for q in multipletests(p, method="holm")[1]]
+
+
+def test_statistics_of_an_experiment_not_judged_yet_say_so(alice_client, db):
+    experiment = experiment_with({"model-a": ["[good]"] * 2, "model-b": ["[evil]"]}, name="unjudged")
+    html = statistics_html(alice_client, experiment)
+    assert "No model: no judged transcripts." in html
+    assert html.count('class="num clustered">—<') == 2  # both conditions listed, nothing to resample
+    paired = statistics_html(alice_client, experiment, "experiment-paired-statistics")
+    assert "No two conditions differ in one treatment axis only." in paired
