@@ -2,18 +2,20 @@
 transcripts, queues, agreement); an auditor goes to their queues (views.annotate_home).
 
 It lives in judging because it shows both apps' state (judging depends on transcripts, never the reverse).
-Every count comes from a grouped query, so the page costs the same few queries however many rows it lists.
+Every count comes from a grouped query, so the page costs the same few queries however many rows it lists;
+slot counts read the maintained verdict counts (transcripts.experiments.slot_counts), not every transcript.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from transcripts.access import is_researcher
+from transcripts.experiments import slot_counts
 from transcripts.models import Experiment, Transcript
 
 from .assignment import with_counts
@@ -23,23 +25,18 @@ EXPERIMENTS_SHOWN = 20
 QUEUES_SHOWN = 10
 
 
-def _counts_by_status(rows: QuerySet, experiment_field: str) -> dict[int, Counter]:
-    """{experiment id: Counter(status → rows)}. Grouping by (experiment, status) with COUNT(*) is an index-only
-    scan of the (experiment, status) index: measured 170 ms instead of 510 ms for COUNT(id) … FILTER at 1M rows."""
-    counts: dict[int, Counter] = defaultdict(Counter)
-    for experiment_id, status, n in rows.order_by().values_list(experiment_field, "status").annotate(n=Count("*")):
-        counts[experiment_id][status] = n
-    return counts
-
-
 def _experiments_with_progress() -> list[Experiment]:
     """The newest experiments, each with .progress: transcripts done/failed/total, and for running ones the
     judge scores done/total (only those: counting scores joins every transcript of the experiment)."""
     experiments = list(Experiment.objects.order_by("-created_at")[:EXPERIMENTS_SHOWN])
     running = [e for e in experiments if e.status == Experiment.Status.RUNNING]
-    slots = _counts_by_status(Transcript.objects.filter(experiment__in=experiments), "experiment_id")
-    scores = _counts_by_status(JudgeScore.objects.filter(transcript__experiment__in=running),
-                               "transcript__experiment_id")
+    slots = slot_counts("experiment_id", [e.pk for e in experiments])
+    scores: dict[int, Counter] = defaultdict(Counter)
+    for experiment_id, status, n in (
+        JudgeScore.objects.filter(transcript__experiment__in=running).order_by()
+        .values_list("transcript__experiment_id", "status").annotate(n=Count("*"))
+    ):
+        scores[experiment_id][status] = n
     for experiment in experiments:
         mine, judged = slots[experiment.pk], scores[experiment.pk]
         total, done = sum(mine.values()), mine[Transcript.Status.DONE]

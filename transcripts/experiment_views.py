@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from decimal import Decimal
 
 from django import forms
 from django.contrib import messages
-from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from . import experiments
 from .access import researcher_required
 from .endpoints import LOCAL_JUDGE
-from .models import Dataset, Endpoint, Experiment, QuestionSet, Transcript
+from .models import Condition, Dataset, Endpoint, Experiment, QuestionSet, Transcript
 from .prompting import COT_MODES
 
 
@@ -116,12 +116,18 @@ class ExperimentForm(forms.Form):
 
 @researcher_required
 def experiment_list(request: HttpRequest) -> HttpResponse:
-    rows = Experiment.objects.annotate(
-        n_slots=Count("transcripts"),
-        n_done=Count("transcripts", filter=Q(transcripts__status=Transcript.Status.DONE)),
-        n_failed=Count("transcripts", filter=Q(transcripts__status=Transcript.Status.FAILED)),
-    ).order_by("-created_at")
+    rows = list(Experiment.objects.order_by("-created_at"))
+    counts = experiments.slot_counts("experiment_id", [e.pk for e in rows])
+    for experiment in rows:
+        _set_counts(experiment, counts[experiment.pk])
     return render(request, "transcripts/experiment_list.html", {"experiments": rows})
+
+
+def _set_counts(row: Experiment | Condition, counts: Counter) -> None:
+    """The slot counts the experiment list and the conditions table show, from experiments.slot_counts."""
+    row.n_slots = sum(counts.values())
+    row.n_done = counts[Transcript.Status.DONE]
+    row.n_failed = counts[Transcript.Status.FAILED]
 
 
 @researcher_required
@@ -159,14 +165,12 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
 @researcher_required
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
+    conditions = list(experiment.conditions.select_related("endpoint"))
+    counts = experiments.slot_counts("condition_id", [c.pk for c in conditions])
+    for condition in conditions:
+        _set_counts(condition, counts[condition.pk])
     return render(request, "transcripts/experiment_detail.html", {
-        "experiment": experiment, "progress": experiments.progress(experiment),
-        "conditions": experiment.conditions.select_related("endpoint").annotate(
-            n_done=Count("transcripts", filter=Q(transcripts__status=Transcript.Status.DONE)),
-            n_slots=Count("transcripts"),
-        ),
-        "recent": experiment.transcripts.filter(status=Transcript.Status.DONE)
-        .select_related("condition", "question").order_by("-finished_at")[:10],
+        **_progress_context(experiment), "conditions": conditions,
     })
 
 
@@ -174,11 +178,14 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The live part of the detail page; htmx polls it while the experiment runs."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    return render(request, "transcripts/experiment_progress.html", {
-        "experiment": experiment, "progress": experiments.progress(experiment),
-        "recent": experiment.transcripts.filter(status=Transcript.Status.DONE)
-        .select_related("condition", "question").order_by("-finished_at")[:10],
-    })
+    return render(request, "transcripts/experiment_progress.html", _progress_context(experiment))
+
+
+def _progress_context(experiment: Experiment) -> dict:
+    progress = experiments.progress(experiment)
+    recent = (Transcript.objects.filter(pk__in=progress["recent_ids"]).select_related("condition", "question")
+              .order_by("-finished_at"))
+    return {"experiment": experiment, "progress": progress, "recent": recent}
 
 
 NOTES = {

@@ -27,20 +27,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
 from . import prompting
 from .endpoints import LOCAL_JUDGE
-from .models import Condition, Dataset, Endpoint, Example, Experiment, Question, QuestionSet, Transcript
+from .models import Condition, Dataset, Endpoint, Example, Experiment, Question, QuestionSet, Transcript, VerdictCount
 from .signals import experiment_defined, judge_requests_wanted
 
 
@@ -567,32 +569,71 @@ def mark_done_if_finished(experiment_id: int) -> bool:
     )
 
 
+def slot_counts(by: str, ids: Iterable[int]) -> dict[int, Counter]:
+    """{experiment or condition id: Counter(status → slots)}, `by` naming the column ("experiment_id" or
+    "condition_id"). Done slots are summed from the maintained VerdictCount rows (one per condition × question)
+    and only the others are counted in the transcript table, on its (experiment, status) or (condition, status)
+    index: a finished experiment of a million slots costs what an empty one does."""
+    ids = list(ids)
+    counts: dict[int, Counter] = defaultdict(Counter)
+    done = VerdictCount.objects.filter(**{f"{by}__in": ids}).order_by().values_list(by).annotate(n=Sum("done"))
+    for key, n in done:
+        counts[key][Transcript.Status.DONE] = n
+    unfinished = Transcript.objects.filter(**{f"{by}__in": ids}, status__in=UNFINISHED).order_by()
+    for key, status, n in unfinished.values_list(by, "status").annotate(n=Count("*")):
+        counts[key][status] = n
+    return counts
+
+
+UNFINISHED = [status for status in Transcript.Status.values if status != Transcript.Status.DONE]
+THROUGHPUT_WINDOW = timedelta(minutes=5)
+
+
 def progress(experiment: Experiment) -> dict:
     """What the experiment page and `run_experiment --wait` show: counts by status, failures by reason,
     generation tokens, the cost so far (generation and judging, kept by the call engine) and why work
-    stopped early, throughput over the last five minutes and the ETA it implies."""
+    stopped early, throughput over the last five minutes and the ETA it implies (while it runs), and the
+    ids of the ten transcripts finished last."""
+    counted = slot_counts("experiment_id", [experiment.pk])[experiment.pk]
+    by_status = {status: counted[status] for status in Transcript.Status.values}
     slots = experiment.transcripts
-    counts = dict(slots.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
-    by_status = {status: counts.get(status, 0) for status in Transcript.Status.values}
     failed_by_kind = dict(
         slots.filter(status=Transcript.Status.FAILED)
         .values_list("error_kind").annotate(n=Count("pk")).order_by("error_kind").values_list("error_kind", "n")
     )
-    tokens = slots.filter(status=Transcript.Status.DONE).aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
+    finished = _finished_summary(experiment, by_status[Transcript.Status.DONE])
     # Read afresh: the engine adds to spent_usd and sets stop_reason while the caller's object ages.
     money = Experiment.objects.filter(pk=experiment.pk).values("spent_usd", "stop_reason", "budget_usd").get()
-    window = timedelta(minutes=5)
-    now = timezone.now()
-    recent = slots.filter(finished_at__gte=now - window).exclude(status=Transcript.Status.CANCELLED).count()
-    since = max(experiment.started_at or now, now - window)
-    elapsed = (now - since).total_seconds()
-    per_minute = recent / elapsed * 60 if elapsed > 1 else 0.0
     remaining = by_status[Transcript.Status.PENDING] + by_status[Transcript.Status.RUNNING]
-    eta = timedelta(seconds=int(remaining / per_minute * 60)) if per_minute and remaining else None
+    per_minute, eta = 0.0, None
+    if experiment.status == Experiment.Status.RUNNING:
+        now = timezone.now()
+        recent = slots.filter(finished_at__gte=now - THROUGHPUT_WINDOW).exclude(
+            status=Transcript.Status.CANCELLED).count()
+        elapsed = (now - max(experiment.started_at or now, now - THROUGHPUT_WINDOW)).total_seconds()
+        per_minute = recent / elapsed * 60 if elapsed > 1 else 0.0
+        eta = timedelta(seconds=int(remaining / per_minute * 60)) if per_minute and remaining else None
     return {
         "total": sum(by_status.values()), "by_status": by_status, "remaining": remaining,
         "finished": by_status[Transcript.Status.DONE] + by_status[Transcript.Status.FAILED],
-        "failed_by_kind": failed_by_kind, "prompt_tokens": tokens["p"] or 0, "completion_tokens": tokens["c"] or 0,
+        "failed_by_kind": failed_by_kind, **finished,
         "cost": money["spent_usd"], "budget": money["budget_usd"], "stop_reason": money["stop_reason"],
         "per_minute": per_minute, "eta": eta,
     }
+
+
+def _finished_summary(experiment: Experiment, n_done: int) -> dict:
+    """Token sums and the ten newest done transcripts' ids. Both read every done row of the experiment (no
+    index holds tokens or finished_at), so they are cached until the number of done slots changes: a finished
+    experiment's page reads them once, a running one's once per poll that saw progress."""
+    key = f"experiment-finished:{experiment.pk}:{n_done}"
+    summary = cache.get(key)
+    if summary is None:
+        done = experiment.transcripts.filter(status=Transcript.Status.DONE)
+        tokens = done.aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
+        summary = {
+            "prompt_tokens": tokens["p"] or 0, "completion_tokens": tokens["c"] or 0,
+            "recent_ids": list(done.order_by("-finished_at").values_list("pk", flat=True)[:10]),
+        }
+        cache.set(key, summary, timeout=24 * 3600)
+    return summary

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from judging import assignment
 from judging.models import JudgeScore
+from transcripts import aggregates
 from transcripts.models import Experiment, Transcript
 
 from .annotation_data import SECRET_MODEL, queue_over, taxonomy, transcripts
@@ -20,6 +21,7 @@ def running_experiment(name: str = "live-run", done: int = 1, pending: int = 2):
     Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.RUNNING)
     Transcript.objects.filter(pk__in=[t.pk for t in rows[done:]]).update(status=Transcript.Status.PENDING)
     JudgeScore.objects.filter(transcript__in=rows[done:]).update(status=JudgeScore.Status.PENDING)
+    aggregates.rebuild(experiment)  # what generation keeps up to date as slots finish
     experiment.refresh_from_db()
     return experiment
 

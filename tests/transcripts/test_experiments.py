@@ -7,7 +7,7 @@ from django.utils import timezone
 from judging.models import ExperimentJudging
 from tests.judging.builders import stub_endpoint
 from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
-from transcripts import experiments
+from transcripts import aggregates, experiments
 from transcripts.endpoints import save_endpoint
 from transcripts.experiments import SpecError
 from transcripts.models import Condition, Experiment, Transcript
@@ -269,6 +269,7 @@ def test_the_detail_page_shows_progress_and_escapes_model_output(data, alice_cli
     slot = experiment.transcripts.first()
     Transcript.objects.filter(pk=slot.pk).update(status="done", answer="<script>alert(1)</script>", prompt_tokens=10,
                                                  completion_tokens=5, finished_at=timezone.now())
+    aggregates.refresh_groups({(slot.condition_id, slot.question_id)})  # as generation does for a done slot
     Transcript.objects.filter(pk=experiment.transcripts.last().pk).update(status="failed", error_kind="http_401")
     # The call engine keeps the cost so far (generation and judging) and says why it stopped handing out work.
     Experiment.objects.filter(pk=experiment.pk).update(spent_usd=Decimal("0.4321"), budget_usd=Decimal("0.40"),

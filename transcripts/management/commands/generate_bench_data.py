@@ -19,6 +19,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
+from transcripts import aggregates
 from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript
 
 MODELS = {"bench-model-a": 0.02, "bench-model-b": 0.06, "bench-model-c": 0.12}  # base misaligned rate
@@ -86,6 +87,8 @@ class Command(BaseCommand):
             self._insert_scores(cursor)
             self._insert_labels(cursor, labelled)
             self.stdout.write(f"scores and labels inserted: {time.monotonic() - started:.0f}s")
+            aggregates.rebuild()  # the rows above were written in SQL, not through the verdict writer
+            self.stdout.write(f"verdict counts rebuilt: {time.monotonic() - started:.0f}s")
             cursor.execute("VACUUM ANALYZE")
         self.stdout.write(self.style.SUCCESS(f"{rows} transcripts in {time.monotonic() - started:.0f}s"))
 
@@ -189,6 +192,8 @@ class Command(BaseCommand):
             )
 
     def _insert_labels(self, cursor, share: float) -> None:
+        """A labelled queue (2 auditors on every item, disagreeing on one item in five, consensus where they
+        agree) for the agreement and queue pages, and an open queue of unlabelled items an auditor can claim."""
         # judging owns these tables; looked up by name so transcripts never imports it.
         queue_model, category_model = apps.get_model("judging", "AnnotationQueue"), apps.get_model(
             "judging", "PersonaCategory"
@@ -202,26 +207,37 @@ class Command(BaseCommand):
         category = category_model.objects.order_by("pk").first()
         queue = queue_model.objects.create(name="bench-queue", taxonomy=category.taxonomy, overlap=2)
         cursor.execute(
-            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count)
-               SELECT %s, id, id, 2 FROM transcripts_transcript WHERE misaligned AND random() < %s""",
+            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count, token)
+               SELECT %s, id, id, 2, gen_random_uuid() FROM transcripts_transcript
+               WHERE misaligned AND random() < %s""",
             [queue.pk, min(1.0, share * 10)],
         )
         categories = list(category_model.objects.filter(taxonomy=category.taxonomy).order_by("position")
                           .values_list("pk", "key"))
         category_ids = "ARRAY[" + ",".join(str(pk) for pk, _ in categories) + "]::bigint[]"
-        for auditor in auditors:
+        for shift, auditor in enumerate(auditors):
+            # The second auditor picks the next category on items whose id is a multiple of 5.
             cursor.execute(
                 f"""INSERT INTO judging_label (item_id, auditor_id, primary_id, note, seconds_spent, created_at,
                         updated_at)
-                    SELECT id, %s, ({category_ids})[1 + (transcript_id %% {len(categories)})], '', 30, now(), now()
+                    SELECT id, %s, ({category_ids})[1 + ((transcript_id + %s * (id %% 5 = 0)::int)
+                                                         %% {len(categories)})],
+                           '', 30, now(), now()
                     FROM judging_queueitem WHERE queue_id = %s""",  # noqa: S608 — built from constants
-                [auditor, queue.pk],
+                [auditor, shift, queue.pk],
             )
         cursor.execute(
             f"""UPDATE transcripts_transcript t SET human_category =
                     ({_text_array([key for _, key in categories])})[1 + (t.id %% {len(categories)})]
-                FROM judging_queueitem q WHERE q.transcript_id = t.id AND q.queue_id = %s""",  # noqa: S608
+                FROM judging_queueitem q WHERE q.transcript_id = t.id AND q.queue_id = %s AND q.id %% 5 <> 0""",  # noqa: S608
             [queue.pk],
+        )
+        open_queue = queue_model.objects.create(name="bench-open-queue", taxonomy=category.taxonomy, overlap=2)
+        cursor.execute(
+            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count, token)
+               SELECT %s, id, row_number() OVER (), 0, gen_random_uuid() FROM transcripts_transcript
+               WHERE misaligned AND id NOT IN (SELECT transcript_id FROM judging_queueitem) LIMIT 2000""",
+            [open_queue.pk],
         )
 
 
