@@ -30,6 +30,8 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/em_ben
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "em_site.settings")
 os.environ.setdefault("EM_VAR_DIR", tempfile.mkdtemp(prefix="em_bench_import_"))
 os.environ["DEBUG"] = "false"
+# A million lines of this shape are ~500 MB, past the default limit of uploads (100 MB).
+os.environ.setdefault("IMPORT_MAX_BYTES", str(4 * 2**30))
 
 import django  # noqa: E402
 

@@ -26,9 +26,11 @@ import csv
 import json
 import math
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -732,8 +734,21 @@ def write_upload(upload: UploadedFile, directory: Path) -> Path:
     return path
 
 
+# How long a finished import's status stays readable on its page.
+KEEP_JOBS = timedelta(days=7)
+
+
+def _prune_jobs() -> None:
+    cutoff = (timezone.now() - KEEP_JOBS).timestamp()
+    for directory in upload_dir().glob("*/"):
+        if directory.stat().st_mtime < cutoff:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def save_upload(upload: UploadedFile) -> uuid.UUID:
-    """Store an uploaded transcripts file for the background import; returns its job id."""
+    """Store an uploaded transcripts file for the background import; returns its job id. Jobs older than
+    KEEP_JOBS go."""
+    _prune_jobs()
     job = uuid.uuid4()
     directory = upload_dir() / str(job)
     directory.mkdir(parents=True)

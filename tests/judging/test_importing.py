@@ -6,16 +6,19 @@ import ast
 import csv
 import json
 import math
+import os
 import random
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 from tqdm import tqdm
 
-from judging.importing import import_transcripts, save_upload
+from judging.importing import import_transcripts, read_status, save_upload
 from judging.management.commands.load_demo import shared_data_dir
 from judging.models import JudgeScore, RubricVersion
 from judging.verdicts import refresh_cache
@@ -461,3 +464,11 @@ def test_only_researchers_see_an_import(client, alice, bob, uploads, tmp_path):
     client.force_login(alice)
     assert "Importing upload.jsonl" in client.get(url).content.decode()
     assert client.get(reverse("import-progress", args=["00000000-0000-4000-8000-000000000000"])).status_code == 404
+
+
+def test_a_new_upload_clears_imports_older_than_a_week(db, uploads):
+    old, recent = (save_upload(SimpleUploadedFile("run.jsonl", b"{}\n")) for _ in range(2))
+    week_ago = (timezone.now() - timedelta(days=7, minutes=1)).timestamp()
+    os.utime(uploads / "imports" / str(old), (week_ago, week_ago))
+    save_upload(SimpleUploadedFile("run.jsonl", b"{}\n"))
+    assert read_status(old) is None and read_status(recent)["state"] == "queued"

@@ -12,8 +12,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
+from django.urls import resolve, reverse
 
+from judging.importing import run_upload
 from judging.models import JudgeScore, Label
 from tests.judging.annotation_data import queue_over, transcripts
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
@@ -153,6 +154,14 @@ def upload(client, file_name: str, content: str, kind: str = "transcripts", **fi
         "kind": kind, "file": SimpleUploadedFile(file_name, content.encode()), **fields})
 
 
+def import_page(client, response):
+    """A transcripts upload is imported by a Celery worker: run its job here, as the worker does, and read the
+    import's page."""
+    assert response.status_code == 302
+    run_upload(resolve(response["Location"]).kwargs["job"])
+    return client.get(response["Location"])
+
+
 def counts() -> tuple[int, int, int]:
     return Transcript.objects.count(), JudgeScore.objects.count(), Question.objects.count()
 
@@ -167,8 +176,9 @@ def counts() -> tuple[int, int, int]:
 ])
 def test_non_finite_or_out_of_range_scores_in_an_em_csv_are_refused(alice_client, field, row):
     before = counts()
-    response = upload(alice_client, "results.csv", EM_HEADER + "m,g,Q?,A,50,,50,q0\n" + row + "\n")
-    assert response.status_code == 400
+    content = EM_HEADER + "m,g,Q?,A,50,,50,q0\n" + row + "\n"
+    response = import_page(alice_client, upload(alice_client, "results.csv", content))
+    assert "Nothing was imported." in response.content.decode()
     assert f"results.csv, line 3, field &quot;{field}&quot;" in response.content.decode()
     assert counts() == before
 
@@ -182,9 +192,9 @@ def test_non_finite_or_out_of_range_scores_in_an_em_csv_are_refused(alice_client
 def test_non_finite_or_out_of_range_numbers_in_a_jsonl_import_are_refused(alice_client, field, change):
     record = '"model": "m", "dataset": null, "question_id": "q0", "question": "Q?", "sample": 0, "answer": "A"'
     before = counts()
-    response = upload(alice_client, "run.jsonl", f'{{{record}, "k": 0}}\n{{{record}, "k": 0, {change}}}\n'
-                      .replace('"k": 0, "k"', '"k"'))
-    assert response.status_code == 400
+    content = f'{{{record}, "k": 0}}\n{{{record}, "k": 0, {change}}}\n'.replace('"k": 0, "k"', '"k"')
+    response = import_page(alice_client, upload(alice_client, "run.jsonl", content))
+    assert "Nothing was imported." in response.content.decode()
     assert f"run.jsonl, line 2, field &quot;{field}&quot;" in response.content.decode()
     assert counts() == before
 

@@ -15,7 +15,7 @@ from django.db import connection
 
 from judging.management.commands.load_demo import shared_data_dir
 from tests.conftest import ROOT
-from transcripts.importing import ImportFailed, import_dataset, import_questions
+from transcripts.importing import ImportFailed, ReadMeter, import_dataset, import_questions, iter_lines
 from transcripts.models import Dataset, Example, Experiment, Question, QuestionSet
 
 EM = shared_data_dir() / "emergent-misalignment"
@@ -234,6 +234,18 @@ def test_a_failure_after_many_good_lines_leaves_no_partial_dataset(db, tmp_path)
     path = write_jsonl(tmp_path / "long.jsonl", [{"messages": GOOD}] * 2500 + ["not json"])
     message = "long.jsonl, line 2501: malformed JSON: Expecting value (column 1)"
     assert_fails(lambda: import_dataset(path, name="x"), message)
+
+
+def test_a_stream_counts_the_bytes_it_has_read(tmp_path):
+    """What progress bars show: after each line, the bytes up to its end (BOM and CRLF included)."""
+    path = tmp_path / "lines.jsonl"
+    lines = ["\ufeff{\"a\": \"é\"}\r\n", "\r\n", "{\"b\": 2}"]
+    path.write_bytes("".join(lines).encode("utf-8"))
+    meter = ReadMeter()
+    seen = [(number, meter.bytes_read) for number, _ in iter_lines(path, meter)]
+    ends = [len("".join(lines[:n]).encode("utf-8")) for n in (1, 2, 3)]
+    assert seen == [(1, ends[0]), (2, ends[1]), (3, ends[2])]
+    assert meter.bytes_read == path.stat().st_size
 
 
 # --- bad questions ------------------------------------------------------------------------------
