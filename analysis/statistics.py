@@ -115,17 +115,21 @@ class ConditionRate:
     assumes: str = f"{WILSON_ASSUMES} {CLUSTERED_ASSUMES}"
 
 
-def _by_question(cells: pd.DataFrame, rows: list[str]) -> tuple[list[tuple], np.ndarray, np.ndarray]:
-    """The keys of the groups of `rows` (sorted) and misaligned and n as group × question matrices."""
-    grouped = cells.groupby(rows, sort=True, dropna=False)
-    group = grouped.ngroup().to_numpy()
+def _table(rows: np.ndarray, columns: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Sums of `values` by (row code, column code): e.g. misaligned per condition × question."""
+    table = np.zeros(shape)
+    np.add.at(table, (rows, columns), values)
+    return table
+
+
+def _by_question(cells: pd.DataFrame, axes: list[str]) -> tuple[list[tuple], np.ndarray, np.ndarray]:
+    """The conditions (sorted keys) and their misaligned and n as condition × question matrices."""
+    grouped = cells.groupby(axes, sort=True, dropna=False)
+    condition = grouped.ngroup().to_numpy()
     question = pd.factorize(cells["question"])[0]
     shape = (grouped.ngroups, question.max() + 1 if len(question) else 0)
-    misaligned, n = np.zeros(shape), np.zeros(shape)
-    np.add.at(misaligned, (group, question), cells["misaligned"].to_numpy(dtype=float))
-    np.add.at(n, (group, question), cells["n"].to_numpy(dtype=float))
-    keys = [key if isinstance(key, tuple) else (key,) for key in grouped.size().index]
-    return keys, misaligned, n
+    return (list(grouped.size().index), _table(condition, question, cells["misaligned"].to_numpy(float), shape),
+            _table(condition, question, cells["n"].to_numpy(float), shape))
 
 
 def _resample_weights(rng: np.random.Generator, questions: int, n_boot: int) -> np.ndarray:
@@ -498,11 +502,11 @@ def dose_response(cells: pd.DataFrame, *, by: Sequence[str] = ("model", "system_
             rows = order[bounds[g]:bounds[g + 1]]
             _, q = np.unique(question[rows], return_inverse=True)
             ks, k = np.unique(k_code[rows], return_inverse=True)
-            table_m, table_n = np.zeros((q.max() + 1, len(ks))), np.zeros((q.max() + 1, len(ks)))
-            np.add.at(table_m, (q, k), misaligned[rows])
-            np.add.at(table_n, (q, k), n[rows])
-            results.append(_dose_response_group(_key(by, values), k_values[ks], table_m, table_n, targets, n_boot,
-                                                rng, assumes))
+            shape = (q.max() + 1, len(ks))
+            results.append(_dose_response_group(
+                _key(by, values), k_values[ks], _table(q, k, misaligned[rows], shape), _table(q, k, n[rows], shape),
+                targets, n_boot, rng, assumes,
+            ))
     return results
 
 
