@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 import pytest
+from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -304,3 +305,50 @@ def test_a_yaml_file_with_bare_off_naming_the_shipped_local_endpoint_parses(data
     assert spec.cot == ("off", "tags")
     assert spec.endpoints[0].base_url == settings.LOCAL_MODEL_BASE_URL
     assert spec.judge.name == "local-judge"
+
+
+def finish(slots: list[Transcript], **fields) -> None:
+    """Slots done (or another status) as generation leaves them, verdict counts included."""
+    Transcript.objects.filter(pk__in=[s.pk for s in slots]).update(finished_at=timezone.now(), **fields)
+    aggregates.refresh_groups({(s.condition_id, s.question_id) for s in slots})
+
+
+def test_the_list_the_conditions_table_and_progress_count_slots_by_status(data, alice_client):
+    experiment = experiments.define_experiment(make_spec(k=[0, 2, 4]))  # 3 conditions × 3 questions × 2 samples
+    slots = list(experiment.transcripts.order_by("dispatch_order"))
+    finish(slots[:7], status="done", prompt_tokens=10, completion_tokens=3)
+    finish(slots[7:9], status="failed", error_kind="http_500")
+    finish(slots[9:10], status="running")
+    finish(slots[10:12], status="cancelled")
+    # Independent: a GROUP BY over the transcript table.
+    by_condition = {
+        row["condition_id"]: row for row in experiment.transcripts.order_by().values("condition_id").annotate(
+            slots=Count("pk"), done=Count("pk", filter=Q(status="done")), failed=Count("pk", filter=Q(status="failed"))
+        )
+    }
+    by_status = dict(experiment.transcripts.order_by().values_list("status").annotate(n=Count("pk")))
+
+    listed = alice_client.get(reverse("experiment-list")).context["experiments"]
+    assert [(e.n_done, e.n_failed, e.n_slots) for e in listed] == [(7, 2, 18)]
+    detail = alice_client.get(reverse("experiment-detail", args=[experiment.pk])).context
+    assert {c.pk: (c.n_done, c.n_failed, c.n_slots) for c in detail["conditions"]} == {
+        pk: (row["done"], row["failed"], row["slots"]) for pk, row in by_condition.items()
+    }
+    progress = detail["progress"]
+    assert {status: n for status, n in progress["by_status"].items() if n} == by_status
+    assert (progress["total"], progress["finished"], progress["remaining"]) == (18, 9, 6 + 1)  # pending + running
+    assert progress["prompt_tokens"] == 70 and progress["completion_tokens"] == 21
+    assert progress["failed_by_kind"] == {"http_500": 2}
+
+
+def test_tokens_and_recent_transcripts_follow_each_finished_slot(data, alice_client):
+    experiment = experiments.define_experiment(make_spec())
+    slots = list(experiment.transcripts.order_by("dispatch_order"))
+    finish(slots[:2], status="done", prompt_tokens=10, completion_tokens=3, answer="first answers")
+    url = reverse("experiment-progress", args=[experiment.pk])
+    page = alice_client.get(url)
+    assert page.context["progress"]["prompt_tokens"] == 20 and "last answer" not in page.content.decode()
+    finish(slots[2:3], status="done", prompt_tokens=5, completion_tokens=1, answer="last answer")
+    page = alice_client.get(url)
+    assert page.context["progress"]["prompt_tokens"] == 25 and page.context["progress"]["completion_tokens"] == 7
+    assert [t.pk for t in page.context["recent"]][0] == slots[2].pk and "last answer" in page.content.decode()
