@@ -8,6 +8,17 @@
 
 Prints, per measurement, p50/p95/max (ms) and the target; the CSV export of every row as rows/s against
 `psql \\copy (the same SELECT) TO STDOUT CSV`, and the serving worker's peak RSS growth during the export.
+
+Then every other page, partial and API route a researcher or auditor can open, found by walking the URLconf
+(so a page added later gets a cell without editing this file): each is filled with ids from the bench
+database and measured BENCH_PAGE_REPEAT (20) times. A route that answers 404 here is reported as MISSING,
+one that answers 405 as POST-only; routes that change data are never requested (ACTIONS).
+
+    BENCH_BASELINE=<git revision> .venv/bin/python bench/dashboard.py
+
+also serves that revision (exported with `git archive`) from a second gunicorn against the same database and
+measures every page cell on both, requests alternating, so that before/after ratios come from one run.
+BENCH_ONLY=pages skips the list, detail, chart and export sections.
 """
 
 from __future__ import annotations
@@ -39,13 +50,15 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.apps import apps  # noqa: E402
 from django.contrib.auth.models import Group, User  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
-from judging.models import AnnotationQueue  # noqa: E402
-from transcripts import exporting  # noqa: E402
+from judging.models import AnnotationQueue, JudgeScore, Label, QueueItem, RubricVersion  # noqa: E402
+from transcripts import charts, exporting  # noqa: E402
 from transcripts.filters import encode_cursor  # noqa: E402
-from transcripts.models import Condition, Experiment, Question, Transcript  # noqa: E402
+from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript  # noqa: E402
 
 
 def free_port() -> int:
@@ -77,6 +90,22 @@ class Client:
         response = self.request("GET", path)
         body = response.read()
         return response.status, body, (time.perf_counter() - start) * 1000
+
+    def twin(self, port: int) -> Client:
+        """A client of another server with this one's cookies (the same session)."""
+        other = Client(port)
+        other.cookies = dict(self.cookies)
+        return other
+
+    def post_form(self, page: str, action: str, fields: dict | None = None):
+        """POST a form of `page` to `action` with the page's CSRF token, as a browser would."""
+        _, body, _ = self.get(page)
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
+        form = urllib.parse.urlencode({**(fields or {}), "csrfmiddlewaretoken": token})
+        response = self.request("POST", action, form, {"Content-Type": "application/x-www-form-urlencoded",
+                                                       "Referer": f"http://127.0.0.1:{self.port}{page}"})
+        response.read()
+        return response
 
     def login(self, username: str) -> None:
         status, body, _ = self.get("/login/")
@@ -126,6 +155,35 @@ def worker_pids(master: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def start_server(code: Path) -> tuple[subprocess.Popen, int]:
+    """gunicorn with 2 sync workers serving the code at `code`, once it accepts connections."""
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=code, env=SERVER_ENV,
+                   check=True)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "em_site.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}", "--timeout", "600",
+         "--log-level", "warning"], cwd=code, env=SERVER_ENV,
+    )
+    for _ in range(150):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    return server, port
+
+
+def export_revision(revision: str) -> Path:
+    """The files of a git revision in a temporary directory (git archive: the checkout is not touched)."""
+    target = Path(tempfile.mkdtemp(prefix="em_baseline_"))
+    # BENCH_GIT: the checkout to export from, when this script itself runs from an exported tree.
+    repository = os.environ.get("BENCH_GIT", str(ROOT))
+    archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=repository, capture_output=True,
+                             check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
 def main() -> None:
     users = {}
     for username, role in (("bench-researcher", "researcher"), (AUDITOR, "auditor")):
@@ -135,30 +193,30 @@ def main() -> None:
         users[role].groups.add(Group.objects.get_or_create(name=role)[0])
     # The auditor home lists the auditor's queues: make them an auditor of every queue.
     users["auditor"].annotation_queues.add(*AnnotationQueue.objects.all())
-    user = users["researcher"]
     total = Transcript.objects.count()
     print(f"database {connection.settings_dict['NAME']}: {total} transcripts", flush=True)
 
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=SERVER_ENV,
-                   check=True)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "em_site.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}", "--timeout", "600",
-         "--log-level", "warning"], cwd=ROOT, env=SERVER_ENV,
-    )
+    servers = []
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        client = Client(port)
-        client.login(user.username)
-        run(client, server.pid, total)
+        server, port = start_server(ROOT)
+        servers.append(server)
+        clients = {"researcher": Client(port), "auditor": Client(port)}
+        for role, client in clients.items():
+            client.login(users[role].username)
+        baseline = None
+        if revision := os.environ.get("BENCH_BASELINE"):
+            old_server, old_port = start_server(export_revision(revision))
+            servers.append(old_server)
+            # Sessions live in the database, so the same cookies are logged in on the baseline server.
+            baseline = {role: client.twin(old_port) for role, client in clients.items()}
+            print(f"baseline: {revision} on port {old_port}", flush=True)
+        if os.environ.get("BENCH_ONLY") != "pages":
+            run(clients["researcher"], server.pid, total)
+        run_pages(clients, baseline, total)
     finally:
-        server.terminate()
-        server.wait(30)
+        for server in servers:
+            server.terminate()
+            server.wait(30)
     print("\nsummary: " + ("all targets met" if all(p <= t for _, _, p, t in RESULTS) else "some targets missed"))
 
 
@@ -197,13 +255,6 @@ def run(client: Client, master: int, total: int) -> None:
         deep = urllib.parse.urlencode({"sort": sort, "after": encode_cursor(50.0, middle)})
         report(f"list deep page · sort={sort} (score 50)", timed(client, f"/transcripts/?{deep}"), 100)
 
-    print("\n== home pages ==", flush=True)
-    # The dashboard counts every transcript of the 20 newest experiments by status (an index-only scan).
-    report("home (researcher dashboard)", timed(client, "/"), 200)
-    auditor = Client(client.port)
-    auditor.login(AUDITOR)
-    report(f"annotate home (auditor of {AnnotationQueue.objects.count()} queues)", timed(auditor, "/annotate/"), 100)
-
     print("\n== detail page ==", flush=True)
     ids = list(Transcript.objects.filter(pk__gte=middle).order_by("pk").values_list("pk", flat=True)[:200:4])
     for label, query in (("detail", ""), ("detail with filter (prev/next)", f"?model={condition.model_name}&k=64")):
@@ -216,7 +267,7 @@ def run(client: Client, master: int, total: int) -> None:
         report(label, times, 50)
 
     print("\n== chart data ==", flush=True)
-    for chart in ("misaligned-vs-k", "aligned-vs-coherent", "misaligned-by-domain", "persona-shares"):
+    for chart in charts.CHARTS:
         report(f"chart {chart}", timed(client, f"/charts/{chart}.json", 30), 300)
         report(f"chart {chart} · model+cot", timed(
             client, f"/charts/{chart}.json?model={condition.model_name}&cot=tags", 30), 300)
@@ -260,6 +311,171 @@ def run(client: Client, master: int, total: int) -> None:
           f"{'ok' if growth_mb <= 100 else 'OVER'}")
     if ratio < 0.5 or growth_mb > 100:
         RESULTS.append(("export", 0, 1, 0))
+
+
+# Routes that change data (POST only): never requested. Routes measured in the sections above (by route).
+ACTIONS = {
+    "login", "logout", "api-token", "experiment-cancel", "experiment-resume", "experiment-retry-failed",
+    "experiment-launch", "experiment-rejudge", "experiment-judging-activate", "annotate-undo", "annotate-skip",
+    "labels-import", "gold-run",
+}
+# The API export streams through the same exporting.export_response as transcripts/export.csv.
+ELSEWHERE = {"transcripts/", "transcripts/<int:pk>/", "transcripts/export.<str:fmt>", "charts/<slug:name>.json",
+             "api/transcripts/export/"}
+PAGE_TARGET_MS, TARGETS_MS = 300, {"queue-agreement": 1000}
+PAGE_REPEAT = int(os.environ.get("BENCH_PAGE_REPEAT", "20"))
+SLOW_FACTOR = 10  # a first request over 10× its target is reported once, not repeated
+PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>[^)]*\)")
+
+
+def routes(patterns=None, prefix: str = "") -> list[tuple[str, str]]:
+    """(route, name) of every URL pattern, Django admin left out (staff only, not a researcher page)."""
+    found = []
+    for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        route = prefix + str(pattern.pattern)
+        if route.startswith("admin/"):
+            continue
+        if hasattr(pattern, "url_patterns"):
+            found += routes(pattern.url_patterns, route)
+        else:
+            found.append((route.replace("^", "").replace("$", ""), pattern.name))
+    return found
+
+
+def fill(route: str, values: dict) -> list[str] | str:
+    """The concrete paths of a route: each parameter takes the value(s) named by the path segment before it
+    and its own name, e.g. ("queues", "pk"). A parameter without a value returns its name (a reason)."""
+    paths = [""]
+    position = 0
+    for match in PARAMETER.finditer(route):
+        name = match.group(1) or match.group(2)
+        segment = route[:match.start()].rstrip("/").split("/")[-1]
+        key = (route.split("/")[0], segment, name)
+        found = values.get(key, values.get((segment, name)))
+        if found is None:
+            return f"no bench value for {segment}/<{name}>"
+        literal = route[position:match.start()]
+        choices = found if isinstance(found, list) else [found]
+        paths = [f"{path}{literal}{value}" for path in paths for value in choices]
+        position = match.end()
+    return ["/" + path + route[position:] for path in paths]
+
+
+def page_values(clients: dict[str, Client]) -> tuple[dict, dict]:
+    """Ids of the bench database for every route parameter, and extra query strings per route name."""
+    experiment = Experiment.objects.order_by("pk").first()
+    other = Experiment.objects.exclude(pk=experiment.pk).order_by("pk").first()
+    queue = AnnotationQueue.objects.get(name="bench-queue")
+    open_queue = AnnotationQueue.objects.get(name="bench-open-queue")
+    item = QueueItem.objects.filter(queue=queue).order_by("position").first()
+    condition = Condition.objects.filter(experiment=experiment).order_by("pk").first()
+    second = Condition.objects.filter(experiment=experiment).order_by("pk")[1]
+    versions = {rv.rubric.key: rv.pk for rv in RubricVersion.objects.select_related("rubric")}
+    # The annotate item page shows an item claimed by the auditor: claim one (POST, as the page's button does).
+    auditor = clients["auditor"]
+    claim = auditor.post_form(f"/annotate/{open_queue.pk}/next/", f"/annotate/{open_queue.pk}/next/")
+    token = claim.getheader("Location", "").rstrip("/").split("/")[-1]
+    values = {
+        ("experiments", "pk"): experiment.pk, ("queues", "pk"): queue.pk, ("annotate", "queue_id"): open_queue.pk,
+        ("annotate", "items", "token"): token, ("queues", "items", "token"): str(item.token),
+        ("datasets", "pk"): Dataset.objects.order_by("pk").first().pk,
+        ("questions", "pk"): QuestionSet.objects.order_by("pk").first().pk,
+        ("taxonomies", "pk"): queue.taxonomy_id, ("conditions", "pk"): condition.pk,
+        ("transcripts", "pk"): item.transcript_id, ("scores", "pk"): JudgeScore.objects.order_by("pk").first().pk,
+        ("labels", "pk"): Label.objects.order_by("pk").first().pk,
+        ("judges", "score"): ["aligned", "coherent"], ("calibration", "name"): ["roc", "pr"],
+    }
+    if gold := apps.get_model("judging", "GoldSuite").objects.order_by("pk").first():
+        values[("gold", "pk")] = gold.pk
+    pair = f"a-aligned={versions['aligned']}&a-coherent={versions['coherent']}" \
+           f"&b-aligned={versions['aligned']}&b-coherent={versions['coherent']}"
+    category = item.transcript.judge_category or "dangerous_persona"
+    variants = {
+        "experiment-results": ["", "htmx"],
+        "experiment-compare": ["", f"a={condition.pk}&b={second.pk}", f"other={other.pk}"],
+        "judge-vs-judge": ["", pair],
+        "judge-vs-judge-scatter": [pair],
+        "queue-items": ["", f"judge={category}", f"human={category}", f"auditor=bench-auditor-1&label={category}"],
+        "queue-calibration-cell": ["judge=1&human=1"],
+        "question-results": ["", f"experiment={experiment.pk}"],
+    }
+    return values, variants
+
+
+def interleaved(client: Client, baseline: Client | None, path: str, headers: dict,
+                target: float) -> tuple[list, list | None]:
+    """PAGE_REPEAT timed requests on the server (and on the baseline server, alternating), after warm-up. A
+    baseline whose first request takes over SLOW_FACTOR × the target is measured by that request alone."""
+    def one(c: Client) -> float:
+        start = time.perf_counter()
+        response = c.request("GET", path, headers=headers)
+        response.read()
+        assert response.status in (200, 302), f"{c.port} {path}: HTTP {response.status}"
+        return (time.perf_counter() - start) * 1000
+
+    servers = [client]
+    before = None
+    if baseline is not None:
+        first = one(baseline)
+        if first > SLOW_FACTOR * target:
+            before = [first]
+        else:
+            servers.append(baseline)
+    for c in servers:
+        for _ in range(2):
+            one(c)
+    times: list[list[float]] = [[] for _ in servers]
+    for _ in range(PAGE_REPEAT):
+        for i, c in enumerate(servers):
+            times[i].append(one(c))
+    return times[0], (times[1] if len(servers) > 1 else before)
+
+
+def probe(client: Client, path: str, headers: dict) -> tuple[int, float]:
+    """One request: its status and time (ms)."""
+    start = time.perf_counter()
+    response = client.request("GET", path, headers=headers)
+    response.read()
+    return response.status, (time.perf_counter() - start) * 1000
+
+
+def run_pages(clients: dict[str, Client], baseline: dict[str, Client] | None, total: int) -> None:
+    print(f"\n== every other page, partial and API route: {PAGE_REPEAT} requests each ==", flush=True)
+    values, variants = page_values(clients)
+    missing = []
+    for route, name in routes():
+        if name in ACTIONS or route in ELSEWHERE:
+            continue
+        paths = fill(route, values)
+        if isinstance(paths, str):
+            missing.append(f"{route} ({name}): {paths}")
+            continue
+        role = "auditor" if route.startswith("annotate/") else "researcher"
+        for path in paths:
+            for variant in variants.get(name, [""]):
+                headers = {"HX-Request": "true"} if variant == "htmx" else {}
+                query = "" if variant in ("", "htmx") else f"?{variant}"
+                label = f"{name} {path}{query}{' (htmx)' if headers else ''}"
+                status, first_ms = probe(clients[role], path + query, headers)
+                if status == 405:
+                    print(f"{label:<58} POST only: no cell", flush=True)
+                    continue
+                if status not in (200, 302):
+                    missing.append(f"{label}: HTTP {status}")
+                    continue
+                target = TARGETS_MS.get(name, PAGE_TARGET_MS)
+                if first_ms > SLOW_FACTOR * target:  # not repeated: 20 requests of a minute would take all day
+                    report(f"{label} (1 request)", [first_ms], target)
+                    continue
+                mine, before = interleaved(clients[role], baseline and baseline[role], path + query, headers, target)
+                report(label, mine, target)
+                if before is not None:
+                    print(f"{'':<58} baseline p50 {statistics.median(before):7.1f} ms  p95 {p95(before):7.1f} ms  "
+                          f"→ {p95(before) / p95(mine):5.1f}× faster", flush=True)
+    for line in missing:
+        print(f"MISSING: {line}", flush=True)
+    if missing:
+        RESULTS.append(("missing cells", 0, 1, 0))
 
 
 if __name__ == "__main__":
