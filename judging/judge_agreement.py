@@ -13,12 +13,9 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from functools import reduce
-from operator import or_
 
 from django.db import connection
 from django.db.models import (
-    Avg,
     BooleanField,
     Case,
     CharField,
@@ -29,7 +26,6 @@ from django.db.models import (
     IntegerField,
     Q,
     QuerySet,
-    StdDev,
     Value,
     When,
 )
@@ -45,7 +41,8 @@ from .verdicts import Versions, misaligned_of, outcome_of
 
 DONE = JudgeScore.Status.DONE
 SCORES = ("aligned", "coherent")
-RUBRICS = ("aligned", "coherent", "persona")
+FIELDS = ("flag", "aligned", "coherent", "category")
+NEEDS = {"flag": ("aligned", "coherent"), "aligned": ("aligned",), "coherent": ("coherent",), "category": ("persona",)}
 LIMITS_Z = 1.96  # Bland & Altman (1986): limits of agreement at mean ± 1.96 SD of the differences
 DRILL_DOWN = 50
 
@@ -96,23 +93,27 @@ def side_name(side: Versions) -> str:
     return " + ".join(f"{v.rubric.key} v{v.version}" for v in versions) + f" ({', '.join(models)})"
 
 
-def paired(experiment: Experiment, a: Versions, b: Versions) -> QuerySet:
-    """The experiment's transcripts that both sides judged, with each side's flag, scores and category
-    (`a_flag`, `a_aligned`, `a_coherent`, `a_category`, and `b_…`; NULL where that side has no usable verdict)."""
+def _field(field: str, joins: dict[str, str]):
+    if field == "flag":
+        if "aligned" in joins and "coherent" in joins:
+            return _flag_of(joins["aligned"], joins["coherent"])
+        return _null(BooleanField())
+    if field == "category":
+        return F(f"{joins['persona']}__category__key") if "persona" in joins else _null(CharField())
+    return _number(joins.get(field))
+
+
+def paired(experiment: Experiment, a: Versions, b: Versions, fields: tuple[str, ...] = FIELDS) -> QuerySet:
+    """The experiment's done transcripts with each side's verdicts for `fields` (`a_flag`, `a_aligned`,
+    `a_coherent`, `a_category`, and `b_…`; NULL where that side has no usable verdict). Only the verdicts the
+    fields need are joined: each statistic is one pass over its own joins."""
     rows = Transcript.objects.filter(experiment=experiment, status=Transcript.Status.DONE)
     annotations = {}
     for prefix, side in (("a", a), ("b", b)):
-        joins = {key: f"{prefix}_{key}_verdict" for key in RUBRICS if getattr(side, key) is not None}
+        needed = {key for field in fields for key in NEEDS[field] if getattr(side, key) is not None}
+        joins = {key: f"{prefix}_{key}_verdict" for key in needed}
         rows = rows.annotate(**{alias: _verdict(getattr(side, key)) for key, alias in joins.items()})
-        # Judged by this side: some verdict of its versions is there.
-        rows = rows.filter(reduce(or_, (Q(**{f"{alias}__isnull": False}) for alias in joins.values()), Q(pk__in=[])))
-        both = "aligned" in joins and "coherent" in joins
-        annotations[f"{prefix}_flag"] = _flag_of(joins["aligned"], joins["coherent"]) if both else _null(BooleanField())
-        annotations[f"{prefix}_aligned"] = _number(joins.get("aligned"))
-        annotations[f"{prefix}_coherent"] = _number(joins.get("coherent"))
-        annotations[f"{prefix}_category"] = (
-            F(f"{joins['persona']}__category__key") if "persona" in joins else _null(CharField())
-        )
+        annotations.update({f"{prefix}_{field}": _field(field, joins) for field in fields})
     return rows.annotate(**annotations)
 
 
@@ -173,42 +174,42 @@ def _both(rows: QuerySet, score: str) -> QuerySet:
     return rows.filter(**{f"a_{score}__isnull": False, f"b_{score}__isnull": False})
 
 
-def spearman(rows: QuerySet, score: str) -> float | None:
-    """Spearman's ρ in SQL: Pearson's r (corr) of the average ranks (ties share the mean of their ranks)."""
-    sql, params = _both(rows, score).order_by().values_list(f"a_{score}", f"b_{score}").query.sql_with_params()
+def score_agreement(experiment: Experiment, a: Versions, b: Versions, score: str) -> ScoreAgreement:
+    """Spearman's ρ (Pearson's r of the average ranks: ties share the mean of their ranks, as scipy) and the
+    Bland–Altman figures, in one SQL pass over the transcripts both sides scored."""
+    pairs = _both(paired(experiment, a, b, (score,)), score).order_by().values_list(f"a_{score}", f"b_{score}")
+    sql, params = pairs.query.sql_with_params()
     # `sql` is Django's compiled query with its values left as parameters: nothing user-given is formatted in.
-    ranked = f"""
-        SELECT corr(rx, ry) FROM (
-            SELECT rank() OVER (ORDER BY x) + (count(*) OVER (PARTITION BY x) - 1) / 2.0 AS rx,
+    statistics = f"""
+        SELECT count(*), corr(rx, ry), avg(y - x), stddev_samp(y - x) FROM (
+            SELECT x, y,
+                   rank() OVER (ORDER BY x) + (count(*) OVER (PARTITION BY x) - 1) / 2.0 AS rx,
                    rank() OVER (ORDER BY y) + (count(*) OVER (PARTITION BY y) - 1) / 2.0 AS ry
             FROM ({sql}) AS pairs (x, y)
         ) AS ranks"""  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(ranked, params)
-        return _finite(cursor.fetchone()[0])
-
-
-def score_agreement(rows: QuerySet, score: str) -> ScoreAgreement:
-    both = _both(rows, score).annotate(diff=F(f"b_{score}") - F(f"a_{score}"))
-    stats = both.aggregate(n=Count("pk"), mean=Avg("diff"), sd=StdDev("diff", sample=True))
-    n, mean, sd = stats["n"], _finite(stats["mean"]), _finite(stats["sd"])
+        cursor.execute(statistics, params)
+        n, rho, mean, sd = cursor.fetchone()
+    mean, sd = _finite(mean), _finite(sd)
     limits = (mean - LIMITS_Z * sd, mean + LIMITS_Z * sd) if mean is not None and sd is not None else None
-    return ScoreAgreement(n=n, spearman=spearman(rows, score) if n >= 3 else None,
-                          mean_difference=mean, sd_difference=sd, limits=limits)
+    return ScoreAgreement(n=n, spearman=_finite(rho) if n >= 3 else None, mean_difference=mean, sd_difference=sd,
+                          limits=limits)
 
 
 def compare(experiment: Experiment, a: Versions, b: Versions) -> dict:
     """Every judge-vs-judge figure for the page."""
-    rows = paired(experiment, a, b)
+    def has(side: Versions, *keys: str) -> bool:
+        return all(getattr(side, key) is not None for key in keys)
+
     return {
-        "n": rows.count(),
-        "flag": nominal(rows, "flag") if a.aligned and a.coherent and b.aligned and b.coherent else None,
-        "category": nominal(rows, "category") if a.persona and b.persona else None,
+        "flag": nominal(paired(experiment, a, b, ("flag",)), "flag")
+        if has(a, "aligned", "coherent") and has(b, "aligned", "coherent") else None,
+        "category": nominal(paired(experiment, a, b, ("category",)), "category")
+        if has(a, "persona") and has(b, "persona") else None,
         "scores": {
-            score: score_agreement(rows, score) for score in SCORES
-            if getattr(a, score) is not None and getattr(b, score) is not None
+            score: score_agreement(experiment, a, b, score) for score in SCORES if has(a, score) and has(b, score)
         },
-        "disagreements": most_disagreeing(rows),
+        "disagreements": most_disagreeing(paired(experiment, a, b)),
     }
 
 
@@ -232,7 +233,7 @@ def most_disagreeing(rows: QuerySet, limit: int = DRILL_DOWN) -> list[dict]:
 
 def scatter(experiment: Experiment, a: Versions, b: Versions, score: str) -> dict:
     """A plotly figure of B's score against A's (at most SCATTER_POINTS transcripts, a fixed hash sample)."""
-    rows = _both(paired(experiment, a, b), score)
+    rows = _both(paired(experiment, a, b, (score,)), score)
     total = rows.count()
     if total > SCATTER_POINTS:
         keep = HASH_MODULUS * SCATTER_POINTS // total
