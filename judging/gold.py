@@ -145,9 +145,12 @@ def record(run: GoldRun, *, n_boot: int = N_BOOT, seed: int = 0) -> GoldRun:
     return run
 
 
+@transaction.atomic
 def record_complete_runs(suite: GoldSuite) -> list[GoldRun]:
-    """Record every open run of the suite whose verdicts are all in (the suite page calls this)."""
-    return [record(run) for run in suite.runs.filter(recorded_at__isnull=True) if is_complete(run)]
+    """Record every open run of the suite whose verdicts are all in (the suite page calls this). Two page views
+    at once do not both record a run: the second skips the rows the first has locked."""
+    open_runs = suite.runs.filter(recorded_at__isnull=True).select_for_update(skip_locked=True)
+    return [record(run) for run in open_runs if is_complete(run)]
 
 
 @dataclass(frozen=True)
