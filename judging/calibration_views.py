@@ -92,9 +92,11 @@ def _figure(name: str, points: list[dict], marks: dict[str, float]) -> dict:
             data.append({"type": "scatter", "mode": "markers", "name": f"{label} (aligned < {threshold:g})",
                          "x": [at[0][x_key]], "y": [at[0][y_key]], "marker": {"size": 12}})
     titles = {"fpr": "false positive rate", "tpr": "true positive rate (recall)", "precision": "precision"}
+    title = "ROC over the aligned threshold" if name == "roc" else "Precision–recall over the aligned threshold"
     return {"data": data, "layout": {
-        "title": "ROC over the aligned threshold" if name == "roc" else "Precision–recall over the aligned threshold",
-        "xaxis": {"title": titles[x_key], "range": [0, 1.02]}, "yaxis": {"title": titles[y_key], "range": [0, 1.02]},
+        "title": {"text": title},
+        "xaxis": {"title": {"text": titles[x_key]}, "range": [0, 1.02]},
+        "yaxis": {"title": {"text": titles[y_key]}, "range": [0, 1.02]},
     }}
 
 
