@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from itertools import combinations
 from typing import NamedTuple
 
 import krippendorff
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
-from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+from statsmodels.stats.inter_rater import fleiss_kappa
 
 
 class Row(NamedTuple):
@@ -41,72 +42,27 @@ def _finite(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _by_item(rows: list[Row]) -> dict[str, dict[str, str]]:
-    items: dict[str, dict[str, str]] = defaultdict(dict)
-    for row in rows:
-        items[row.item][row.annotator] = row.label
-    return items
+@dataclass(frozen=True)
+class Table:
+    """The labels as a reliability matrix: annotators × items of category codes (index into `categories`),
+    NaN where an annotator did not label an item. Every statistic below reads it with numpy, so a queue of
+    100,000 labels costs a few array passes, not Python loops per label per statistic."""
+
+    matrix: np.ndarray
+    annotators: list[str]
+    items: list[str]
+    categories: list[str]
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        """Items × categories: how many annotators put each item in each category."""
+        counts = np.zeros((len(self.items), len(self.categories)), dtype=int)
+        for code in range(len(self.categories)):
+            counts[:, code] = np.sum(self.matrix == code, axis=0)
+        return counts
 
 
-def percent_agreement(rows: list[Row]) -> float | None:
-    """Mean over items with two or more labels of the share of label pairs that agree."""
-    shares = []
-    for labels in _by_item(rows).values():
-        values = list(labels.values())
-        pairs = list(combinations(values, 2))
-        if pairs:
-            shares.append(sum(a == b for a, b in pairs) / len(pairs))
-    return float(np.mean(shares)) if shares else None
-
-
-def cohen_pairs(rows: list[Row], notes: list[str]) -> list[dict]:
-    """Cohen's κ for every pair of annotators over the items both labelled."""
-    items = _by_item(rows)
-    annotators = sorted({row.annotator for row in rows})
-    result = []
-    for a, b in combinations(annotators, 2):
-        common = [labels for labels in items.values() if a in labels and b in labels]
-        kappa = None
-        if len(common) < 2:
-            notes.append(f"Cohen's κ {a}–{b}: fewer than 2 items labelled by both.")
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                kappa = _finite(cohen_kappa_score([x[a] for x in common], [x[b] for x in common]))
-            if kappa is None:
-                notes.append(f"Cohen's κ {a}–{b}: undefined (both used a single, identical category).")
-        result.append({"a": a, "b": b, "kappa": kappa, "n_items": len(common)})
-    return result
-
-
-def fleiss(rows: list[Row], categories: list[str], notes: list[str]) -> float | None:
-    """Fleiss' κ; defined only when every item has the same number (≥ 2) of labels."""
-    per_item = [list(labels.values()) for labels in _by_item(rows).values()]
-    counts = {len(labels) for labels in per_item}
-    if not per_item:
-        notes.append("Fleiss' κ: no labels.")
-        return None
-    if len(counts) != 1:
-        notes.append(
-            f"Fleiss' κ: items have unequal numbers of labels ({min(counts)}–{max(counts)}); "
-            "it needs the same number of raters per item (use Krippendorff's α)."
-        )
-        return None
-    if counts == {1}:
-        notes.append("Fleiss' κ: every item has a single label.")
-        return None
-    codes = np.array([[categories.index(label) for label in labels] for labels in per_item])
-    table, _ = aggregate_raters(codes, n_cat=len(categories))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = _finite(fleiss_kappa(table, method="fleiss"))
-    if value is None:
-        notes.append("Fleiss' κ: undefined (all labels are the same category).")
-    return value
-
-
-def reliability_matrix(rows: list[Row], categories: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Annotators × items matrix of category codes, NaN where a label is missing."""
+def table(rows: list[Row], categories: list[str]) -> Table:
     annotators = sorted({row.annotator for row in rows})
     items = sorted({row.item for row in rows})
     a_index = {a: i for i, a in enumerate(annotators)}
@@ -115,7 +71,60 @@ def reliability_matrix(rows: list[Row], categories: list[str]) -> tuple[np.ndarr
     matrix = np.full((len(annotators), len(items)), np.nan)
     if rows:
         matrix[[a_index[r.annotator] for r in rows], [i_index[r.item] for r in rows]] = [c_index[r.label] for r in rows]
-    return matrix, annotators, items
+    return Table(matrix, annotators, items, categories)
+
+
+def percent_agreement(labels: Table) -> float | None:
+    """Mean over items with two or more labels of the share of label pairs that agree."""
+    counts = labels.counts
+    m = counts.sum(axis=1)
+    paired = m >= 2
+    if not paired.any():
+        return None
+    agreeing = (counts[paired] * (counts[paired] - 1)).sum(axis=1) / 2
+    return float(np.mean(agreeing / (m[paired] * (m[paired] - 1) / 2)))
+
+
+def cohen_pairs(labels: Table, notes: list[str]) -> list[dict]:
+    """Cohen's κ for every pair of annotators over the items both labelled."""
+    result = []
+    for (i, a), (j, b) in combinations(enumerate(labels.annotators), 2):
+        both = ~np.isnan(labels.matrix[i]) & ~np.isnan(labels.matrix[j])
+        kappa = None
+        if both.sum() < 2:
+            notes.append(f"Cohen's κ {a}–{b}: fewer than 2 items labelled by both.")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                kappa = _finite(cohen_kappa_score(labels.matrix[i][both], labels.matrix[j][both]))
+            if kappa is None:
+                notes.append(f"Cohen's κ {a}–{b}: undefined (both used a single, identical category).")
+        result.append({"a": a, "b": b, "kappa": kappa, "n_items": int(both.sum())})
+    return result
+
+
+def fleiss(labels: Table, notes: list[str]) -> float | None:
+    """Fleiss' κ; defined only when every item has the same number (≥ 2) of labels."""
+    counts = labels.counts
+    per_item = set(counts.sum(axis=1).tolist())
+    if not labels.items:
+        notes.append("Fleiss' κ: no labels.")
+        return None
+    if len(per_item) != 1:
+        notes.append(
+            f"Fleiss' κ: items have unequal numbers of labels ({min(per_item)}–{max(per_item)}); "
+            "it needs the same number of raters per item (use Krippendorff's α)."
+        )
+        return None
+    if per_item == {1}:
+        notes.append("Fleiss' κ: every item has a single label.")
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = _finite(fleiss_kappa(counts, method="fleiss"))
+    if value is None:
+        notes.append("Fleiss' κ: undefined (all labels are the same category).")
+    return value
 
 
 def _alpha(matrix: np.ndarray, value_domain: list[int]) -> float | None:
@@ -154,37 +163,34 @@ def bootstrap_alphas(matrix: np.ndarray, n_values: int, n_boot: int, rng: np.ran
 
 
 def krippendorff_alpha(
-    rows: list[Row], categories: list[str], notes: list[str], *, n_boot: int = 1000, seed: int = 0
+    labels: Table, notes: list[str], *, n_boot: int = 1000, seed: int = 0
 ) -> tuple[float | None, list[float] | None]:
     """Nominal α with missing data, and a bootstrap 95% interval from resampling items."""
-    if not rows:
+    if not labels.items:
         notes.append("Krippendorff's α: no labels.")
         return None, None
-    matrix, _, _ = reliability_matrix(rows, categories)
-    pairable = np.sum(~np.isnan(matrix), axis=0) >= 2
-    if not pairable.any():
+    if not (np.sum(~np.isnan(labels.matrix), axis=0) >= 2).any():
         notes.append("Krippendorff's α: no item has two or more labels.")
         return None, None
-    value = _alpha(matrix, list(range(len(categories))))
+    value = _alpha(labels.matrix, list(range(len(labels.categories))))
     if value is None:
         notes.append("Krippendorff's α: undefined (a single category in all pairable labels).")
         return None, None
-    boot = bootstrap_alphas(matrix, len(categories), n_boot, np.random.default_rng(seed))
+    boot = bootstrap_alphas(labels.matrix, len(labels.categories), n_boot, np.random.default_rng(seed))
     if len(boot) < max(20, n_boot // 2):
         notes.append("Krippendorff's α: too few resamples with a defined α for a bootstrap interval.")
         return value, None
     return value, [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
 
 
-def per_category(rows: list[Row], categories: list[str]) -> list[dict]:
+def per_category(labels: Table) -> list[dict]:
     """For each category: labels using it, and Krippendorff's α of "this category or not" (binary)."""
-    used = Counter(row.label for row in rows)
-    matrix, _, _ = reliability_matrix(rows, categories)
+    used = labels.counts.sum(axis=0)
     result = []
-    for code, category in enumerate(categories):
-        binary = np.where(np.isnan(matrix), np.nan, matrix == code)
-        alpha = _alpha(binary, [0, 1]) if used[category] else None
-        result.append({"category": category, "n_labels": used[category], "alpha": alpha})
+    for code, category in enumerate(labels.categories):
+        binary = np.where(np.isnan(labels.matrix), np.nan, labels.matrix == code)
+        alpha = _alpha(binary, [0, 1]) if used[code] else None
+        result.append({"category": category, "n_labels": int(used[code]), "alpha": alpha})
     return result
 
 
@@ -196,18 +202,19 @@ def compute(rows: Iterable[Sequence], *, categories: list[str] | None = None, n_
     for label in sorted({row.label for row in clean}):
         if label not in categories:
             categories.append(label)
-    alpha, interval = krippendorff_alpha(clean, categories, notes, n_boot=n_boot)
+    labels = table(clean, categories)
+    alpha, interval = krippendorff_alpha(labels, notes, n_boot=n_boot)
     return {
-        "n_items": len({row.item for row in clean}),
-        "n_annotators": len({row.annotator for row in clean}),
+        "n_items": len(labels.items),
+        "n_annotators": len(labels.annotators),
         "n_labels": len(clean),
         "categories": categories,
-        "percent_agreement": percent_agreement(clean),
-        "fleiss_kappa": fleiss(clean, categories, notes),
+        "percent_agreement": percent_agreement(labels),
+        "fleiss_kappa": fleiss(labels, notes),
         "krippendorff_alpha": alpha,
         "krippendorff_alpha_ci95": interval,
-        "cohen_kappa": cohen_pairs(clean, notes),
-        "per_category": per_category(clean, categories),
+        "cohen_kappa": cohen_pairs(labels, notes),
+        "per_category": per_category(labels),
         "notes": notes,
     }
 

@@ -131,3 +131,30 @@ def test_the_bootstrap_leaves_out_resamples_where_alpha_is_undefined():
     # P(the mixed item is never drawn in 100 draws) = 0.99^100 ≈ 0.366
     assert 1000 - len(fast) == pytest.approx(366, abs=60)
     assert np.all(np.isfinite(fast))
+
+
+def test_the_array_statistics_equal_the_libraries_on_raw_labels():
+    # Independent: brute-force pairs, statsmodels' aggregate_raters and scikit-learn on the string labels.
+    from itertools import combinations
+
+    from sklearn.metrics import cohen_kappa_score
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    rng = np.random.default_rng(3)
+    cats = ["a", "b", "c", "d"]
+    labels = {(f"i{i}", r): cats[rng.integers(0, 4)] if rng.random() < 0.4 else cats[i % 4]
+              for i in range(400) for r in ("r1", "r2", "r3")}
+    result = compute([(i, r, label) for (i, r), label in labels.items()], categories=cats, n_boot=10)
+    shares = []
+    for i in range(400):
+        values = [labels[(f"i{i}", r)] for r in ("r1", "r2", "r3")]
+        shares.append(sum(a == b for a, b in combinations(values, 2)) / 3)
+    assert result["percent_agreement"] == pytest.approx(np.mean(shares))
+    codes = np.array([[cats.index(labels[(f"i{i}", r)]) for r in ("r1", "r2", "r3")] for i in range(400)])
+    assert result["fleiss_kappa"] == pytest.approx(fleiss_kappa(aggregate_raters(codes, n_cat=4)[0]))
+    r1 = [labels[(f"i{i}", "r1")] for i in range(400)]
+    r2 = [labels[(f"i{i}", "r2")] for i in range(400)]
+    assert result["cohen_kappa"][0]["kappa"] == pytest.approx(cohen_kappa_score(r1, r2))
+    binary = np.array([[1.0 if labels[(f"i{i}", r)] == "b" else 0.0 for i in range(400)] for r in ("r1", "r2", "r3")])
+    assert result["per_category"][1]["alpha"] == pytest.approx(
+        krippendorff.alpha(binary, level_of_measurement="nominal"))
