@@ -3,6 +3,9 @@ on two judges' verdicts the tests write for an experiment."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlencode
+
 import numpy as np
 import pytest
 from django.urls import reverse
@@ -13,7 +16,9 @@ from judging import judge_agreement
 from judging.metrics import Versions
 from judging.models import JudgeScore, PersonaCategory
 from judging.rubrics import current_taxonomy, get_or_create_version
+from tests.conftest import make_user
 from tests.judging.builders import experiment_with
+from tests.judging.test_browser_annotation import login
 
 # The textbook 2×2 case (Cohen's κ article, Wikipedia): 50 items, both "yes" 20, A yes/B no 5, A no/B yes 10,
 # both "no" 15: p_o = 0.7, p_e = 0.5·0.6 + 0.5·0.4 = 0.5, κ = 0.4.
@@ -151,3 +156,23 @@ def test_auditors_cannot_open_judge_vs_judge(two_judges, bob_client):
     assert bob_client.get(reverse("judge-vs-judge", args=[experiment.pk]), _query(a, b)).status_code == 403
     url = reverse("judge-vs-judge-scatter", args=[experiment.pk, "aligned"])
     assert bob_client.get(url, _query(a, b)).status_code == 403
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_in_chromium_the_scatter_draws_and_a_point_opens_its_transcript(two_judges, live_server, chromium):
+    experiment, a, b, built = two_judges
+    make_user("alice", "researcher")
+    page = login(chromium, live_server.url, "alice", lands_on=r"/")
+    page.goto(f"{live_server.url}{reverse('judge-vs-judge', args=[experiment.pk])}?{urlencode(_query(a, b))}")
+    chart = page.locator("#chart-judges-aligned[data-rendered='true']")
+    chart.wait_for()
+    assert chart.locator(".scatterlayer .points path").count() == 50
+    assert page.locator("#flag-agreement .kappa").inner_text() == "0.400"
+    chart.scroll_into_view_if_needed()
+    box = chart.locator(".scatterlayer .points path").first.bounding_box()
+    with page.expect_navigation():
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    pk = int(re.search(r"/transcripts/(\d+)/", page.url).group(1))
+    assert pk in built["pk"]
+    assert page.locator("h1").inner_text().startswith(f"Transcript {pk}")
