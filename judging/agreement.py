@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import combinations
-from typing import NamedTuple
 
 import krippendorff
 import numpy as np
@@ -22,20 +21,15 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from statsmodels.stats.inter_rater import fleiss_kappa
 
 
-class Row(NamedTuple):
-    item: str
-    annotator: str
-    label: str
-
-
-def clean_rows(rows: Iterable[Sequence]) -> list[Row]:
-    """Rows as strings, without empty labels; a repeated (item, annotator) keeps its last label."""
+def clean_rows(rows: Iterable[Sequence]) -> dict[tuple[str, str], str]:
+    """{(item, annotator): label} as strings, without empty labels; a repeated (item, annotator) keeps its
+    last label."""
     latest: dict[tuple[str, str], str] = {}
     for item, annotator, label in rows:
         label = "" if label is None else str(label).strip()
         if label:
             latest[(str(item), str(annotator))] = label
-    return [Row(item, annotator, label) for (item, annotator), label in latest.items()]
+    return latest
 
 
 def _finite(value: float) -> float | None:
@@ -62,15 +56,16 @@ class Table:
         return counts
 
 
-def table(rows: list[Row], categories: list[str]) -> Table:
-    annotators = sorted({row.annotator for row in rows})
-    items = sorted({row.item for row in rows})
+def table(labels: dict[tuple[str, str], str], categories: list[str]) -> Table:
+    annotators = sorted({annotator for _, annotator in labels})
+    items = sorted({item for item, _ in labels})
     a_index = {a: i for i, a in enumerate(annotators)}
     i_index = {it: j for j, it in enumerate(items)}
     c_index = {c: k for k, c in enumerate(categories)}
     matrix = np.full((len(annotators), len(items)), np.nan)
-    if rows:
-        matrix[[a_index[r.annotator] for r in rows], [i_index[r.item] for r in rows]] = [c_index[r.label] for r in rows]
+    if labels:
+        rows = [a_index[a] for _, a in labels]
+        matrix[rows, [i_index[it] for it, _ in labels]] = [c_index[v] for v in labels.values()]
     return Table(matrix, annotators, items, categories)
 
 
@@ -199,7 +194,7 @@ def compute(rows: Iterable[Sequence], *, categories: list[str] | None = None, n_
     clean = clean_rows(rows)
     notes: list[str] = []
     categories = list(categories or [])
-    for label in sorted({row.label for row in clean}):
+    for label in sorted(set(clean.values())):
         if label not in categories:
             categories.append(label)
     labels = table(clean, categories)
