@@ -97,15 +97,20 @@ class Client:
         other.cookies = dict(self.cookies)
         return other
 
-    def post_form(self, page: str, action: str, fields: dict | None = None):
-        """POST a form of `page` to `action` with the page's CSRF token, as a browser would."""
-        _, body, _ = self.get(page)
-        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
-        form = urllib.parse.urlencode({**(fields or {}), "csrfmiddlewaretoken": token})
-        response = self.request("POST", action, form, {"Content-Type": "application/x-www-form-urlencoded",
-                                                       "Referer": f"http://127.0.0.1:{self.port}{page}"})
-        response.read()
-        return response
+    def claim(self, queue_id: int) -> str:
+        """The token of the auditor's open claim in the queue: the one they hold, or a new one claimed with the
+        page's button (a CSRF-checked POST)."""
+        url = f"/annotate/{queue_id}/next/"
+        response = self.request("GET", url)
+        body = response.read()
+        if response.status != 302:
+            token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
+            form = urllib.parse.urlencode({"csrfmiddlewaretoken": token})
+            response = self.request("POST", url, form, {"Content-Type": "application/x-www-form-urlencoded",
+                                                        "Referer": f"http://127.0.0.1:{self.port}{url}"})
+            response.read()
+        assert response.status == 302, f"{url}: HTTP {response.status}, no item to claim"
+        return response.getheader("Location").rstrip("/").split("/")[-1]
 
     def login(self, username: str) -> None:
         status, body, _ = self.get("/login/")
@@ -372,9 +377,7 @@ def page_values(clients: dict[str, Client]) -> tuple[dict, dict]:
     second = Condition.objects.filter(experiment=experiment).order_by("pk")[1]
     versions = {rv.rubric.key: rv.pk for rv in RubricVersion.objects.select_related("rubric")}
     # The annotate item page shows an item claimed by the auditor: claim one (POST, as the page's button does).
-    auditor = clients["auditor"]
-    claim = auditor.post_form(f"/annotate/{open_queue.pk}/next/", f"/annotate/{open_queue.pk}/next/")
-    token = claim.getheader("Location", "").rstrip("/").split("/")[-1]
+    token = clients["auditor"].claim(open_queue.pk)
     values = {
         ("experiments", "pk"): experiment.pk, ("queues", "pk"): queue.pk, ("annotate", "queue_id"): open_queue.pk,
         ("annotate", "items", "token"): token, ("queues", "items", "token"): str(item.token),
