@@ -105,6 +105,11 @@ TEMPLATES = [
     },
 ]
 
+# Results that cost more than a page may spend (bootstraps, judge-vs-judge figures) are cached under a key that
+# changes with their inputs, so a stale entry is never read. One process (the embedded default) keeps them in
+# memory; several web workers share them in Redis (docker-compose.yml sets CACHE_URL=redis://…).
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server read while the worker writes; IMMEDIATE takes the write lock at
