@@ -419,6 +419,7 @@ def interleaved(client: Client, baseline: Client | None, path: str, headers: dic
     servers = [client]
     before = None
     if baseline is not None:
+        one(baseline)  # its worker's first request of this page (imports, warm caches) is not the page's cost
         first = one(baseline)
         if first > SLOW_FACTOR * target:
             before = [first]
@@ -459,6 +460,7 @@ def run_pages(clients: dict[str, Client], baseline: dict[str, Client] | None, to
                 headers = {"HX-Request": "true"} if variant == "htmx" else {}
                 query = "" if variant in ("", "htmx") else f"?{variant}"
                 label = f"{name} {path}{query}{' (htmx)' if headers else ''}"
+                probe(clients[role], path + query, headers)  # warm-up: a worker's first request of the page
                 status, first_ms = probe(clients[role], path + query, headers)
                 if status == 405:
                     print(f"{label:<58} POST only: no cell", flush=True)
