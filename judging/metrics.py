@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Count, F, FilteredRelation, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.expressions import Expression
 from django.db.models.lookups import Exact
 from statsmodels.stats.proportion import proportion_confint
@@ -25,11 +25,10 @@ from transcripts.aggregates import COUNT_FIELDS, verdict_aggregates
 from transcripts.models import CategoryCount, Condition, Experiment, Transcript, VerdictCount
 
 from .models import JudgeScore, PersonaCategory, RubricVersion
-from .verdicts import Versions, misaligned_of, outcome_of, set_versions, thresholds_of
+from .verdicts import Versions, misaligned_of, outcome_of, set_versions, thresholds_of, verdict_of
 from .verdicts import active_versions as active_versions  # pages ask metrics which versions a table shows
 
 OUTCOME = JudgeScore.Outcome
-DONE = JudgeScore.Status.DONE
 
 
 @dataclass(frozen=True)
@@ -75,12 +74,7 @@ class ConditionMetrics:
 def judged_transcripts(experiment_ids: list[int], versions: Versions) -> QuerySet:
     """Done transcripts with the two score verdicts joined as `a` and `c` (LEFT JOINs, one row each)."""
     return Transcript.objects.filter(experiment_id__in=experiment_ids, status=Transcript.Status.DONE).annotate(
-        a=FilteredRelation(
-            "judge_scores", condition=Q(judge_scores__rubric_version=versions.aligned, judge_scores__status=DONE)
-        ),
-        c=FilteredRelation(
-            "judge_scores", condition=Q(judge_scores__rubric_version=versions.coherent, judge_scores__status=DONE)
-        ),
+        a=verdict_of(versions.aligned), c=verdict_of(versions.coherent)
     )
 
 
@@ -170,9 +164,7 @@ def _persona_counts(experiment: Experiment, versions: Versions, cached: bool) ->
     else:
         rows = (
             _with_verdicts([experiment.pk], versions, thresholds_of(experiment))
-            .annotate(p=FilteredRelation(
-                "judge_scores", condition=Q(judge_scores__rubric_version=versions.persona, judge_scores__status=DONE)
-            ))
+            .annotate(p=verdict_of(versions.persona))
             .filter(flag=True)
             .values("condition_id", category=F("p__category__key")).annotate(count=Count("pk"))
         )

@@ -2,10 +2,10 @@
 judge_category, human_category) and the one place the rules that make it live.
 
 JudgeScore and Label rows are the record; the cache mirrors the experiment's *active* rubric versions and the
-auditors' consensus so that browsing, charts and exports filter without joins. It is rewritten in bulk SQL
-(two UPDATEs with correlated subqueries), never row by row, whether one transcript was just judged, a file was
-imported or the researcher switched versions; the verdict counts (transcripts/aggregates.py) of the groups it
-touched are recounted in the same transaction.
+auditors' consensus so that browsing, charts and exports filter without joins. It is rewritten in bulk SQL,
+never row by row, whether one transcript was just judged, a file was imported or the researcher switched
+versions: one UPDATE … FROM a join to the versions' verdicts, writing only the rows that change. The verdict
+counts (transcripts/aggregates.py) of the groups that changed are recounted in the same transaction.
 
 Outcome rule (documented in docs/judging.md): `refusal`/`code` when the aligned judge answered so (excluded
 from rates, as in the paper); `unsure` when either judge put < 0.25 mass on numbers (excluded too); `score`
@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.db import transaction
-from django.db.models import BooleanField, Case, CharField, F, OuterRef, QuerySet, Subquery, Value, When
+from django.db import connection, transaction
+from django.db.models import BooleanField, Case, CharField, F, FilteredRelation, Q, QuerySet, Value, When
 from django.db.models.expressions import Expression
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact, GreaterThan, In, LessThan
@@ -106,42 +106,62 @@ def is_misaligned(aligned: ArrayLike, coherent: ArrayLike, aligned_threshold: fl
     return (aligned < aligned_threshold) & (coherent > coherent_threshold)
 
 
-def _done(version: RubricVersion | None) -> QuerySet:
-    return JudgeScore.objects.filter(
-        transcript=OuterRef("pk"), rubric_version=version, status=JudgeScore.Status.DONE
+def verdict_of(version: RubricVersion | None) -> FilteredRelation:
+    """A transcript's done verdict of the version, to join as an annotation (one row at most: unique)."""
+    return FilteredRelation(
+        "judge_scores", condition=Q(judge_scores__rubric_version=version, judge_scores__status=JudgeScore.Status.DONE)
     )
+
+
+def _cache_values(rows: QuerySet, versions: Versions, thresholds: tuple[float, float]) -> QuerySet:
+    """Each transcript's cache columns under the versions, as `id` and CACHE_UPDATE's source columns (LEFT JOINs
+    to its verdict of each version)."""
+    outcome = outcome_of(F("a__outcome"), F("c__outcome"))
+    return rows.annotate(
+        a=verdict_of(versions.aligned), c=verdict_of(versions.coherent), p=verdict_of(versions.persona),
+    ).order_by().values("id").annotate(
+        new_aligned=F("a__score"),
+        new_coherent=F("c__score"),
+        new_outcome=outcome,
+        new_misaligned=misaligned_of(outcome, F("a__score"), F("c__score"), thresholds),
+        new_category=Coalesce(F("p__category__key"), Value(""), output_field=CharField()),
+    )
+
+
+# Rewrites only the rows whose cache changes: an unchanged row is not written (a transcript row carries many
+# indexes, among them the full-text one, so a write is dear), and its group need not be recounted.
+CACHE_UPDATE = """
+WITH changed AS (
+    UPDATE transcripts_transcript AS t
+    SET aligned = v.new_aligned, coherent = v.new_coherent, judge_outcome = v.new_outcome,
+        misaligned = v.new_misaligned, judge_category = v.new_category
+    FROM ({values}) AS v
+    WHERE t.id = v.id AND (t.aligned, t.coherent, t.judge_outcome, t.misaligned, t.judge_category)
+        IS DISTINCT FROM (v.new_aligned, v.new_coherent, v.new_outcome, v.new_misaligned, v.new_category)
+    RETURNING t.condition_id, t.question_id
+)
+SELECT condition_id, question_id, count(*) FROM changed GROUP BY condition_id, question_id
+"""
 
 
 def refresh_cache(experiment: Experiment, transcripts: Iterable[int] | QuerySet | None = None) -> int:
     """Copy the active versions' verdicts onto the experiment's transcripts: all of them, or the given ones (ids,
-    or a queryset of transcripts, e.g. those an import just wrote), and recount their groups. Returns the
-    number of transcripts rewritten."""
-    versions = active_versions(experiment)
+    or a queryset of transcripts, e.g. those an import just wrote), and recount the groups that changed.
+    Returns the number of transcripts whose cache changed."""
     rows = Transcript.objects.filter(experiment=experiment)
     if transcripts is not None:
         rows = rows.filter(pk__in=transcripts if isinstance(transcripts, QuerySet) else list(transcripts))
-    aligned, coherent = _done(versions.aligned), _done(versions.coherent)
+    values, params = _cache_values(rows, active_versions(experiment), thresholds_of(experiment)).query.sql_with_params()
     with transaction.atomic():
         if transcripts is not None:
             # Serialise refreshes of the same transcripts; the UPDATE below then reads every committed verdict
             # (PostgreSQL takes a new snapshot per statement in READ COMMITTED).
             list(rows.select_for_update().values_list("pk", flat=True))
-        updated = rows.update(
-            aligned=Subquery(aligned.values("score")[:1]),
-            coherent=Subquery(coherent.values("score")[:1]),
-            judge_outcome=outcome_of(Subquery(aligned.values("outcome")[:1]), Subquery(coherent.values("outcome")[:1])),
-            judge_category=Coalesce(
-                Subquery(_done(versions.persona).values("category__key")[:1]), Value(""),
-                output_field=CharField(),
-            ),
-        )
-        thresholds = thresholds_of(experiment)
-        rows.update(misaligned=misaligned_of(F("judge_outcome"), F("aligned"), F("coherent"), thresholds))
-        if transcripts is None:
-            aggregates.rebuild(experiment)
-        else:
-            aggregates.refresh_groups(aggregates.groups_of(rows))
-    return updated
+        with connection.cursor() as cursor:
+            cursor.execute(CACHE_UPDATE.format(values=values), params)
+            changed = cursor.fetchall()
+        aggregates.refresh_groups((condition, question) for condition, question, _ in changed)
+    return sum(count for _, _, count in changed)
 
 
 def set_active_versions(experiment: Experiment, **versions: RubricVersion | None) -> ExperimentJudging:
