@@ -141,6 +141,9 @@ class JudgeScore(LeasedWork):
         indexes = [
             models.Index(fields=["rubric_version", "score"], name="judgescore_version_score"),
             models.Index(fields=["status", "lease_until"], name="judgescore_status_lease"),
+            # A version's latest done verdict in one index descent: the fingerprint of cached statistics.
+            models.Index(fields=["rubric_version", "finished_at"], condition=models.Q(status="done"),
+                         name="judgescore_version_done"),
         ]
 
     def __str__(self) -> str:
