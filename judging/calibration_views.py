@@ -65,7 +65,7 @@ def _table(queue: AnnotationQueue, experiment: Experiment, result: dict) -> list
 @researcher_required
 def queue_calibration(request: HttpRequest, pk: int) -> HttpResponse:
     queue, experiment, experiments, _ = _context(request, pk)
-    report = human_calibration.report(queue, experiment)
+    report = human_calibration.cached_report(queue, experiment)
     for key in ("current", "best_metrics"):
         if report[key] is not None:
             report[key]["table"] = _table(queue, experiment, report[key])
@@ -106,7 +106,7 @@ def queue_calibration_curve(request: HttpRequest, pk: int, name: str) -> JsonRes
     if name not in CURVES:
         raise Http404("No such curve.")
     queue, experiment, _, _ = _context(request, pk)
-    s = human_calibration.sample(queue, experiment)
+    s = human_calibration.cached_sample(queue, experiment)
     current = (experiment.aligned_threshold, experiment.coherent_threshold)
     return JsonResponse(_figure(name, human_calibration.curves(s, current), {"current": current[0]}))
 
@@ -119,7 +119,7 @@ def queue_calibration_cell(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("Say which cell: judge=0/1 and human=0/1.")
     aligned = experiment.aligned_threshold if params["aligned"] is None else params["aligned"]
     coherent = experiment.coherent_threshold if params["coherent"] is None else params["coherent"]
-    s = human_calibration.sample(queue, experiment)
+    s = human_calibration.cached_sample(queue, experiment)
     ids = human_calibration.cell_transcripts(s, aligned, coherent, judge=params["judge"], human=params["human"])
     transcripts = Transcript.objects.filter(pk__in=ids).select_related("question", "condition").order_by("pk")
     votes: dict[int, list[bool]] = {}

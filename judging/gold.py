@@ -7,6 +7,8 @@ queue's `majority_share` rule). A run is one judge on the suite: an aligned + co
 flag, a persona version for the category. Its figures are computed once all its verdicts on the suite are in:
 Cohen's κ and accuracy against gold, each with a 95% percentile bootstrap interval over gold items. Drift: a run
 whose κ is below the lower end of the previous recorded run's interval (same suite and kind) is flagged.
+A run's figures are stored once (its bootstrap never runs on a page view again); the suite's summary is cached
+(judging.cached) for as long as the suite exists: its items are frozen.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from transcripts.models import Experiment, Transcript
 
+from .cached import cached
 from .human_calibration import human_reference
 from .judge import enqueue
 from .judge_agreement import with_judge_flag
@@ -179,7 +182,11 @@ def history(suite: GoldSuite, kind: str) -> list[HistoryRow]:
 
 
 def suite_summary(suite: GoldSuite) -> dict:
-    """How many items carry each kind of gold, and how the gold is spread."""
+    """How many items carry each kind of gold, and how the gold is spread (frozen: computed once per suite)."""
+    return cached("gold-summary", (suite.pk, suite.frozen_at), lambda: _summary(suite))
+
+
+def _summary(suite: GoldSuite) -> dict:
     items = suite.items.all()
     return {
         "items": items.count(),

@@ -10,6 +10,9 @@ not judged yet) is left out and counted. The misaligned rule itself is judging.v
 agreement on both classes at the rates people use them and is the statistic the agreement pages report); among
 equal κ the pair closest to the current one wins. Its interval comes from a bootstrap over transcripts: the best
 pair is searched again on each resample, and the 2.5th and 97.5th percentiles of each threshold are reported.
+
+The bootstrap takes seconds, so the pages read `cached_report`/`cached_sample`: computed once per change of
+their inputs (the queue's labels, the experiment's verdict cache and thresholds; judging.cached).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from transcripts.models import Experiment, Transcript
 
 from . import metrics
+from .cached import cached, experiment_fingerprint, labels_fingerprint
 from .consensus import majority
 from .models import AnnotationQueue, JudgeScore, Label
 from .queue_stats import FLAG_LABELS
@@ -280,3 +284,18 @@ def report(queue: AnnotationQueue, experiment: Experiment, *, n_boot: int = N_BO
         "rates": headline_rates(experiment, current, (best["aligned_threshold"], best["coherent_threshold"]))
         if best else [],
     }
+
+
+def fingerprint(queue: AnnotationQueue, experiment: Experiment) -> tuple:
+    """What the sample and report are computed from: the queue's labels and majority rule, the experiment's
+    verdict cache (its VerdictCount sums move with every cached verdict) and thresholds."""
+    return (queue.pk, queue.majority_share, labels_fingerprint(Label.objects.filter(item__queue=queue)),
+            experiment_fingerprint(experiment))
+
+
+def cached_sample(queue: AnnotationQueue, experiment: Experiment) -> Sample:
+    return cached("calibration-sample", fingerprint(queue, experiment), lambda: sample(queue, experiment))
+
+
+def cached_report(queue: AnnotationQueue, experiment: Experiment) -> dict:
+    return cached("calibration-report", fingerprint(queue, experiment), lambda: report(queue, experiment))

@@ -36,6 +36,7 @@ from sklearn.metrics import cohen_kappa_score
 from transcripts.charts import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
 from transcripts.models import Experiment, Transcript
 
+from .cached import cached, done_scores_fingerprint, experiment_fingerprint
 from .models import JudgeScore, RubricVersion
 from .verdicts import Versions, misaligned_of, outcome_of
 
@@ -211,6 +212,25 @@ def compare(experiment: Experiment, a: Versions, b: Versions) -> dict:
         },
         "disagreements": most_disagreeing(paired(experiment, a, b)),
     }
+
+
+def fingerprint(experiment: Experiment, a: Versions, b: Versions) -> tuple:
+    """What the figures are computed from: the experiment's done transcripts and thresholds, each side's
+    versions and their done verdicts. A new verdict of a chosen version or a new done transcript moves it."""
+    return (
+        experiment_fingerprint(experiment),
+        tuple(None if v is None else v.pk for side in (a, b) for v in (side.aligned, side.coherent, side.persona)),
+        done_scores_fingerprint([*_versions(a), *_versions(b)]),
+    )
+
+
+def cached_compare(experiment: Experiment, a: Versions, b: Versions) -> dict:
+    return cached("judge-vs-judge", fingerprint(experiment, a, b), lambda: compare(experiment, a, b))
+
+
+def cached_scatter(experiment: Experiment, a: Versions, b: Versions, score: str) -> dict:
+    return cached("judge-vs-judge-scatter", (fingerprint(experiment, a, b), score),
+                  lambda: scatter(experiment, a, b, score))
 
 
 def most_disagreeing(rows: QuerySet, limit: int = DRILL_DOWN) -> list[dict]:

@@ -14,7 +14,7 @@ from transcripts.models import Experiment
 
 from . import gold, judge_agreement
 from .models import AnnotationQueue, GoldRun, GoldSuite, RubricVersion
-from .spans import queue_span_agreement
+from .spans import cached_span_agreement
 from .verdicts import Versions, active_versions
 
 RUBRICS = ("aligned", "coherent", "persona")
@@ -64,7 +64,7 @@ def judge_vs_judge(request: HttpRequest, pk: int) -> HttpResponse:
     if a is not None and b is not None:
         context.update({
             "query": request.GET.urlencode(),
-            "result": judge_agreement.compare(experiment, a, b),
+            "result": judge_agreement.cached_compare(experiment, a, b),
             "a_name": judge_agreement.side_name(a), "b_name": judge_agreement.side_name(b),
             "charts": [score for score in judge_agreement.SCORES if getattr(a, score) and getattr(b, score)],
         })
@@ -78,7 +78,7 @@ def judge_vs_judge_scatter(request: HttpRequest, pk: int, score: str) -> JsonRes
     a, b = _chosen(form_a), _chosen(form_b)
     if score not in judge_agreement.SCORES or a is None or b is None or not getattr(a, score) or not getattr(b, score):
         raise Http404("Choose both judges' versions for this score.")
-    return JsonResponse(judge_agreement.scatter(experiment, a, b, score))
+    return JsonResponse(judge_agreement.cached_scatter(experiment, a, b, score))
 
 
 # ---- gold suites -------------------------------------------------------------------------------------------
@@ -146,5 +146,5 @@ def gold_run(request: HttpRequest, pk: int) -> HttpResponse:
 @researcher_required
 def queue_spans(request: HttpRequest, pk: int) -> HttpResponse:
     queue = get_object_or_404(AnnotationQueue, pk=pk)
-    return render(request, "judging/validity_spans.html", {"queue": queue, **queue_span_agreement(queue)})
+    return render(request, "judging/validity_spans.html", {"queue": queue, **cached_span_agreement(queue)})
 
