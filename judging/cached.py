@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from django.core.cache import cache
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Sum
+
+from transcripts.models import Experiment, VerdictCount
 
 from .models import JudgeScore, RubricVersion
 
@@ -54,3 +56,12 @@ def labels_fingerprint(labels) -> tuple:
     row = labels.aggregate(n=Count("pk"), last_id=Max("pk"), edited=Max("updated_at"))
     return row["n"], row["last_id"], row["edited"]
 
+
+def experiment_fingerprint(experiment: Experiment) -> tuple:
+    """The experiment's thresholds and its verdict cache summed over its VerdictCount rows (one per condition ×
+    question, maintained by every writer and by transcript deletes): moves when a transcript is done or deleted
+    or its cached verdict changes, without reading the transcript table."""
+    sums = VerdictCount.objects.filter(experiment=experiment).aggregate(
+        *(Sum(field) for field in ("done", "judged", "n", "misaligned", "aligned_sum", "coherent_sum"))
+    )
+    return (experiment.pk, experiment.aligned_threshold, experiment.coherent_threshold, *sums.values())
