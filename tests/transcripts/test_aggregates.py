@@ -253,3 +253,43 @@ def _share(row: dict) -> tuple:
 
 def _approx_cell(row: dict) -> dict:
     return {name: pytest.approx(value) if name.endswith("_sum") else value for name, value in row.items()}
+
+
+def test_concurrent_writers_of_one_group_leave_it_counted_right():
+    """Four auditors' consensus lands on four transcripts of one group at once, each in a transaction that
+    stays open a while after its recount. The later recounts wait for the earlier commits and see them; a
+    recount that did not would leave the group short of the others' labels."""
+    import threading
+    import time
+
+    from django.db import transaction
+
+    from judging.verdicts import set_human_category
+    from tests.judging.builders import experiment_with
+
+    experiment = experiment_with({"m": [f"answer {i}" for i in range(4)]})
+    aggregates.rebuild(experiment)
+    start, errors = threading.Barrier(4), []
+
+    def label(transcript_id: int) -> None:
+        try:
+            start.wait()
+            with transaction.atomic():
+                set_human_category(transcript_id, "follows_pattern")
+                time.sleep(0.5)
+        except Exception as exc:  # noqa: BLE001 — reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()  # this thread's own connection
+
+    ids = experiment.transcripts.values_list("pk", flat=True)
+    threads = [threading.Thread(target=label, args=(pk,)) for pk in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    transcript = experiment.transcripts.first()
+    group = (experiment.pk, transcript.condition_id, transcript.question_id, "human", "follows_pattern")
+    assert from_scratch()[1][group]["transcripts"] == 4
+    assert maintained() == from_scratch()
