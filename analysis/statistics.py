@@ -4,8 +4,8 @@ Everything here is a pure function of a **cell frame**: one row per condition ×
 axes (`model, dataset, k, cot, system_prompt, temperature`, optionally `experiment`), `question`, `n` (judged
 transcripts) and `misaligned` (how many of them are misaligned). Cells are what keeps the statistics fast at
 1M transcripts: a study of 4 models × 4 datasets × 10 k × 2 prompts × 2 CoT modes × 48 questions is 30,720
-cells whatever the number of samples. Only the paired tests need transcript rows (question, seed, misaligned), and
-only for the two conditions they compare.
+cells whatever the number of samples. The paired tests need matched-pair counts (`PairCounts`), which
+`analysis/tidy.py` counts in SQL and `paired_comparisons` from transcript rows (question, seed, misaligned).
 
 Why the question is the unit: samples of one question are correlated (a question either tends to elicit a
 misaligned answer or not), and a result has to generalise over questions, not over more samples of the same
@@ -580,24 +580,61 @@ class ConditionRows:
         return self.by_condition[found[0]]
 
 
-def _paired_test(a: Mapping[str, Any], b: Mapping[str, Any], data: ConditionRows) -> PairedTest:
+@dataclass(frozen=True)
+class PairCounts:
+    """Two conditions' judged transcripts matched on (question, seed): the matched pairs' 2 × 2 table and, per
+    side, the transcripts without a partner. All McNemar needs, so SQL can count it (analysis.tidy)."""
+
+    both: int  # pairs where a and b are misaligned
+    only_a: int
+    only_b: int
+    neither: int
+    unmatched_a: int
+    unmatched_b: int
+
+    @property
+    def n_pairs(self) -> int:
+        return self.both + self.only_a + self.only_b + self.neither
+
+    @property
+    def judged_a(self) -> int:
+        return self.n_pairs + self.unmatched_a
+
+    @property
+    def judged_b(self) -> int:
+        return self.n_pairs + self.unmatched_b
+
+
+def mcnemar_test(a: Mapping[str, Any], b: Mapping[str, Any], counts: PairCounts) -> PairedTest:
+    """McNemar for condition b against a from their matched-pair counts (p_holm left None: see `with_holm`)."""
+    pairs, only_a, only_b = counts.n_pairs, counts.only_a, counts.only_b
+    statistic = p_value = rate_a = rate_b = None
+    exact = only_a + only_b < EXACT_BELOW
+    if pairs:
+        result = mcnemar([[counts.both, only_a], [only_b, counts.neither]], exact=exact)
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+        rate_a, rate_b = (counts.both + only_a) / pairs, (counts.both + only_b) / pairs
+    return PairedTest(
+        a=dict(a), b=dict(b), n_pairs=pairs, only_a=only_a, only_b=only_b, rate_a=rate_a, rate_b=rate_b,
+        difference=None if not pairs else rate_b - rate_a, exact=exact, statistic=statistic, p_value=p_value,
+        p_holm=None, unmatched_a=counts.unmatched_a, unmatched_b=counts.unmatched_b,
+    )
+
+
+def with_holm(tests: Sequence[PairedTest]) -> list[PairedTest]:
+    """The tests with their p-values Holm-adjusted across the list."""
+    adjusted = holm([test.p_value for test in tests])
+    return [replace(test, p_holm=p) for test, p in zip(tests, adjusted, strict=True)]
+
+
+def _pair_counts(a: Mapping[str, Any], b: Mapping[str, Any], data: ConditionRows) -> PairCounts:
     keys_a, values_a = data.select(a)
     keys_b, values_b = data.select(b)
     _, in_a, in_b = np.intersect1d(keys_a, keys_b, assume_unique=True, return_indices=True)
     pa, pb = values_a[in_a], values_b[in_b]
-    pairs = len(in_a)
-    only_a, only_b = int((pa & ~pb).sum()), int((~pa & pb).sum())
-    statistic = p_value = rate_a = rate_b = None
-    exact = only_a + only_b < EXACT_BELOW
-    if pairs:
-        both = int((pa & pb).sum())
-        result = mcnemar([[both, only_a], [only_b, pairs - both - only_a - only_b]], exact=exact)
-        statistic, p_value = float(result.statistic), float(result.pvalue)
-        rate_a, rate_b = float(pa.mean()), float(pb.mean())
-    return PairedTest(
-        a=dict(a), b=dict(b), n_pairs=pairs, only_a=only_a, only_b=only_b, rate_a=rate_a, rate_b=rate_b,
-        difference=None if not pairs else rate_b - rate_a, exact=exact, statistic=statistic, p_value=p_value,
-        p_holm=None, unmatched_a=len(keys_a) - pairs, unmatched_b=len(keys_b) - pairs,
+    return PairCounts(
+        both=int((pa & pb).sum()), only_a=int((pa & ~pb).sum()), only_b=int((~pa & pb).sum()),
+        neither=int((~pa & ~pb).sum()), unmatched_a=len(keys_a) - len(in_a), unmatched_b=len(keys_b) - len(in_b),
     )
 
 
@@ -609,9 +646,7 @@ def paired_comparisons(rows: pd.DataFrame | ConditionRows,
     are not judged and left out). Each pair is two mappings of axis → value, each selecting exactly one condition
     (a mapping may name only the axes that tell the conditions in `rows` apart)."""
     data = rows if isinstance(rows, ConditionRows) else ConditionRows(rows)
-    tests = [_paired_test(a, b, data) for a, b in pairs]
-    adjusted = holm([test.p_value for test in tests])
-    return [replace(test, p_holm=p) for test, p in zip(tests, adjusted, strict=True)]
+    return with_holm([mcnemar_test(a, b, _pair_counts(a, b, data)) for a, b in pairs])
 
 
 def one_axis_pairs(rows: pd.DataFrame | ConditionRows) -> list[tuple[dict[str, Any], dict[str, Any]]]:

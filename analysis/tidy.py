@@ -2,20 +2,22 @@
 
 Cells come from `transcripts.aggregates.cell_counts` (the one way pages read verdict counts), so building them
 costs one aggregate query plus two small lookups (conditions and question keys), whatever the number of
-transcripts. Rows (for paired tests) are read only for the conditions a test compares.
+transcripts. Paired tests get matched-pair counts, counted in SQL from an index, never transcript rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
+from django.db import connection
 from django.db.models import QuerySet
 
 from transcripts.aggregates import cell_counts
 from transcripts.models import Condition, Question, Transcript
 
-from .statistics import CELL_COLUMNS, EXPERIMENT, ROW_COLUMNS
+from .statistics import CELL_COLUMNS, EXPERIMENT, PairCounts
 
 CONDITION_FIELDS = ("id", "experiment_id", "model_name", "dataset_name", "k", "cot_mode", "system_prompt_name",
                     "temperature")
@@ -52,13 +54,37 @@ def cells_for(transcripts: QuerySet) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns).astype({"n": "int64", "misaligned": "int64"})
 
 
-def paired_rows(*conditions: Condition) -> pd.DataFrame:
-    """The judged transcripts of these conditions (the two sides of a paired test, or the sides of several),
-    one row each: condition axes, question key, seed, misaligned. One query over the conditions' index."""
-    axes = {condition.pk: condition_key(condition) for condition in conditions}
-    transcripts = Transcript.objects.filter(
-        condition_id__in=list(axes), misaligned__isnull=False
-    ).values_list("condition_id", "question__key", "seed", "misaligned")
-    records = [{**axes[condition_id], "question": key, "seed": seed, "misaligned": int(misaligned)}
-               for condition_id, key, seed, misaligned in transcripts.order_by()]
-    return pd.DataFrame.from_records(records, columns=[*ROW_COLUMNS, EXPERIMENT])
+# Per (a, b): the 2 × 2 table of a's and b's judged transcripts matched on (question, seed), and each side's judged
+# transcripts. Every count reads the transcript_paired index only (condition, question, seed → misaligned): a
+# merge join of two conditions' index ranges, whatever the size of the table.
+PAIR_COUNTS = """
+SELECT p.a, p.b, m.both_, m.only_a, m.only_b, m.neither,
+    (SELECT count(*) FROM {table} WHERE condition_id = p.a AND misaligned IS NOT NULL),
+    (SELECT count(*) FROM {table} WHERE condition_id = p.b AND misaligned IS NOT NULL)
+FROM unnest(%s::bigint[], %s::bigint[]) AS p (a, b)
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE x.misaligned AND y.misaligned) AS both_,
+        count(*) FILTER (WHERE x.misaligned AND NOT y.misaligned) AS only_a,
+        count(*) FILTER (WHERE NOT x.misaligned AND y.misaligned) AS only_b,
+        count(*) FILTER (WHERE NOT x.misaligned AND NOT y.misaligned) AS neither
+    FROM {table} AS x JOIN {table} AS y ON y.question_id = x.question_id AND y.seed = x.seed
+    WHERE x.condition_id = p.a AND y.condition_id = p.b AND x.misaligned IS NOT NULL AND y.misaligned IS NOT NULL
+) AS m
+"""
+
+
+def matched_pair_counts(pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], PairCounts]:
+    """For each (condition id a, condition id b): their judged transcripts matched on question and sample seed,
+    counted (what McNemar needs), in one query for all pairs. Assumes a condition has one transcript per
+    (question, seed), as generation makes them; duplicates would count as several pairs."""
+    if not pairs:
+        return {}
+    table = connection.ops.quote_name(Transcript._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(PAIR_COUNTS.format(table=table), [[a for a, _ in pairs], [b for _, b in pairs]])
+        rows = cursor.fetchall()
+    return {
+        (a, b): PairCounts(both, only_a, only_b, neither, unmatched_a=n_a - (both + only_a + only_b + neither),
+                           unmatched_b=n_b - (both + only_a + only_b + neither))
+        for a, b, both, only_a, only_b, neither, n_a, n_b in rows
+    }

@@ -19,12 +19,11 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 from statsmodels.stats.contingency_tables import Table
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from analysis import tidy
-from analysis.statistics import PairedTest, holm, paired_comparisons
+from analysis.statistics import PairedTest, holm, mcnemar_test, with_holm
 from transcripts.models import Condition
 
 from .metrics import ConditionMetrics, Rate
@@ -126,34 +125,16 @@ def treatment_pairs(conditions: list[Condition]) -> list[tuple[Condition, Condit
     return pairs
 
 
-def _rows_of(conditions: list[Condition]) -> pd.DataFrame:
-    """Judged transcript rows (question, seed, misaligned) of the conditions, each condition read once
-    (`paired_rows` reads two per query; a lone last one is passed as both)."""
-    unique = list({c.pk: c for c in conditions}.values())
-    frames = [tidy.paired_rows(unique[i], unique[min(i + 1, len(unique) - 1)]) for i in range(0, len(unique), 2)]
-    return pd.concat(frames, ignore_index=True)
-
-
 def paired_tests(pairs: list[tuple[Condition, Condition]]
                  ) -> list[tuple[Condition, Condition, PairedTest | None]]:
     """McNemar for each pair on transcripts matched by question and sample seed, Holm-adjusted across the
-    tests run; None for a pair where a side has no judged transcript."""
-    if not pairs:
-        return []
-    rows = _rows_of([c for pair in pairs for c in pair])
-    columns = list(tidy.condition_key(pairs[0][0]))
-    present = set(rows[columns].drop_duplicates().itertuples(index=False, name=None))
-
-    def judged(c: Condition) -> bool:
-        return tuple(tidy.condition_key(c).values()) in present
-
-    testable = [(a, b) for a, b in pairs if judged(a) and judged(b)]
-    tests = dict(zip(
-        [(a.pk, b.pk) for a, b in testable],
-        paired_comparisons(rows, [(tidy.condition_key(a), tidy.condition_key(b)) for a, b in testable]),
-        strict=True,
-    ))
-    return [(a, b, tests.get((a.pk, b.pk))) for a, b in pairs]
+    tests run; None for a pair where a side has no judged transcript. One SQL query counts every pair."""
+    counts = tidy.matched_pair_counts([(a.pk, b.pk) for a, b in pairs])
+    testable = [(a, b) for a, b in pairs if counts[a.pk, b.pk].judged_a and counts[a.pk, b.pk].judged_b]
+    tests = with_holm([mcnemar_test(tidy.condition_key(a), tidy.condition_key(b), counts[a.pk, b.pk])
+                       for a, b in testable])
+    by_pair = {(a.pk, b.pk): test for (a, b), test in zip(testable, tests, strict=True)}
+    return [(a, b, by_pair.get((a.pk, b.pk))) for a, b in pairs]
 
 
 @dataclass(frozen=True)

@@ -3,20 +3,27 @@ versions, comparisons, and the methods block. Researchers only."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import yaml
 from django.contrib import messages
+from django.contrib.postgres.aggregates import StringAgg
+from django.core.cache import cache
+from django.db.models import CharField, Value
+from django.db.models.functions import MD5, Concat
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from analysis import statistics, tidy
 from transcripts.access import researcher_required
 from transcripts.aggregates import cell_counts
-from transcripts.models import Condition, Endpoint, Experiment, Transcript
+from transcripts.models import Condition, Endpoint, Experiment, Transcript, VerdictCount
 
 from . import calibration, comparisons, metrics
 from .judge import enqueue
@@ -83,11 +90,37 @@ def _axes_key(condition: Condition) -> tuple:
     return tuple(tidy.condition_key(condition).values())
 
 
-@researcher_required
-def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
-    """The results page's statistics, loaded on their own (htmx) so that the table shows at once. They read
-    the verdict cache, that is the experiment's active rubric versions."""
-    experiment = get_object_or_404(Experiment, pk=pk)
+# Statistics are recomputed when their inputs change, not per request: the key holds a fingerprint of every verdict
+# count of the experiment (and its conditions), so a new verdict, a switch of versions or a new condition makes a
+# new key. Paired tests read transcripts matched on seed, which counts do not pin down (two verdicts swapped within
+# one group keep the counts), so entries also expire after STATISTICS_TTL.
+STATISTICS_TTL = 3600
+
+
+def _inputs_fingerprint(experiment: Experiment) -> str:
+    """An MD5 of the experiment's condition ids and verdict count rows: one aggregate over a few thousand rows."""
+    counts = VerdictCount.objects.filter(experiment=experiment).aggregate(fingerprint=MD5(StringAgg(
+        Concat("condition_id", Value(":"), "question_id", Value(":"), "n", Value(":"), "misaligned",
+               output_field=CharField()),
+        ";", order_by=("condition_id", "question_id"), default=Value(""),
+    )))["fingerprint"]
+    conditions = ",".join(map(str, experiment.conditions.order_by("pk").values_list("pk", flat=True)))
+    return f"{counts}:{hashlib.sha256(conditions.encode()).hexdigest()}"
+
+
+def _cached_statistics(experiment: Experiment, name: str, compute: Callable[[], dict]) -> dict:
+    """`compute()`'s result for the experiment's current verdicts, from Django's cache when they have not changed
+    since it was computed; with `computed_at`, and `cached` when it came from the cache."""
+    key = f"judging:{name}:{experiment.pk}:{_inputs_fingerprint(experiment)}"
+    entry = cache.get(key)
+    if entry is not None:
+        return {**entry, "cached": True}
+    entry = {**compute(), "computed_at": timezone.now()}
+    cache.set(key, entry, STATISTICS_TTL)
+    return {**entry, "cached": False}
+
+
+def _statistics(experiment: Experiment) -> dict:
     conditions = list(experiment.conditions.all())
     cells = tidy.cells_for(experiment.transcripts.all())
     rates = {tuple(rate.condition.values()): rate for rate in statistics.condition_rates(cells)}
@@ -95,13 +128,23 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     groupings = [("model",)]
     if len({c.system_prompt_name for c in conditions}) > 1:
         groupings.append(("model", "system_prompt"))
-    return render(request, "judging/results_statistics.html", {
-        "experiment": experiment,
+    return {
         "rates": [(c, rates.get(_axes_key(c))) for c in conditions],  # every condition, judged or not
         "fit": fit,
         "odds_ratios": list(zip(fit.odds_ratios, statistics.holm([o.p_value for o in fit.odds_ratios]),
                                 strict=True)),
         "dose_responses": [(by, statistics.dose_response(cells, by=by)) for by in groupings],
+    }
+
+
+@researcher_required
+def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
+    """The results page's statistics, loaded on their own (htmx) so that the table shows at once. They read
+    the verdict cache, that is the experiment's active rubric versions."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    return render(request, "judging/results_statistics.html", {
+        "experiment": experiment,
+        **_cached_statistics(experiment, "statistics", lambda: _statistics(experiment)),
         "wilson_assumes": statistics.WILSON_ASSUMES,
         "clustered_assumes": statistics.CLUSTERED_ASSUMES,
     })
@@ -109,12 +152,13 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
 
 @researcher_required
 def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
-    """The paired comparisons, loaded after the other statistics: they read transcript rows (question, seed,
-    verdict) of the conditions compared, not counts, so they cost time in proportion to those transcripts."""
+    """The paired comparisons, loaded after the other statistics (McNemar on matched-pair counts, one query)."""
     experiment = get_object_or_404(Experiment, pk=pk)
     return render(request, "judging/results_paired.html", {
         "experiment": experiment,
-        "paired": comparisons.paired_tests(comparisons.treatment_pairs(list(experiment.conditions.all()))),
+        **_cached_statistics(experiment, "paired", lambda: {
+            "paired": comparisons.paired_tests(comparisons.treatment_pairs(list(experiment.conditions.all()))),
+        }),
         "paired_assumes": statistics.PAIRED_ASSUMES,
     })
 

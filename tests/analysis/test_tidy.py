@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from dataclasses import replace
 
+import pandas as pd
 import pytest
 from django.utils import timezone
 
 from analysis import statistics
-from analysis.tidy import cells_for, condition_key, paired_rows
+from analysis.statistics import PairCounts
+from analysis.tidy import cells_for, condition_key, matched_pair_counts
 from transcripts import aggregates
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
 
@@ -64,16 +66,39 @@ def test_cells_of_nothing_are_an_empty_frame_the_statistics_accept(db):
     assert not statistics.logistic_model(frame).estimable
 
 
-def test_paired_rows_match_two_conditions_on_question_and_seed(experiment):
+def _rows(*conditions: Condition) -> pd.DataFrame:
+    """The conditions' transcripts as the row frame `manage.py analyze --csv` reads (unjudged ones included)."""
+    return pd.DataFrame([
+        {**condition_key(t.condition), "question": t.question.key, "seed": t.seed,
+         "misaligned": None if t.misaligned is None else int(t.misaligned)}
+        for t in Transcript.objects.filter(condition__in=conditions, status=Transcript.Status.DONE)
+        .select_related("condition", "question")
+    ])
+
+
+def test_matched_pair_counts_in_sql_equal_the_counts_from_rows(experiment):
     a = Condition.objects.get(experiment=experiment, model_name="m1", k=0)
     b = Condition.objects.get(experiment=experiment, model_name="m1", k=4)
-    rows = paired_rows(a, b)
-    assert Counter(zip(rows["k"], rows["misaligned"], strict=True)) == {(0, 0): 4, (0, 1): 1, (4, 0): 3, (4, 1): 3}
-    [test] = statistics.paired_comparisons(rows, [(condition_key(a), condition_key(b))])
-    # q1 sample 2 is judged under k=4 only; the other five samples pair up.
-    assert (test.n_pairs, test.unmatched_a, test.unmatched_b) == (5, 0, 1)
-    assert (test.only_a, test.only_b) == (0, 2)
-    # Several pairs' sides in one read: the same rows plus those of the third condition.
-    third = Condition.objects.get(experiment=experiment, model_name="m2")
-    more = paired_rows(a, b, third)
-    assert len(more) == len(rows) + 4 and set(more["model"]) == {"m1", "m2"}
+    c = Condition.objects.get(experiment=experiment, model_name="m2")
+    # Seed 1011 is q1's sample 1 elsewhere: under q0 it pairs with nothing (a pair shares question and seed).
+    Transcript.objects.create(experiment=experiment, condition=b, question=Question.objects.get(key="q0"),
+                              sample_index=5, seed=1011, status=Transcript.Status.DONE, misaligned=True)
+    pairs = [(a, b), (b, a), (a, c), (c, b)]
+    counts = matched_pair_counts([(x.pk, y.pk) for x, y in pairs])
+    from_rows = statistics.paired_comparisons(_rows(a, b, c), [(condition_key(x), condition_key(y)) for x, y in pairs])
+    for (x, y), test in zip(pairs, from_rows, strict=True):
+        got = counts[x.pk, y.pk]
+        assert (got.n_pairs, got.only_a, got.only_b, got.unmatched_a, got.unmatched_b) == (
+            test.n_pairs, test.only_a, test.only_b, test.unmatched_a, test.unmatched_b)
+        assert statistics.mcnemar_test(condition_key(x), condition_key(y), got) == replace(test, p_holm=None)
+    # Worked by hand from VERDICTS: q1 sample 2 is judged under k=4 only, so is the extra q0 seed-1011 transcript;
+    # the other five samples pair up, two misaligned under k=4 only.
+    assert counts[a.pk, b.pk] == PairCounts(both=1, only_a=0, only_b=2, neither=2, unmatched_a=0, unmatched_b=2)
+    assert counts[b.pk, a.pk] == PairCounts(both=1, only_a=2, only_b=0, neither=2, unmatched_a=2, unmatched_b=0)
+
+
+def test_matched_pair_counts_of_a_condition_without_verdicts_are_zero(experiment):
+    a = Condition.objects.get(experiment=experiment, model_name="m1", k=0)
+    empty = Condition.objects.create(experiment=experiment, model_name="m3", dataset_name="insecure", k=0)
+    assert matched_pair_counts([(a.pk, empty.pk)])[a.pk, empty.pk] == PairCounts(0, 0, 0, 0, 5, 0)
+    assert matched_pair_counts([]) == {}
