@@ -293,3 +293,29 @@ def test_concurrent_writers_of_one_group_leave_it_counted_right():
     group = (experiment.pk, transcript.condition_id, transcript.question_id, "human", "follows_pattern")
     assert from_scratch()[1][group]["transcripts"] == 4
     assert maintained() == from_scratch()
+
+
+def _reads_transcripts(transcripts) -> bool:
+    with CaptureQueriesContext(connection) as queries:
+        aggregates.cell_counts(transcripts)
+    return any("transcripts_transcript" in q["sql"] for q in queries)
+
+
+def test_only_whole_group_filters_are_answered_from_the_counts():
+    from django.db.models import Q
+
+    from transcripts.models import Condition
+
+    rows = Transcript.objects.all()
+    assert not _reads_transcripts(rows.filter(experiment_id=1, condition_id__in=[1, 2], question_id=3))
+    assert not _reads_transcripts(rows.filter(status="done").filter(condition_id__in=[1]))
+    for transcript_level in (
+        rows.filter(Q(condition_id=1) | Q(answer="x")),  # an OR with a transcript column
+        rows.exclude(condition_id=1),
+        rows.filter(condition__model_name="m"),  # a join
+        rows.filter(status="failed"),  # the counts are of done transcripts
+        rows.filter(condition_id__in=Condition.objects.filter(k=1).values("pk")),  # a subquery
+        rows.filter(aligned__gte=10),
+        rows.filter(pk__in=[1, 2]),
+    ):
+        assert _reads_transcripts(transcript_level), transcript_level.query
