@@ -383,6 +383,11 @@ class Transcript(LeasedWork):
                 include=["id", "experiment", "aligned", "coherent", "judge_category", "human_category"],
                 name="transcript_chart_cover",
             ),
+            # Paired tests match two conditions' judged transcripts on (question, seed) (migration 0009).
+            models.Index(
+                fields=["condition", "question", "seed"], include=["misaligned"],
+                condition=models.Q(misaligned__isnull=False), name="transcript_paired",
+            ),
         ]
 
     def __str__(self) -> str:
