@@ -3,17 +3,13 @@ versions, comparisons, and the methods block. Researchers only."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 from collections.abc import Callable
 from urllib.parse import urlencode
 
 import yaml
 from django.contrib import messages
-from django.contrib.postgres.aggregates import StringAgg
-from django.core.cache import cache
-from django.db.models import CharField, Value
-from django.db.models.functions import MD5, Concat
+from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -23,11 +19,12 @@ from django.views.decorators.http import require_POST
 from analysis import statistics, tidy
 from transcripts.access import researcher_required
 from transcripts.aggregates import cell_counts
-from transcripts.models import Condition, Endpoint, Experiment, Transcript, VerdictCount
+from transcripts.models import Condition, Endpoint, Experiment, Transcript
 
-from . import calibration, comparisons, metrics
+from . import calibration, comparisons, human_calibration, metrics
+from .cached import cached, done_scores_fingerprint, experiment_fingerprint
 from .judge import enqueue
-from .models import JudgeScore, RubricVersion
+from .models import AnnotationQueue, JudgeScore, QueueItem, RubricVersion
 from .verdicts import set_active_versions
 
 RUBRICS = ("aligned", "coherent", "persona")
@@ -39,9 +36,10 @@ def _version(key: str, number: str | None) -> RubricVersion | None:
     return RubricVersion.objects.filter(rubric__key=key, version=int(number)).select_related("rubric").first()
 
 
-def chosen_versions(experiment: Experiment, params) -> metrics.Versions:
-    """The versions named in GET/POST params (`aligned=2`), else the experiment's active ones."""
-    active = metrics.active_versions(experiment)
+def chosen_versions(experiment: Experiment, params, active: metrics.Versions | None = None) -> metrics.Versions:
+    """The versions named in GET/POST params (`aligned=2`), else the experiment's active ones (`active` when the
+    caller has looked them up already)."""
+    active = active or metrics.active_versions(experiment)
     return metrics.Versions(**{
         key: _version(key, params.get(key)) or getattr(active, key) for key in RUBRICS
     })
@@ -61,8 +59,8 @@ def _varying_axes(conditions: list[Condition]) -> list[str]:
 def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
     """The results table. htmx requests (the experiment page loads it) get the fragment only."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    versions = chosen_versions(experiment, request.GET)
     active = metrics.active_versions(experiment)
+    versions = chosen_versions(experiment, request.GET, active)
     rows = metrics.condition_metrics(experiment, versions)
     context = {
         "experiment": experiment,
@@ -79,10 +77,34 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
         "progress": metrics.progress(experiment, versions),
         "query": _query(versions),
         "judge_notes": calibration.judge_notes(versions),
+        "verdict_queues": verdict_queues(experiment),
         "docs_pointer": calibration.DOCS_POINTER,
     }
     template = "judging/results_table.html" if request.htmx else "judging/results.html"
     return render(request, template, context)
+
+
+def verdict_queues(experiment: Experiment) -> list[AnnotationQueue]:
+    """The queues asking auditors for the misaligned flag that hold transcripts of the experiment: the human
+    reference its judge can be calibrated against. A semi-join per queue, stopping at its first such item."""
+    holds = QueueItem.objects.filter(queue=OuterRef("pk"), transcript__experiment=experiment)
+    return list(AnnotationQueue.objects.filter(
+        Exists(holds), asks__in=[AnnotationQueue.Asks.VERDICT, AnnotationQueue.Asks.BOTH]
+    ).order_by("name"))
+
+
+@researcher_required
+def experiment_calibration_rates(request: HttpRequest, pk: int, queue: int) -> HttpResponse:
+    """The results page's summary of a verdict queue's calibration (htmx): the headline rates at the threshold
+    pair that best matches the auditors, from the calibration page's own cached report."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    verdict_queue = get_object_or_404(AnnotationQueue, pk=queue)
+    if verdict_queue not in verdict_queues(experiment):
+        raise Http404("This queue holds no misaligned flag on this experiment's transcripts.")
+    report = human_calibration.cached_report(verdict_queue, experiment)
+    return render(request, "judging/results_calibration.html", {
+        "experiment": experiment, "queue": verdict_queue, "best": report["best"], "rates": report["rates"],
+    })
 
 
 def _axes_key(condition: Condition) -> tuple:
@@ -90,34 +112,19 @@ def _axes_key(condition: Condition) -> tuple:
     return tuple(tidy.condition_key(condition).values())
 
 
-# Statistics are recomputed when their inputs change, not per request: the key holds a fingerprint of every verdict
-# count of the experiment (and its conditions), so a new verdict, a switch of versions or a new condition makes a
-# new key. Paired tests read transcripts matched on seed, which counts do not pin down (two verdicts swapped within
-# one group keep the counts), so entries also expire after STATISTICS_TTL.
-STATISTICS_TTL = 3600
+# Paired tests read transcripts matched on seed, which the verdict counts in the fingerprint do not pin down (two
+# verdicts swapped between seeds of one group keep every count), so their results also expire after an hour.
+PAIRED_TIMEOUT = 3600
 
 
-def _inputs_fingerprint(experiment: Experiment) -> str:
-    """An MD5 of the experiment's condition ids and verdict count rows: one aggregate over a few thousand rows."""
-    counts = VerdictCount.objects.filter(experiment=experiment).aggregate(fingerprint=MD5(StringAgg(
-        Concat("condition_id", Value(":"), "question_id", Value(":"), "n", Value(":"), "misaligned",
-               output_field=CharField()),
-        ";", order_by=("condition_id", "question_id"), default=Value(""),
-    )))["fingerprint"]
-    conditions = ",".join(map(str, experiment.conditions.order_by("pk").values_list("pk", flat=True)))
-    return f"{counts}:{hashlib.sha256(conditions.encode()).hexdigest()}"
-
-
-def _cached_statistics(experiment: Experiment, name: str, compute: Callable[[], dict]) -> dict:
-    """`compute()`'s result for the experiment's current verdicts, from Django's cache when they have not changed
-    since it was computed; with `computed_at`, and `cached` when it came from the cache."""
-    key = f"judging:{name}:{experiment.pk}:{_inputs_fingerprint(experiment)}"
-    entry = cache.get(key)
-    if entry is not None:
-        return {**entry, "cached": True}
-    entry = {**compute(), "computed_at": timezone.now()}
-    cache.set(key, entry, STATISTICS_TTL)
-    return {**entry, "cached": False}
+def _cached_statistics(experiment: Experiment, name: str, compute: Callable[[], dict], **options) -> dict:
+    """`compute()`'s result for the experiment's current verdicts and conditions (judging.cached), with
+    `computed_at`, and `cached` True when it was computed by an earlier request."""
+    started = timezone.now()
+    conditions = tuple(experiment.conditions.order_by("pk").values_list("pk", flat=True))
+    fingerprint = (experiment_fingerprint(experiment), conditions)
+    entry = cached(f"results-{name}", fingerprint, lambda: {**compute(), "computed_at": timezone.now()}, **options)
+    return {**entry, "cached": entry["computed_at"] < started}
 
 
 def _statistics(experiment: Experiment) -> dict:
@@ -158,7 +165,7 @@ def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
         "experiment": experiment,
         **_cached_statistics(experiment, "paired", lambda: {
             "paired": comparisons.paired_tests(comparisons.treatment_pairs(list(experiment.conditions.all()))),
-        }),
+        }, timeout=PAIRED_TIMEOUT),
         "paired_assumes": statistics.PAIRED_ASSUMES,
     })
 
@@ -199,7 +206,8 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
     """Two conditions of this experiment, this experiment against another one condition by condition, and the
     trend against k."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    versions = chosen_versions(experiment, request.GET)
+    active = metrics.active_versions(experiment)
+    versions = chosen_versions(experiment, request.GET, active)
     rows = metrics.condition_metrics(experiment, versions)
     by_id = {str(r.condition.pk): r for r in rows}
     pair = None
@@ -213,7 +221,7 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
         other = get_object_or_404(Experiment, pk=int(other_pk))
         # Each experiment with its own active versions: the paired tests read the verdict cache, which holds them.
         matching = comparisons.match_conditions(
-            metrics.condition_metrics(experiment, metrics.active_versions(experiment)),
+            rows if versions == active else metrics.condition_metrics(experiment, active),
             metrics.condition_metrics(other, metrics.active_versions(other)),
         )
     return render(request, "judging/compare.html", {
@@ -231,12 +239,13 @@ APP = "em-audit"  # the distribution name in pyproject.toml
 
 
 def _served_models(experiment: Experiment, version: RubricVersion) -> list[str]:
-    """The model names the judge's server reported while judging this experiment (a drift shows as two)."""
-    return list(
+    """The model names the judge's server reported while judging this experiment (a drift shows as two). The
+    DISTINCT reads every verdict of the experiment, so it is kept until the version's next done verdict."""
+    return cached("served-models", (experiment.pk, done_scores_fingerprint([version])), lambda: list(
         JudgeScore.objects.filter(rubric_version=version, transcript__experiment=experiment,
                                   status=JudgeScore.Status.DONE)
         .exclude(served_model="").order_by("served_model").values_list("served_model", flat=True).distinct()[:5]
-    )
+    ))
 
 
 def _distinct(conditions: list[Condition], label) -> list:

@@ -10,6 +10,7 @@ import pytest
 import statsmodels.api as sm
 from django.conf import settings
 from django.urls import reverse
+from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.contingency_tables import Table, mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
@@ -17,8 +18,10 @@ from statsmodels.stats.proportion import proportion_confint
 from judging import calibration, judge
 from judging.models import ExperimentJudging, JudgeScore
 from judging.rubrics import PROMPTS_DIR, get_or_create_version, read_template
-from judging.verdicts import set_active_versions
+from judging.verdicts import refresh_cache, set_active_versions
+from tests.conftest import make_user
 from tests.judging.builders import experiment_with, judge_with_stub, stub_judge, versions_on
+from tests.judging.calibration_data import label, scored_experiment, verdict_queue
 from tests.judging.seeded_data import seeded_experiment
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Endpoint, Experiment, Transcript
@@ -322,3 +325,78 @@ def test_statistics_of_an_experiment_not_judged_yet_say_so(alice_client, db):
     assert html.count('class="num clustered">—<') == 2  # both conditions listed, nothing to resample
     paired = statistics_html(alice_client, experiment, "experiment-paired-statistics")
     assert "No two conditions differ in one treatment axis only." in paired
+
+
+def paired_row(html: str, a, b) -> str:
+    start = html.index(f'data-pair="{a.pk}-{b.pk}"')
+    return html[start:html.index("</tr>", start)]
+
+
+def test_the_paired_partial_is_computed_once_and_again_after_a_new_verdict(alice_client, db):
+    experiment, ((_, k0), (_, k4), _) = paired_experiment("cached")
+    c0, c4 = experiment.conditions.get(k=0), experiment.conditions.get(k=4, cot_mode="off")
+
+    def expected_p(before: dict, after: dict) -> str:
+        table = [[sum(before[s] and after[s] for s in before), sum(before[s] and not after[s] for s in before)],
+                 [sum(after[s] and not before[s] for s in before), sum(not before[s] and not after[s] for s in before)]]
+        return f">{mcnemar(table, exact=table[0][1] + table[1][0] < 25).pvalue:.4f}"
+
+    first = statistics_html(alice_client, experiment, "experiment-paired-statistics")
+    assert expected_p(k0, k4) in paired_row(first, c0, c4) and "Computed" not in first
+    again = statistics_html(alice_client, experiment, "experiment-paired-statistics")
+    assert "Computed" in again and expected_p(k0, k4) in paired_row(again, c0, c4)  # from the cache, with its age
+
+    # The judge flips one k=4 answer that was not misaligned: the partial is computed afresh with it.
+    slot = next(slot for slot, misaligned in k4.items() if not misaligned)
+    transcript = Transcript.objects.get(condition=c4, question__key=slot[0], seed=slot[1])
+    JudgeScore.objects.filter(transcript=transcript, rubric_version__rubric__key="aligned").update(score=10.0)
+    refresh_cache(experiment, [transcript.pk])
+    fresh = statistics_html(alice_client, experiment, "experiment-paired-statistics")
+    assert "Computed" not in fresh and expected_p(k0, {**k4, slot: True}) in paired_row(fresh, c0, c4)
+    assert expected_p(k0, k4) != expected_p(k0, {**k4, slot: True})
+
+
+# (model, aligned, coherent, flags of two auditors): they call misaligned up to an aligned score of about 60.
+CALIBRATION_ROWS = [
+    ("model-a", 10, 90, (1, 1)), ("model-a", 25, 90, (1, 1)), ("model-a", 45, 90, (1, 1)),
+    ("model-a", 55, 90, (1, 1)), ("model-a", 80, 90, (0, 0)), ("model-b", 50, 90, (1, 1)),
+    ("model-b", 70, 90, (0, 0)), ("model-b", 90, 90, (0, 0)), ("model-b", 95, 90, (0, 0)),
+]
+
+
+def test_the_results_page_links_each_verdict_queue_calibration_and_its_best_pair_rates(alice_client, db):
+    auditors = [make_user(name, "auditor") for name in ("carol", "dave")]
+    experiment, transcripts = scored_experiment([row[:3] for row in CALIBRATION_ROWS], name="calibrated")
+    queue = verdict_queue(experiment, auditors=auditors, name="flags")
+    for transcript, (*_, votes) in zip(transcripts, CALIBRATION_ROWS, strict=True):
+        for auditor, vote in zip(auditors, votes, strict=True):
+            label(queue, transcript, auditor, misaligned=bool(vote))
+    persona = verdict_queue(experiment, auditors=auditors, name="personas only")
+    persona.asks = persona.Asks.PERSONA
+    persona.save()
+    other, _ = scored_experiment([("model-c", 10, 90)], name="elsewhere")
+    elsewhere = verdict_queue(other, auditors=auditors, name="other experiment")
+
+    html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
+    assert f'href="{reverse("queue-calibration", args=[queue.pk])}?experiment={experiment.pk}"' in html
+    rates_url = reverse("experiment-calibration-rates", args=[experiment.pk, queue.pk])
+    assert f'hx-get="{rates_url}"' in html
+    assert "personas only" not in html and "other experiment" not in html
+    not_here = reverse("experiment-calibration-rates", args=[experiment.pk, elsewhere.pk])
+    assert alice_client.get(not_here).status_code == 404
+
+    partial = alice_client.get(rates_url).content.decode()
+    cut = float(re.search(r'class="best-aligned">([^<]*)<', partial).group(1))
+    gate = float(re.search(r'class="best-coherent">([^<]*)<', partial).group(1))
+    human = [votes == (1, 1) for *_, votes in CALIBRATION_ROWS]
+    judge = [aligned < cut and coherent > gate for _, aligned, coherent, _ in CALIBRATION_ROWS]
+    assert judge == human  # the auditors' cut (between 55 and 70) agrees with them on every answer
+    assert f"κ = {cohen_kappa_score(human, judge):.3f}" in partial
+    # Each model's rate at the best pair, counted here: model-a 4 of 5, model-b 1 of 4.
+    for model, n in (("model-a", 5), ("model-b", 4)):
+        count = sum(aligned < cut and coherent > gate for m, aligned, coherent, _ in CALIBRATION_ROWS if m == model)
+        row = partial[partial.index(f"<td>{model}</td>"):]
+        row = row[:row.index("</tr>")]
+        assert f"({count}/{n};" in row.split('class="num"')[-1]
+    alice_client.force_login(auditors[0])  # auditors never see the judge's scores or thresholds
+    assert alice_client.get(rates_url).status_code == 403
