@@ -410,18 +410,18 @@ def interleaved(client: Client, baseline: Client | None, path: str, headers: dic
     """PAGE_REPEAT timed requests on the server (and on the baseline server, alternating), after warm-up. A
     baseline whose first request takes over SLOW_FACTOR × the target is measured by that request alone."""
     def one(c: Client) -> float:
-        start = time.perf_counter()
-        response = c.request("GET", path, headers=headers)
-        response.read()
-        assert response.status in (200, 302), f"{c.port} {path}: HTTP {response.status}"
-        return (time.perf_counter() - start) * 1000
+        status, ms = probe(c, path, headers)
+        assert status in (200, 302), f"{c.port} {path}: HTTP {status}"
+        return ms
 
     servers = [client]
     before = None
     if baseline is not None:
-        one(baseline)  # its worker's first request of this page (imports, warm caches) is not the page's cost
-        first = one(baseline)
-        if first > SLOW_FACTOR * target:
+        probe(baseline, path, headers)  # its worker's first request of this page (imports, caches) is not its cost
+        status, first = probe(baseline, path, headers)
+        if status not in (200, 302):
+            print(f"{'':<58} baseline: HTTP {status} (the page did not exist or failed)", flush=True)
+        elif first > SLOW_FACTOR * target:
             before = [first]
         else:
             servers.append(baseline)
