@@ -28,8 +28,6 @@ from .models import JudgeScore, PersonaCategory, RubricVersion
 from .verdicts import Versions, misaligned_of, outcome_of, set_versions, thresholds_of, verdict_of
 from .verdicts import active_versions as active_versions  # pages ask metrics which versions a table shows
 
-OUTCOME = JudgeScore.Outcome
-
 
 @dataclass(frozen=True)
 class Rate:
@@ -111,13 +109,11 @@ def _reads_cache(experiments: list[Experiment], versions: Versions, thresholds: 
     )
 
 
-def _summed() -> dict:
-    return {name: Sum(name) for name in COUNT_FIELDS}
-
-
 def _counts_per_condition(experiment: Experiment, versions: Versions, cached: bool) -> dict[int, dict]:
     if cached:
-        rows = VerdictCount.objects.filter(experiment=experiment).values("condition_id").annotate(**_summed())
+        rows = VerdictCount.objects.filter(experiment=experiment).values("condition_id").annotate(
+            **{name: Sum(name) for name in COUNT_FIELDS}
+        )
     else:
         rows = _with_verdicts([experiment.pk], versions, thresholds_of(experiment)).values("condition_id").annotate(
             **verdict_aggregates(outcome="verdict", misaligned="flag", aligned="a__score", coherent="c__score")
