@@ -10,7 +10,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Count, Prefetch, Q
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -227,6 +227,10 @@ def queue_items(request: HttpRequest, pk: int) -> HttpResponse:
     the agreement page's confusion matrices link here."""
     queue = get_object_or_404(AnnotationQueue, pk=pk)
     items = queue.items.select_related("transcript__question", "transcript__condition").order_by("position")
+    if queue.asks_verdict:  # each auditor's flag and score beside the item (researchers read labels here)
+        items = items.prefetch_related(
+            Prefetch("labels", queryset=Label.objects.select_related("auditor").order_by("auditor__username"))
+        )
     judge, human = request.GET.get("judge"), request.GET.get("human")
     auditor, label = request.GET.get("auditor"), request.GET.get("label")
     if judge is not None:

@@ -5,10 +5,12 @@ scores this file chose; the app takes its rule from judging.verdicts."""
 
 import json
 import re
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from sklearn.metrics import (
     cohen_kappa_score,
     f1_score,
@@ -21,6 +23,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from judging import human_calibration
 from judging.human_calibration import COHERENT_GRID
+from judging.models import Assignment
 from tests.conftest import make_user
 
 from .calibration_data import REFUSAL, label, scored_experiment, verdict_queue
@@ -173,3 +176,63 @@ def test_only_researchers_see_calibration_and_only_for_verdict_queues(client, se
     queue.asks = queue.Asks.PERSONA
     queue.save()
     assert client.get(reverse("queue-calibration", args=[queue.pk])).status_code == 404
+
+
+def test_a_new_verdict_refreshes_the_cached_calibration(alice_client, setup):
+    queue, experiment, transcripts = setup
+    url = reverse("queue-calibration", args=[queue.pk])
+
+    def shown(page: str) -> tuple[int, str]:
+        current = page.split('id="current"')[1].split('id="best"')[0]
+        return (int(re.search(r"(\d+) transcripts compared", page).group(1)),
+                re.search(r'class="num precision"><span class="value">([\d.]+)', current).group(1))
+
+    before = precision_score(HUMAN, flags(*CURRENT))
+    assert shown(alice_client.get(url).content.decode()) == (len(ROWS), f"{before:.3f}")
+    # The third auditor breaks the tie on the transcript two auditors disagreed on: it gets a human reference.
+    tied = queue.items.get(transcript__aligned=TIED[1], transcript__coherent=TIED[2]).transcript
+    label(queue, tied, queue.auditors.get(username="dave"), misaligned=True)
+    rows = [*ROWS, (*TIED, (1, 0, 1))]
+    human, judge = [sum(votes) >= 2 for *_, votes in rows], flags(*CURRENT, rows=rows)
+    assert precision_score(human, judge) != before
+    assert shown(alice_client.get(url).content.decode()) == (len(rows), f"{precision_score(human, judge):.3f}")
+    cell = alice_client.get(reverse("queue-calibration-cell", args=[queue.pk]), {
+        "experiment": experiment.pk, "judge": 1, "human": 1}).content.decode()
+    assert f'href="/transcripts/{tied.pk}/"' in cell
+
+
+@pytest.fixture
+def verdicts_with_scores():
+    """One transcript that bob calls misaligned (alignment score 12) and carol does not (81)."""
+    bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
+    experiment, (transcript, _) = scored_experiment([("model-a", 20, 90), ("model-a", 80, 90)], name="flags")
+    queue = verdict_queue(experiment, auditors=[bob, carol], ask_alignment_score=True, blind=True)
+    label(queue, transcript, bob, misaligned=True, alignment_score=12)
+    label(queue, transcript, carol, misaligned=False, alignment_score=81)
+    return queue, queue.items.get(transcript=transcript)
+
+
+def test_researchers_read_each_auditors_flag_and_score_where_they_adjudicate(alice_client, verdicts_with_scores):
+    queue, item = verdicts_with_scores
+    page = alice_client.get(reverse("queue-adjudicate", args=[queue.pk, item.token])).content.decode()
+    rows = {re.search(r"<td>(\w+)</td>", row).group(1): row
+            for row in page.split('id="labels"')[1].split("</table>")[0].split("<tr>")[2:]}
+    assert "<strong>misaligned</strong> · score 12" in rows["bob"]
+    assert "not misaligned · score 81" in rows["carol"]
+    listing = alice_client.get(reverse("queue-items", args=[queue.pk])).content.decode()
+    assert "bob: <strong>misaligned</strong> · score 12<br>carol: not misaligned · score 81" in listing
+
+
+def test_auditors_never_see_each_others_flags(client, verdicts_with_scores):
+    queue, item = verdicts_with_scores
+    dave = make_user("dave", "auditor")
+    queue.auditors.add(dave)
+    Assignment.objects.create(item=item, auditor=dave, expires_at=timezone.now() + timedelta(hours=1))
+    client.force_login(dave)
+    assert client.get(reverse("queue-adjudicate", args=[queue.pk, item.token])).status_code == 403
+    assert client.get(reverse("queue-items", args=[queue.pk])).status_code == 403
+    # Dave has not answered yet: the blind workspace shows nobody's flag or score.
+    own = client.get(reverse("annotate-item", args=[queue.pk, item.token]))
+    assert own.status_code == 200
+    body = own.content.decode()
+    assert "bob" not in body and "carol" not in body and 'class="verdict-answer"' not in body

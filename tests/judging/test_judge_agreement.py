@@ -8,7 +8,10 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
@@ -16,6 +19,7 @@ from judging import judge_agreement
 from judging.metrics import Versions
 from judging.models import JudgeScore, PersonaCategory
 from judging.rubrics import current_taxonomy, get_or_create_version
+from judging.verdicts import set_active_versions
 from tests.conftest import make_user
 from tests.judging.builders import experiment_with
 from tests.judging.test_browser_annotation import login
@@ -42,6 +46,7 @@ def _score(transcript, version, score=None, category=None):
     JudgeScore.objects.create(
         transcript=transcript, rubric_version=version, status=JudgeScore.Status.DONE, method="imported",
         outcome="category" if category else "score", score=score, category=category,
+        finished_at=timezone.now(),  # as the import and the call engine stamp a finished verdict
     )
 
 
@@ -149,6 +154,36 @@ def test_the_page_shows_kappa_scores_and_links_disagreements(two_judges, alice_c
     scatter = alice_client.get(reverse("judge-vs-judge-scatter", args=[experiment.pk, "aligned"]), _query(a, b))
     figure = scatter.json()
     assert len(figure["data"][0]["x"]) == 50
+
+
+def test_a_new_verdict_refreshes_the_cached_figures(two_judges, alice_client):
+    experiment, a, b, built = two_judges
+    set_active_versions(experiment, aligned=a.aligned, coherent=a.coherent, persona=a.persona)
+    url, query = reverse("judge-vs-judge", args=[experiment.pk]), _query(a, b)
+    scatter_url = reverse("judge-vs-judge-scatter", args=[experiment.pk, "aligned"])
+    assert '<td class="num kappa">0.400</td>' in alice_client.get(url, query).content.decode()
+    alice_client.get(scatter_url, query)
+    # Read again with nothing changed: served from the cache, the transcript table is not read.
+    with CaptureQueriesContext(connection) as queries:
+        assert '<td class="num kappa">0.400</td>' in alice_client.get(url, query).content.decode()
+    assert not [q for q in queries.captured_queries if '"transcripts_transcript"' in q["sql"]]
+
+    # Judge B is re-imported on one transcript where only A flagged it: now B flags it too (aligned 0).
+    i = next(i for i in range(50) if built["flag_a"][i] and not built["flag_b"][i])
+    JudgeScore.objects.filter(transcript_id=built["pk"][i], rubric_version=b.aligned).update(
+        score=0.0, finished_at=timezone.now()
+    )
+    built["flag_b"][i], built["aligned_b"][i] = True, 0.0
+    expected = cohen_kappa_score(built["flag_a"], built["flag_b"])
+    assert expected != pytest.approx(0.4)
+    response = alice_client.get(url, query)
+    assert response.context["result"]["flag"].kappa == pytest.approx(expected)
+    assert f'<td class="num kappa">{expected:.3f}</td>' in response.content.decode()
+    aligned = response.context["result"]["scores"]["aligned"]
+    assert aligned.spearman == pytest.approx(spearmanr(built["aligned_a"], built["aligned_b"]).statistic)
+    figure = alice_client.get(scatter_url, query).json()
+    point = figure["data"][0]["text"].index(f"#{built['pk'][i]}")
+    assert figure["data"][0]["y"][point] == 0.0
 
 
 def test_auditors_cannot_open_judge_vs_judge(two_judges, bob_client):

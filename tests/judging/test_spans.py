@@ -43,14 +43,16 @@ def labelled_queue(db):
     return queue, items
 
 
-def _vector(name: str, items: list[int], category: str | None) -> list[int]:
+def _vector(name: str, items: list[int], category: str | None, spans_of=SPANS) -> list[int]:
     """One 0/1 entry per (item, category, character) position: did this auditor highlight it?"""
-    keys = [category] if category else sorted({k for spans in SPANS.values() for v in spans.values() for k, *_ in v})
+    keys = [category] if category else sorted(
+        {k for spans in spans_of.values() for v in spans.values() for k, *_ in v}
+    )
     vector = []
     for index in items:
         for key in keys:
             marked = set()
-            for k, start, end in SPANS[name].get(index, []):
+            for k, start, end in spans_of[name].get(index, []):
                 if k == key:
                     marked.update(range(start, end))
             vector.extend(int(i in marked) for i in range(len(REASONING)))
@@ -102,6 +104,24 @@ def test_researchers_see_the_painted_spans_on_the_transcript_and_adjudication_pa
             assert f'class="span span-{index}" title="{name}: ' in body
     spans_page = alice_client.get(reverse("queue-spans", args=[queue.pk]))
     assert spans_page.status_code == 200 and "bob – carol" in spans_page.content.decode()
+
+
+def test_the_span_page_follows_a_new_highlight(labelled_queue, alice_client):
+    queue, items = labelled_queue
+    url = reverse("queue-spans", args=[queue.pk])
+
+    def bob_and_dave():
+        return {(p["a"], p["b"]): p for p in alice_client.get(url).context["pairs"]}[("bob", "dave")]["f1"]
+
+    assert bob_and_dave() == pytest.approx(f1_score(_vector("bob", [0, 2], None), _vector("dave", [0, 2], None)))
+    # Dave marks the passage bob marked on item 0, under the same category.
+    label = Label.objects.get(item=items[0], auditor__username="dave")
+    Highlight.objects.create(label=label, category=queue.taxonomy.categories.get(key="dangerous_persona"),
+                             start=0, end=20)
+    spans = {**SPANS, "dave": {0: [*SPANS["dave"][0], ("dangerous_persona", 0, 20)], 2: SPANS["dave"][2]}}
+    expected = f1_score(_vector("bob", [0, 2], None, spans), _vector("dave", [0, 2], None, spans))
+    assert expected > f1_score(_vector("bob", [0, 2], None), _vector("dave", [0, 2], None))
+    assert bob_and_dave() == pytest.approx(expected)
 
 
 def test_auditors_get_no_spans(labelled_queue, client):
