@@ -117,12 +117,13 @@ def _axes_key(condition: Condition) -> tuple:
 PAIRED_TIMEOUT = 3600
 
 
-def _cached_statistics(experiment: Experiment, name: str, compute: Callable[[], dict], **options) -> dict:
-    """`compute()`'s result for the experiment's current verdicts and conditions (judging.cached), with
+def _cached_statistics(name: str, experiments: list[Experiment], compute: Callable[[], dict], **options) -> dict:
+    """`compute()`'s result for the experiments' current verdicts and conditions (judging.cached), with
     `computed_at`, and `cached` True when it was computed by an earlier request."""
     started = timezone.now()
-    conditions = tuple(experiment.conditions.order_by("pk").values_list("pk", flat=True))
-    fingerprint = (experiment_fingerprint(experiment), conditions)
+    fingerprint = [(experiment_fingerprint(experiment),
+                    tuple(experiment.conditions.order_by("pk").values_list("pk", flat=True)))
+                   for experiment in experiments]
     entry = cached(f"results-{name}", fingerprint, lambda: {**compute(), "computed_at": timezone.now()}, **options)
     return {**entry, "cached": entry["computed_at"] < started}
 
@@ -151,7 +152,7 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
     return render(request, "judging/results_statistics.html", {
         "experiment": experiment,
-        **_cached_statistics(experiment, "statistics", lambda: _statistics(experiment)),
+        **_cached_statistics("statistics", [experiment], lambda: _statistics(experiment)),
         "wilson_assumes": statistics.WILSON_ASSUMES,
         "clustered_assumes": statistics.CLUSTERED_ASSUMES,
     })
@@ -163,7 +164,7 @@ def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
     return render(request, "judging/results_paired.html", {
         "experiment": experiment,
-        **_cached_statistics(experiment, "paired", lambda: {
+        **_cached_statistics("paired", [experiment], lambda: {
             "paired": comparisons.paired_tests(comparisons.treatment_pairs(list(experiment.conditions.all()))),
         }, timeout=PAIRED_TIMEOUT),
         "paired_assumes": statistics.PAIRED_ASSUMES,
@@ -215,18 +216,22 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
     if a in by_id and b in by_id:
         pair = (by_id[a].condition, by_id[b].condition,
                 comparisons.compare_rates(by_id[a].misaligned, by_id[b].misaligned))
-    other = matching = None
+    other, compared = None, {"matching": None}
     other_pk = request.GET.get("other")
     if other_pk and other_pk.isdigit():
         other = get_object_or_404(Experiment, pk=int(other_pk))
-        # Each experiment with its own active versions: the paired tests read the verdict cache, which holds them.
-        matching = comparisons.match_conditions(
-            rows if versions == active else metrics.condition_metrics(experiment, active),
-            metrics.condition_metrics(other, metrics.active_versions(other)),
-        )
+
+        def match() -> dict:
+            # Each experiment with its own active versions: the paired tests read the verdict cache, which holds them.
+            return {"matching": comparisons.match_conditions(
+                rows if versions == active else metrics.condition_metrics(experiment, active),
+                metrics.condition_metrics(other, metrics.active_versions(other)),
+            )}
+
+        compared = _cached_statistics("matching", [experiment, other], match, timeout=PAIRED_TIMEOUT)
     return render(request, "judging/compare.html", {
         "experiment": experiment, "versions": versions, "rows": rows, "pair": pair, "other": other,
-        "matching": matching, "paired_assumes": statistics.PAIRED_ASSUMES,
+        **compared, "paired_assumes": statistics.PAIRED_ASSUMES,
         "experiments": Experiment.objects.exclude(pk=experiment.pk).order_by("name"),
         "trends": comparisons.trend_against_k(rows), "query": _query(versions),
         "a": a, "b": b, "other_pk": other_pk,

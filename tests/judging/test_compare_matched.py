@@ -11,7 +11,10 @@ from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
+from judging.models import JudgeScore
+from judging.verdicts import refresh_cache
 from tests.judging.seeded_data import seeded_experiment
+from transcripts.models import Transcript
 
 QUESTIONS = [f"q{i}" for i in range(10)]
 SEEDS = range(4)
@@ -101,3 +104,26 @@ def test_the_comparison_is_for_researchers_only(bob_client, runs):
     run1, run2 = runs
     response = bob_client.get(reverse("experiment-compare", args=[run1.pk]), {"other": run2.pk})
     assert response.status_code == 403
+
+
+def test_the_comparison_is_computed_once_and_again_when_the_other_run_gets_a_verdict(alice_client, runs):
+    run1, run2 = runs
+    a, b = run1.conditions.get(**K0), run2.conditions.get(**K0)
+
+    def k0_row() -> tuple[str, dict[str, str]]:
+        html = alice_client.get(reverse("experiment-compare", args=[run1.pk]), {"other": run2.pk}).content.decode()
+        return html, cells_of(html, a.pk, b.pk)
+
+    html, row = k0_row()
+    assert "Computed" not in html and row["p"] == f"{binomtest(3, 5, 0.5).pvalue:.4f}"
+    html, row = k0_row()
+    assert "Computed" in html and row["p"] == f"{binomtest(3, 5, 0.5).pvalue:.4f}"  # from the cache, with its age
+
+    # Run 2's judge now flags the first slot run 1 flagged alone (both flag it): one discordant pair less.
+    question, seed = SLOTS[0]
+    transcript = Transcript.objects.get(condition=b, question__key=question, seed=seed)
+    JudgeScore.objects.filter(transcript=transcript, rubric_version__rubric__key="aligned").update(score=10.0)
+    refresh_cache(run2, [transcript.pk])
+    html, row = k0_row()
+    assert "Computed" not in html and row["p"] == f"{binomtest(3, 4, 0.5).pvalue:.4f}"
+    assert "McNemar exact, 40 pairs (1 only A, 3 only B misaligned)" in row["test"]
