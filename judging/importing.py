@@ -545,9 +545,11 @@ def _insert_select(model: type[models.Model], expressions: dict[str, str], value
 SLOTS = (
     f"{STAGE} s JOIN import_conditions c ON c.cond = s.cond JOIN import_questions q ON q.qkey = s.qkey"
 )
+# The stored transcripts of the staged slots. The IN is implied by the join, but said outright it lets the
+# planner read only the file's conditions (by index) instead of the whole transcript table.
 STORED = (
-    f"{Transcript._meta.db_table} t ON t.condition_id = c.condition_id AND t.question_id = q.question_id "
-    "AND t.sample_index = s.sample"
+    f"{Transcript._meta.db_table} t ON t.condition_id = c.condition_id AND t.question_id = q.question_id "  # noqa: S608
+    "AND t.sample_index = s.sample AND t.condition_id IN (SELECT condition_id FROM import_conditions)"
 )
 
 
@@ -575,6 +577,10 @@ def _write_keys(resolved: _Resolved) -> None:
         cursor.executemany(
             "INSERT INTO import_paraphrases VALUES (%s, %s, %s)", [(*key, p) for key, p in paraphrases.items()]
         )
+        # Temporary tables get no statistics by themselves; without them the planner guesses their sizes
+        # wrong by orders of magnitude and picks plans that read the whole transcript table.
+        for table in (STAGE, "import_conditions", "import_questions", "import_paraphrases"):
+            cursor.execute(f"ANALYZE {table}")
 
 
 def _check_slots(file: str, staging: _Staging, resolved: _Resolved) -> int:
