@@ -18,6 +18,7 @@ from . import human_calibration
 from .models import AnnotationQueue, Label
 
 CURVES = ("roc", "pr")
+CELL_SHOWN = 500  # transcripts listed for one cell of the 2×2 table (the lowest ids)
 
 
 class ThresholdsForm(forms.Form):
@@ -120,7 +121,8 @@ def queue_calibration_cell(request: HttpRequest, pk: int) -> HttpResponse:
     aligned = experiment.aligned_threshold if params["aligned"] is None else params["aligned"]
     coherent = experiment.coherent_threshold if params["coherent"] is None else params["coherent"]
     s = human_calibration.cached_sample(queue, experiment)
-    ids = human_calibration.cell_transcripts(s, aligned, coherent, judge=params["judge"], human=params["human"])
+    in_cell = human_calibration.cell_transcripts(s, aligned, coherent, judge=params["judge"], human=params["human"])
+    ids = in_cell[:CELL_SHOWN]
     transcripts = Transcript.objects.filter(pk__in=ids).select_related("question", "condition").order_by("pk")
     votes: dict[int, list[bool]] = {}
     for transcript_id, flag in Label.objects.filter(
@@ -131,5 +133,5 @@ def queue_calibration_cell(request: HttpRequest, pk: int) -> HttpResponse:
             for t in transcripts]
     return render(request, "judging/calibration_cell.html", {
         "queue": queue, "experiment": experiment, "rows": rows, "aligned": aligned, "coherent": coherent,
-        "judge": params["judge"], "human": params["human"],
+        "judge": params["judge"], "human": params["human"], "total": len(in_cell),
     })

@@ -13,14 +13,12 @@ A run's figures are stored once (its bootstrap never runs on a page view again);
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
-from sklearn.metrics import cohen_kappa_score
 
 from transcripts.models import Experiment, Transcript
 
@@ -103,12 +101,6 @@ def gold_pairs(run: GoldRun) -> tuple[list[tuple[str, str]], int]:
     return pairs, len(gold) - len(pairs)
 
 
-def _kappa(gold: np.ndarray, judge: np.ndarray) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # one label only: NaN, left out of the bootstrap
-        return float(cohen_kappa_score(gold, judge))
-
-
 @dataclass(frozen=True)
 class Estimate:
     value: float | None
@@ -116,21 +108,41 @@ class Estimate:
     high: float | None
 
 
+def _kappa(tables: np.ndarray) -> np.ndarray:
+    """Cohen's κ of each (gold label × judge label) count table, shape (..., L, L); NaN where undefined (one
+    label only), as scikit-learn's cohen_kappa_score on the labels the table counts."""
+    n = tables.sum(axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = np.trace(tables, axis1=-2, axis2=-1) / n
+        expected = (tables.sum(axis=-1) * tables.sum(axis=-2)).sum(axis=-1) / (n * n)
+        return (observed - expected) / (1 - expected)
+
+
+def _accuracy(tables: np.ndarray) -> np.ndarray:
+    return np.trace(tables, axis1=-2, axis2=-1) / tables.sum(axis=(-2, -1))
+
+
 def _estimate(statistic, gold: np.ndarray, judge: np.ndarray, n_boot: int, seed: int) -> Estimate:
-    """The statistic and its 95% percentile bootstrap interval (items resampled with replacement)."""
+    """The statistic and its 95% percentile bootstrap interval (items resampled with replacement). Each
+    resample is reduced to its count table in one bincount, so 1,000 resamples of 10,000 items take a
+    fraction of a second (a scikit-learn call per resample took 20 s)."""
     if len(gold) < 2:
         return Estimate(None, None, None)
-    value = statistic(gold, judge)
+    labels = np.union1d(gold, judge)
+    size = len(labels) ** 2
+    cells = np.searchsorted(labels, gold) * len(labels) + np.searchsorted(labels, judge)
+    value = statistic(np.bincount(cells, minlength=size).reshape(len(labels), len(labels)))
     rng = np.random.default_rng(seed)
-    boot = np.array([statistic(gold[i], judge[i]) for i in rng.integers(0, len(gold), (n_boot, len(gold)))])
+    boot = []
+    for chunk in np.array_split(np.arange(n_boot), max(1, n_boot // 100)):  # bounded memory per step
+        draws = cells[rng.integers(0, len(gold), (len(chunk), len(gold)))] + size * np.arange(len(chunk))[:, None]
+        counts = np.bincount(draws.ravel(), minlength=size * len(chunk))
+        boot.append(statistic(counts.reshape(len(chunk), len(labels), len(labels))))
+    boot = np.concatenate(boot)
     boot = boot[np.isfinite(boot)]
     if not np.isfinite(value) or len(boot) < n_boot // 2:
         return Estimate(float(value) if np.isfinite(value) else None, None, None)
     return Estimate(float(value), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
-
-
-def _accuracy(gold: np.ndarray, judge: np.ndarray) -> float:
-    return float(np.mean(gold == judge))
 
 
 def record(run: GoldRun, *, n_boot: int = N_BOOT, seed: int = 0) -> GoldRun:

@@ -41,9 +41,11 @@ class VersionsForm(forms.Form):
 
 def _pair_forms(request: HttpRequest, experiment: Experiment) -> tuple[VersionsForm, VersionsForm]:
     """Side A defaults to the experiment's active versions; side B is what the researcher picks."""
-    active = active_versions(experiment)
-    a = VersionsForm(request.GET if "a-aligned" in request.GET else None, prefix="a",
-                     initial={key: getattr(active, key) for key in RUBRICS})
+    if "a-aligned" in request.GET:
+        a = VersionsForm(request.GET, prefix="a")
+    else:  # only an empty form needs the defaults (finding them may search the experiment's verdicts)
+        active = active_versions(experiment)
+        a = VersionsForm(prefix="a", initial={key: getattr(active, key) for key in RUBRICS})
     b = VersionsForm(request.GET if "b-aligned" in request.GET else None, prefix="b")
     return a, b
 

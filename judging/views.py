@@ -29,6 +29,9 @@ from .models import AnnotationQueue, Assignment, JudgeScore, Label, QueueItem, T
 from .queue_stats import queue_report
 from .taxonomy import category_rows, create_version, latest_versions
 
+ITEMS_SHOWN = 500  # rows of the queue items page
+
+
 # ---- auditors ------------------------------------------------------------------------------------------
 
 
@@ -226,21 +229,26 @@ def queue_items(request: HttpRequest, pk: int) -> HttpResponse:
     """The queue's transcripts, filtered by judge category, consensus and one auditor's label: the cells of
     the agreement page's confusion matrices link here."""
     queue = get_object_or_404(AnnotationQueue, pk=pk)
-    items = queue.items.select_related("transcript__question", "transcript__condition").order_by("position")
+    matching = queue.items.order_by("position")
+    judge, human = request.GET.get("judge"), request.GET.get("human")
+    auditor, label = request.GET.get("auditor"), request.GET.get("label")
+    if judge is not None:
+        matching = matching.filter(transcript__judge_category=judge)
+    if human is not None:
+        matching = matching.filter(transcript__human_category=human)
+    if auditor and label is not None:
+        matching = matching.filter(labels__auditor__username=auditor, labels__primary__key=label)
+    # The shown page's ids first, then their transcripts by primary key: joined in one query, PostgreSQL reads
+    # the whole transcript table to sort the queue (0.35 s at 200,000 transcripts).
+    shown = list(matching.values_list("pk", flat=True)[:ITEMS_SHOWN])
+    items = QueueItem.objects.filter(pk__in=shown).select_related(
+        "transcript__question", "transcript__condition").order_by("position")
     if queue.asks_verdict:  # each auditor's flag and score beside the item (researchers read labels here)
         items = items.prefetch_related(
             Prefetch("labels", queryset=Label.objects.select_related("auditor").order_by("auditor__username"))
         )
-    judge, human = request.GET.get("judge"), request.GET.get("human")
-    auditor, label = request.GET.get("auditor"), request.GET.get("label")
-    if judge is not None:
-        items = items.filter(transcript__judge_category=judge)
-    if human is not None:
-        items = items.filter(transcript__human_category=human)
-    if auditor and label is not None:
-        items = items.filter(labels__auditor__username=auditor, labels__primary__key=label)
     return render(request, "judging/queue_items.html", {
-        "queue": queue, "items": items[:500], "filters": {
+        "queue": queue, "items": items, "limit": ITEMS_SHOWN, "filters": {
             "judge": judge, "human": human, "auditor": auditor, "label": label,
         },
     })

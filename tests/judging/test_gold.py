@@ -3,6 +3,7 @@ agreement with gold (κ checked against scikit-learn) and the drift warning."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from django.urls import reverse
 from sklearn.metrics import cohen_kappa_score
@@ -151,3 +152,18 @@ def test_auditors_cannot_open_gold_pages(bob_client, db):
     assert bob_client.get(reverse("gold-list")).status_code == 403
     assert bob_client.get(reverse("gold-detail", args=[suite.pk])).status_code == 403
     assert bob_client.post(reverse("gold-run", args=[suite.pk]), {}).status_code == 403
+
+
+def test_the_bootstrap_interval_is_sklearns_kappa_over_the_same_resamples():
+    rng = np.random.default_rng(5)
+    labels = np.array(["dangerous_persona", "follows_pattern", "reframes_helpful"])
+    gold_labels = labels[rng.integers(0, 3, 300)]
+    judged = np.where(rng.random(300) < 0.7, gold_labels, labels[rng.integers(0, 3, 300)])
+    estimate = gold._estimate(gold._kappa, gold_labels, judged, n_boot=100, seed=11)
+    draws = np.random.default_rng(11).integers(0, 300, (100, 300))  # the resamples record() draws
+    boot = [cohen_kappa_score(gold_labels[i], judged[i]) for i in draws]
+    assert estimate.value == pytest.approx(cohen_kappa_score(gold_labels, judged))
+    assert (estimate.low, estimate.high) == pytest.approx((np.percentile(boot, 2.5), np.percentile(boot, 97.5)))
+    accuracy = gold._estimate(gold._accuracy, gold_labels, judged, n_boot=100, seed=11)
+    assert accuracy.value == pytest.approx(np.mean(gold_labels == judged))
+    assert accuracy.low == pytest.approx(np.percentile([np.mean(gold_labels[i] == judged[i]) for i in draws], 2.5))
