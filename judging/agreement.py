@@ -221,17 +221,17 @@ def rater_vs_reference(pairs: list[tuple[str, str]], categories: list[str]) -> d
     """
     pairs = [(a, b) for a, b in pairs if a and b]
     labels = list(categories)
-    for a, b in pairs:
-        for value in (a, b):
-            if value not in labels:
-                labels.append(value)
+    labels += sorted({value for pair in pairs for value in pair} - set(labels))
     if not pairs:
         return {"n": 0, "kappa": None, "labels": labels, "matrix": [], "note": "No item has both labels."}
-    left, right = [a for a, _ in pairs], [b for _, b in pairs]
+    # As integer codes: scikit-learn sorts and compares strings several times over, which at 20,000 pairs
+    # cost ~0.4 s a matrix; the codes give the same κ and matrix.
+    code = {label: i for i, label in enumerate(labels)}
+    left, right = np.array([code[a] for a, _ in pairs]), np.array([code[b] for _, b in pairs])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # Undefined κ (one category only) comes back as NaN with a warning; it is reported as a note.
         kappa = _finite(cohen_kappa_score(left, right)) if len(pairs) >= 2 else None
-        matrix = confusion_matrix(left, right, labels=labels).tolist()
+        matrix = confusion_matrix(left, right, labels=list(range(len(labels)))).tolist()
     note = "" if kappa is not None else "κ undefined for these items (too few, or a single category)."
     return {"n": len(pairs), "kappa": kappa, "labels": labels, "matrix": matrix, "note": note}
