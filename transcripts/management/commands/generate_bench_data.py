@@ -185,6 +185,12 @@ class Command(BaseCommand):
             versions[key] = version_model.objects.create(
                 rubric=rubric, version=1, prompt_template="{question} {answer}", judge_model="bench-judge"
             )
+        # These versions are the experiments' active ones, as after a run; the verdict cache written with the
+        # transcripts already mirrors them (so no judging.verdicts.set_active_versions, which rewrites it).
+        judging_model = apps.get_model("judging", "ExperimentJudging")
+        for experiment in Experiment.objects.all():
+            judging_model.objects.create(experiment=experiment, aligned_version=versions["aligned"],
+                                         coherent_version=versions["coherent"])
         for key, version in versions.items():
             cursor.execute(
                 f"""INSERT INTO judging_judgescore (transcript_id, rubric_version_id, status, outcome, method, score,
