@@ -387,6 +387,7 @@ def page_values(clients: dict[str, Client]) -> tuple[dict, dict]:
         ("transcripts", "pk"): item.transcript_id, ("scores", "pk"): JudgeScore.objects.order_by("pk").first().pk,
         ("labels", "pk"): Label.objects.order_by("pk").first().pk,
         ("judges", "score"): ["aligned", "coherent"], ("calibration", "name"): ["roc", "pr"],
+        ("calibration", "queue"): queue.pk,
     }
     if gold := apps.get_model("judging", "GoldSuite").objects.order_by("pk").first():
         values[("gold", "pk")] = gold.pk
