@@ -15,6 +15,8 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from transcripts.access import is_auditor, researcher_required
@@ -30,6 +32,17 @@ from .queue_stats import queue_report
 from .taxonomy import category_rows, create_version, latest_versions
 
 ITEMS_SHOWN = 500  # rows of the queue items page
+FLAG_HTML = {None: mark_safe('<span class="muted">no flag</span>'), True: mark_safe("<strong>misaligned</strong>"),
+             False: mark_safe("not misaligned")}
+
+
+def verdict_html(label: Label) -> SafeString:
+    """One auditor's verdict for researchers: the misaligned flag and the 0–100 alignment score. Formatted here,
+    not in an included template: the items page shows up to three per row on 500 rows."""
+    flag = FLAG_HTML[label.misaligned]
+    if label.alignment_score is None:
+        return flag
+    return format_html("{} · score {}", flag, label.alignment_score)
 
 
 # ---- auditors ------------------------------------------------------------------------------------------
@@ -244,9 +257,13 @@ def queue_items(request: HttpRequest, pk: int) -> HttpResponse:
     items = QueueItem.objects.filter(pk__in=shown).select_related(
         "transcript__question", "transcript__condition").order_by("position")
     if queue.asks_verdict:  # each auditor's flag and score beside the item (researchers read labels here)
-        items = items.prefetch_related(
+        items = list(items.prefetch_related(
             Prefetch("labels", queryset=Label.objects.select_related("auditor").order_by("auditor__username"))
-        )
+        ))
+        for item in items:
+            item.verdicts = format_html_join(
+                mark_safe("<br>"), "{}: {}", ((lab.auditor.username, verdict_html(lab)) for lab in item.labels.all())
+            )
     return render(request, "judging/queue_items.html", {
         "queue": queue, "items": items, "limit": ITEMS_SHOWN, "filters": {
             "judge": judge, "human": human, "auditor": auditor, "label": label,
@@ -291,9 +308,11 @@ def queue_adjudicate(request: HttpRequest, pk: int, token: UUID) -> HttpResponse
                              note=form.cleaned_data["note"])
         messages.success(request, f"Consensus is now {consensus or 'none'}.")
         return redirect("queue-agreement", pk=queue.pk)
-    labels = Label.objects.filter(item=item).select_related("auditor", "primary").prefetch_related(
+    labels = list(Label.objects.filter(item=item).select_related("auditor", "primary").prefetch_related(
         "highlights__category", "categories"
-    )
+    ))
+    for lab in labels:
+        lab.verdict = verdict_html(lab)
     return render(request, "judging/adjudicate.html", {
         "queue": queue, "item": item, "transcript": item.transcript, "labels": labels, "form": form,
         "answer_html": render_markdown(item.transcript.answer), "majority_labels": item_labels(item),
