@@ -40,7 +40,7 @@ def _context(request: HttpRequest, pk: int) -> tuple[AnnotationQueue, Experiment
     form = ThresholdsForm(request.GET)
     if not form.is_valid():
         raise Http404("Malformed parameters.")
-    experiments = human_calibration.experiments_of(queue)
+    experiments = human_calibration.cached_experiments_of(queue)
     wanted = form.cleaned_data["experiment"] or (experiments[0]["id"] if experiments else None)
     if wanted not in {e["id"] for e in experiments}:
         raise Http404("The queue holds no transcript of this experiment.")

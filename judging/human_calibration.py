@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Max, Q
 from django.db.models.lookups import Exact
 from threadpoolctl import threadpool_limits
 
@@ -291,6 +291,12 @@ def fingerprint(queue: AnnotationQueue, experiment: Experiment) -> tuple:
     verdict cache (its VerdictCount sums move with every cached verdict) and thresholds."""
     return (queue.pk, queue.majority_share, labels_fingerprint(Label.objects.filter(item__queue=queue)),
             experiment_fingerprint(experiment))
+
+
+def cached_experiments_of(queue: AnnotationQueue) -> list[dict]:
+    """experiments_of (a join of every item with its transcript), again only when items come or go."""
+    items = queue.items.aggregate(n=Count("pk"), last_id=Max("pk"))
+    return cached("calibration-experiments", (queue.pk, items["n"], items["last_id"]), lambda: experiments_of(queue))
 
 
 def cached_sample(queue: AnnotationQueue, experiment: Experiment) -> Sample:
