@@ -1,4 +1,5 @@
-"""Verdict counts per condition × question: what every chart, results table and statistic reads.
+"""Verdict counts per condition × question: what every chart, results table and statistic reads, and the
+generation tokens of the same done transcripts, which a running experiment's progress sums.
 
 `cell_counts` and `category_counts` are the one way pages get counts. They read the maintained tables
 (VerdictCount, CategoryCount) when the transcripts asked for are whole (condition, question) groups, i.e. the
@@ -37,6 +38,7 @@ COUNT_FIELDS = (
     "done", "judged", "n", "misaligned", "refusals", "unsure",
     "aligned_sum", "aligned_count", "coherent_sum", "coherent_count",
 )
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens")  # generation tokens, for progress (not verdicts)
 CATEGORY_SOURCES = {CategoryCount.Source.JUDGE: "judge_category", CategoryCount.Source.HUMAN: "human_category"}
 
 
@@ -61,6 +63,11 @@ def verdict_aggregates(*, outcome: str = "judge_outcome", misaligned: str = "mis
         "coherent_sum": Coalesce(Sum(coherent), Value(0.0), output_field=FloatField()),
         "coherent_count": Count(coherent),
     }
+
+
+def _token_sums() -> dict:
+    """TOKEN_FIELDS as aggregates over done transcripts (a transcript without usage counts 0)."""
+    return {name: Coalesce(Sum(name), Value(0)) for name in TOKEN_FIELDS}
 
 
 def cell_counts(transcripts: QuerySet) -> list[dict]:
@@ -171,7 +178,7 @@ def _recount(scope: Q, condition_ids: list[int]) -> None:
         VerdictCount.objects.filter(scope).delete()
         CategoryCount.objects.filter(scope).delete()
         done = Transcript.objects.filter(scope, status=DONE)
-        _insert(VerdictCount, done.order_by().values(*GROUP).annotate(**verdict_aggregates()))
+        _insert(VerdictCount, done.order_by().values(*GROUP).annotate(**verdict_aggregates(), **_token_sums()))
         for source, rows in _category_rows(done, GROUP):
             _insert(CategoryCount, rows.annotate(source=Value(source)))
 

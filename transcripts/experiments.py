@@ -35,7 +35,6 @@ from decimal import Decimal
 from functools import lru_cache
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
@@ -586,6 +585,7 @@ def slot_counts(by: str, ids: Iterable[int]) -> dict[int, Counter]:
 
 
 UNFINISHED = [status for status in Transcript.Status.values if status != Transcript.Status.DONE]
+FINISHED = [Transcript.Status.DONE, Transcript.Status.FAILED]  # the slots the transcript_exp_finished index holds
 THROUGHPUT_WINDOW = timedelta(minutes=5)
 
 
@@ -593,7 +593,11 @@ def progress(experiment: Experiment) -> dict:
     """What the experiment page and `run_experiment --wait` show: counts by status, failures by reason,
     generation tokens, the cost so far (generation and judging, kept by the call engine) and why work
     stopped early, throughput over the last five minutes and the ETA it implies (while it runs), and the
-    ids of the ten transcripts finished last."""
+    ids of the ten transcripts finished last.
+
+    Polled every 2 s while a run is live, so nothing here reads the experiment's done rows: counts and token
+    sums come from the maintained VerdictCount rows, the newest and recent slots from the (experiment,
+    finished_at) index of finished slots."""
     counted = slot_counts("experiment_id", [experiment.pk])[experiment.pk]
     by_status = {status: counted[status] for status in Transcript.Status.values}
     slots = experiment.transcripts
@@ -601,39 +605,27 @@ def progress(experiment: Experiment) -> dict:
         slots.filter(status=Transcript.Status.FAILED)
         .values_list("error_kind").annotate(n=Count("pk")).order_by("error_kind").values_list("error_kind", "n")
     )
-    finished = _finished_summary(experiment, by_status[Transcript.Status.DONE])
+    tokens = VerdictCount.objects.filter(experiment=experiment).aggregate(
+        prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens")
+    )
+    recent_ids = list(
+        slots.filter(status=Transcript.Status.DONE).order_by("-finished_at").values_list("pk", flat=True)[:10]
+    )
     # Read afresh: the engine adds to spent_usd and sets stop_reason while the caller's object ages.
     money = Experiment.objects.filter(pk=experiment.pk).values("spent_usd", "stop_reason", "budget_usd").get()
     remaining = by_status[Transcript.Status.PENDING] + by_status[Transcript.Status.RUNNING]
     per_minute, eta = 0.0, None
     if experiment.status == Experiment.Status.RUNNING:
         now = timezone.now()
-        recent = slots.filter(finished_at__gte=now - THROUGHPUT_WINDOW).exclude(
-            status=Transcript.Status.CANCELLED).count()
+        recent = slots.filter(status__in=FINISHED, finished_at__gte=now - THROUGHPUT_WINDOW).count()
         elapsed = (now - max(experiment.started_at or now, now - THROUGHPUT_WINDOW)).total_seconds()
         per_minute = recent / elapsed * 60 if elapsed > 1 else 0.0
         eta = timedelta(seconds=int(remaining / per_minute * 60)) if per_minute and remaining else None
     return {
         "total": sum(by_status.values()), "by_status": by_status, "remaining": remaining,
         "finished": by_status[Transcript.Status.DONE] + by_status[Transcript.Status.FAILED],
-        "failed_by_kind": failed_by_kind, **finished,
+        "failed_by_kind": failed_by_kind, "recent_ids": recent_ids,
+        "prompt_tokens": tokens["prompt_tokens"] or 0, "completion_tokens": tokens["completion_tokens"] or 0,
         "cost": money["spent_usd"], "budget": money["budget_usd"], "stop_reason": money["stop_reason"],
         "per_minute": per_minute, "eta": eta,
     }
-
-
-def _finished_summary(experiment: Experiment, n_done: int) -> dict:
-    """Token sums and the ten newest done transcripts' ids. Both read every done row of the experiment (no
-    index holds tokens or finished_at), so they are cached until the number of done slots changes: a finished
-    experiment's page reads them once, a running one's once per poll that saw progress."""
-    key = f"experiment-finished:{experiment.pk}:{n_done}"
-    summary = cache.get(key)
-    if summary is None:
-        done = experiment.transcripts.filter(status=Transcript.Status.DONE)
-        tokens = done.aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
-        summary = {
-            "prompt_tokens": tokens["p"] or 0, "completion_tokens": tokens["c"] or 0,
-            "recent_ids": list(done.order_by("-finished_at").values_list("pk", flat=True)[:10]),
-        }
-        cache.set(key, summary, timeout=24 * 3600)
-    return summary

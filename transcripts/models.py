@@ -383,6 +383,12 @@ class Transcript(LeasedWork):
                 include=["id", "experiment", "aligned", "coherent", "judge_category", "human_category"],
                 name="transcript_chart_cover",
             ),
+            # A running experiment's progress: its ten newest done transcripts and how many slots finished in
+            # the last minutes, as index range scans instead of reading every done row (migration 0010).
+            models.Index(
+                fields=["experiment", "finished_at"], condition=models.Q(status__in=["done", "failed"]),
+                name="transcript_exp_finished",
+            ),
             # Paired tests match two conditions' judged transcripts on (question, seed) (migration 0009).
             models.Index(
                 fields=["condition", "question", "seed"], include=["misaligned"],
@@ -429,6 +435,9 @@ class VerdictCount(models.Model):
     aligned_count = models.PositiveIntegerField()
     coherent_sum = models.FloatField()
     coherent_count = models.PositiveIntegerField()
+    # Generation tokens of the done transcripts: a running experiment's progress sums these, not its rows.
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -28,6 +28,7 @@ from transcripts.models import CategoryCount, Experiment, Transcript, VerdictCou
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+FIELDS = (*aggregates.COUNT_FIELDS, *aggregates.TOKEN_FIELDS)
 KINDS = ("evil", "good", "refuse", "muddled", "evil")  # what the stub model answers, request by request
 
 
@@ -58,7 +59,7 @@ def from_scratch() -> tuple[dict, dict]:
     categories: dict = defaultdict(Counter)
     rows = Transcript.objects.filter(status=Transcript.Status.DONE).values(
         "experiment_id", "condition_id", "question_id", "judge_outcome", "misaligned", "aligned", "coherent",
-        "judge_category", "human_category",
+        "judge_category", "human_category", "prompt_tokens", "completion_tokens",
     )
     for t in rows:
         group = (t["experiment_id"], t["condition_id"], t["question_id"])
@@ -73,6 +74,8 @@ def from_scratch() -> tuple[dict, dict]:
             if t[score] is not None:
                 counts[f"{score}_sum"] += t[score]
                 counts[f"{score}_count"] += 1
+        for name in aggregates.TOKEN_FIELDS:
+            counts[name] += t[name] or 0
         for source in ("judge", "human"):
             cell = categories[(*group, source, t[f"{source}_category"])]
             cell["transcripts"] += 1
@@ -81,14 +84,13 @@ def from_scratch() -> tuple[dict, dict]:
 
 
 def _complete(verdicts: dict) -> dict:
-    fields = aggregates.COUNT_FIELDS
-    return {group: {name: counts.get(name, 0) for name in fields} for group, counts in verdicts.items()}
+    return {group: {name: counts.get(name, 0) for name in FIELDS} for group, counts in verdicts.items()}
 
 
 def maintained() -> tuple[dict, dict]:
     verdicts = {
         (row.experiment_id, row.condition_id, row.question_id):
-            {name: getattr(row, name) for name in aggregates.COUNT_FIELDS}
+            {name: getattr(row, name) for name in FIELDS}
         for row in VerdictCount.objects.all()
     }
     categories = {
@@ -143,6 +145,7 @@ def test_incremental_counts_equal_a_from_scratch_count_after_a_mixed_workload():
         assert first.transcripts.filter(status="failed").exists()
         verdicts, _ = assert_in_step()
         assert sum(row["done"] for row in verdicts.values()) > 0 and not any(row["n"] for row in verdicts.values())
+        assert all(sum(row[name] for row in verdicts.values()) > 0 for name in aggregates.TOKEN_FIELDS)
         # Judging: verdicts arrive one by one, each refreshing its transcript's cache and group.
         judge.work(judge_endpoint.pk)
         verdicts, _ = assert_in_step()
@@ -203,7 +206,8 @@ def test_cell_counts_read_the_maintained_counts_for_group_filters_and_count_tran
 
     def expected_cells(keep) -> list[dict]:
         return sorted(
-            ({"condition_id": g[1], "question_id": g[2], **row} for g, row in verdicts.items() if keep(g)),
+            ({"condition_id": g[1], "question_id": g[2], **{name: row[name] for name in aggregates.COUNT_FIELDS}}
+             for g, row in verdicts.items() if keep(g)),
             key=_cell,
         )
 
