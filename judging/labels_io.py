@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -17,7 +19,7 @@ from transcripts.exporting import neutralise, restore
 from transcripts.importing import ImportFailed
 
 from .consensus import refresh_consensus
-from .models import AnnotationQueue, Assignment, Label, PersonaCategory, QueueItem
+from .models import AnnotationQueue, Assignment, Highlight, Label, PersonaCategory, QueueItem
 
 COLUMNS = [
     "queue", "transcript_id", "annotator", "label", "categories", "misaligned", "alignment_score", "note",
@@ -26,28 +28,58 @@ COLUMNS = [
 # How the misaligned flag is written, and the spellings read back.
 FLAG_TEXT = {True: "true", False: "false"}
 FLAG_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+EXPORT_CHUNK = 2000  # labels read (and CSV rows written) at a time
 
 
 def export_rows(queue: AnnotationQueue) -> Iterator[list]:
     """The header, then one row per label. `label` is the primary category; `categories` all of them;
     `misaligned` is true/false and `alignment_score` 0–100, empty where the queue did not ask.
-    Text cells a spreadsheet would run as formulas are neutralised (transcripts.exporting.neutralise)."""
+    Text cells a spreadsheet would run as formulas are neutralised (transcripts.exporting.neutralise).
+
+    Plain values, EXPORT_CHUNK labels at a time, with their categories and highlights read per chunk: model rows
+    with prefetched relations cloned a queryset per label for each relation (42,000 labels took ~20 s)."""
     yield COLUMNS
     labels = (
-        Label.objects.filter(item__queue=queue)
-        .select_related("item", "auditor", "primary")
-        .prefetch_related("categories", "highlights__category")
-        .order_by("item__position", "auditor__username")
+        Label.objects.filter(item__queue=queue).order_by("item__position", "auditor__username")
+        .values_list("pk", "item__transcript_id", "auditor__username", "primary__key", "misaligned",
+                     "alignment_score", "note", "confidence", "seconds_spent", "created_at")
+        .iterator(chunk_size=EXPORT_CHUNK)
     )
-    for label in labels.iterator(chunk_size=500):
-        yield [neutralise(cell) for cell in (
-            queue.name, label.item.transcript_id, label.auditor.username, label.primary.key if label.primary else "",
-            ";".join(sorted(c.key for c in label.categories.all())), FLAG_TEXT.get(label.misaligned, ""),
-            "" if label.alignment_score is None else label.alignment_score, label.note,
-            "" if label.confidence is None else label.confidence, round(label.seconds_spent, 1),
-            json.dumps([{"category": h.category.key, "start": h.start, "end": h.end} for h in label.highlights.all()]),
-            label.created_at.isoformat(),
-        )]
+    while chunk := list(islice(labels, EXPORT_CHUNK)):
+        ids = [row[0] for row in chunk]
+        categories = _by_label(Label.categories.through.objects.filter(label_id__in=ids)
+                               .values_list("label_id", "personacategory__key"))
+        highlights = _by_label(Highlight.objects.filter(label_id__in=ids).order_by("label_id", "start", "pk")
+                               .values_list("label_id", "category__key", "start", "end"))
+        for pk, transcript_id, auditor, primary, misaligned, score, note, confidence, seconds, created in chunk:
+            yield [neutralise(cell) for cell in (
+                queue.name, transcript_id, auditor, primary or "", ";".join(sorted(key for (key,) in categories[pk])),
+                FLAG_TEXT.get(misaligned, ""), "" if score is None else score, note,
+                "" if confidence is None else confidence, round(seconds, 1),
+                json.dumps([{"category": key, "start": start, "end": end} for key, start, end in highlights[pk]]),
+                created.isoformat(),
+            )]
+
+
+def export_csv(queue: AnnotationQueue) -> Iterator[str]:
+    """export_rows as CSV text, a few hundred rows per piece (a response written row by row would make a
+    write per row)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    rows = export_rows(queue)
+    while chunk := list(islice(rows, EXPORT_CHUNK)):
+        writer.writerows(chunk)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def _by_label(rows: Iterable[tuple]) -> defaultdict[int, list[tuple]]:
+    """(label id, *values) rows grouped by label id, in the rows' order."""
+    grouped: defaultdict[int, list[tuple]] = defaultdict(list)
+    for label_id, *values in rows:
+        grouped[label_id].append(tuple(values))
+    return grouped
 
 
 # The annotation form's confidence scale (Label.confidence: 1 guess … 5 certain).

@@ -1,5 +1,6 @@
 """A queue's labels as agreement rows, and everything the agreement page shows. Reads only; the
-statistics themselves come from judging.agreement.
+statistics themselves come from judging.agreement. The page reads the report through cached_report: computed
+once per change of the queue's labels, gold labels, items or judge verdicts, then served from the cache.
 
 Per-auditor agreement compares each of an auditor's labels with the consensus of the *other* labels of the
 item (leave-one-out; a researcher's gold label, when set, is the reference instead): counting the auditor's own
@@ -10,42 +11,48 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from django.db.models import Count, Max
+
+from transcripts.models import Experiment, Transcript
+
 from . import agreement
+from .cached import cached, done_scores_fingerprint, labels_fingerprint
 from .consensus import is_disagreement, majority
-from .models import AnnotationQueue, Label, QueueItem
+from .models import Adjudication, AnnotationQueue, Label, QueueItem
+from .verdicts import active_versions
 
 # The misaligned flag as a nominal label, so the persona statistics (κ, α) apply to it unchanged.
 FLAG_LABELS = {True: "misaligned", False: "not misaligned"}
 
+# A label as the report reads it: (item id, transcript id, auditor username, primary category key or None,
+# misaligned flag or None, seconds spent).
+LabelRow = tuple[int, int, str, str | None, bool | None, float]
 
-def label_rows(queue: AnnotationQueue) -> list[tuple[str, str, str]]:
-    """(transcript id, auditor username, primary category key) for every submitted label."""
-    return [
-        (str(tid), username, key)
-        for tid, username, key in Label.objects.filter(item__queue=queue, primary__isnull=False)
+
+def label_rows(queue: AnnotationQueue) -> list[LabelRow]:
+    """Every label of the queue, by item position then auditor: one query of plain values (no model rows)."""
+    return list(
+        Label.objects.filter(item__queue=queue)
         .order_by("item__position", "auditor__username")
-        .values_list("item__transcript_id", "auditor__username", "primary__key")
-    ]
+        .values_list("item_id", "item__transcript_id", "auditor__username", "primary__key", "misaligned",
+                     "seconds_spent")
+    )
 
 
-def flag_rows(queue: AnnotationQueue) -> list[tuple[str, str, str]]:
-    """(transcript id, auditor username, "misaligned" / "not misaligned") for every label with a verdict."""
-    return [
-        (str(tid), username, FLAG_LABELS[flag])
-        for tid, username, flag in Label.objects.filter(item__queue=queue, misaligned__isnull=False)
-        .order_by("item__position", "auditor__username")
-        .values_list("item__transcript_id", "auditor__username", "misaligned")
-    ]
-
-
-def queue_agreement(queue: AnnotationQueue, *, n_boot: int = 1000) -> dict:
+def queue_agreement(queue: AnnotationQueue, *, n_boot: int = 1000, labels: list[LabelRow] | None = None) -> dict:
+    """Agreement between auditors on the primary persona category (pairwise and overall κ, α with its
+    bootstrap interval, per category). `labels`: the queue's label_rows when the caller has read them."""
+    labels = label_rows(queue) if labels is None else labels
     categories = list(queue.taxonomy.categories.order_by("position").values_list("key", flat=True))
-    return agreement.compute(label_rows(queue), categories=categories, n_boot=n_boot)
+    rows = [(str(tid), username, key) for _, tid, username, key, _, _ in labels if key]
+    return agreement.compute(rows, categories=categories, n_boot=n_boot)
 
 
-def flag_agreement(queue: AnnotationQueue, *, n_boot: int = 1000) -> dict:
+def flag_agreement(queue: AnnotationQueue, *, n_boot: int = 1000, labels: list[LabelRow] | None = None) -> dict:
     """Agreement between auditors on the misaligned flag (Cohen's κ per pair, Fleiss' κ, Krippendorff's α)."""
-    return agreement.compute(flag_rows(queue), categories=list(FLAG_LABELS.values()), n_boot=n_boot)
+    labels = label_rows(queue) if labels is None else labels
+    rows = [(str(tid), username, FLAG_LABELS[flag]) for _, tid, username, _, flag, _ in labels if flag is not None]
+    return agreement.compute(rows, categories=list(FLAG_LABELS.values()), n_boot=n_boot)
 
 
 def leave_one_out(
@@ -67,47 +74,48 @@ def leave_one_out(
 
 def queue_report(queue: AnnotationQueue, *, n_boot: int = 1000) -> dict:
     """The agreement page: statistics, consensus, judge-vs-human, per-auditor figures and disagreements, for
-    the persona category and (verdict queues) the misaligned flag."""
-    stats = queue_agreement(queue, n_boot=n_boot)
-    categories = [c for c in stats["categories"]]
+    the persona category and (verdict queues) the misaligned flag. Plain values only (ids, keys, numbers), so
+    the report can be cached (cached_report) and read back by any web worker."""
+    labels = label_rows(queue)
+    stats = queue_agreement(queue, n_boot=n_boot, labels=labels)
+    categories = stats["categories"]
+    # Ids and keys only: the transcripts' rows (answers, reasoning) would be most of the time spent here.
     items = list(
-        QueueItem.objects.filter(queue=queue)
-        .select_related("transcript", "adjudication__category")
-        .order_by("position")
+        QueueItem.objects.filter(queue=queue).order_by("position")
+        .values_list("pk", "transcript_id", "token", "label_count", "adjudication__category__key")
     )
     by_item: dict[int, dict[str, str]] = defaultdict(dict)
     flags: dict[int, dict[str, str]] = defaultdict(dict)
     seconds: dict[str, list[float]] = defaultdict(list)
-    for item_id, username, key, flag, spent in Label.objects.filter(item__queue=queue).values_list(
-        "item_id", "auditor__username", "primary__key", "misaligned", "seconds_spent"
-    ):
+    for item_id, _, username, key, flag, spent in labels:
         if key:
             by_item[item_id][username] = key
         if flag is not None:
             flags[item_id][username] = FLAG_LABELS[flag]
         seconds[username].append(spent)
 
+    gold = {pk: key for pk, _, _, _, key in items if key}
     consensus: dict[int, str] = {}
     disagreements = []
-    for item in items:
-        labels = list(by_item[item.pk].values())
-        gold = item.adjudication.category.key if hasattr(item, "adjudication") else ""
-        consensus[item.pk] = gold or majority(labels, share=queue.majority_share)
-        if is_disagreement(labels):
-            disagreements.append({"item": item, "labels": sorted(by_item[item.pk].items()), "gold": gold,
-                                  "consensus": consensus[item.pk]})
+    for pk, transcript_id, token, _, _ in items:
+        item_labels = list(by_item[pk].values())
+        consensus[pk] = gold.get(pk) or majority(item_labels, share=queue.majority_share)
+        if is_disagreement(item_labels):
+            disagreements.append({"transcript_id": transcript_id, "token": token, "labels": sorted(by_item[pk].items()),
+                                  "gold": gold.get(pk, ""), "consensus": consensus[pk]})
 
     auditors = sorted(seconds)
-    judge = {item.pk: item.transcript.judge_category for item in items}
-    judge_vs = [
-        {"who": "consensus", **agreement.rater_vs_reference([(judge[i.pk], consensus[i.pk]) for i in items],
-                                                            categories)}
-    ] + [
-        {"who": name, **agreement.rater_vs_reference(
-            [(judge[i.pk], by_item[i.pk].get(name, "")) for i in items], categories)}
-        for name in auditors
-    ] if queue.asks_persona else []
-    gold = {item.pk: item.adjudication.category.key for item in items if hasattr(item, "adjudication")}
+    judge_vs = []
+    if queue.asks_persona:
+        judge = dict(QueueItem.objects.filter(queue=queue).values_list("pk", "transcript__judge_category"))
+        judge_vs = [
+            {"who": "consensus", **agreement.rater_vs_reference([(judge[pk], consensus[pk]) for pk in judge],
+                                                                categories)}
+        ] + [
+            {"who": name, **agreement.rater_vs_reference(
+                [(judge[pk], by_item[pk].get(name, "")) for pk in judge], categories)}
+            for name in auditors
+        ]
     on_category = leave_one_out(by_item, gold, share=queue.majority_share)
     on_flag = leave_one_out(flags, {}, share=queue.majority_share)
     per_auditor = [
@@ -123,15 +131,53 @@ def queue_report(queue: AnnotationQueue, *, n_boot: int = 1000) -> dict:
         for name in auditors
     ]
     return {
-        "flag_stats": flag_agreement(queue, n_boot=n_boot) if queue.asks_verdict else None,
+        "flag_stats": flag_agreement(queue, n_boot=n_boot, labels=labels) if queue.asks_verdict else None,
         "stats": stats,
         "n_items": len(items),
-        "n_complete": sum(1 for i in items if i.label_count >= queue.overlap),
+        "n_complete": sum(1 for _, _, _, label_count, _ in items if label_count >= queue.overlap),
         "n_consensus": sum(1 for v in consensus.values() if v),
         "judge_vs": judge_vs,
         "per_auditor": per_auditor,
         "disagreements": disagreements,
     }
+
+
+def cached_report(queue: AnnotationQueue) -> dict:
+    """queue_report, computed once per change of its inputs (report_fingerprint)."""
+    return cached("queue-report", report_fingerprint(queue), lambda: queue_report(queue))
+
+
+def report_fingerprint(queue: AnnotationQueue) -> tuple:
+    """What queue_report reads, in index lookups proportional to the queue (never to the transcript table):
+    the queue's settings, its items (count, newest: items are only added, and deleted with their transcript),
+    its labels (labels_fingerprint), its gold labels (every (item, category) pair: a researcher may change
+    one in place, and there are at most as many as disagreements) and, for persona queues, where the items'
+    judge categories come from (judge_fingerprint)."""
+    items = queue.items.aggregate(n=Count("pk"), last=Max("pk"))
+    gold = tuple(
+        Adjudication.objects.filter(item__queue=queue).order_by("item_id").values_list("item_id", "category_id")
+    )
+    return (
+        queue.pk, queue.asks, queue.overlap, queue.majority_share, queue.taxonomy_id, items["n"], items["last"],
+        labels_fingerprint(Label.objects.filter(item__queue=queue)), gold,
+        judge_fingerprint(queue, (items["n"], items["last"])) if queue.asks_persona else (),
+    )
+
+
+def judge_fingerprint(queue: AnnotationQueue, items: tuple) -> tuple:
+    """Where the items' Transcript.judge_category comes from: per experiment of the queue's transcripts, its
+    active persona version and that version's latest done verdict. judging.verdicts writes the category from
+    exactly these, and a done verdict is never changed in place, so a new verdict or another active version
+    moves this. Which experiments the queue spans is itself cached per item set (`items`: count and newest id),
+    as finding them joins the queue to the transcript table."""
+    experiment_ids = cached("queue-experiments", (queue.pk, *items), lambda: list(
+        Transcript.objects.filter(queue_items__queue=queue).order_by("experiment_id")
+        .values_list("experiment_id", flat=True).distinct()
+    ))
+    return tuple(
+        (experiment.pk, done_scores_fingerprint([active_versions(experiment).persona]))
+        for experiment in Experiment.objects.filter(pk__in=experiment_ids).order_by("pk")
+    )
 
 
 def _share(counts: tuple[int, int] | None) -> float | None:

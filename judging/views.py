@@ -3,13 +3,12 @@ adjudication pages. Views parse input and call judging.assignment / consensus / 
 
 from __future__ import annotations
 
-import csv
-import io
 from urllib.parse import urlencode
 from uuid import UUID
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -26,12 +25,13 @@ from transcripts.rendering import render_markdown
 from . import assignment
 from .consensus import item_labels, set_gold
 from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, QueueForm, TaxonomyForm
-from .labels_io import export_rows, import_labels, read_upload
+from .labels_io import export_csv, import_labels, read_upload
 from .models import AnnotationQueue, Assignment, JudgeScore, Label, QueueItem, Taxonomy
-from .queue_stats import queue_report
+from .queue_stats import cached_report
 from .taxonomy import category_rows, create_version, latest_versions
 
 ITEMS_SHOWN = 500  # rows of the queue items page
+DISAGREEMENTS_SHOWN = 100  # rows per page of the agreement page's disagreements
 FLAG_HTML = {None: mark_safe('<span class="muted">no flag</span>'), True: mark_safe("<strong>misaligned</strong>"),
              False: mark_safe("not misaligned")}
 
@@ -201,9 +201,7 @@ def annotate_undo(request: HttpRequest, queue_id: int) -> HttpResponse:
 
 @researcher_required
 def queue_list(request: HttpRequest) -> HttpResponse:
-    queues = AnnotationQueue.objects.select_related("taxonomy").annotate(
-        n_items=Count("items", distinct=True), n_labels=Count("items__labels", distinct=True)
-    )
+    queues = assignment.with_counts(AnnotationQueue.objects.select_related("taxonomy"))
     return render(request, "judging/queue_list.html", {"queues": queues})
 
 
@@ -274,10 +272,12 @@ def queue_items(request: HttpRequest, pk: int) -> HttpResponse:
 @researcher_required
 def queue_agreement(request: HttpRequest, pk: int) -> HttpResponse:
     queue = get_object_or_404(AnnotationQueue.objects.select_related("taxonomy"), pk=pk)
-    report = queue_report(queue)
-    for matrix in report["judge_vs"]:
-        matrix["rows"] = _confusion_rows(queue, matrix)
-    return render(request, "judging/agreement.html", {"queue": queue, **report})
+    report = cached_report(queue)
+    return render(request, "judging/agreement.html", {
+        "queue": queue, **report,
+        "judge_vs": [{**matrix, "rows": _confusion_rows(queue, matrix)} for matrix in report["judge_vs"]],
+        "disagreements": Paginator(report["disagreements"], DISAGREEMENTS_SHOWN).get_page(request.GET.get("page")),
+    })
 
 
 def _confusion_rows(queue: AnnotationQueue, matrix: dict) -> list[dict]:
@@ -322,14 +322,7 @@ def queue_adjudicate(request: HttpRequest, pk: int, token: UUID) -> HttpResponse
 @researcher_required
 def labels_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     queue = get_object_or_404(AnnotationQueue, pk=pk)
-
-    def lines():
-        for row in export_rows(queue):
-            buffer = io.StringIO()
-            csv.writer(buffer).writerow(row)
-            yield buffer.getvalue()
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(export_csv(queue), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="labels-queue-{queue.pk}.csv"'
     return response
 
