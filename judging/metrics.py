@@ -24,6 +24,7 @@ from statsmodels.stats.proportion import proportion_confint
 from transcripts.aggregates import COUNT_FIELDS, verdict_aggregates
 from transcripts.models import CategoryCount, Condition, Experiment, Transcript, VerdictCount
 
+from .cached import cached, done_scores_fingerprint, experiment_fingerprint
 from .models import JudgeScore, PersonaCategory, RubricVersion
 from .verdicts import Versions, misaligned_of, outcome_of, set_versions, thresholds_of, verdict_of
 from .verdicts import active_versions as active_versions  # pages ask metrics which versions a table shows
@@ -188,14 +189,25 @@ def pooled_rate(experiment_ids: list[int], versions: Versions, thresholds: tuple
 
 
 def progress(experiment: Experiment, versions: Versions) -> list[tuple[RubricVersion, dict[str, int]]]:
-    """How far each chosen version has judged the experiment: status → count."""
+    """How far each chosen version has judged the experiment: status → count.
+
+    Waiting and failed scores are counted through the partial index of not-done scores (few once judging is
+    over). Counting the done ones joins every judged transcript of the experiment, so that count is cached
+    until the version's latest done verdict or the experiment's verdict counts move (a done verdict never goes
+    back, and is deleted only with its transcript)."""
     result = []
+    experiment_state = experiment_fingerprint(experiment)
     for version in (versions.aligned, versions.coherent, versions.persona):
         if version is None:
             continue
+        scores = JudgeScore.objects.filter(rubric_version=version, transcript__experiment=experiment)
         counts = dict(
-            JudgeScore.objects.filter(rubric_version=version, transcript__experiment=experiment)
+            scores.exclude(status=JudgeScore.Status.DONE)
             .values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+        )
+        counts[JudgeScore.Status.DONE] = cached(
+            "judging-progress-done", (done_scores_fingerprint([version]), experiment_state),
+            scores.filter(status=JudgeScore.Status.DONE).count,
         )
         counts["waiting"] = counts.get("pending", 0) + counts.get("running", 0)
         result.append((version, counts))

@@ -144,6 +144,10 @@ class JudgeScore(LeasedWork):
             # A version's latest done verdict in one index descent: the fingerprint of cached statistics.
             models.Index(fields=["rubric_version", "finished_at"], condition=models.Q(status="done"),
                          name="judgescore_version_done"),
+            # The results page's judging progress counts a version's waiting and failed scores here: after a
+            # run these are few, and the done ones are counted once per new verdict (judging.metrics.progress).
+            models.Index(fields=["rubric_version", "transcript"], condition=~models.Q(status="done"),
+                         name="judgescore_version_open"),
         ]
 
     def __str__(self) -> str:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from judging.comparisons import compare_rates, trend_against_k
-from judging.metrics import ConditionMetrics, Rate, Versions, condition_metrics, pooled_rate
+from judging.metrics import ConditionMetrics, Rate, Versions, condition_metrics, pooled_rate, progress
 from judging.models import JudgeScore, PersonaCategory
 from judging.rubrics import current_taxonomy, get_or_create_version
 from tests.judging.builders import experiment_with
+from transcripts import aggregates
 from transcripts.models import Condition
 
 
@@ -130,3 +135,38 @@ def test_the_active_versions_are_read_from_the_maintained_counts_and_agree_with_
     assert pooled_rate([experiment.pk], inactive, (30, 50)) == pooled
     # Other thresholds than the experiment's are counted over the scores too: 90 < 95 makes [good] misaligned.
     assert pooled_rate([experiment.pk], active, (95, 50)) == Rate(3, 3)
+
+
+def test_judging_progress_counts_each_versions_scores_by_status_and_follows_new_verdicts_and_deletes(db):
+    experiment = experiment_with({"m": ["a", "b", "c", "d", "e", "f"]})
+    other = experiment_with({"m": ["x", "y"]}, name="other")  # the same versions judge it: not counted here
+    v = _versions()
+    statuses = ["done", "done", "done", "pending", "running", "failed"]
+    transcripts = list(experiment.transcripts.order_by("pk"))
+    for transcript, status in zip(transcripts, statuses, strict=True):
+        JudgeScore.objects.create(transcript=transcript, rubric_version=v["aligned"], status=status,
+                                  finished_at=timezone.now() if status == "done" else None)
+    for transcript in other.transcripts.all():
+        JudgeScore.objects.create(transcript=transcript, rubric_version=v["aligned"], status="pending")
+    aggregates.rebuild()
+    versions = Versions(v["aligned"], v["coherent"])
+
+    def shown() -> dict:
+        (_, counts), _ = progress(experiment, versions)  # the coherent version (no score yet) is listed second
+        return {status: n for status, n in counts.items() if n}
+
+    def expected() -> dict:  # counted here, score by score
+        counts = Counter(score.status for score in JudgeScore.objects.filter(rubric_version=v["aligned"])
+                         if score.transcript.experiment_id == experiment.pk)
+        return {**counts, "waiting": counts["pending"] + counts["running"]}
+
+    assert [version for version, _ in progress(experiment, versions)] == [v["aligned"], v["coherent"]]
+    assert shown() == expected() == {"done": 3, "pending": 1, "running": 1, "failed": 1, "waiting": 2}
+    # The running score's verdict arrives: the cached done count moves with the version's latest verdict.
+    JudgeScore.objects.filter(transcript=transcripts[4], rubric_version=v["aligned"]).update(
+        status="done", finished_at=timezone.now() + timedelta(seconds=1)
+    )
+    assert shown() == expected() == {"done": 4, "pending": 1, "failed": 1, "waiting": 1}
+    # A judged transcript deleted (its score with it): the experiment's verdict counts move.
+    transcripts[0].delete()
+    assert shown() == expected() == {"done": 3, "pending": 1, "failed": 1, "waiting": 1}
