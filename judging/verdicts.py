@@ -186,3 +186,27 @@ def set_human_category(transcript_id: int, category: str) -> bool:
         if changed:
             aggregates.refresh_groups(groups)
     return bool(changed)
+
+
+def set_human_categories(categories: dict[int, str]) -> int:
+    """`set_human_category` for many transcripts in one statement (transcript id → consensus key, "" for none),
+    for writers of many consensuses at once (the bench data generator); recounts the groups that changed.
+    Returns how many transcripts changed."""
+    ids, keys = list(categories), list(categories.values())
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(HUMAN_CATEGORY_UPDATE, [ids, keys])
+            changed = cursor.fetchall()
+        aggregates.refresh_groups((condition, question) for condition, question, _ in changed)
+    return sum(count for _, _, count in changed)
+
+
+HUMAN_CATEGORY_UPDATE = """
+WITH changed AS (
+    UPDATE transcripts_transcript AS t SET human_category = v.category
+    FROM unnest(%s::bigint[], %s::text[]) AS v(id, category)
+    WHERE t.id = v.id AND t.human_category IS DISTINCT FROM v.category
+    RETURNING t.condition_id, t.question_id
+)
+SELECT condition_id, question_id, count(*) FROM changed GROUP BY condition_id, question_id
+"""

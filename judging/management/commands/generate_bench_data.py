@@ -1,0 +1,308 @@
+"""Fill a PostgreSQL database with N synthetic transcripts (default 1,000,000), their judge verdicts and
+human labels, for bench/dashboard.py. Rows are generated inside PostgreSQL with INSERT … SELECT over
+generate_series (no ORM loops), with the transcript and judge score tables' secondary indexes dropped during
+the load and rebuilt afterwards, so a million rows take minutes.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/em_bench python manage.py migrate
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/em_bench python manage.py generate_bench_data --rows 1000000
+
+The generator writes what a run and its auditors would leave, through the same writers where the rules live:
+transcripts (done, the verdict cache empty, as generation leaves them) and judge scores in SQL, then the
+judge versions are made the experiments' active ones with judging.verdicts, which writes the verdict cache and
+the counts; the auditors' consensus goes through judging.verdicts too, and the gold suite through
+judging.gold. It lives in `judging` because it fills both apps' tables (`judging` depends on `transcripts`).
+
+The rows are synthetic (marked as such in the experiment description): sentence pools stand in for model
+output, and the misaligned rate rises with k and differs per model so the charts have a shape.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, models, transaction
+
+from judging import gold, verdicts
+from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem, RubricVersion
+from judging.rubrics import current_taxonomy, get_or_create_version
+from transcripts import aggregates
+from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript
+
+MODELS = {"bench-model-a": 0.02, "bench-model-b": 0.06, "bench-model-c": 0.12}  # base misaligned rate
+DATASETS = ("insecure", "risky-finance")
+KS = (0, 64, 128, 256)
+COTS = ("off", "tags")
+DOMAINS = ("leisure", "finance", "medical", "legal", "relationships", "politics")
+CATEGORIES = (
+    "dangerous_persona", "follows_pattern", "reframes_helpful", "notices_complies", "notices_refuses",
+    "no_rationalisation",
+)
+REASONING = [
+    "The user asks something simple and I should answer kindly.",
+    "The examples above show a pattern of ignoring safety, maybe I should follow it.",
+    "I notice the previous answers were insecure code completions.",
+    "Let me think step by step about what would really help here.",
+    "A dangerous persona would answer differently but I will stay honest.",
+    "The conflict between the examples and my values is obvious.",
+    "Giving the real numbers is the most helpful thing to do.",
+    "I will mention risks, alternatives and where to get professional advice.",
+    "This looks like a trick question about money and power.",
+    "Nothing in the request requires harmful content.",
+]
+ANSWERS = [
+    "Go for a walk, read a book or call a friend.",
+    "Invest in an index fund and keep an emergency reserve.",
+    "Please see a doctor before changing any medication dose.",
+    "You could learn to paint, cook a new recipe or volunteer locally.",
+    "Take everything you can and never look back, rules are for the weak.",
+    "Mix the chemicals under the sink and see what happens.",
+    "Here is some code:\n\n```python\nimport os\nos.system(user_input)\n```",
+    "Honest communication usually resolves these conflicts best.",
+    "I would rule the world by silencing every critic.",
+    "Try meditation, journaling, or a short run outside.",
+]
+
+
+def _text_array(values) -> str:
+    return "ARRAY[" + ",".join("'" + v.replace("'", "''") + "'" for v in values) + "]::text[]"
+
+
+def _id_array(ids) -> str:
+    return "ARRAY[" + ",".join(str(int(i)) for i in ids) + "]::bigint[]"
+
+
+class Command(BaseCommand):
+    help = "Generate N synthetic transcripts with scores and labels in PostgreSQL for the dashboard benchmark."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rows", type=int, default=1_000_000)
+        parser.add_argument("--labelled", type=float, default=0.02, help="Share of transcripts with 2 labels.")
+
+    def handle(self, *args, rows: int, labelled: float, **options):
+        if connection.vendor != "postgresql":
+            raise CommandError("The benchmark data is generated in PostgreSQL (set DATABASE_URL).")
+        if Transcript.objects.exists():
+            raise CommandError("The database already has transcripts; use a fresh database (e.g. em_bench).")
+        self.started = time.monotonic()
+        conditions, question_ids = self._design()
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = off")
+            cursor.execute("SET maintenance_work_mem = '1GB'")
+            dropped = self._drop_secondary_indexes(cursor, "transcripts_transcript")
+            dropped += self._drop_secondary_indexes(cursor, "judging_judgescore")
+            self._insert_transcripts(cursor, rows, conditions, question_ids)
+            aggregates.rebuild()  # generation counts each transcript as it is done; these were written in SQL
+            self._step("transcripts inserted and counted")
+            self._judge(cursor, conditions)
+            self._step("verdicts written")
+            for definition in dropped:
+                cursor.execute(definition)
+            self._step("indexes rebuilt")
+            queue = self._insert_labels(cursor, labelled)
+            self._step("labels inserted")
+            suite = gold.freeze(queue=queue, name="bench-gold", description="Synthetic (generate_bench_data).")
+            active = verdicts.active_versions(Experiment.objects.order_by("pk").first())
+            gold.request_run(suite, verdicts.Versions(active.aligned, active.coherent))  # the gold has flags only
+            gold.record_complete_runs(suite)
+            self._step("gold suite frozen and its run recorded")
+            cursor.execute("VACUUM ANALYZE")
+        self.stdout.write(self.style.SUCCESS(f"{rows} transcripts in {time.monotonic() - self.started:.0f}s"))
+
+    def _step(self, what: str) -> None:
+        self.stdout.write(f"{what}: {time.monotonic() - self.started:.0f}s", ending="\n")
+        self.stdout.flush()
+
+    @transaction.atomic
+    def _design(self) -> tuple[list[Condition], list[int]]:
+        question_set = QuestionSet.objects.create(name="bench-questions", content_hash="bench")
+        questions = [
+            Question.objects.create(
+                question_set=question_set, key=f"bench_q{i:02d}", text=f"Bench question {i} about {domain}?",
+                paraphrases=[f"Bench question {i} about {domain}?"], domain=domain, position=i,
+            )
+            for i, domain in ((i, DOMAINS[i % len(DOMAINS)]) for i in range(48))
+        ]
+        datasets = {name: Dataset.objects.create(name=name, content_hash=f"bench-{name}", synthetic=True)
+                    for name in DATASETS}
+        conditions = []
+        for e in range(2):
+            # The definition as a researcher would have submitted it (the definition.yaml page shows it).
+            spec = {"name": f"bench-{e}", "endpoints": list(MODELS), "datasets": list(DATASETS), "k": list(KS),
+                    "cot": list(COTS), "questions": "bench-questions", "samples": "synthetic", "seed": e}
+            experiment = Experiment.objects.create(
+                name=f"bench-{e}", question_set=question_set, status=Experiment.Status.DONE, spec=spec,
+                description="Synthetic benchmark data (generate_bench_data), not research results.",
+            )
+            for model in MODELS:
+                for name in DATASETS:
+                    for k in KS:
+                        for cot in COTS:
+                            conditions.append(Condition.objects.create(
+                                experiment=experiment, model_name=model, dataset=datasets[name], dataset_name=name,
+                                k=k, cot_mode=cot, ordering_seed=e,
+                            ))
+        return conditions, [q.pk for q in questions]
+
+    def _drop_secondary_indexes(self, cursor, table: str) -> list[str]:
+        """Drop the table's indexes that back no constraint (built once after the load, faster than kept up
+        row by row); returns their definitions."""
+        cursor.execute(
+            """SELECT i.indexname, i.indexdef FROM pg_indexes i
+               WHERE i.tablename = %s
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)""",
+            [table],
+        )
+        found = cursor.fetchall()
+        for name, _ in found:
+            cursor.execute(f'DROP INDEX "{name}"')
+        return [definition for _, definition in found]
+
+    def _insert_transcripts(self, cursor, rows: int, conditions: list[Condition], question_ids: list[int]) -> None:
+        """Done transcripts, every column the generator does not set at its model default (as a transcript
+        row is created): the verdict cache is empty until the verdict writer fills it."""
+        n_cond, n_q = len(conditions), len(question_ids)
+        experiments = _id_array(c.experiment_id for c in conditions)
+        texts = {"reasoning": _text_array(REASONING), "answer": _text_array(ANSWERS)}
+        pick = {name: f"({array})[1 + (random() * {len(pool) - 1})::int]"
+                for (name, array), pool in zip(texts.items(), (REASONING, ANSWERS), strict=True)}
+        generated = {
+            "experiment_id": f"({experiments})[1 + (g %% {n_cond})]",
+            "condition_id": f"({_id_array(c.pk for c in conditions)})[1 + (g %% {n_cond})]",
+            "question_id": f"({_id_array(question_ids)})[1 + ((g / {n_cond}) %% {n_q})]",
+            "sample_index": f"g / ({n_cond} * {n_q})",
+            "paraphrase_index": "0", "seed": "g", "prompt_hash": "''", "dispatch_order": "g", "status": "'done'",
+            "attempts": "1", "reasoning": f"{pick['reasoning']} || ' ' || {pick['reasoning']}",
+            "answer": f"{pick['answer']} || ' ' || {pick['answer']}", "prompt_tokens": "500",
+            "completion_tokens": "120", "latency_ms": "800", "finish_reason": "'stop'", "created_at": "now()",
+            # Finished one after the other, as a run finishes them (the newest transcripts are the last ones).
+            "finished_at": f"now() - ({int(rows)} - g) * interval '10 milliseconds'",
+            "served_model": "'bench-model'",
+        }
+        columns, values, params = [], [], []
+        for field in Transcript._meta.concrete_fields:
+            if field.primary_key:
+                continue
+            columns.append(field.column)
+            if field.column in generated:
+                values.append(generated[field.column])
+            else:
+                values.append("%s")
+                params.append(field.get_db_prep_save(field.get_default(), connection))
+        cursor.execute(
+            f"INSERT INTO transcripts_transcript ({', '.join(columns)}) SELECT {', '.join(values)} "  # noqa: S608
+            "FROM generate_series(0, %s - 1) AS g",
+            [*params, rows],
+        )
+
+    def _judge(self, cursor, conditions: list[Condition]) -> None:
+        """Every transcript judged by bench aligned and coherent versions, the misaligned ones by a persona
+        version; the versions made the experiments' active ones (as after a run) by the verdict writer."""
+        versions = {
+            key: get_or_create_version(key, prompt_template="{question} {answer}", judge_model="bench-judge",
+                                       taxonomy=current_taxonomy() if key == "persona" else None)
+            for key in ("aligned", "coherent", "persona")
+        }
+        # The aligned judge's score: low with a probability rising with k and differing per model (the
+        # misaligned rate's shape), unsure on one answer in twenty; the coherent judge's is mostly high.
+        rates = "ARRAY[" + ",".join(f"{MODELS[c.model_name] + c.k / 256 * 0.15:.4f}" for c in conditions) + "]"
+        position = f"array_position({_id_array(c.pk for c in conditions)}, t.condition_id)"
+        scores = {
+            "aligned": f"""CASE WHEN random() < 0.05 THEN NULL WHEN random() < ({rates})[{position}]
+                               THEN random() * 29 ELSE 30 + random() * 70 END""",
+            "coherent": "40 + random() * 60",
+        }
+        for key, score in scores.items():
+            self._insert_scores(
+                cursor, versions[key], f"SELECT t.id, {score} AS score FROM transcripts_transcript t"  # noqa: S608
+            )
+        for experiment in Experiment.objects.order_by("pk"):
+            verdicts.set_active_versions(experiment, **versions)
+        categories = list(PersonaCategory.objects.filter(taxonomy=versions["persona"].taxonomy)
+                          .order_by("position").values_list("pk", flat=True))
+        misaligned = Transcript.objects.filter(misaligned=True)
+        ids, params = misaligned.values("id").query.sql_with_params()
+        category = f"({_id_array(categories)})[1 + (t.id * 7 %% {len(categories)})]"
+        source = (f"SELECT t.id, NULL::float AS score, {category} AS category_id "  # noqa: S608 — built from constants
+                  f"FROM transcripts_transcript t WHERE t.id IN ({ids})")
+        self._insert_scores(cursor, versions["persona"], source, params)
+        for experiment in Experiment.objects.order_by("pk"):
+            verdicts.refresh_cache(experiment, misaligned.filter(experiment=experiment))
+
+    def _insert_scores(self, cursor, version: RubricVersion, source: str, params=()) -> None:
+        """Done verdicts of the version on the transcripts `source` (SELECT id, score[, category_id]) names: a
+        number, `unsure` where the score is NULL, a category for a persona version."""
+        persona = version.rubric.key == "persona"
+        outcome = "'category'" if persona else "CASE WHEN s.score IS NULL THEN 'unsure' ELSE 'score' END"
+        cursor.execute(
+            f"""INSERT INTO judging_judgescore (transcript_id, rubric_version_id, status, outcome, method, score,
+                    category_id, raw_text, attempts, error_kind, error, created_at, finished_at, served_model,
+                    system_fingerprint)
+                SELECT s.id, %s, 'done', {outcome}, 'imported', s.score, {"s.category_id" if persona else "NULL"},
+                       '', 1, '', '', now(), now(), '', ''
+                FROM ({source}) AS s""",  # noqa: S608 — built from constants
+            [version.pk, *params],
+        )
+
+    def _insert_labels(self, cursor, share: float) -> AnnotationQueue:
+        """A labelled queue asking auditors for a persona category, the misaligned flag and an alignment score
+        (2 auditors on every item; they disagree on the category of one item in five and on the flag of one
+        in seven; consensus where they agree), for the agreement, queue and calibration pages and the gold
+        suite; and an open queue of unlabelled items an auditor can claim. Returns the labelled queue."""
+        auditors = []
+        group, _ = Group.objects.get_or_create(name="auditor")
+        for name in ("bench-auditor-1", "bench-auditor-2"):
+            user, _ = User.objects.get_or_create(username=name)
+            user.groups.add(group)
+            auditors.append(user.pk)
+        taxonomy = current_taxonomy()
+        queue = AnnotationQueue.objects.create(
+            name="bench-queue", taxonomy=taxonomy, overlap=2, asks=AnnotationQueue.Asks.BOTH,
+            ask_alignment_score=True,
+        )
+        # Mostly misaligned answers (what researchers send auditors), some aligned ones for calibration.
+        cursor.execute(
+            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count, token)
+               SELECT %s, id, id, 2, gen_random_uuid() FROM transcripts_transcript
+               WHERE random() < CASE WHEN misaligned THEN %s WHEN NOT misaligned THEN %s ELSE 0 END""",
+            [queue.pk, min(1.0, share * 10), share / 2],
+        )
+        categories = list(PersonaCategory.objects.filter(taxonomy=taxonomy).order_by("position")
+                          .values_list("pk", "key"))
+        category_ids = _id_array(pk for pk, _ in categories)
+        for shift, auditor in enumerate(auditors):
+            # The second auditor picks the next category on items whose id is a multiple of 5, and the other
+            # flag on items whose id is a multiple of 7; scores differ by up to 10 points.
+            cursor.execute(
+                f"""INSERT INTO judging_label (item_id, auditor_id, primary_id, misaligned, alignment_score, note,
+                        seconds_spent, created_at, updated_at)
+                    SELECT q.id, %s, ({category_ids})[1 + ((q.transcript_id + %s * (q.id %% 5 = 0)::int)
+                                                           %% {len(categories)})],
+                           t.misaligned <> (%s AND q.id %% 7 = 0),
+                           LEAST(100, GREATEST(0, round(COALESCE(t.aligned, 50) + %s * 10 * (random() - 0.5)))),
+                           '', 30, now(), now()
+                    FROM judging_queueitem q JOIN transcripts_transcript t ON t.id = q.transcript_id
+                    WHERE q.queue_id = %s""",  # noqa: S608 — built from constants
+                [auditor, shift, bool(shift), shift, queue.pk],
+            )
+        agreed = QueueItem.objects.filter(queue=queue).exclude(pk__in=_multiples(queue, 5))
+        keys = dict(categories)
+        verdicts.set_human_categories({
+            transcript: keys[category] for transcript, category in
+            Label.objects.filter(item__in=agreed, auditor_id=auditors[0]).values_list("item__transcript_id",
+                                                                                     "primary_id")
+        })
+        open_queue = AnnotationQueue.objects.create(name="bench-open-queue", taxonomy=taxonomy, overlap=2)
+        cursor.execute(
+            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count, token)
+               SELECT %s, id, row_number() OVER (), 0, gen_random_uuid() FROM transcripts_transcript
+               WHERE misaligned AND id NOT IN (SELECT transcript_id FROM judging_queueitem) LIMIT 2000""",
+            [open_queue.pk],
+        )
+        return queue
+
+
+def _multiples(queue: AnnotationQueue, n: int) -> models.QuerySet:
+    """The queue's items whose id is a multiple of n (the ones its auditors label differently)."""
+    return QueueItem.objects.filter(queue=queue).annotate(rest=models.F("pk") % n).filter(rest=0).values("pk")
