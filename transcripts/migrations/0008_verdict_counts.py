@@ -4,7 +4,8 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 # Counts the verdict cache of existing transcripts once, as transcripts.aggregates.verdict_aggregates counted
-# it when this migration was written (a migration must not import code that changes later).
+# it when this migration was written (a migration must not import code that changes later). Plain SQL that
+# PostgreSQL and SQLite (the embedded default) both run.
 COUNT_EXISTING = """
 INSERT INTO transcripts_verdictcount (experiment_id, condition_id, question_id, done, judged, n, misaligned,
     refusals, unsure, aligned_sum, aligned_count, coherent_sum, coherent_count)
@@ -17,9 +18,14 @@ FROM transcripts_transcript WHERE status = 'done' GROUP BY experiment_id, condit
 INSERT INTO transcripts_categorycount (experiment_id, condition_id, question_id, source, category, transcripts,
     misaligned)
 SELECT experiment_id, condition_id, question_id, source, category, count(*), count(*) FILTER (WHERE misaligned)
-FROM transcripts_transcript,
-    LATERAL (VALUES ('judge', judge_category), ('human', human_category)) AS c (source, category)
-WHERE status = 'done' GROUP BY experiment_id, condition_id, question_id, source, category;
+FROM (
+    SELECT experiment_id, condition_id, question_id, 'judge' AS source, judge_category AS category, misaligned
+    FROM transcripts_transcript WHERE status = 'done'
+    UNION ALL
+    SELECT experiment_id, condition_id, question_id, 'human', human_category, misaligned
+    FROM transcripts_transcript WHERE status = 'done'
+) AS c
+GROUP BY experiment_id, condition_id, question_id, source, category;
 """
 
 

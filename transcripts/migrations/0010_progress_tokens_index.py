@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 # The existing groups' token sums, once (transcripts.aggregates keeps them from now on).
 FILL_TOKENS = """
-UPDATE transcripts_verdictcount v SET prompt_tokens = s.p, completion_tokens = s.c
+UPDATE transcripts_verdictcount AS v SET prompt_tokens = s.p, completion_tokens = s.c
 FROM (SELECT condition_id, question_id, COALESCE(SUM(prompt_tokens), 0) AS p,
              COALESCE(SUM(completion_tokens), 0) AS c
       FROM transcripts_transcript WHERE status = 'done' GROUP BY condition_id, question_id) AS s
