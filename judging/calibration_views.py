@@ -123,7 +123,9 @@ def queue_calibration_cell(request: HttpRequest, pk: int) -> HttpResponse:
     s = human_calibration.cached_sample(queue, experiment)
     in_cell = human_calibration.cell_transcripts(s, aligned, coherent, judge=params["judge"], human=params["human"])
     ids = in_cell[:CELL_SHOWN]
-    transcripts = Transcript.objects.filter(pk__in=ids).select_related("question", "condition").order_by("pk")
+    transcripts = Transcript.objects.filter(pk__in=ids).select_related("question", "condition").only(
+        "question__key", "condition__model_name", "condition__k", "aligned", "coherent"  # not the texts
+    ).order_by("pk")
     votes: dict[int, list[bool]] = {}
     for transcript_id, flag in Label.objects.filter(
         item__queue=queue, item__transcript_id__in=ids, misaligned__isnull=False

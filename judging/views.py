@@ -252,8 +252,11 @@ def queue_items(request: HttpRequest, pk: int) -> HttpResponse:
     # The shown page's ids first, then their transcripts by primary key: joined in one query, PostgreSQL reads
     # the whole transcript table to sort the queue (0.35 s at 200,000 transcripts).
     shown = list(matching.values_list("pk", flat=True)[:ITEMS_SHOWN])
-    items = QueueItem.objects.filter(pk__in=shown).select_related(
-        "transcript__question", "transcript__condition").order_by("position")
+    items = QueueItem.objects.filter(pk__in=shown).select_related("transcript__question", "transcript__condition").only(
+        "queue_id", "transcript_id", "position", "label_count", "token", "transcript__judge_category",
+        "transcript__human_category", "transcript__question__key", "transcript__condition__model_name",
+        "transcript__condition__k",  # not the transcripts' texts
+    ).order_by("position")
     if queue.asks_verdict:  # each auditor's flag and score beside the item (researchers read labels here)
         items = list(items.prefetch_related(
             Prefetch("labels", queryset=Label.objects.select_related("auditor").order_by("auditor__username"))
