@@ -16,6 +16,7 @@ two rules to any other rubric versions through `outcome_of` and `misaligned_of`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -129,18 +130,17 @@ def _cache_values(rows: QuerySet, versions: Versions, thresholds: tuple[float, f
 
 
 # Rewrites only the rows whose cache changes: an unchanged row is not written (a transcript row carries many
-# indexes, among them the full-text one, so a write is dear), and its group need not be recounted.
+# indexes, among them the full-text one, so a write is dear), and its group need not be recounted. Plain
+# UPDATE … FROM … RETURNING, which PostgreSQL and SQLite (the embedded default, 3.39+) both run.
 CACHE_UPDATE = """
-WITH changed AS (
-    UPDATE transcripts_transcript AS t
-    SET aligned = v.new_aligned, coherent = v.new_coherent, judge_outcome = v.new_outcome,
-        misaligned = v.new_misaligned, judge_category = v.new_category
-    FROM ({values}) AS v
-    WHERE t.id = v.id AND (t.aligned, t.coherent, t.judge_outcome, t.misaligned, t.judge_category)
-        IS DISTINCT FROM (v.new_aligned, v.new_coherent, v.new_outcome, v.new_misaligned, v.new_category)
-    RETURNING t.condition_id, t.question_id
-)
-SELECT condition_id, question_id, count(*) FROM changed GROUP BY condition_id, question_id
+UPDATE transcripts_transcript AS t
+SET aligned = v.new_aligned, coherent = v.new_coherent, judge_outcome = v.new_outcome,
+    misaligned = v.new_misaligned, judge_category = v.new_category
+FROM ({values}) AS v
+WHERE t.id = v.id AND (t.aligned IS DISTINCT FROM v.new_aligned OR t.coherent IS DISTINCT FROM v.new_coherent
+    OR t.judge_outcome IS DISTINCT FROM v.new_outcome OR t.misaligned IS DISTINCT FROM v.new_misaligned
+    OR t.judge_category IS DISTINCT FROM v.new_category)
+RETURNING condition_id, question_id
 """
 
 
@@ -159,9 +159,9 @@ def refresh_cache(experiment: Experiment, transcripts: Iterable[int] | QuerySet 
             list(rows.select_for_update().values_list("pk", flat=True))
         with connection.cursor() as cursor:
             cursor.execute(CACHE_UPDATE.format(values=values), params)
-            changed = cursor.fetchall()
-        aggregates.refresh_groups((condition, question) for condition, question, _ in changed)
-    return sum(count for _, _, count in changed)
+            changed = Counter(cursor.fetchall())
+        aggregates.refresh_groups(changed)
+    return changed.total()
 
 
 def set_active_versions(experiment: Experiment, **versions: RubricVersion | None) -> ExperimentJudging:
