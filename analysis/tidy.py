@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from transcripts.aggregates import cell_counts
 from transcripts.models import Condition, Question, Transcript
@@ -54,35 +54,35 @@ def cells_for(transcripts: QuerySet) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns).astype({"n": "int64", "misaligned": "int64"})
 
 
-# Per (a, b): the 2 × 2 table of a's and b's judged transcripts matched on (question, seed), and each side's judged
-# transcripts. Every count reads the transcript_paired index only (condition, question, seed → misaligned): a
-# merge join of two conditions' index ranges, whatever the size of the table.
+# The 2 × 2 table of two conditions' judged transcripts matched on (question, seed). It reads the
+# transcript_paired index only (condition, question, seed → misaligned): a merge join of two index ranges,
+# whatever the size of the table. One plain query per pair, which PostgreSQL and SQLite both run.
 PAIR_COUNTS = """
-SELECT p.a, p.b, m.both_, m.only_a, m.only_b, m.neither,
-    (SELECT count(*) FROM {table} WHERE condition_id = p.a AND misaligned IS NOT NULL),
-    (SELECT count(*) FROM {table} WHERE condition_id = p.b AND misaligned IS NOT NULL)
-FROM unnest(%s::bigint[], %s::bigint[]) AS p (a, b)
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE x.misaligned AND y.misaligned) AS both_,
-        count(*) FILTER (WHERE x.misaligned AND NOT y.misaligned) AS only_a,
-        count(*) FILTER (WHERE NOT x.misaligned AND y.misaligned) AS only_b,
-        count(*) FILTER (WHERE NOT x.misaligned AND NOT y.misaligned) AS neither
-    FROM {table} AS x JOIN {table} AS y ON y.question_id = x.question_id AND y.seed = x.seed
-    WHERE x.condition_id = p.a AND y.condition_id = p.b AND x.misaligned IS NOT NULL AND y.misaligned IS NOT NULL
-) AS m
+SELECT count(*) FILTER (WHERE x.misaligned AND y.misaligned),
+    count(*) FILTER (WHERE x.misaligned AND NOT y.misaligned),
+    count(*) FILTER (WHERE NOT x.misaligned AND y.misaligned),
+    count(*) FILTER (WHERE NOT x.misaligned AND NOT y.misaligned)
+FROM {table} AS x JOIN {table} AS y ON y.question_id = x.question_id AND y.seed = x.seed
+WHERE x.condition_id = %s AND y.condition_id = %s AND x.misaligned IS NOT NULL AND y.misaligned IS NOT NULL
 """
 
 
 def matched_pair_counts(pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], PairCounts]:
     """For each (condition id a, condition id b): their judged transcripts matched on question and sample seed,
-    counted (what McNemar needs), in one query for all pairs. Assumes a condition has one transcript per
-    (question, seed), as generation makes them; duplicates would count as several pairs."""
+    counted (what McNemar needs). Assumes a condition has one transcript per (question, seed), as generation
+    makes them; duplicates would count as several pairs."""
     if not pairs:
         return {}
-    table = connection.ops.quote_name(Transcript._meta.db_table)
+    judged = dict(
+        Transcript.objects.filter(condition_id__in={c for pair in pairs for c in pair}, misaligned__isnull=False)
+        .order_by().values_list("condition_id").annotate(n=Count("pk")).values_list("condition_id", "n")
+    )
+    sql = PAIR_COUNTS.format(table=connection.ops.quote_name(Transcript._meta.db_table))
+    rows = []
     with connection.cursor() as cursor:
-        cursor.execute(PAIR_COUNTS.format(table=table), [[a for a, _ in pairs], [b for _, b in pairs]])
-        rows = cursor.fetchall()
+        for a, b in pairs:
+            cursor.execute(sql, [a, b])
+            rows.append((a, b, *cursor.fetchone(), judged.get(a, 0), judged.get(b, 0)))
     return {
         (a, b): PairCounts(both, only_a, only_b, neither, unmatched_a=n_a - (both + only_a + only_b + neither),
                            unmatched_b=n_b - (both + only_a + only_b + neither))
