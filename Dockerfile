@@ -30,8 +30,9 @@ WORKDIR /app
 COPY . .
 # Static files are collected into the image (whitenoise serves them). var/ is the app user's only writable
 # place and its home: beat keeps its schedule there, gunicorn its control socket.
+# var/imports exists in the image so that the `imports` volume (web and workers) starts owned by the app user.
 RUN DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
-    && chown -R em /app/var
+    && mkdir -p /app/var/imports && chown -R em /app/var
 USER em
 EXPOSE 8000
 CMD ["gunicorn", "em_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4"]
