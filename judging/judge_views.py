@@ -162,12 +162,13 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     """The paired comparisons, loaded after the other statistics (McNemar on matched-pair counts, one query)."""
     experiment = get_object_or_404(Experiment, pk=pk)
+    paired = _cached_statistics("paired", [experiment], lambda: {
+        "paired": comparisons.paired_tests(comparisons.treatment_pairs(list(experiment.conditions.all()))),
+    }, timeout=PAIRED_TIMEOUT)
     return render(request, "judging/results_paired.html", {
-        "experiment": experiment,
-        **_cached_statistics("paired", [experiment], lambda: {
-            "paired": comparisons.paired_tests(comparisons.treatment_pairs(list(experiment.conditions.all()))),
-        }, timeout=PAIRED_TIMEOUT),
-        "paired_assumes": statistics.PAIRED_ASSUMES,
+        "experiment": experiment, **paired, "paired_assumes": statistics.PAIRED_ASSUMES,
+        # Listed apart, folded: a table of "nothing to test" rows would hide the tests there are.
+        "n_unmatched": sum(1 for _, _, test in paired["paired"] if not (test and test.n_pairs)),
     })
 
 
