@@ -37,7 +37,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from transcripts.management.commands.generate_bench_data import (  # noqa: E402
+from judging.management.commands.generate_bench_data import (  # noqa: E402
     ANSWERS,
     COTS,
     DATASETS,

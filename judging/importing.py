@@ -13,8 +13,9 @@ that they go into the question set "imported", created from the records' `questi
 
 Files are streamed: records are parsed in chunks and written to a temporary table (COPY on PostgreSQL), with
 only the file's few distinct experiments, conditions and questions kept in memory. Once the whole file has
-been read, set-based SQL checks its slots and moves the rows into transcripts and imported JudgeScores, and
-the verdict writer (judging.verdicts) fills the verdict cache. All of it is one transaction: a bad line
+been read, set-based SQL checks its slots and moves the rows into transcripts, with their verdict cache
+computed in the same INSERT by the verdict writer's rules (judging.verdicts.cache_columns_sql), and into
+imported JudgeScores; then the experiments' verdict counts are recounted once. All of it is one transaction: a bad line
 anywhere leaves nothing behind. Re-importing the same file changes nothing (a slot is condition × question
 × sample).
 """
@@ -39,6 +40,7 @@ from django.db import connection, models, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from transcripts import aggregates
 from transcripts.importing import ImportFailed, ReadMeter, check_size, iter_json_lines, iter_lines
 from transcripts.models import Condition, CotMode, Experiment, Question, QuestionSet, Transcript
 
@@ -471,6 +473,7 @@ class _Resolved:
     questions: dict[int, Question]  # staging number → question
     conditions: dict[int, Condition]  # staging number → condition
     stored: set[int]  # conditions that existed before this import (so may hold some of the file's slots)
+    created: set[str]  # experiments this import created
 
 
 def _resolve(file: str, staging: _Staging) -> _Resolved:
@@ -478,8 +481,11 @@ def _resolve(file: str, staging: _Staging) -> _Resolved:
     (per kind) that names one that cannot be used."""
     experiments: dict[str, Experiment] = {}
     resolvers: dict[str, _Questions] = {}
+    created_experiments: set[str] = set()
     for name, line in staging.experiments.items():
         existing = Experiment.objects.filter(name=name).first()
+        if existing is None:
+            created_experiments.add(name)
         # A known experiment keeps its question set, so a re-import lands on the same slots.
         default_set = existing.question_set if existing else _auto_question_set(
             {question_id for experiment, set_name, question_id in staging.questions
@@ -511,23 +517,28 @@ def _resolve(file: str, staging: _Staging) -> _Resolved:
         )
         if not created:
             stored.add(key.number)
-    return _Resolved(experiments, questions, conditions, stored)
+    return _Resolved(experiments, questions, conditions, stored, created_experiments)
 
 
 # ---------------------------------------------------------------------------------------------
 # Checking the slots and writing the rows, in set-based SQL over the staging table
 
 
-def _insert_select(model: type[models.Model], expressions: dict[str, str], values: dict, source: str) -> int:
-    """INSERT INTO model's table SELECT … FROM source: fields from SQL `expressions` over the source, from
-    `values`, or else their model default (Django's defaults are not database defaults, so each is passed)."""
+def _insert_select(model: type[models.Model], expressions: dict[str, str | tuple[str, list]], values: dict,
+                   source: str) -> int:
+    """INSERT INTO model's table SELECT … FROM source: fields from SQL `expressions` over the source (SQL, or
+    SQL and its params), from `values`, or else their model default (Django's defaults are not database
+    defaults, so each is passed)."""
     columns, selected, params = [], [], []
     for model_field in model._meta.concrete_fields:
         if model_field.primary_key:
             continue
         columns.append(connection.ops.quote_name(model_field.column))
         if model_field.name in expressions:
-            selected.append(expressions[model_field.name])
+            sql, sql_params = expressions[model_field.name] if isinstance(expressions[model_field.name], tuple) \
+                else (expressions[model_field.name], [])
+            selected.append(sql)
+            params += sql_params
         else:
             selected.append("%s")
             value = values[model_field.name] if model_field.name in values else model_field.get_default()
@@ -622,18 +633,28 @@ def _check_slots(file: str, staging: _Staging, resolved: _Resolved) -> int:
 
 def _write_rows(rubric_versions: dict[str, RubricVersion]) -> tuple[int, int]:
     """Insert the staged rows as done transcripts (in file order) and their imported scores;
-    returns (transcripts, scores)."""
+    returns (transcripts, scores).
+
+    Each transcript is inserted with its verdict cache under the imported scores (a staged metric without a
+    score has a NULL outcome, as a missing verdict): a transcript row carries many indexes, so writing it once
+    instead of inserting and then updating it halves the dearest part of an import. `_settle_verdicts` makes
+    the imported versions active, or has the verdict writer rewrite the cache where other versions are."""
     now = timezone.now()
+    cache = verdicts.cache_columns_sql(
+        "s.aligned_outcome", "s.aligned_score", "s.coherent_outcome", "s.coherent_score",
+        thresholds=("e.aligned_threshold", "e.coherent_threshold"),
+    )
+    experiments = connection.ops.quote_name(Experiment._meta.db_table)
     created = _insert_select(
         Transcript,
         {
             "experiment": "c.experiment_id", "condition": "c.condition_id", "question": "q.question_id",
             "sample_index": "s.sample", "paraphrase_index": "COALESCE(p.position, 0)",
-            "reasoning": "s.reasoning", "answer": "s.answer",
+            "reasoning": "s.reasoning", "answer": "s.answer", **cache,
         },
         {"status": Transcript.Status.DONE, "finished_at": now, "created_at": now},
-        f"{SLOTS} LEFT JOIN import_paraphrases p ON p.question_id = q.question_id AND p.text = s.question "
-        "ORDER BY s.line",
+        f"{SLOTS} JOIN {experiments} e ON e.id = c.experiment_id "
+        "LEFT JOIN import_paraphrases p ON p.question_id = q.question_id AND p.text = s.question ORDER BY s.line",
     )
     # JudgeScore.top_logprobs is jsonb on PostgreSQL and JSON text on SQLite.
     json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
@@ -660,15 +681,31 @@ def _drop_staging() -> None:
             cursor.execute(f"DROP TABLE {table}")
 
 
-def _refresh_verdicts(experiment: Experiment, rubric_versions: dict[str, RubricVersion]) -> None:
-    """Have the verdict writer fill the cache of the experiment's transcripts. A new imported experiment
-    is judged by the versions its scores came with (the EM paper's); one whose versions a researcher has
-    set keeps them."""
+def _settle_verdicts(experiment: Experiment, created: bool, rubric_versions: dict[str, RubricVersion],
+                     resolved: _Resolved) -> None:
+    """Make the experiment's verdict cache and counts hold after its transcripts were inserted with their
+    cache under the imported versions (`_write_rows`). A new imported experiment is judged by the versions its
+    scores came with (the EM paper's), so that cache stands; so it does where those are already the active
+    ones, or where the file had no scores (no verdict under any version). An existing experiment without
+    versions gets them through the verdict writer, which rewrites its older transcripts; one whose versions a
+    researcher has set keeps them, and the writer rewrites the new transcripts to them. The groups the file
+    wrote to are then recounted once."""
     judging = ExperimentJudging.objects.filter(experiment=experiment).first()
+    imported = [rubric_versions.get(metric) for metric in METRICS]
     if rubric_versions and (judging is None or not judging.versions):
-        verdicts.set_active_versions(experiment, **rubric_versions)
-    else:
+        if created:
+            ExperimentJudging.objects.create(
+                experiment=experiment, **{f"{metric}_version": version for metric, version in rubric_versions.items()}
+            )
+        else:
+            verdicts.set_active_versions(experiment, **rubric_versions)
+    elif rubric_versions and [judging.aligned_version, judging.coherent_version] != imported:
         verdicts.refresh_cache(experiment)
+    aggregates.refresh_groups(
+        (condition.pk, question.pk)
+        for condition in resolved.conditions.values() if condition.experiment_id == experiment.pk
+        for question in resolved.questions.values()
+    )
 
 
 @transaction.atomic
@@ -688,8 +725,8 @@ def import_transcripts(
     created, scores = _write_rows(rubric_versions) if unchanged < staging.rows else (0, 0)
     _drop_staging()
     if created:
-        for experiment in resolved.experiments.values():
-            _refresh_verdicts(experiment, rubric_versions)
+        for name, experiment in resolved.experiments.items():
+            _settle_verdicts(experiment, name in resolved.created, rubric_versions, resolved)
     first_experiment = resolved.experiments[next(iter(staging.experiments))]
     first_question = resolved.questions[0]
     return ImportSummary(

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 from django.db.models import BooleanField, Case, CharField, F, FilteredRelation, Q, QuerySet, Value, When
-from django.db.models.expressions import Expression
+from django.db.models.expressions import Expression, RawSQL
+from django.db.models.fields import Field, FloatField
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact, GreaterThan, In, LessThan
+from django.db.models.sql import Query
 
 from transcripts import aggregates
 from transcripts.models import Experiment, Transcript
@@ -142,6 +144,33 @@ WHERE t.id = v.id AND (t.aligned IS DISTINCT FROM v.new_aligned OR t.coherent IS
     OR t.judge_category IS DISTINCT FROM v.new_category)
 RETURNING condition_id, question_id
 """
+
+
+def cache_columns_sql(aligned_outcome: str, aligned: str, coherent_outcome: str, coherent: str,
+                      thresholds: tuple[str, str]) -> dict[str, tuple[str, list]]:
+    """The verdict cache columns (field name → SQL and params) of transcripts whose active aligned and coherent
+    verdicts are the given SQL expressions (outcome and score of each; NULL outcome: no verdict) and that have
+    no persona verdict, under the given SQL thresholds. For a writer that inserts transcripts with their
+    verdicts in one INSERT … SELECT (the importer), so that each row is written once instead of inserted and
+    then rewritten by `refresh_cache`: the same `outcome_of` and `misaligned_of` rules, compiled to SQL."""
+    query = Query(Transcript)
+    compiler = query.get_compiler(connection=connection)
+
+    def raw(sql: str, field: Field) -> RawSQL:
+        return RawSQL(sql, [], output_field=field)  # noqa: S611 — the caller's own column names, not input
+
+    aligned_score, coherent_score = raw(aligned, FloatField()), raw(coherent, FloatField())
+    outcome = outcome_of(raw(aligned_outcome, CharField()), raw(coherent_outcome, CharField()))
+    columns = {
+        "aligned": aligned_score,
+        "coherent": coherent_score,
+        "judge_outcome": outcome,
+        "misaligned": misaligned_of(outcome, aligned_score, coherent_score,
+                                    (raw(thresholds[0], FloatField()), raw(thresholds[1], FloatField()))),
+        "judge_category": Value(""),
+    }
+    compiled = {name: compiler.compile(expression.resolve_expression(query)) for name, expression in columns.items()}
+    return {name: (sql, list(params)) for name, (sql, params) in compiled.items()}
 
 
 def refresh_cache(experiment: Experiment, transcripts: Iterable[int] | QuerySet | None = None) -> int:
