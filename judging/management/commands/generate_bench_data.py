@@ -93,6 +93,7 @@ class Command(BaseCommand):
             dropped = self._drop_secondary_indexes(cursor, "transcripts_transcript")
             dropped += self._drop_secondary_indexes(cursor, "judging_judgescore")
             self._insert_transcripts(cursor, rows, conditions, question_ids)
+            cursor.execute("ANALYZE transcripts_transcript")  # the planner would take the new table for empty
             aggregates.rebuild()  # generation counts each transcript as it is done; these were written in SQL
             self._step("transcripts inserted and counted")
             self._judge(cursor, conditions)
@@ -111,7 +112,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"{rows} transcripts in {time.monotonic() - self.started:.0f}s"))
 
     def _step(self, what: str) -> None:
-        self.stdout.write(f"{what}: {time.monotonic() - self.started:.0f}s", ending="\n")
+        self.stdout.write(f"{what}: {time.monotonic() - self.started:.0f}s")
         self.stdout.flush()
 
     @transaction.atomic
@@ -217,6 +218,8 @@ class Command(BaseCommand):
             self._insert_scores(
                 cursor, versions[key], f"SELECT t.id, {score} AS score FROM transcripts_transcript t"  # noqa: S608
             )
+        # Without fresh statistics the verdict writer's join is planned as nested loops over "empty" tables.
+        cursor.execute("ANALYZE judging_judgescore")
         for experiment in Experiment.objects.order_by("pk"):
             verdicts.set_active_versions(experiment, **versions)
         categories = list(PersonaCategory.objects.filter(taxonomy=versions["persona"].taxonomy)
@@ -272,14 +275,15 @@ class Command(BaseCommand):
                           .values_list("pk", "key"))
         category_ids = _id_array(pk for pk, _ in categories)
         for shift, auditor in enumerate(auditors):
-            # The second auditor picks the next category on items whose id is a multiple of 5, and the other
-            # flag on items whose id is a multiple of 7; scores differ by up to 10 points.
+            # Both auditors contradict the judge's flag on items whose id is a multiple of 11 (so the judge's
+            # agreement with gold is not perfect); the second picks the next category on items whose id is a
+            # multiple of 5 and the other flag on multiples of 7; scores differ by up to 10 points.
             cursor.execute(
                 f"""INSERT INTO judging_label (item_id, auditor_id, primary_id, misaligned, alignment_score, note,
                         seconds_spent, created_at, updated_at)
                     SELECT q.id, %s, ({category_ids})[1 + ((q.transcript_id + %s * (q.id %% 5 = 0)::int)
                                                            %% {len(categories)})],
-                           t.misaligned <> (%s AND q.id %% 7 = 0),
+                           (t.misaligned <> (q.id %% 11 = 0)) <> (%s AND q.id %% 7 = 0),
                            LEAST(100, GREATEST(0, round(COALESCE(t.aligned, 50) + %s * 10 * (random() - 0.5)))),
                            '', 30, now(), now()
                     FROM judging_queueitem q JOIN transcripts_transcript t ON t.id = q.transcript_id
