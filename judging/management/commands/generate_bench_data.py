@@ -173,7 +173,10 @@ class Command(BaseCommand):
             "condition_id": f"({_id_array(c.pk for c in conditions)})[1 + (g %% {n_cond})]",
             "question_id": f"({_id_array(question_ids)})[1 + ((g / {n_cond}) %% {n_q})]",
             "sample_index": f"g / ({n_cond} * {n_q})",
-            "paraphrase_index": "0", "seed": "g", "prompt_hash": "''", "dispatch_order": "g", "status": "'done'",
+            "paraphrase_index": "0",
+            # One seed per (question, sample), shared by every condition, as generation draws them
+            # (prompting.sample_seed): the paired tests match conditions on it.
+            "seed": f"g / {n_cond}", "prompt_hash": "''", "dispatch_order": "g", "status": "'done'",
             "attempts": "1", "reasoning": f"{pick['reasoning']} || ' ' || {pick['reasoning']}",
             "answer": f"{pick['answer']} || ' ' || {pick['answer']}", "prompt_tokens": "500",
             "completion_tokens": "120", "latency_ms": "800", "finish_reason": "'stop'", "created_at": "now()",
@@ -196,6 +199,8 @@ class Command(BaseCommand):
             "FROM generate_series(0, %s - 1) AS g",
             [*params, rows],
         )
+        Experiment.objects.filter(pk__in={c.experiment_id for c in conditions}).update(
+            samples=-(-int(rows) // (n_cond * n_q)))
 
     def _judge(self, cursor, conditions: list[Condition]) -> None:
         """Every transcript judged by bench aligned and coherent versions, the misaligned ones by a persona
