@@ -22,7 +22,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
-from django.db.models import BooleanField, Case, CharField, F, FilteredRelation, Q, QuerySet, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    CharField,
+    Exists,
+    F,
+    FilteredRelation,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.db.models.expressions import Expression, RawSQL
 from django.db.models.fields import Field, FloatField
 from django.db.models.functions import Coalesce
@@ -65,11 +77,18 @@ def active_versions(experiment: Experiment) -> Versions:
     versions = set_versions(experiment)
     if versions is not None:
         return versions
-    return Versions(**{
-        key: RubricVersion.objects.filter(rubric__key=key, scores__transcript__experiment=experiment)
-        .order_by("-version").first()
-        for key in ("aligned", "coherent", "persona")
-    })
+    return Versions(**{key: _newest_scored(experiment, key) for key in ("aligned", "coherent", "persona")})
+
+
+def _newest_scored(experiment: Experiment, key: str) -> RubricVersion | None:
+    """The newest version of the rubric with a score on the experiment. Version by version, newest first, each
+    an EXISTS that stops at the first scored transcript (the unique (transcript, version) index), instead of a
+    join of every score to its transcript (seconds at 1M)."""
+    for version in RubricVersion.objects.filter(rubric__key=key).order_by("-version"):
+        scored = JudgeScore.objects.filter(transcript=OuterRef("pk"), rubric_version=version)
+        if Transcript.objects.filter(experiment=experiment).filter(Exists(scored)).exists():
+            return version
+    return None
 
 
 def thresholds_of(experiment: Experiment) -> tuple[float, float]:
