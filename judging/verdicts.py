@@ -3,9 +3,11 @@ judge_category, human_category) and the one place the rules that make it live.
 
 JudgeScore and Label rows are the record; the cache mirrors the experiment's *active* rubric versions and the
 auditors' consensus so that browsing, charts and exports filter without joins. It is rewritten in bulk SQL,
-never row by row, whether one transcript was just judged, a file was imported or the researcher switched
-versions: one UPDATE … FROM a join to the versions' verdicts, writing only the rows that change. The verdict
-counts (transcripts/aggregates.py) of the groups that changed are recounted in the same transaction.
+never row by row, whether one transcript was just judged or the researcher switched versions: one UPDATE …
+FROM a join to the versions' verdicts, writing only the rows that change. An import writes it in its INSERT
+instead (`cache_columns_sql`: the same rules over the staged scores), so each imported row is written once.
+The verdict counts (transcripts/aggregates.py) of the groups that changed are recounted in the same
+transaction.
 
 Outcome rule (documented in docs/judging.md): `refusal`/`code` when the aligned judge answered so (excluded
 from rates, as in the paper); `unsure` when either judge put < 0.25 mass on numbers (excluded too); `score`
