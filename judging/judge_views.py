@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import yaml
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from analysis import statistics, tidy
 from transcripts.access import researcher_required
 from transcripts.aggregates import cell_counts
+from transcripts.charts import PALETTE
 from transcripts.models import Condition, Endpoint, Experiment, Transcript
 
 from . import calibration, comparisons, human_calibration, metrics
@@ -143,6 +144,49 @@ def _statistics(experiment: Experiment) -> dict:
                                 strict=True)),
         "dose_responses": [(by, statistics.dose_response(cells, by=by)) for by in groupings],
     }
+
+
+def dose_response_figure(groups: list[statistics.DoseResponse]) -> dict:
+    """Plotly figure: per group the measured rates (markers) and the fitted logistic curve on log2(k+1) (line),
+    with the 5% and 10% levels the summary table reads off. k is drawn as k+1 on a log axis, labelled k, so
+    k = 0 has a place."""
+    data, ks = [], set()
+    for index, group in enumerate(groups):
+        name = " · ".join(str(value) for value in group.group.values())
+        colour = PALETTE[index % len(PALETTE)]
+        ks.update(point["k"] for point in group.points)
+        data.append({
+            "type": "scatter", "mode": "markers", "name": f"{name} (measured)", "legendgroup": name,
+            "marker": {"color": colour, "size": 8},
+            "x": [point["k"] + 1 for point in group.points], "y": [point["rate"] for point in group.points],
+            "text": [f"k={point['k']}: {point['misaligned']}/{point['n']}" for point in group.points],
+            "hovertemplate": "%{text}<extra></extra>",
+        })
+        if group.curve:
+            data.append({
+                "type": "scatter", "mode": "lines", "name": f"{name} (fitted)", "legendgroup": name,
+                "line": {"color": colour}, "x": [k + 1 for k, _ in group.curve], "y": [rate for _, rate in group.curve],
+                "hovertemplate": "fitted %{y:.1%}<extra></extra>",
+            })
+    levels = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": level, "y1": level,
+               "line": {"dash": "dot", "color": "#b3261e", "width": 1}} for level in (0.05, 0.10)]
+    ordered = sorted(ks)
+    return {"data": data, "layout": {
+        "title": {"text": "Dose-response: misaligned rate vs k, measured and fitted (logistic on log2(k+1))"},
+        "xaxis": {"title": {"text": "in-context examples k"}, "type": "log",
+                  "tickvals": [k + 1 for k in ordered], "ticktext": [str(k) for k in ordered]},
+        "yaxis": {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"},
+        "shapes": levels, "legend": {"orientation": "h", "y": -0.25},
+    }}
+
+
+@researcher_required
+def experiment_dose_response(request: HttpRequest, pk: int) -> JsonResponse:
+    """The dose-response curves of the statistics section (the finest grouping it shows), as a chart."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    result = _cached_statistics("statistics", [experiment], lambda: _statistics(experiment))
+    _, groups = result["dose_responses"][-1]
+    return JsonResponse(dose_response_figure(groups))
 
 
 @researcher_required

@@ -34,6 +34,8 @@ urlpatterns = [
     path("experiments/<int:pk>/judging/activate/", judge_views.experiment_activate, name="experiment-judging-activate"),
     path("experiments/<int:pk>/compare/", judge_views.experiment_compare, name="experiment-compare"),
     path("experiments/<int:pk>/statistics/", judge_views.experiment_statistics, name="experiment-statistics"),
+    path("experiments/<int:pk>/statistics/dose-response.json", judge_views.experiment_dose_response,
+         name="experiment-dose-response"),
     path("experiments/<int:pk>/statistics/paired/", judge_views.experiment_paired_statistics,
          name="experiment-paired-statistics"),
     path("experiments/<int:pk>/methods/", judge_views.experiment_methods, name="experiment-methods"),

@@ -302,6 +302,34 @@ def test_dose_response_gives_k_at_the_target_or_says_it_is_not_reached(alice_cli
     assert "not reached within the measured k" in flat_row[:flat_row.index("</tr>")]
 
 
+def test_the_dose_response_chart_draws_each_models_rates_and_its_fitted_curve(alice_client, db):
+    def at_rate(count: int, total: int = 36) -> dict:
+        return {(f"q{i // 3}", i % 3): i < count for i in range(total)}
+
+    steep = [(0, 1), (4, 4), (16, 12)]
+    experiment = seeded_experiment("dose-chart", [({**BASE, "model_name": "steep", "k": k}, at_rate(c))
+                                                  for k, c in steep])
+    counts = np.array([[c, 36 - c] for _, c in steep], dtype=float)
+    design = sm.add_constant(np.log2(np.array([k for k, _ in steep], dtype=float) + 1))
+    fit = sm.GLM(counts, design, family=sm.families.Binomial()).fit()
+
+    html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
+    url = reverse("experiment-dose-response", args=[experiment.pk])
+    assert f'data-url="{url}"' in html
+    figure = alice_client.get(url).json()
+    measured, fitted = figure["data"]
+    assert measured["x"] == [1, 5, 17]  # k + 1 on a log axis, labelled k
+    assert measured["y"] == pytest.approx([c / 36 for _, c in steep])
+    assert figure["layout"]["xaxis"]["ticktext"] == ["0", "4", "16"]
+    curve_k = np.array(fitted["x"], dtype=float) - 1
+    expected = fit.predict(sm.add_constant(np.log2(curve_k + 1)))
+    assert fitted["y"] == pytest.approx(list(expected), abs=1e-6)
+    assert alice_client.get(url).status_code == 200
+    auditor = make_user("dora", "auditor")
+    alice_client.force_login(auditor)
+    assert alice_client.get(url).status_code == 403
+
+
 def test_the_trend_table_is_holm_adjusted(alice_client, db):
     experiment = seeded_experiment("trends", [
         ({**BASE, "model_name": model, "k": k}, {(f"q{i}", 0): i < count for i in range(20)})
