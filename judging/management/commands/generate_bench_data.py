@@ -25,7 +25,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, models, transaction
 
 from judging import gold, verdicts
-from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem, RubricVersion
+from judging.default_taxonomy import load_default_taxonomy
+from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem, RubricVersion, Taxonomy
 from judging.rubrics import current_taxonomy, get_or_create_version
 from transcripts import aggregates
 from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript
@@ -86,6 +87,9 @@ class Command(BaseCommand):
         if Transcript.objects.exists():
             raise CommandError("The database already has transcripts; use a fresh database (e.g. em_bench).")
         self.started = time.monotonic()
+        # The persona taxonomy normally comes with the migrations; a database flushed since (a transactional
+        # test before this one) has none, and the persona verdicts need its categories.
+        load_default_taxonomy(Taxonomy, PersonaCategory)
         conditions, question_ids = self._design()
         with connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit = off")
