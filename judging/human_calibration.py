@@ -250,13 +250,17 @@ def headline_rates(experiment: Experiment, current: tuple[float, float], best: t
 
     rows = (
         Transcript.objects.filter(experiment=experiment)
-        .values("condition_id", "condition__model_name", "condition__k")
+        .values("condition_id", "condition__model_name", "condition__k", "condition__dataset_name",
+                "condition__cot_mode", "condition__system_prompt_name", "condition__temperature")
         .annotate(n=Count("pk", filter=Q(judge_outcome=JudgeScore.Outcome.SCORE)), current=flagged(current),
                   best=flagged(best))
-        .order_by("condition__model_name", "condition__k")
+        .order_by("condition__model_name", "condition__k", "condition_id")
     )
     return [
         {"model": row["condition__model_name"], "k": row["condition__k"],
+         # The condition's other axes, so that two rows of one model and k can be told apart.
+         "setting": f"{row['condition__dataset_name'] or 'no dataset'} · CoT {row['condition__cot_mode']} · "
+                    f"{row['condition__system_prompt_name']} · T={row['condition__temperature']:g}",
          "current": metrics.Rate(row["current"], row["n"]), "best": metrics.Rate(row["best"], row["n"])}
         for row in rows
     ]
