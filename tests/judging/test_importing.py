@@ -375,10 +375,12 @@ CACHE = ("aligned", "coherent", "judge_outcome", "misaligned", "judge_category")
 
 
 def verdict_counts(experiment: Experiment) -> tuple[list, list]:
-    """The experiment's VerdictCount and CategoryCount rows, without their ids."""
+    """The experiment's VerdictCount and CategoryCount rows, without their ids; score sums rounded (a float SUM
+    depends on the order PostgreSQL adds the rows in: 253.66 once, 253.66000000000003 another time)."""
     def rows(model) -> list:
         fields = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
-        return sorted(model.objects.filter(experiment=experiment).values_list(*fields))
+        return sorted(tuple(round(value, 6) if isinstance(value, float) else value for value in row)
+                      for row in model.objects.filter(experiment=experiment).values_list(*fields))
     return rows(VerdictCount), rows(CategoryCount)
 
 
