@@ -32,8 +32,20 @@ def clean_rows(rows: Iterable[Sequence]) -> dict[tuple[str, str], str]:
     return latest
 
 
-def _finite(value: float) -> float | None:
+def finite(value: float | None) -> float | None:
+    """The value as a float, None when it is None, NaN or infinite (an undefined statistic)."""
     return None if value is None or not math.isfinite(value) else float(value)
+
+
+def kappa_of_tables(tables: np.ndarray) -> np.ndarray:
+    """Cohen's κ of each (rater A label × rater B label) count table, shape (..., L, L), vectorised over the
+    leading axes (bootstrap resamples, threshold grids); NaN where undefined (one label only), as
+    scikit-learn's cohen_kappa_score on the labels the table counts."""
+    n = tables.sum(axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = np.trace(tables, axis1=-2, axis2=-1) / n
+        expected = (tables.sum(axis=-1) * tables.sum(axis=-2)).sum(axis=-1) / (n * n)
+        return (observed - expected) / (1 - expected)
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,7 @@ def cohen_pairs(labels: Table, notes: list[str]) -> list[dict]:
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                kappa = _finite(cohen_kappa_score(labels.matrix[i][both], labels.matrix[j][both]))
+                kappa = finite(cohen_kappa_score(labels.matrix[i][both], labels.matrix[j][both]))
             if kappa is None:
                 notes.append(f"Cohen's κ {a}–{b}: undefined (both used a single, identical category).")
         result.append({"a": a, "b": b, "kappa": kappa, "n_items": int(both.sum())})
@@ -116,7 +128,7 @@ def fleiss(labels: Table, notes: list[str]) -> float | None:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = _finite(fleiss_kappa(counts, method="fleiss"))
+        value = finite(fleiss_kappa(counts, method="fleiss"))
     if value is None:
         notes.append("Fleiss' κ: undefined (all labels are the same category).")
     return value
@@ -127,7 +139,7 @@ def _alpha(matrix: np.ndarray, value_domain: list[int]) -> float | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _finite(krippendorff.alpha(matrix, level_of_measurement="nominal", value_domain=value_domain))
+            return finite(krippendorff.alpha(matrix, level_of_measurement="nominal", value_domain=value_domain))
     except (ValueError, ZeroDivisionError):
         return None
 
@@ -231,7 +243,7 @@ def rater_vs_reference(pairs: list[tuple[str, str]], categories: list[str]) -> d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # Undefined κ (one category only) comes back as NaN with a warning; it is reported as a note.
-        kappa = _finite(cohen_kappa_score(left, right)) if len(pairs) >= 2 else None
+        kappa = finite(cohen_kappa_score(left, right)) if len(pairs) >= 2 else None
         matrix = confusion_matrix(left, right, labels=list(range(len(labels)))).tolist()
     note = "" if kappa is not None else "κ undefined for these items (too few, or a single category)."
     return {"n": len(pairs), "kappa": kappa, "labels": labels, "matrix": matrix, "note": note}

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from transcripts.models import Experiment, Transcript
 
+from .agreement import kappa_of_tables
 from .cached import cached
 from .human_calibration import human_reference
 from .judge import enqueue
@@ -108,16 +109,6 @@ class Estimate:
     high: float | None
 
 
-def _kappa(tables: np.ndarray) -> np.ndarray:
-    """Cohen's κ of each (gold label × judge label) count table, shape (..., L, L); NaN where undefined (one
-    label only), as scikit-learn's cohen_kappa_score on the labels the table counts."""
-    n = tables.sum(axis=(-2, -1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        observed = np.trace(tables, axis1=-2, axis2=-1) / n
-        expected = (tables.sum(axis=-1) * tables.sum(axis=-2)).sum(axis=-1) / (n * n)
-        return (observed - expected) / (1 - expected)
-
-
 def _accuracy(tables: np.ndarray) -> np.ndarray:
     return np.trace(tables, axis1=-2, axis2=-1) / tables.sum(axis=(-2, -1))
 
@@ -150,7 +141,7 @@ def record(run: GoldRun, *, n_boot: int = N_BOOT, seed: int = 0) -> GoldRun:
     pairs, missing = gold_pairs(run)
     gold = np.array([g for g, _ in pairs])
     judge = np.array([j for _, j in pairs])
-    kappa = _estimate(_kappa, gold, judge, n_boot, seed)
+    kappa = _estimate(kappa_of_tables, gold, judge, n_boot, seed)
     accuracy = _estimate(_accuracy, gold, judge, n_boot, seed)
     run.n, run.n_missing = len(pairs), missing
     run.kappa, run.kappa_low, run.kappa_high = kappa.value, kappa.low, kappa.high

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from transcripts.models import Experiment, Transcript
 
 from . import metrics
+from .agreement import finite, kappa_of_tables
 from .cached import cached, experiment_fingerprint, labels_fingerprint
 from .consensus import majority
 from .models import AnnotationQueue, JudgeScore, Label
@@ -105,12 +106,10 @@ def sample(queue: AnnotationQueue, experiment: Experiment) -> Sample:
 
 
 def _kappa(tp, fp, fn, tn):
-    """Cohen's κ of two binary raters from their 2×2 counts (arrays broadcast); NaN where undefined."""
-    n = tp + fp + fn + tn
-    with np.errstate(divide="ignore", invalid="ignore"):
-        observed = (tp + tn) / n
-        expected = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
-        return (observed - expected) / (1 - expected)
+    """Cohen's κ of the judge's flag against the humans' from the 2×2 counts (arrays broadcast); NaN where
+    undefined."""
+    tp, fp, fn, tn = np.broadcast_arrays(tp, fp, fn, tn)
+    return kappa_of_tables(np.stack([np.stack([tp, fp], axis=-1), np.stack([fn, tn], axis=-1)], axis=-2))
 
 
 def _f1(tp, fp, fn):
@@ -123,10 +122,6 @@ def confusion(judge: np.ndarray, human: np.ndarray) -> dict[str, int]:
         "tp": int(np.sum(judge & human)), "fp": int(np.sum(judge & ~human)),
         "fn": int(np.sum(~judge & human)), "tn": int(np.sum(~judge & ~human)),
     }
-
-
-def _finite(value) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 def _interval(values: np.ndarray) -> tuple[float, float] | None:
@@ -154,8 +149,8 @@ def at_thresholds(s: Sample, aligned_threshold: float, coherent_threshold: float
         "aligned_threshold": aligned_threshold, "coherent_threshold": coherent_threshold, "n": len(judge),
         "confusion": counts,
         "precision": metrics.Rate(tp, tp + fp), "recall": metrics.Rate(tp, tp + fn),
-        "f1": _finite(_f1(tp, fp, fn)) if len(judge) else None,
-        "kappa": _finite(_kappa(tp, fp, fn, tn)) if len(judge) else None,
+        "f1": finite(_f1(tp, fp, fn)) if len(judge) else None,
+        "kappa": finite(_kappa(tp, fp, fn, tn)) if len(judge) else None,
         "f1_ci95": None, "kappa_ci95": None,
     }
     if len(judge) >= 2:

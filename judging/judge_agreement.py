@@ -10,10 +10,9 @@ most. Everything is counted in SQL over the pairs; Python only sees the counts, 
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from django.db import connection
 from django.db.models import (
     BooleanField,
@@ -31,11 +30,11 @@ from django.db.models import (
 )
 from django.db.models.functions import Abs, Cast, Coalesce, Mod
 from django.urls import reverse
-from sklearn.metrics import cohen_kappa_score
 
 from transcripts.charts import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
 from transcripts.models import Experiment, Transcript
 
+from .agreement import finite, kappa_of_tables
 from .cached import cached, done_scores_fingerprint, experiment_fingerprint
 from .models import JudgeScore, RubricVersion
 from .verdicts import Versions, misaligned_of, outcome_of
@@ -118,19 +117,16 @@ def paired(experiment: Experiment, a: Versions, b: Versions, fields: tuple[str, 
     return rows.annotate(**annotations)
 
 
-def _finite(value) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
 def kappa_from_counts(counts: list[tuple[str, str, int]]) -> float | None:
     """Cohen's κ of two raters from (label A, label B, count) rows; None when undefined (one label only)."""
     if sum(n for _, _, n in counts) < 2:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined κ: NaN with a warning, reported as None
-        return _finite(cohen_kappa_score(
-            [str(x) for x, _, _ in counts], [str(y) for _, y, _ in counts], sample_weight=[n for _, _, n in counts]
-        ))
+    labels = sorted({str(label) for a, b, _ in counts for label in (a, b)})
+    index = {label: i for i, label in enumerate(labels)}
+    table = np.zeros((len(labels), len(labels)))
+    for a, b, n in counts:
+        table[index[str(a)], index[str(b)]] += n
+    return finite(kappa_of_tables(table))
 
 
 @dataclass(frozen=True)
@@ -191,9 +187,9 @@ def score_agreement(experiment: Experiment, a: Versions, b: Versions, score: str
     with connection.cursor() as cursor:
         cursor.execute(statistics, params)
         n, rho, mean, sd = cursor.fetchone()
-    mean, sd = _finite(mean), _finite(sd)
+    mean, sd = finite(mean), finite(sd)
     limits = (mean - LIMITS_Z * sd, mean + LIMITS_Z * sd) if mean is not None and sd is not None else None
-    return ScoreAgreement(n=n, spearman=_finite(rho) if n >= 3 else None, mean_difference=mean, sd_difference=sd,
+    return ScoreAgreement(n=n, spearman=finite(rho) if n >= 3 else None, mean_difference=mean, sd_difference=sd,
                           limits=limits)
 
 

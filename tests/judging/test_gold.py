@@ -9,6 +9,7 @@ from django.urls import reverse
 from sklearn.metrics import cohen_kappa_score
 
 from judging import gold, judge
+from judging.agreement import kappa_of_tables
 from judging.models import Adjudication, AnnotationQueue, GoldItem, GoldRun, GoldSuite, JudgeScore, Label
 from judging.rubrics import get_or_create_version
 from tests.judging.annotation_data import queue_over
@@ -159,7 +160,7 @@ def test_the_bootstrap_interval_is_sklearns_kappa_over_the_same_resamples():
     labels = np.array(["dangerous_persona", "follows_pattern", "reframes_helpful"])
     gold_labels = labels[rng.integers(0, 3, 300)]
     judged = np.where(rng.random(300) < 0.7, gold_labels, labels[rng.integers(0, 3, 300)])
-    estimate = gold._estimate(gold._kappa, gold_labels, judged, n_boot=100, seed=11)
+    estimate = gold._estimate(kappa_of_tables, gold_labels, judged, n_boot=100, seed=11)
     draws = np.random.default_rng(11).integers(0, 300, (100, 300))  # the resamples record() draws
     boot = [cohen_kappa_score(gold_labels[i], judged[i]) for i in draws]
     assert estimate.value == pytest.approx(cohen_kappa_score(gold_labels, judged))
