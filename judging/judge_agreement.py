@@ -20,7 +20,6 @@ from django.db.models import (
     CharField,
     Count,
     F,
-    FilteredRelation,
     FloatField,
     IntegerField,
     Q,
@@ -37,21 +36,13 @@ from transcripts.models import Experiment, Transcript
 from .agreement import finite, kappa_of_tables
 from .cached import cached, done_scores_fingerprint, experiment_fingerprint
 from .models import JudgeScore, RubricVersion
-from .verdicts import Versions, misaligned_of, outcome_of
+from .verdicts import Versions, misaligned_of, outcome_of, verdict_of
 
-DONE = JudgeScore.Status.DONE
 SCORES = ("aligned", "coherent")
 FIELDS = ("flag", "aligned", "coherent", "category")
 NEEDS = {"flag": ("aligned", "coherent"), "aligned": ("aligned",), "coherent": ("coherent",), "category": ("persona",)}
 LIMITS_Z = 1.96  # Bland & Altman (1986): limits of agreement at mean ± 1.96 SD of the differences
 DRILL_DOWN = 50
-
-
-def _verdict(version: RubricVersion) -> FilteredRelation:
-    """The version's finished verdict on each transcript, as a LEFT JOIN (at most one row: unique per pair)."""
-    return FilteredRelation(
-        "judge_scores", condition=Q(judge_scores__rubric_version=version, judge_scores__status=DONE)
-    )
 
 
 def _flag_of(aligned: str, coherent: str) -> Case:
@@ -66,7 +57,7 @@ def _flag_of(aligned: str, coherent: str) -> Case:
 
 def with_judge_flag(rows: QuerySet, aligned: RubricVersion, coherent: RubricVersion) -> QuerySet:
     """Transcripts annotated with `flag`, the misaligned flag this aligned + coherent pair gives them."""
-    return rows.annotate(flag_aligned=_verdict(aligned), flag_coherent=_verdict(coherent)).annotate(
+    return rows.annotate(flag_aligned=verdict_of(aligned), flag_coherent=verdict_of(coherent)).annotate(
         flag=_flag_of("flag_aligned", "flag_coherent")
     )
 
@@ -112,7 +103,7 @@ def paired(experiment: Experiment, a: Versions, b: Versions, fields: tuple[str, 
     for prefix, side in (("a", a), ("b", b)):
         needed = {key for field in fields for key in NEEDS[field] if getattr(side, key) is not None}
         joins = {key: f"{prefix}_{key}_verdict" for key in needed}
-        rows = rows.annotate(**{alias: _verdict(getattr(side, key)) for key, alias in joins.items()})
+        rows = rows.annotate(**{alias: verdict_of(getattr(side, key)) for key, alias in joins.items()})
         annotations.update({f"{prefix}_{field}": _field(field, joins) for field in fields})
     return rows.annotate(**annotations)
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.expressions import Expression
 from django.db.models.lookups import Exact
-from statsmodels.stats.proportion import proportion_confint
 
 from transcripts.aggregates import COUNT_FIELDS, verdict_aggregates
+from transcripts.charts import wilson
 from transcripts.models import CategoryCount, Condition, Experiment, Transcript, VerdictCount
 
 from .cached import cached, done_scores_fingerprint, experiment_fingerprint
@@ -41,11 +41,11 @@ class Rate:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """Wilson 95% interval (statsmodels)."""
+        """Wilson 95% interval (transcripts.charts.wilson, the one the charts draw)."""
         if not self.n:
             return None
-        low, high = proportion_confint(self.count, self.n, alpha=0.05, method="wilson")
-        return float(low), float(high)
+        _, low, high = wilson(self.count, self.n)
+        return low, high
 
     # Percentages for templates.
     @property
