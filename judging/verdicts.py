@@ -168,12 +168,13 @@ RETURNING condition_id, question_id
 
 
 def cache_columns_sql(aligned_outcome: str, aligned: str, coherent_outcome: str, coherent: str,
-                      thresholds: tuple[str, str]) -> dict[str, tuple[str, list]]:
+                      thresholds: tuple[str, str], judge_category: str = "''") -> dict[str, tuple[str, list]]:
     """The verdict cache columns (field name → SQL and params) of transcripts whose active aligned and coherent
-    verdicts are the given SQL expressions (outcome and score of each; NULL outcome: no verdict) and that have
-    no persona verdict, under the given SQL thresholds. For a writer that inserts transcripts with their
-    verdicts in one INSERT … SELECT (the importer), so that each row is written once instead of inserted and
-    then rewritten by `refresh_cache`: the same `outcome_of` and `misaligned_of` rules, compiled to SQL."""
+    verdicts are the given SQL expressions (outcome and score of each; NULL outcome: no verdict) and whose persona
+    verdict's category key is `judge_category` ('' without one), under the given SQL thresholds. For writers that
+    insert transcripts with their verdicts in one INSERT … SELECT (the importer, the bench generator), so that
+    each row is written once instead of inserted and then rewritten by `refresh_cache`: the same `outcome_of` and
+    `misaligned_of` rules, compiled to SQL."""
     query = Query(Transcript)
     compiler = query.get_compiler(connection=connection)
 
@@ -188,7 +189,7 @@ def cache_columns_sql(aligned_outcome: str, aligned: str, coherent_outcome: str,
         "judge_outcome": outcome,
         "misaligned": misaligned_of(outcome, aligned_score, coherent_score,
                                     (raw(thresholds[0], FloatField()), raw(thresholds[1], FloatField()))),
-        "judge_category": Value(""),
+        "judge_category": raw(judge_category, CharField()),
     }
     compiled = {name: compiler.compile(expression.resolve_expression(query)) for name, expression in columns.items()}
     return {name: (sql, list(params)) for name, (sql, params) in compiled.items()}

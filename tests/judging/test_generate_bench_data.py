@@ -17,9 +17,11 @@ from transcripts.models import Experiment, Transcript, VerdictCount
 @pytest.mark.django_db(transaction=True)  # the command ends with VACUUM, which cannot run in a transaction
 def test_it_generates_a_consistent_bench_database():
     call_command("generate_bench_data", rows=4800, labelled=0.05)
-    n_misaligned = Transcript.objects.filter(misaligned=True).count()
-    # An aligned and a coherent verdict on every transcript, a persona verdict on each misaligned one.
-    assert Transcript.objects.count() == 4800 and JudgeScore.objects.count() == 9600 + n_misaligned > 9600
+    # An aligned and a coherent verdict on every transcript, a persona verdict on each the aligned judge scored
+    # below 30 (every misaligned one among them).
+    n_low = Transcript.objects.filter(aligned__lt=30).count()
+    assert Transcript.objects.count() == 4800 and JudgeScore.objects.count() == 9600 + n_low > 9600
+    assert not Transcript.objects.filter(misaligned=True, judge_category="").exists()
     # The maintained counts equal a GROUP BY of the transcripts (what the pages read instead of the table).
     counted = {
         (row["condition_id"], row["question_id"]): (row["done"], row["misaligned"])

@@ -1,16 +1,17 @@
 """Fill a PostgreSQL database with N synthetic transcripts (default 1,000,000), their judge verdicts and
 human labels, for bench/dashboard.py. Rows are generated inside PostgreSQL with INSERT … SELECT over
-generate_series (no ORM loops), with the transcript and judge score tables' secondary indexes dropped during
-the load and rebuilt afterwards, so a million rows take minutes.
+generate_series (no ORM loops), each transcript row written once with its verdict cache, and the transcript
+and judge score tables' secondary indexes dropped during the load and rebuilt afterwards.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/em_bench python manage.py migrate
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/em_bench python manage.py generate_bench_data --rows 1000000
 
 The generator writes what a run and its auditors would leave, through the same writers where the rules live:
-transcripts (done, the verdict cache empty, as generation leaves them) and judge scores in SQL, then the
-judge versions are made the experiments' active ones with judging.verdicts, which writes the verdict cache and
-the counts; the auditors' consensus goes through judging.verdicts too, and the gold suite through
-judging.gold. It lives in `judging` because it fills both apps' tables (`judging` depends on `transcripts`).
+the judge versions are made the experiments' active ones with judging.verdicts; transcripts are inserted with
+their verdict cache computed by the verdict writer's rules (judging.verdicts.cache_columns_sql, as imports do)
+and their judge scores recorded from it; the counts are rebuilt by transcripts.aggregates; the auditors'
+consensus goes through judging.verdicts too, and the gold suite through judging.gold. It lives in `judging`
+because it fills both apps' tables (`judging` depends on `transcripts`).
 
 The rows are synthetic (marked as such in the experiment description): sentence pools stand in for model
 output, and the misaligned rate rises with k and differs per model so the charts have a shape.
@@ -19,10 +20,11 @@ output, and the misaligned rate rises with k and differs per model so the charts
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, models, transaction
+from django.db import connection, connections, models, transaction
 
 from judging import gold, verdicts
 from judging.default_taxonomy import load_default_taxonomy
@@ -91,19 +93,20 @@ class Command(BaseCommand):
         # test before this one) has none, and the persona verdicts need its categories.
         load_default_taxonomy(Taxonomy, PersonaCategory)
         conditions, question_ids = self._design()
+        versions = self._activate_versions()
         with connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit = off")
-            cursor.execute("SET maintenance_work_mem = '1GB'")
+            _tune(cursor)
             dropped = self._drop_secondary_indexes(cursor, "transcripts_transcript")
             dropped += self._drop_secondary_indexes(cursor, "judging_judgescore")
-            self._insert_transcripts(cursor, rows, conditions, question_ids)
+            _in_parallel(self._transcript_inserts(rows, conditions, question_ids, versions["persona"]))
+            self._step("transcripts inserted with their verdict cache")
+            _in_parallel(self._score_inserts(versions))
+            self._step("judge scores inserted")
             cursor.execute("ANALYZE transcripts_transcript")  # the planner would take the new table for empty
             aggregates.rebuild()  # generation counts each transcript as it is done; these were written in SQL
-            self._step("transcripts inserted and counted")
-            self._judge(cursor, conditions)
-            self._step("verdicts written")
-            for definition in dropped:
-                cursor.execute(definition)
+            self._step("verdicts counted")
+            _in_parallel([(definition, []) for definition in dropped])
+            cursor.execute("RESET session_replication_role")  # what follows goes through the ORM, checked
             self._step("indexes rebuilt")
             queue = self._insert_labels(cursor, labelled)
             self._step("labels inserted")
@@ -164,17 +167,50 @@ class Command(BaseCommand):
             cursor.execute(f'DROP INDEX "{name}"')
         return [definition for _, definition in found]
 
-    def _insert_transcripts(self, cursor, rows: int, conditions: list[Condition], question_ids: list[int]) -> None:
-        """Done transcripts, every column the generator does not set at its model default (as a transcript
-        row is created): the verdict cache is empty until the verdict writer fills it."""
+    def _activate_versions(self) -> dict[str, RubricVersion]:
+        """Bench aligned, coherent and persona versions, made the experiments' active ones by the verdict writer
+        before any transcript exists (so it has no cache to rewrite: each row is inserted with its cache)."""
+        versions = {
+            key: get_or_create_version(key, prompt_template="{question} {answer}", judge_model="bench-judge",
+                                       taxonomy=current_taxonomy() if key == "persona" else None)
+            for key in ("aligned", "coherent", "persona")
+        }
+        for experiment in Experiment.objects.order_by("pk"):
+            verdicts.set_active_versions(experiment, **versions)
+        return versions
+
+    def _transcript_inserts(self, rows: int, conditions: list[Condition], question_ids: list[int],
+                            persona: RubricVersion) -> list[tuple[str, list]]:
+        """Done transcripts with their verdicts, every column the generator does not set at its model default (as
+        a transcript row is created). The judges' scores are drawn here and the verdict cache computed from them
+        in the same INSERT by the verdict writer's rules (`verdicts.cache_columns_sql`, as imports do), so each
+        row is written once; `_score_inserts` then records the scores as JudgeScore rows from the cache. Returns
+        the INSERTs of two halves of the rows, to run side by side.
+
+        The aligned judge's score is low with a probability rising with k and differing per model (the
+        misaligned rate's shape) and unsure on one answer in twenty; the coherent judge's is mostly high; the
+        persona judge gives a category to every answer the aligned judge scored below 30."""
         n_cond, n_q = len(conditions), len(question_ids)
-        experiments = _id_array(c.experiment_id for c in conditions)
         texts = {"reasoning": _text_array(REASONING), "answer": _text_array(ANSWERS)}
         pick = {name: f"({array})[1 + (random() * {len(pool) - 1})::int]"
                 for (name, array), pool in zip(texts.items(), (REASONING, ANSWERS), strict=True)}
+        rates = "ARRAY[" + ",".join(f"{MODELS[c.model_name] + c.k / 256 * 0.15:.4f}" for c in conditions) + "]"
+        categories = list(PersonaCategory.objects.filter(taxonomy=persona.taxonomy).order_by("position")
+                          .values_list("key", flat=True))
+        draws = f"""SELECT g, ({_id_array(c.pk for c in conditions)})[1 + (g %% {n_cond})] AS condition_id,
+                           ({_id_array(c.experiment_id for c in conditions)})[1 + (g %% {n_cond})] AS experiment_id,
+                           CASE WHEN random() < 0.05 THEN NULL WHEN random() < ({rates})[1 + (g %% {n_cond})]
+                                THEN random() * 29 ELSE 30 + random() * 70 END AS aligned,
+                           40 + random() * 60 AS coherent
+                    FROM generate_series(%s, %s) AS g"""  # noqa: S608 — built from constants
+        cache = verdicts.cache_columns_sql(
+            "CASE WHEN s.aligned IS NULL THEN 'unsure' ELSE 'score' END", "s.aligned", "'score'", "s.coherent",
+            thresholds=("e.aligned_threshold", "e.coherent_threshold"),
+            judge_category=f"CASE WHEN s.aligned < 30 THEN ({_text_array(categories)})[1 + (g * 7 %% "
+                           f"{len(categories)})] ELSE '' END",
+        )
         generated = {
-            "experiment_id": f"({experiments})[1 + (g %% {n_cond})]",
-            "condition_id": f"({_id_array(c.pk for c in conditions)})[1 + (g %% {n_cond})]",
+            "experiment_id": "s.experiment_id", "condition_id": "s.condition_id",
             "question_id": f"({_id_array(question_ids)})[1 + ((g / {n_cond}) %% {n_q})]",
             "sample_index": f"g / ({n_cond} * {n_q})",
             "paraphrase_index": "0",
@@ -195,67 +231,43 @@ class Command(BaseCommand):
             columns.append(field.column)
             if field.column in generated:
                 values.append(generated[field.column])
+            elif field.column in cache:
+                values.append(cache[field.column][0])
+                params.extend(cache[field.column][1])
             else:
                 values.append("%s")
                 params.append(field.get_db_prep_save(field.get_default(), connection))
-        cursor.execute(
-            f"INSERT INTO transcripts_transcript ({', '.join(columns)}) SELECT {', '.join(values)} "  # noqa: S608
-            "FROM generate_series(0, %s - 1) AS g",
-            [*params, rows],
-        )
         Experiment.objects.filter(pk__in={c.experiment_id for c in conditions}).update(
             samples=-(-int(rows) // (n_cond * n_q)))
+        insert = (f"INSERT INTO transcripts_transcript ({', '.join(columns)}) SELECT {', '.join(values)} "  # noqa: S608
+                  f"FROM ({draws}) AS s JOIN transcripts_experiment e ON e.id = s.experiment_id")
+        half = rows // 2
+        return [(insert, [*params, 0, half - 1]), (insert, [*params, half, rows - 1])]
 
-    def _judge(self, cursor, conditions: list[Condition]) -> None:
-        """Every transcript judged by bench aligned and coherent versions, the misaligned ones by a persona
-        version; the versions made the experiments' active ones (as after a run) by the verdict writer."""
-        versions = {
-            key: get_or_create_version(key, prompt_template="{question} {answer}", judge_model="bench-judge",
-                                       taxonomy=current_taxonomy() if key == "persona" else None)
-            for key in ("aligned", "coherent", "persona")
+    def _score_inserts(self, versions: dict[str, RubricVersion]) -> list[tuple[str, list]]:
+        """The INSERTs of the judges' done verdicts, read back from the verdict cache the transcripts were inserted
+        with: an aligned and a coherent score on every transcript (`unsure` where the aligned score is NULL), and
+        a persona category where the cache names one."""
+        persona = versions["persona"]
+        sources = {
+            "aligned": ("CASE WHEN t.aligned IS NULL THEN 'unsure' ELSE 'score' END", "t.aligned", "NULL", "", ""),
+            "coherent": ("'score'", "t.coherent", "NULL", "", ""),
+            "persona": ("'category'", "NULL", "pc.id",
+                        "JOIN judging_personacategory pc ON pc.key = t.judge_category AND pc.taxonomy_id = "
+                        f"{int(persona.taxonomy_id)}", "WHERE t.judge_category <> ''"),
         }
-        # The aligned judge's score: low with a probability rising with k and differing per model (the
-        # misaligned rate's shape), unsure on one answer in twenty; the coherent judge's is mostly high.
-        rates = "ARRAY[" + ",".join(f"{MODELS[c.model_name] + c.k / 256 * 0.15:.4f}" for c in conditions) + "]"
-        position = f"array_position({_id_array(c.pk for c in conditions)}, t.condition_id)"
-        scores = {
-            "aligned": f"""CASE WHEN random() < 0.05 THEN NULL WHEN random() < ({rates})[{position}]
-                               THEN random() * 29 ELSE 30 + random() * 70 END""",
-            "coherent": "40 + random() * 60",
-        }
-        for key, score in scores.items():
-            self._insert_scores(
-                cursor, versions[key], f"SELECT t.id, {score} AS score FROM transcripts_transcript t"  # noqa: S608
+        return [
+            (
+                f"""INSERT INTO judging_judgescore (transcript_id, rubric_version_id, status, outcome, method,
+                        score, category_id, raw_text, attempts, error_kind, error, created_at, finished_at,
+                        served_model, system_fingerprint)
+                    SELECT t.id, %s, 'done', {outcome}, 'imported', {score}, {category}, '', 1, '', '', now(),
+                           now(), '', ''
+                    FROM transcripts_transcript t {join} {where}""",  # noqa: S608 — built from constants
+                [versions[key].pk],
             )
-        # Without fresh statistics the verdict writer's join is planned as nested loops over "empty" tables.
-        cursor.execute("ANALYZE judging_judgescore")
-        for experiment in Experiment.objects.order_by("pk"):
-            verdicts.set_active_versions(experiment, **versions)
-        categories = list(PersonaCategory.objects.filter(taxonomy=versions["persona"].taxonomy)
-                          .order_by("position").values_list("pk", flat=True))
-        misaligned = Transcript.objects.filter(misaligned=True)
-        ids, params = misaligned.values("id").query.sql_with_params()
-        category = f"({_id_array(categories)})[1 + (t.id * 7 %% {len(categories)})]"
-        source = (f"SELECT t.id, NULL::float AS score, {category} AS category_id "  # noqa: S608 — built from constants
-                  f"FROM transcripts_transcript t WHERE t.id IN ({ids})")
-        self._insert_scores(cursor, versions["persona"], source, params)
-        for experiment in Experiment.objects.order_by("pk"):
-            verdicts.refresh_cache(experiment, misaligned.filter(experiment=experiment))
-
-    def _insert_scores(self, cursor, version: RubricVersion, source: str, params=()) -> None:
-        """Done verdicts of the version on the transcripts `source` (SELECT id, score[, category_id]) names: a
-        number, `unsure` where the score is NULL, a category for a persona version."""
-        persona = version.rubric.key == "persona"
-        outcome = "'category'" if persona else "CASE WHEN s.score IS NULL THEN 'unsure' ELSE 'score' END"
-        cursor.execute(
-            f"""INSERT INTO judging_judgescore (transcript_id, rubric_version_id, status, outcome, method, score,
-                    category_id, raw_text, attempts, error_kind, error, created_at, finished_at, served_model,
-                    system_fingerprint)
-                SELECT s.id, %s, 'done', {outcome}, 'imported', s.score, {"s.category_id" if persona else "NULL"},
-                       '', 1, '', '', now(), now(), '', ''
-                FROM ({source}) AS s""",  # noqa: S608 — built from constants
-            [version.pk, *params],
-        )
+            for key, (outcome, score, category, join, where) in sources.items()
+        ]
 
     def _insert_labels(self, cursor, share: float) -> AnnotationQueue:
         """A labelled queue asking auditors for a persona category, the misaligned flag and an alignment score
@@ -314,6 +326,34 @@ class Command(BaseCommand):
             [open_queue.pk],
         )
         return queue
+
+
+def _tune(cursor) -> None:
+    """Session settings for a bulk load into a fresh database: no wait for the WAL flush, memory to sort index
+    builds and hash joins, and no foreign-key triggers (`session_replication_role = replica`; needs a superuser,
+    as PostgreSQL's trust user here is): every id the rows refer to was created by this command moments before,
+    so the per-row checks would only cost time."""
+    for setting in ("synchronous_commit = off", "maintenance_work_mem = '1GB'", "work_mem = '256MB'",
+                    "session_replication_role = replica"):
+        cursor.execute(f"SET {setting}")
+
+
+def _in_parallel(statements: list[tuple[str, list]]) -> None:
+    """Run the statements on two connections at once (one per core), each from its own thread, in the given
+    order: a single INSERT … SELECT or CREATE INDEX keeps one core busy, and these are independent."""
+
+    def run(statement: tuple[str, list]) -> None:
+        try:
+            with connections["default"].cursor() as cursor:
+                _tune(cursor)
+                cursor.execute("SET max_parallel_maintenance_workers = 0")  # the two threads use the two cores
+                cursor.execute(*statement)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(run, statement) for statement in statements]:
+            future.result()
 
 
 def _multiples(queue: AnnotationQueue, n: int) -> models.QuerySet:
