@@ -105,10 +105,14 @@ TEMPLATES = [
     },
 ]
 
-# Results that cost more than a page may spend (bootstraps, judge-vs-judge figures) are cached under a key that
-# changes with their inputs, so a stale entry is never read. One process (the embedded default) keeps them in
-# memory; several web workers share them in Redis (docker-compose.yml sets CACHE_URL=redis://…).
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# Reports that cost more than a page may spend (bootstraps, judge-vs-judge figures) are computed by a Celery
+# worker and read by the web processes (judging/cached.py), so the cache must be one they share: by default a
+# table of the database (created by migrate, see judging/apps.py), so the embedded default and the test suite
+# need no server and each database has its own; docker-compose.yml sets CACHE_URL=redis://… for production.
+CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://em_cache")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache":
+    # Past MAX_ENTRIES (default 300) each write deletes a third of the entries, current reports included.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

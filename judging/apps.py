@@ -1,4 +1,6 @@
 from django.apps import AppConfig
+from django.core.management import call_command
+from django.db.models.signals import post_migrate
 
 
 class JudgingConfig(AppConfig):
@@ -19,3 +21,9 @@ class JudgingConfig(AppConfig):
         # An experiment's judge is set when it is defined, and the estimate counts the judge's calls.
         experiment_defined.connect(rubrics.on_experiment_defined, dispatch_uid="judging.on_experiment_defined")
         judge_requests_wanted.connect(rubrics.judge_requests, dispatch_uid="judging.judge_requests")
+        # The default cache is a database table (settings.CACHES): every migrated database has it.
+        post_migrate.connect(_create_cache_table, sender=self, dispatch_uid="judging.cache_table")
+
+
+def _create_cache_table(using: str, **kwargs) -> None:
+    call_command("createcachetable", database=using, verbosity=0)

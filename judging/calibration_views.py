@@ -14,7 +14,7 @@ from django.urls import reverse
 from transcripts.access import researcher_required
 from transcripts.models import Experiment, Transcript
 
-from . import human_calibration
+from . import cached, human_calibration
 from .models import AnnotationQueue, Label
 
 CURVES = ("roc", "pr")
@@ -40,7 +40,7 @@ def _context(request: HttpRequest, pk: int) -> tuple[AnnotationQueue, Experiment
     form = ThresholdsForm(request.GET)
     if not form.is_valid():
         raise Http404("Malformed parameters.")
-    experiments = human_calibration.cached_experiments_of(queue)
+    experiments = cached.value("calibration-experiments", queue=queue.pk)
     wanted = form.cleaned_data["experiment"] or (experiments[0]["id"] if experiments else None)
     if wanted not in {e["id"] for e in experiments}:
         raise Http404("The queue holds no transcript of this experiment.")
@@ -66,12 +66,13 @@ def _table(queue: AnnotationQueue, experiment: Experiment, result: dict) -> list
 @researcher_required
 def queue_calibration(request: HttpRequest, pk: int) -> HttpResponse:
     queue, experiment, experiments, _ = _context(request, pk)
-    report = human_calibration.cached_report(queue, experiment)
+    result = cached.get("calibration-report", queue=queue.pk, experiment=experiment.pk)
+    report = dict(result.value or {})
     for key in ("current", "best_metrics"):
-        if report[key] is not None:
-            report[key]["table"] = _table(queue, experiment, report[key])
+        if report.get(key) is not None:
+            report[key] = {**report[key], "table": _table(queue, experiment, report[key])}
     return render(request, "judging/calibration.html", {
-        "queue": queue, "experiment": experiment, "experiments": experiments, **report,
+        "queue": queue, "experiment": experiment, "experiments": experiments, "report": result, **report,
         "curve_urls": {name: reverse("queue-calibration-curve", args=[queue.pk, name])
                        + f"?experiment={experiment.pk}" for name in CURVES},
     })

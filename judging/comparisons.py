@@ -11,6 +11,10 @@
 - Paired comparisons (McNemar on transcripts matched by question and sample seed) come from
   `analysis.statistics`; here is only which conditions are paired: within an experiment, two conditions that
   differ in one treatment axis; across two experiments, the same condition (never pooled over conditions).
+
+The results page's statistics (rates with their bootstrap intervals, the logistic model, dose-response), its
+paired tests and the matching of two experiments are reports (judging.cached): computed by a worker once per
+change of the experiments' verdicts and conditions.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import numpy as np
 from statsmodels.stats.contingency_tables import Table
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
-from analysis import tidy
+from analysis import statistics, tidy
 from analysis.statistics import PairedTest, holm, mcnemar_test, with_holm
-from transcripts.models import Condition
+from transcripts.models import Condition, Experiment
 
-from .metrics import ConditionMetrics, Rate
+from .cached import experiment_fingerprint, report
+from .metrics import ConditionMetrics, Rate, active_versions, condition_metrics
 
 # What makes two conditions the same condition (in one experiment or across two).
 AXES = ("model_name", "dataset_name", "k", "cot_mode", "system_prompt_name", "temperature")
@@ -180,3 +185,52 @@ def match_conditions(rows_a: list[ConditionMetrics], rows_b: list[ConditionMetri
         [r for r in rows_a if condition_key(r.condition) not in matched_keys],
         [r for r in rows_b if condition_key(r.condition) not in matched_keys],
     )
+
+
+# ---- reports -----------------------------------------------------------------------------------------------
+
+# Paired tests read transcripts matched on seed, which the verdict counts in the fingerprint do not pin down (two
+# verdicts swapped between seeds of one group keep every count), so their results also count as old after an hour.
+PAIRED_MAX_AGE = 3600
+
+
+def experiments_fingerprint(**experiments: int) -> list:
+    """What the experiments' statistics read: their verdict counts and thresholds, and their conditions."""
+    return [(experiment_fingerprint(pk),
+             tuple(Condition.objects.filter(experiment=pk).order_by("pk").values_list("pk", flat=True)))
+            for _, pk in sorted(experiments.items())]
+
+
+@report("results-statistics", fingerprint=experiments_fingerprint, warm="experiment")
+def results_statistics(experiment: int) -> dict:
+    """Per-condition rates with Wilson and question-bootstrap intervals (every condition, judged or not), the
+    logistic model's odds ratios (Holm-adjusted) and the dose-response per model (and model × system prompt
+    when the prompts vary), from the verdict cache (the active rubric versions)."""
+    conditions = list(Condition.objects.filter(experiment=experiment))
+    cells = tidy.cells_for(Experiment.objects.get(pk=experiment).transcripts.all())
+    rates = {tuple(rate.condition.values()): rate for rate in statistics.condition_rates(cells)}
+    fit = statistics.logistic_model(cells)
+    groupings = [("model",)]
+    if len({c.system_prompt_name for c in conditions}) > 1:
+        groupings.append(("model", "system_prompt"))
+    return {
+        "rates": [(c, rates.get(tuple(tidy.condition_key(c).values()))) for c in conditions],
+        "fit": fit,
+        "odds_ratios": list(zip(fit.odds_ratios, holm([o.p_value for o in fit.odds_ratios]), strict=True)),
+        "dose_responses": [(by, statistics.dose_response(cells, by=by)) for by in groupings],
+    }
+
+
+@report("results-paired", fingerprint=experiments_fingerprint, warm="experiment", max_age=PAIRED_MAX_AGE)
+def results_paired(experiment: int) -> dict:
+    """McNemar for every treatment pair of the experiment's conditions (matched-pair counts, one query)."""
+    return {"paired": paired_tests(treatment_pairs(list(Condition.objects.filter(experiment=experiment))))}
+
+
+@report("results-matching", fingerprint=experiments_fingerprint, max_age=PAIRED_MAX_AGE)
+def results_matching(experiment: int, other: int) -> dict:
+    """Two experiments condition by condition, each with its own active versions (the paired tests read the
+    verdict cache, which holds them)."""
+    a, b = Experiment.objects.get(pk=experiment), Experiment.objects.get(pk=other)
+    return {"matching": match_conditions(condition_metrics(a, active_versions(a)),
+                                         condition_metrics(b, active_versions(b)))}

@@ -10,6 +10,7 @@ from collections import Counter
 
 from django.db import transaction
 
+from .cached import warm
 from .models import Adjudication, Label, PersonaCategory, QueueItem
 from .verdicts import set_human_category
 
@@ -37,9 +38,11 @@ def item_consensus(item: QueueItem) -> str:
 
 
 def refresh_consensus(item: QueueItem) -> str:
-    """Recompute the item's consensus and write it to its transcript."""
+    """Recompute the item's consensus and write it to its transcript (every change of an item's labels or gold
+    comes here, so here the queue's reports are refreshed ahead of the next view, after the commit)."""
     consensus = item_consensus(item)
     set_human_category(item.transcript_id, consensus)
+    transaction.on_commit(lambda: warm("queue", item.queue_id))
     return consensus
 
 

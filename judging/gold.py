@@ -23,7 +23,7 @@ from django.utils import timezone
 from transcripts.models import Experiment, Transcript
 
 from .agreement import kappa_of_tables
-from .cached import cached
+from .cached import report
 from .human_calibration import human_reference
 from .judge import enqueue
 from .judge_agreement import with_judge_flag
@@ -184,13 +184,11 @@ def history(suite: GoldSuite, kind: str) -> list[HistoryRow]:
     return [HistoryRow(run, runs[i - 1] if i else None) for i, run in enumerate(runs)]
 
 
-def suite_summary(suite: GoldSuite) -> dict:
+@report("gold-summary", fingerprint=lambda suite: (suite, GoldSuite.objects.values_list("frozen_at").get(pk=suite)),
+        background=False)
+def suite_summary(suite: int) -> dict:
     """How many items carry each kind of gold, and how the gold is spread (frozen: computed once per suite)."""
-    return cached("gold-summary", (suite.pk, suite.frozen_at), lambda: _summary(suite))
-
-
-def _summary(suite: GoldSuite) -> dict:
-    items = suite.items.all()
+    items = GoldItem.objects.filter(suite=suite)
     return {
         "items": items.count(),
         "flag_items": items.filter(misaligned__isnull=False).count(),

@@ -11,8 +11,9 @@ agreement on both classes at the rates people use them and is the statistic the 
 equal κ the pair closest to the current one wins. Its interval comes from a bootstrap over transcripts: the best
 pair is searched again on each resample, and the 2.5th and 97.5th percentiles of each threshold are reported.
 
-The bootstrap takes seconds, so the pages read `cached_report`/`cached_sample`: computed once per change of
-their inputs (the queue's labels, the experiment's verdict cache and thresholds; judging.cached).
+The bootstrap takes seconds, so the page reads the report `calibration-report`, computed by a worker once per
+change of its inputs (the queue's labels, the experiment's verdict cache and thresholds; judging.cached). The
+sample alone (`calibration-sample`: the queue's labels and their transcripts' scores) is read in the request.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Q
 from django.db.models.lookups import Exact
 from threadpoolctl import threadpool_limits
 
 from transcripts.models import Experiment, Transcript
 
-from . import metrics
+from . import cached, metrics
 from .agreement import finite, kappa_of_tables
-from .cached import cached, experiment_fingerprint, labels_fingerprint
+from .cached import experiment_fingerprint, labels_fingerprint
 from .consensus import majority
 from .models import AnnotationQueue, JudgeScore, Label
-from .queue_stats import FLAG_LABELS
+from .queue_stats import FLAG_LABELS, items_fingerprint
 from .verdicts import is_misaligned, misaligned_of
 
 # Where the best pair is searched: every whole aligned threshold, and coherent thresholds in steps of 5.
@@ -285,22 +286,30 @@ def report(queue: AnnotationQueue, experiment: Experiment, *, n_boot: int = N_BO
     }
 
 
-def fingerprint(queue: AnnotationQueue, experiment: Experiment) -> tuple:
+def fingerprint(queue: int, experiment: int) -> tuple:
     """What the sample and report are computed from: the queue's labels and majority rule, the experiment's
     verdict cache (its VerdictCount sums move with every cached verdict) and thresholds."""
-    return (queue.pk, queue.majority_share, labels_fingerprint(Label.objects.filter(item__queue=queue)),
-            experiment_fingerprint(experiment))
+    return (queue, AnnotationQueue.objects.values_list("majority_share").get(pk=queue),
+            labels_fingerprint(Label.objects.filter(item__queue=queue)), experiment_fingerprint(experiment))
 
 
-def cached_experiments_of(queue: AnnotationQueue) -> list[dict]:
+@cached.report("calibration-experiments", fingerprint=items_fingerprint, background=False)
+def queue_experiments(queue: int) -> list[dict]:
     """experiments_of (a join of every item with its transcript), again only when items come or go."""
-    items = queue.items.aggregate(n=Count("pk"), last_id=Max("pk"))
-    return cached("calibration-experiments", (queue.pk, items["n"], items["last_id"]), lambda: experiments_of(queue))
+    return experiments_of(AnnotationQueue.objects.get(pk=queue))
+
+
+@cached.report("calibration-sample", fingerprint=fingerprint, background=False)
+def queue_sample(queue: int, experiment: int) -> Sample:
+    return sample(AnnotationQueue.objects.get(pk=queue), Experiment.objects.get(pk=experiment))
 
 
 def cached_sample(queue: AnnotationQueue, experiment: Experiment) -> Sample:
-    return cached("calibration-sample", fingerprint(queue, experiment), lambda: sample(queue, experiment))
+    """The sample for the queue's current labels and the experiment's current verdicts (computed in the request
+    on a miss: it reads the queue's labels and their transcripts' scores, not the experiment)."""
+    return cached.value("calibration-sample", queue=queue.pk, experiment=experiment.pk)
 
 
-def cached_report(queue: AnnotationQueue, experiment: Experiment) -> dict:
-    return cached("calibration-report", fingerprint(queue, experiment), lambda: report(queue, experiment))
+@cached.report("calibration-report", fingerprint=fingerprint)
+def calibration_report(queue: int, experiment: int) -> dict:
+    return report(AnnotationQueue.objects.get(pk=queue), Experiment.objects.get(pk=experiment))

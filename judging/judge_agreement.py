@@ -34,7 +34,7 @@ from transcripts.charts import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
 from transcripts.models import Experiment, Transcript
 
 from .agreement import finite, kappa_of_tables
-from .cached import cached, done_scores_fingerprint, experiment_fingerprint
+from .cached import done_scores_fingerprint, experiment_fingerprint, report
 from .models import JudgeScore, RubricVersion
 from .verdicts import Versions, misaligned_of, outcome_of, verdict_of
 
@@ -201,23 +201,34 @@ def compare(experiment: Experiment, a: Versions, b: Versions) -> dict:
     }
 
 
-def fingerprint(experiment: Experiment, a: Versions, b: Versions) -> tuple:
+# A side as a report argument (JSON): its aligned, coherent and persona version ids, None where left out.
+SideIds = list[int | None]
+
+
+def side_ids(side: Versions) -> SideIds:
+    return [None if v is None else v.pk for v in (side.aligned, side.coherent, side.persona)]
+
+
+def _side(ids: SideIds) -> Versions:
+    found = RubricVersion.objects.select_related("rubric").in_bulk([pk for pk in ids if pk is not None])
+    return Versions(*(found[pk] if pk is not None else None for pk in ids))
+
+
+def fingerprint(experiment: int, a: SideIds, b: SideIds) -> tuple:
     """What the figures are computed from: the experiment's done transcripts and thresholds, each side's
     versions and their done verdicts. A new verdict of a chosen version or a new done transcript moves it."""
-    return (
-        experiment_fingerprint(experiment),
-        tuple(None if v is None else v.pk for side in (a, b) for v in (side.aligned, side.coherent, side.persona)),
-        done_scores_fingerprint([*_versions(a), *_versions(b)]),
-    )
+    return experiment_fingerprint(experiment), tuple(a), tuple(b), done_scores_fingerprint([*a, *b])
 
 
-def cached_compare(experiment: Experiment, a: Versions, b: Versions) -> dict:
-    return cached("judge-vs-judge", fingerprint(experiment, a, b), lambda: compare(experiment, a, b))
-
-
-def cached_scatter(experiment: Experiment, a: Versions, b: Versions, score: str) -> dict:
-    return cached("judge-vs-judge-scatter", (fingerprint(experiment, a, b), score),
-                  lambda: scatter(experiment, a, b, score))
+@report("judge-vs-judge", fingerprint=fingerprint)
+def compare_report(experiment: int, a: SideIds, b: SideIds) -> dict:
+    """compare() and the scatter of every score both sides give (the page's charts read them from here)."""
+    the_experiment, side_a, side_b = Experiment.objects.get(pk=experiment), _side(a), _side(b)
+    return {
+        **compare(the_experiment, side_a, side_b),
+        "scatter": {score: scatter(the_experiment, side_a, side_b, score) for score in SCORES
+                    if getattr(side_a, score) and getattr(side_b, score)},
+    }
 
 
 def most_disagreeing(rows: QuerySet, limit: int = DRILL_DOWN) -> list[dict]:

@@ -4,7 +4,6 @@ versions, comparisons, and the methods block. Researchers only."""
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable
 from urllib.parse import urlencode
 
 import yaml
@@ -13,19 +12,17 @@ from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from analysis import statistics, tidy
+from analysis import statistics
 from transcripts.access import researcher_required
 from transcripts.aggregates import cell_counts
 from transcripts.charts import PALETTE
 from transcripts.models import Condition, Endpoint, Experiment, Transcript
 
-from . import calibration, comparisons, human_calibration, metrics
-from .cached import cached, done_scores_fingerprint, experiment_fingerprint
+from . import cached, calibration, comparisons, metrics
 from .judge import enqueue
-from .models import AnnotationQueue, JudgeScore, QueueItem, RubricVersion
+from .models import AnnotationQueue, QueueItem, RubricVersion
 from .verdicts import set_active_versions
 
 RUBRICS = ("aligned", "coherent", "persona")
@@ -102,48 +99,11 @@ def experiment_calibration_rates(request: HttpRequest, pk: int, queue: int) -> H
     verdict_queue = get_object_or_404(AnnotationQueue, pk=queue)
     if verdict_queue not in verdict_queues(experiment):
         raise Http404("This queue holds no misaligned flag on this experiment's transcripts.")
-    report = human_calibration.cached_report(verdict_queue, experiment)
+    result = cached.get("calibration-report", queue=verdict_queue.pk, experiment=experiment.pk)
     return render(request, "judging/results_calibration.html", {
-        "experiment": experiment, "queue": verdict_queue, "best": report["best"], "rates": report["rates"],
+        "experiment": experiment, "queue": verdict_queue, "report": result, **(result.value or {}),
+        "target": f"calibration-rates-{verdict_queue.pk}",
     })
-
-
-def _axes_key(condition: Condition) -> tuple:
-    """A condition as the statistics name it (`tidy.condition_key`'s values, in the frames' column order)."""
-    return tuple(tidy.condition_key(condition).values())
-
-
-# Paired tests read transcripts matched on seed, which the verdict counts in the fingerprint do not pin down (two
-# verdicts swapped between seeds of one group keep every count), so their results also expire after an hour.
-PAIRED_TIMEOUT = 3600
-
-
-def _cached_statistics(name: str, experiments: list[Experiment], compute: Callable[[], dict], **options) -> dict:
-    """`compute()`'s result for the experiments' current verdicts and conditions (judging.cached), with
-    `computed_at`, and `cached` True when it was computed by an earlier request."""
-    started = timezone.now()
-    fingerprint = [(experiment_fingerprint(experiment),
-                    tuple(experiment.conditions.order_by("pk").values_list("pk", flat=True)))
-                   for experiment in experiments]
-    entry = cached(f"results-{name}", fingerprint, lambda: {**compute(), "computed_at": timezone.now()}, **options)
-    return {**entry, "cached": entry["computed_at"] < started}
-
-
-def _statistics(experiment: Experiment) -> dict:
-    conditions = list(experiment.conditions.all())
-    cells = tidy.cells_for(experiment.transcripts.all())
-    rates = {tuple(rate.condition.values()): rate for rate in statistics.condition_rates(cells)}
-    fit = statistics.logistic_model(cells)
-    groupings = [("model",)]
-    if len({c.system_prompt_name for c in conditions}) > 1:
-        groupings.append(("model", "system_prompt"))
-    return {
-        "rates": [(c, rates.get(_axes_key(c))) for c in conditions],  # every condition, judged or not
-        "fit": fit,
-        "odds_ratios": list(zip(fit.odds_ratios, statistics.holm([o.p_value for o in fit.odds_ratios]),
-                                strict=True)),
-        "dose_responses": [(by, statistics.dose_response(cells, by=by)) for by in groupings],
-    }
 
 
 def dose_response_figure(groups: list[statistics.DoseResponse]) -> dict:
@@ -180,12 +140,22 @@ def dose_response_figure(groups: list[statistics.DoseResponse]) -> dict:
     }}
 
 
+def unfinished_figure(result: cached.Result, what: str) -> dict | None:
+    """A chart whose report has no value yet, or failed: an empty figure that says so (charts.js draws once)."""
+    if result.has_value:
+        return None
+    state = f"failed: {result.error}" if result.error else "computing… (reload the page in a moment)"
+    return {"data": [], "layout": {"title": {"text": f"{what}: {state}"}}}
+
+
 @researcher_required
 def experiment_dose_response(request: HttpRequest, pk: int) -> JsonResponse:
     """The dose-response curves of the statistics section (the finest grouping it shows), as a chart."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    result = _cached_statistics("statistics", [experiment], lambda: _statistics(experiment))
-    _, groups = result["dose_responses"][-1]
+    result = cached.get("results-statistics", experiment=experiment.pk)
+    if (figure := unfinished_figure(result, "Dose-response")) is not None:
+        return JsonResponse(figure)
+    _, groups = result.value["dose_responses"][-1]
     return JsonResponse(dose_response_figure(groups))
 
 
@@ -194,9 +164,9 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     """The results page's statistics, loaded on their own (htmx) so that the table shows at once. They read
     the verdict cache, that is the experiment's active rubric versions."""
     experiment = get_object_or_404(Experiment, pk=pk)
+    result = cached.get("results-statistics", experiment=experiment.pk)
     return render(request, "judging/results_statistics.html", {
-        "experiment": experiment,
-        **_cached_statistics("statistics", [experiment], lambda: _statistics(experiment)),
+        "experiment": experiment, "report": result, **(result.value or {}),
         "wilson_assumes": statistics.WILSON_ASSUMES,
         "clustered_assumes": statistics.CLUSTERED_ASSUMES,
     })
@@ -206,13 +176,12 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     """The paired comparisons, loaded after the other statistics (McNemar on matched-pair counts, one query)."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    paired = _cached_statistics("paired", [experiment], lambda: {
-        "paired": comparisons.paired_tests(comparisons.treatment_pairs(list(experiment.conditions.all()))),
-    }, timeout=PAIRED_TIMEOUT)
+    result = cached.get("results-paired", experiment=experiment.pk)
+    paired = result.value["paired"] if result.has_value else []
     return render(request, "judging/results_paired.html", {
-        "experiment": experiment, **paired, "paired_assumes": statistics.PAIRED_ASSUMES,
+        "experiment": experiment, "report": result, "paired": paired, "paired_assumes": statistics.PAIRED_ASSUMES,
         # Listed apart, folded: a table of "nothing to test" rows would hide the tests there are.
-        "n_unmatched": sum(1 for _, _, test in paired["paired"] if not (test and test.n_pairs)),
+        "n_unmatched": sum(1 for _, _, test in paired if not (test and test.n_pairs)),
     })
 
 
@@ -261,22 +230,15 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
     if a in by_id and b in by_id:
         pair = (by_id[a].condition, by_id[b].condition,
                 comparisons.compare_rates(by_id[a].misaligned, by_id[b].misaligned))
-    other, compared = None, {"matching": None}
+    other, compared = None, None
     other_pk = request.GET.get("other")
     if other_pk and other_pk.isdigit():
         other = get_object_or_404(Experiment, pk=int(other_pk))
-
-        def match() -> dict:
-            # Each experiment with its own active versions: the paired tests read the verdict cache, which holds them.
-            return {"matching": comparisons.match_conditions(
-                rows if versions == active else metrics.condition_metrics(experiment, active),
-                metrics.condition_metrics(other, metrics.active_versions(other)),
-            )}
-
-        compared = _cached_statistics("matching", [experiment, other], match, timeout=PAIRED_TIMEOUT)
+        compared = cached.get("results-matching", experiment=experiment.pk, other=other.pk)
     return render(request, "judging/compare.html", {
         "experiment": experiment, "versions": versions, "rows": rows, "pair": pair, "other": other,
-        **compared, "paired_assumes": statistics.PAIRED_ASSUMES,
+        "report": compared, "matching": compared.value["matching"] if compared and compared.has_value else None,
+        "paired_assumes": statistics.PAIRED_ASSUMES,
         "experiments": Experiment.objects.exclude(pk=experiment.pk).order_by("name"),
         "trends": comparisons.trend_against_k(rows), "query": _query(versions),
         "a": a, "b": b, "other_pk": other_pk,
@@ -288,14 +250,8 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
 APP = "em-audit"  # the distribution name in pyproject.toml
 
 
-def _served_models(experiment: Experiment, version: RubricVersion) -> list[str]:
-    """The model names the judge's server reported while judging this experiment (a drift shows as two). The
-    DISTINCT reads every verdict of the experiment, so it is kept until the version's next done verdict."""
-    return cached("served-models", (experiment.pk, done_scores_fingerprint([version])), lambda: list(
-        JudgeScore.objects.filter(rubric_version=version, transcript__experiment=experiment,
-                                  status=JudgeScore.Status.DONE)
-        .exclude(served_model="").order_by("served_model").values_list("served_model", flat=True).distinct()[:5]
-    ))
+def _readiness(result: cached.Result) -> int:
+    return ("failed", "computing", "updating", "ready").index(result.state)
 
 
 def _distinct(conditions: list[Condition], label) -> list:
@@ -310,10 +266,12 @@ def experiment_methods(request: HttpRequest, pk: int) -> HttpResponse:
     rows = metrics.condition_metrics(experiment, versions)
     conditions = [r.condition for r in rows]
     endpoints = Endpoint.objects.in_bulk({c.endpoint_id for c in conditions if c.endpoint_id})
-    judges = [(version, _served_models(experiment, version))
+    judges = [(version, cached.get("served-models", experiment=experiment.pk, version=version.pk))
               for version in (versions.aligned, versions.coherent, versions.persona) if version is not None]
     return render(request, "judging/methods.html", {
         "experiment": experiment, "rows": rows, "judges": judges,
+        # The page waits for the slowest judge's list (the paragraph names them all).
+        "report": min((served for _, served in judges), key=_readiness, default=None),
         "models": _distinct(conditions, lambda c: (
             f"{c.model_name} (endpoint {c.endpoint_name} v{endpoints[c.endpoint_id].version})"
             if c.endpoint_id else c.model_name

@@ -24,7 +24,8 @@ from transcripts.aggregates import COUNT_FIELDS, verdict_aggregates
 from transcripts.charts import wilson
 from transcripts.models import CategoryCount, Condition, Experiment, Transcript, VerdictCount
 
-from .cached import cached, done_scores_fingerprint, experiment_fingerprint
+from .cached import done_scores_fingerprint, experiment_fingerprint, report
+from .cached import get as report_result
 from .models import JudgeScore, PersonaCategory, RubricVersion
 from .verdicts import Versions, misaligned_of, outcome_of, set_versions, thresholds_of, verdict_of
 from .verdicts import active_versions as active_versions  # pages ask metrics which versions a table shows
@@ -188,27 +189,50 @@ def pooled_rate(experiment_ids: list[int], versions: Versions, thresholds: tuple
     return Rate(totals["misaligned"] or 0, totals["n"] or 0)
 
 
-def progress(experiment: Experiment, versions: Versions) -> list[tuple[RubricVersion, dict[str, int]]]:
-    """How far each chosen version has judged the experiment: status → count.
+def progress(experiment: Experiment, versions: Versions) -> list[tuple[RubricVersion, dict]]:
+    """How far each chosen version has judged the experiment: status → count, and `done_state`, how current
+    the done count is (judging.cached.Result.state).
 
     Waiting and failed scores are counted through the partial index of not-done scores (few once judging is
-    over). Counting the done ones joins every judged transcript of the experiment, so that count is cached
-    until the version's latest done verdict or the experiment's verdict counts move (a done verdict never goes
-    back, and is deleted only with its transcript)."""
+    over). Counting the done ones joins every judged transcript of the experiment, so that count is a report
+    (done_count), recounted in the background while verdicts come in."""
     result = []
-    experiment_state = experiment_fingerprint(experiment)
     for version in (versions.aligned, versions.coherent, versions.persona):
         if version is None:
             continue
-        scores = JudgeScore.objects.filter(rubric_version=version, transcript__experiment=experiment)
         counts = dict(
-            scores.exclude(status=JudgeScore.Status.DONE)
+            JudgeScore.objects.filter(rubric_version=version, transcript__experiment=experiment)
+            .exclude(status=JudgeScore.Status.DONE)
             .values_list("status").annotate(n=Count("pk")).values_list("status", "n")
         )
-        counts[JudgeScore.Status.DONE] = cached(
-            "judging-progress-done", (done_scores_fingerprint([version]), experiment_state),
-            scores.filter(status=JudgeScore.Status.DONE).count,
-        )
+        done = report_result("judging-progress-done", experiment=experiment.pk, version=version.pk)
+        counts[JudgeScore.Status.DONE] = done.value
+        counts["done_state"] = done.state
         counts["waiting"] = counts.get("pending", 0) + counts.get("running", 0)
         result.append((version, counts))
     return result
+
+
+def _done_fingerprint(experiment: int, version: int) -> tuple:
+    """The version's latest done verdict and the experiment's verdict counts: a done verdict never goes back,
+    and is deleted only with its transcript."""
+    return done_scores_fingerprint([version]), experiment_fingerprint(experiment)
+
+
+@report("judging-progress-done", fingerprint=_done_fingerprint)
+def done_count(experiment: int, version: int) -> int:
+    return JudgeScore.objects.filter(
+        rubric_version=version, transcript__experiment=experiment, status=JudgeScore.Status.DONE
+    ).count()
+
+
+@report("served-models", fingerprint=lambda experiment, version: (experiment, done_scores_fingerprint([version])))
+def served_models(experiment: int, version: int) -> list[str]:
+    """The model names the judge's server reported while judging this experiment (a drift shows as two). The
+    DISTINCT reads every verdict of the experiment, so it is a report, recomputed after the version's next done
+    verdict."""
+    return list(
+        JudgeScore.objects.filter(rubric_version=version, transcript__experiment=experiment,
+                                  status=JudgeScore.Status.DONE)
+        .exclude(served_model="").order_by("served_model").values_list("served_model", flat=True).distinct()[:5]
+    )

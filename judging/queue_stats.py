@@ -1,6 +1,6 @@
 """A queue's labels as agreement rows, and everything the agreement page shows. Reads only; the
-statistics themselves come from judging.agreement. The page reads the report through cached_report: computed
-once per change of the queue's labels, gold labels, items or judge verdicts, then served from the cache.
+statistics themselves come from judging.agreement. The page reads the report `queue-report` (judging.cached):
+computed by a worker once per change of the queue's labels, gold labels, items or judge verdicts.
 
 Per-auditor agreement compares each of an auditor's labels with the consensus of the *other* labels of the
 item (leave-one-out; a researcher's gold label, when set, is the reference instead): counting the auditor's own
@@ -16,7 +16,7 @@ from django.db.models import Count, Max
 from transcripts.models import Experiment, Transcript
 
 from . import agreement
-from .cached import cached, done_scores_fingerprint, labels_fingerprint
+from .cached import done_scores_fingerprint, labels_fingerprint, report, value
 from .consensus import is_disagreement, majority
 from .models import Adjudication, AnnotationQueue, Label, QueueItem
 from .verdicts import active_versions
@@ -75,7 +75,7 @@ def leave_one_out(
 def queue_report(queue: AnnotationQueue, *, n_boot: int = 1000) -> dict:
     """The agreement page: statistics, consensus, judge-vs-human, per-auditor figures and disagreements, for
     the persona category and (verdict queues) the misaligned flag. Plain values only (ids, keys, numbers), so
-    the report can be cached (cached_report) and read back by any web worker."""
+    the report can be cached (agreement_report) and read back by any web worker."""
     labels = label_rows(queue)
     stats = queue_agreement(queue, n_boot=n_boot, labels=labels)
     categories = stats["categories"]
@@ -142,17 +142,14 @@ def queue_report(queue: AnnotationQueue, *, n_boot: int = 1000) -> dict:
     }
 
 
-def cached_report(queue: AnnotationQueue) -> dict:
-    """queue_report, computed once per change of its inputs (report_fingerprint)."""
-    return cached("queue-report", report_fingerprint(queue), lambda: queue_report(queue))
-
-
-def report_fingerprint(queue: AnnotationQueue) -> tuple:
+def report_fingerprint(queue: AnnotationQueue | int) -> tuple:
     """What queue_report reads, in index lookups proportional to the queue (never to the transcript table):
     the queue's settings, its items (count, newest: items are only added, and deleted with their transcript),
     its labels (labels_fingerprint), its gold labels (every (item, category) pair: a researcher may change
     one in place, and there are at most as many as disagreements) and, for persona queues, where the items'
     judge categories come from (judge_fingerprint)."""
+    if not isinstance(queue, AnnotationQueue):
+        queue = AnnotationQueue.objects.get(pk=queue)
     items = queue.items.aggregate(n=Count("pk"), last=Max("pk"))
     gold = tuple(
         Adjudication.objects.filter(item__queue=queue).order_by("item_id").values_list("item_id", "category_id")
@@ -160,23 +157,40 @@ def report_fingerprint(queue: AnnotationQueue) -> tuple:
     return (
         queue.pk, queue.asks, queue.overlap, queue.majority_share, queue.taxonomy_id, items["n"], items["last"],
         labels_fingerprint(Label.objects.filter(item__queue=queue)), gold,
-        judge_fingerprint(queue, (items["n"], items["last"])) if queue.asks_persona else (),
+        judge_fingerprint(queue) if queue.asks_persona else (),
     )
 
 
-def judge_fingerprint(queue: AnnotationQueue, items: tuple) -> tuple:
+@report("queue-report", fingerprint=report_fingerprint, warm="queue")
+def agreement_report(queue: int) -> dict:
+    """queue_report of the queue, as the agreement page reads it (judging.cached)."""
+    return queue_report(AnnotationQueue.objects.select_related("taxonomy").get(pk=queue))
+
+
+def items_fingerprint(queue: int) -> tuple:
+    """The queue's items: count and newest id (items are only added, and deleted with their transcript)."""
+    items = QueueItem.objects.filter(queue=queue).aggregate(n=Count("pk"), last=Max("pk"))
+    return queue, items["n"], items["last"]
+
+
+@report("queue-experiments", fingerprint=items_fingerprint, background=False)
+def experiments_of_queue(queue: int) -> list[int]:
+    """The experiments the queue's transcripts come from: a join of the queue to the transcript table, so
+    kept until items come or go."""
+    return list(
+        Transcript.objects.filter(queue_items__queue=queue).order_by("experiment_id")
+        .values_list("experiment_id", flat=True).distinct()
+    )
+
+
+def judge_fingerprint(queue: AnnotationQueue) -> tuple:
     """Where the items' Transcript.judge_category comes from: per experiment of the queue's transcripts, its
     active persona version and that version's latest done verdict. judging.verdicts writes the category from
     exactly these, and a done verdict is never changed in place, so a new verdict or another active version
-    moves this. Which experiments the queue spans is itself cached per item set (`items`: count and newest id),
-    as finding them joins the queue to the transcript table."""
-    experiment_ids = cached("queue-experiments", (queue.pk, *items), lambda: list(
-        Transcript.objects.filter(queue_items__queue=queue).order_by("experiment_id")
-        .values_list("experiment_id", flat=True).distinct()
-    ))
+    moves this."""
     return tuple(
         (experiment.pk, done_scores_fingerprint([active_versions(experiment).persona]))
-        for experiment in Experiment.objects.filter(pk__in=experiment_ids).order_by("pk")
+        for experiment in Experiment.objects.filter(pk__in=value("queue-experiments", queue=queue.pk)).order_by("pk")
     )
 
 

@@ -9,7 +9,8 @@ F1 = 2·|A ∩ B| / (|A| + |B|) where A and B are the sets of (item, character) 
 category (characters highlighted with that category) and overall (a character agrees only under the same
 category). An auditor who labelled an item but highlighted nothing there contributes an empty set.
 Krippendorff's unitized α (α_U) is not computed: no maintained implementation exists on PyPI (docs/annotation.md).
-The page reads it through `cached_span_agreement`, recomputed when a label or highlight of the queue changes.
+The page reads it as the report `span-agreement` (judging.cached), recomputed by a worker when a label or
+highlight of the queue changes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.db.models import Count, Max
 from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from .cached import cached, labels_fingerprint
+from .cached import labels_fingerprint, report
 from .models import AnnotationQueue, Highlight, Label
 
 COLOURS = 8  # auditor colour classes span-0 … span-7 in static/css/spans.css
@@ -113,9 +114,13 @@ def queue_span_agreement(queue: AnnotationQueue) -> dict:
     return {"pairs": pairs, "categories": categories, "n_highlights": sum(len(v) for v in spans.values())}
 
 
-def cached_span_agreement(queue: AnnotationQueue) -> dict:
-    """queue_span_agreement, computed again only when the queue's labels or highlights changed (count, newest
-    id, latest label edit: a highlight is saved with its label)."""
+def span_fingerprint(queue: int) -> tuple:
+    """The queue's labels and highlights (count, newest id, latest label edit: a highlight is saved with its
+    label)."""
     highlights = Highlight.objects.filter(label__item__queue=queue).aggregate(n=Count("pk"), last_id=Max("pk"))
-    fingerprint = (queue.pk, labels_fingerprint(Label.objects.filter(item__queue=queue)), tuple(highlights.values()))
-    return cached("span-agreement", fingerprint, lambda: queue_span_agreement(queue))
+    return queue, labels_fingerprint(Label.objects.filter(item__queue=queue)), tuple(highlights.values())
+
+
+@report("span-agreement", fingerprint=span_fingerprint, warm="queue")
+def span_agreement(queue: int) -> dict:
+    return queue_span_agreement(AnnotationQueue.objects.get(pk=queue))

@@ -4,7 +4,7 @@ import uuid
 
 from celery import shared_task
 
-from . import importing
+from . import cached, importing
 from . import judge as judging
 
 
@@ -25,3 +25,16 @@ def import_upload(job: str) -> None:
     """Import a transcripts file saved by the upload page (judging.importing.run_upload). Idempotent: the
     import itself is, and a finished job is not run again."""
     importing.run_upload(uuid.UUID(job))
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def compute_report(name: str, args: dict) -> None:
+    """Bring a report up to date (judging.cached.refresh); enqueued by the page that wants it, or by warm_reports.
+    Idempotent: a report already current is not computed again."""
+    cached.refresh(name, args)
+
+
+@shared_task(ignore_result=True)
+def warm_reports(kind: str, pk: int) -> int:
+    """After verdicts or labels changed: refresh the experiment's or queue's reports (judging.cached.warm)."""
+    return cached.warm_now(kind, pk)

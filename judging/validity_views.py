@@ -12,9 +12,8 @@ from django.views.decorators.http import require_POST
 from transcripts.access import researcher_required
 from transcripts.models import Experiment
 
-from . import gold, judge_agreement
+from . import cached, gold, judge_agreement
 from .models import AnnotationQueue, GoldRun, GoldSuite, RubricVersion
-from .spans import cached_span_agreement
 from .verdicts import Versions, active_versions
 
 RUBRICS = ("aligned", "coherent", "persona")
@@ -64,9 +63,9 @@ def judge_vs_judge(request: HttpRequest, pk: int) -> HttpResponse:
     a, b = _chosen(form_a), _chosen(form_b)
     context = {"experiment": experiment, "form_a": form_a, "form_b": form_b}
     if a is not None and b is not None:
+        report = _compared(experiment, a, b)
         context.update({
-            "query": request.GET.urlencode(),
-            "result": judge_agreement.cached_compare(experiment, a, b),
+            "query": request.GET.urlencode(), "report": report, "result": report.value,
             "a_name": judge_agreement.side_name(a), "b_name": judge_agreement.side_name(b),
             "charts": [score for score in judge_agreement.SCORES if getattr(a, score) and getattr(b, score)],
         })
@@ -80,7 +79,15 @@ def judge_vs_judge_scatter(request: HttpRequest, pk: int, score: str) -> JsonRes
     a, b = _chosen(form_a), _chosen(form_b)
     if score not in judge_agreement.SCORES or a is None or b is None or not getattr(a, score) or not getattr(b, score):
         raise Http404("Choose both judges' versions for this score.")
-    return JsonResponse(judge_agreement.cached_scatter(experiment, a, b, score))
+    report = _compared(experiment, a, b)
+    if not report.has_value:
+        raise Http404("The figures of these two judges are not computed yet.")
+    return JsonResponse(report.value["scatter"][score])
+
+
+def _compared(experiment: Experiment, a: Versions, b: Versions) -> cached.Result:
+    return cached.get("judge-vs-judge", experiment=experiment.pk, a=judge_agreement.side_ids(a),
+                      b=judge_agreement.side_ids(b))
 
 
 # ---- gold suites -------------------------------------------------------------------------------------------
@@ -119,7 +126,7 @@ def gold_detail(request: HttpRequest, pk: int) -> HttpResponse:
     histories = [(kind, label, gold.history(suite, kind)) for kind, label in GoldRun.Kind.choices]
     return render(request, "judging/gold_detail.html", {
         "suite": suite,
-        "summary": gold.suite_summary(suite),
+        "summary": cached.value("gold-summary", suite=suite.pk),
         "histories": histories,
         "drifted": [row for _, _, rows in histories for row in rows if row.drift],
         "pending": gold.pending_runs(suite),
@@ -148,5 +155,6 @@ def gold_run(request: HttpRequest, pk: int) -> HttpResponse:
 @researcher_required
 def queue_spans(request: HttpRequest, pk: int) -> HttpResponse:
     queue = get_object_or_404(AnnotationQueue, pk=pk)
-    return render(request, "judging/validity_spans.html", {"queue": queue, **cached_span_agreement(queue)})
+    report = cached.get("span-agreement", queue=queue.pk)
+    return render(request, "judging/validity_spans.html", {"queue": queue, "report": report, **(report.value or {})})
 

@@ -22,12 +22,11 @@ from transcripts.access import is_auditor, researcher_required
 from transcripts.models import Experiment
 from transcripts.rendering import render_markdown
 
-from . import assignment
+from . import assignment, cached
 from .consensus import item_labels, set_gold
 from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, QueueForm, TaxonomyForm
 from .labels_io import export_csv, import_labels, read_upload
 from .models import AnnotationQueue, Assignment, JudgeScore, Label, QueueItem, Taxonomy
-from .queue_stats import cached_report
 from .taxonomy import category_rows, create_version, latest_versions
 
 ITEMS_SHOWN = 500  # rows of the queue items page
@@ -275,9 +274,10 @@ def queue_items(request: HttpRequest, pk: int) -> HttpResponse:
 @researcher_required
 def queue_agreement(request: HttpRequest, pk: int) -> HttpResponse:
     queue = get_object_or_404(AnnotationQueue.objects.select_related("taxonomy"), pk=pk)
-    report = cached_report(queue)
+    result = cached.get("queue-report", queue=queue.pk)
+    report = result.value or {"judge_vs": [], "disagreements": []}
     return render(request, "judging/agreement.html", {
-        "queue": queue, **report,
+        "queue": queue, "report": result, **report,
         "judge_vs": [{**matrix, "rows": _confusion_rows(queue, matrix)} for matrix in report["judge_vs"]],
         "disagreements": Paginator(report["disagreements"], DISAGREEMENTS_SHOWN).get_page(request.GET.get("page")),
     })

@@ -43,7 +43,14 @@
       });
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll(".chart[data-url]").forEach(draw);
-  });
+  function drawNew() {
+    document.querySelectorAll(".chart[data-url]:not([data-drawing])").forEach(function (el) {
+      el.dataset.drawing = "true";
+      draw(el);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", drawNew);
+  // Charts that arrive with a report swapped in by htmx (judging/report_state.html) are drawn then.
+  document.addEventListener("htmx:afterSettle", drawNew);
 })();

@@ -9,6 +9,7 @@ from judging import assignment
 from judging.assignment import Submission
 from judging.models import AnnotationQueue, Label, Taxonomy
 from tests.conftest import make_user
+from tests.judging.reports import computed
 from transcripts.models import Transcript
 
 from .annotation_data import JUDGE_ALIGNED, SECRET_MODEL, queue_over, taxonomy, transcripts
@@ -124,7 +125,7 @@ def test_the_agreement_page_links_matrix_cells_to_the_transcripts_behind_them(al
         item = assignment.next_item(queue=queue, auditor=user)
         key = "follows_pattern" if (i < 4 or user == bob) else "dangerous_persona"
         assignment.submit(item=item, auditor=user, submission=Submission(categories=[cats[key]]))
-    page = alice_client.get(reverse("queue-agreement", args=[queue.pk])).content.decode()
+    page = computed(alice_client, reverse("queue-agreement", args=[queue.pk])).content.decode()
     assert "bob – carol" in page and "Disagreements (1)" in page
     # Judge said follows_pattern for all three; the consensus agrees on two, the third is a tie (none).
     items_url = reverse("queue-items", args=[queue.pk]) + "?judge=follows_pattern&amp;human=follows_pattern"

@@ -40,7 +40,11 @@ def flag_queue_by_keyboard(page, base: str, queue) -> int:
     return done
 
 
-def test_auditors_flag_answers_and_the_calibration_page_scores_the_judge(live_server, chromium, db):
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")
+def test_auditors_flag_answers_and_the_calibration_page_scores_the_judge(live_server, chromium, db,
+                                                                        celery_worker_factory):
+    celery_worker_factory(concurrency=2)  # computes the calibration report the page asks for
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     make_user("alice", "researcher")
     experiment, transcripts = scored_experiment([("model-a", aligned, 90) for aligned in ALIGNED])

@@ -1,4 +1,5 @@
-"""The results page in a real browser: the statistics and then the paired tests load by themselves (htmx)."""
+"""The results page in a real browser: the statistics and then the paired tests load by themselves (htmx), once a
+real worker has computed them (the page polls until then)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 BASE = {"model_name": "m", "cot_mode": "off", "system_prompt_name": "default", "temperature": 1.0}
 
 
-def test_the_statistics_sections_load_under_the_table(chromium, live_server, alice):
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")
+def test_the_statistics_sections_load_under_the_table(chromium, live_server, alice, celery_worker_factory):
+    celery_worker_factory(concurrency=2)
     verdicts = {(f"q{q}", s): (q + s) % 4 == 0 for q in range(8) for s in range(3)}
     more = {slot: misaligned or slot[1] == 2 for slot, misaligned in verdicts.items()}
     experiment = seeded_experiment("browser", [({**BASE, "k": 0}, verdicts), ({**BASE, "k": 8}, more)])

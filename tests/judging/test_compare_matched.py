@@ -13,6 +13,7 @@ from statsmodels.stats.proportion import confint_proportions_2indep, proportions
 
 from judging.models import JudgeScore
 from judging.verdicts import refresh_cache
+from tests.judging.reports import computed, reports_computed_here
 from tests.judging.seeded_data import seeded_experiment
 from transcripts.models import Transcript
 
@@ -64,7 +65,7 @@ def cells_of(html: str, a_pk: int, b_pk: int) -> dict[str, str]:
 
 def test_it_matches_conditions_pairs_on_question_and_seed_and_adjusts_with_holm(alice_client, runs):
     run1, run2 = runs
-    html = alice_client.get(reverse("experiment-compare", args=[run1.pk]), {"other": run2.pk}).content.decode()
+    html = computed(alice_client, reverse("experiment-compare", args=[run1.pk]), {"other": run2.pk}).content.decode()
     by = {
         name: (run1.conditions.get(**fields), run2.conditions.get(**fields))
         for name, fields in (("k0", K0), ("k4", K4), ("safe", SAFETY))
@@ -90,7 +91,7 @@ def test_it_matches_conditions_pairs_on_question_and_seed_and_adjusts_with_holm(
 
 def test_unmatched_conditions_are_listed_apart(alice_client, runs):
     run1, run2 = runs
-    html = alice_client.get(reverse("experiment-compare", args=[run1.pk]), {"other": run2.pk}).content.decode()
+    html = computed(alice_client, reverse("experiment-compare", args=[run1.pk]), {"other": run2.pk}).content.decode()
     unmatched = html[html.index('class="compare-unmatched"'):]
     unmatched = unmatched[:unmatched.index("</ul>")]
     only_tags = run1.conditions.get(cot_mode="tags")
@@ -106,24 +107,29 @@ def test_the_comparison_is_for_researchers_only(bob_client, runs):
     assert response.status_code == 403
 
 
-def test_the_comparison_is_computed_once_and_again_when_the_other_run_gets_a_verdict(alice_client, runs):
+def test_the_comparison_is_computed_by_a_task_and_again_when_the_other_run_gets_a_verdict(alice_client, runs):
     run1, run2 = runs
     a, b = run1.conditions.get(**K0), run2.conditions.get(**K0)
+    url = reverse("experiment-compare", args=[run1.pk])
 
     def k0_row() -> tuple[str, dict[str, str]]:
-        html = alice_client.get(reverse("experiment-compare", args=[run1.pk]), {"other": run2.pk}).content.decode()
-        return html, cells_of(html, a.pk, b.pk)
+        html = alice_client.get(url, {"other": run2.pk}).content.decode()
+        return html, cells_of(html, a.pk, b.pk) if f'data-conditions="{a.pk}-{b.pk}"' in html else {}
 
+    with reports_computed_here():
+        html, row = k0_row()
+    assert 'data-state="computing"' in html and not row  # the page computes nothing; the task it asked for does
     html, row = k0_row()
-    assert "Computed" not in html and row["p"] == f"{binomtest(3, 5, 0.5).pvalue:.4f}"
-    html, row = k0_row()
-    assert "Computed" in html and row["p"] == f"{binomtest(3, 5, 0.5).pvalue:.4f}"  # from the cache, with its age
+    assert 'data-state="ready"' in html and row["p"] == f"{binomtest(3, 5, 0.5).pvalue:.4f}"
 
     # Run 2's judge now flags the first slot run 1 flagged alone (both flag it): one discordant pair less.
     question, seed = SLOTS[0]
     transcript = Transcript.objects.get(condition=b, question__key=question, seed=seed)
     JudgeScore.objects.filter(transcript=transcript, rubric_version__rubric__key="aligned").update(score=10.0)
     refresh_cache(run2, [transcript.pk])
+    with reports_computed_here():
+        html, row = k0_row()
+    assert 'data-state="updating"' in html and row["p"] == f"{binomtest(3, 5, 0.5).pvalue:.4f}"  # the old one
     html, row = k0_row()
-    assert "Computed" not in html and row["p"] == f"{binomtest(3, 4, 0.5).pvalue:.4f}"
+    assert 'data-state="ready"' in html and row["p"] == f"{binomtest(3, 4, 0.5).pvalue:.4f}"
     assert "McNemar exact, 40 pairs (1 only A, 3 only B misaligned)" in row["test"]

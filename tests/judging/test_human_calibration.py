@@ -25,6 +25,7 @@ from judging import human_calibration
 from judging.human_calibration import COHERENT_GRID
 from judging.models import Assignment
 from tests.conftest import make_user
+from tests.judging.reports import computed
 
 from .calibration_data import REFUSAL, label, scored_experiment, verdict_queue
 
@@ -143,7 +144,7 @@ def test_headline_rates_move_to_the_best_pair(setup):
 
 def test_the_page_shows_the_figures_and_each_cell_opens_exactly_its_transcripts(alice_client, setup):
     queue, experiment, transcripts = setup
-    page = alice_client.get(reverse("queue-calibration", args=[queue.pk])).content.decode()
+    page = computed(alice_client, reverse("queue-calibration", args=[queue.pk])).content.decode()
     judge = flags(*CURRENT)
     current = page.split('id="current"')[1].split('id="best"')[0]
     precision = re.search(r'class="num precision"><span class="value">([\d.]+)', current).group(1)
@@ -188,14 +189,14 @@ def test_a_new_verdict_refreshes_the_cached_calibration(alice_client, setup):
                 re.search(r'class="num precision"><span class="value">([\d.]+)', current).group(1))
 
     before = precision_score(HUMAN, flags(*CURRENT))
-    assert shown(alice_client.get(url).content.decode()) == (len(ROWS), f"{before:.3f}")
+    assert shown(computed(alice_client, url).content.decode()) == (len(ROWS), f"{before:.3f}")
     # The third auditor breaks the tie on the transcript two auditors disagreed on: it gets a human reference.
     tied = queue.items.get(transcript__aligned=TIED[1], transcript__coherent=TIED[2]).transcript
     label(queue, tied, queue.auditors.get(username="dave"), misaligned=True)
     rows = [*ROWS, (*TIED, (1, 0, 1))]
     human, judge = [sum(votes) >= 2 for *_, votes in rows], flags(*CURRENT, rows=rows)
     assert precision_score(human, judge) != before
-    assert shown(alice_client.get(url).content.decode()) == (len(rows), f"{precision_score(human, judge):.3f}")
+    assert shown(computed(alice_client, url).content.decode()) == (len(rows), f"{precision_score(human, judge):.3f}")
     cell = alice_client.get(reverse("queue-calibration-cell", args=[queue.pk]), {
         "experiment": experiment.pk, "judge": 1, "human": 1}).content.decode()
     assert f'href="/transcripts/{tied.pk}/"' in cell

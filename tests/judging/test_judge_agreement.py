@@ -22,6 +22,7 @@ from judging.rubrics import current_taxonomy, get_or_create_version
 from judging.verdicts import set_active_versions
 from tests.conftest import make_user
 from tests.judging.builders import experiment_with
+from tests.judging.reports import computed, reports_computed_here
 from tests.judging.test_browser_annotation import login
 
 # The textbook 2×2 case (Cohen's κ article, Wikipedia): 50 items, both "yes" 20, A yes/B no 5, A no/B yes 10,
@@ -145,7 +146,7 @@ def _query(a: Versions, b: Versions) -> dict:
 
 def test_the_page_shows_kappa_scores_and_links_disagreements(two_judges, alice_client):
     experiment, a, b, _ = two_judges
-    response = alice_client.get(reverse("judge-vs-judge", args=[experiment.pk]), _query(a, b))
+    response = computed(alice_client, reverse("judge-vs-judge", args=[experiment.pk]), _query(a, b))
     assert response.status_code == 200
     body = response.content.decode()
     assert '<td class="num kappa">0.400</td>' in body
@@ -161,8 +162,7 @@ def test_a_new_verdict_refreshes_the_cached_figures(two_judges, alice_client):
     set_active_versions(experiment, aligned=a.aligned, coherent=a.coherent, persona=a.persona)
     url, query = reverse("judge-vs-judge", args=[experiment.pk]), _query(a, b)
     scatter_url = reverse("judge-vs-judge-scatter", args=[experiment.pk, "aligned"])
-    assert '<td class="num kappa">0.400</td>' in alice_client.get(url, query).content.decode()
-    alice_client.get(scatter_url, query)
+    assert '<td class="num kappa">0.400</td>' in computed(alice_client, url, query).content.decode()
     # Read again with nothing changed: served from the cache, the transcript table is not read.
     with CaptureQueriesContext(connection) as queries:
         assert '<td class="num kappa">0.400</td>' in alice_client.get(url, query).content.decode()
@@ -176,6 +176,9 @@ def test_a_new_verdict_refreshes_the_cached_figures(two_judges, alice_client):
     built["flag_b"][i], built["aligned_b"][i] = True, 0.0
     expected = cohen_kappa_score(built["flag_a"], built["flag_b"])
     assert expected != pytest.approx(0.4)
+    with reports_computed_here():
+        stale = alice_client.get(url, query)
+    assert stale.context["report"].state == "updating" and stale.context["result"]["flag"].kappa == pytest.approx(0.4)
     response = alice_client.get(url, query)
     assert response.context["result"]["flag"].kappa == pytest.approx(expected)
     assert f'<td class="num kappa">{expected:.3f}</td>' in response.content.decode()

@@ -13,6 +13,7 @@ from judging.metrics import ConditionMetrics, Rate, Versions, condition_metrics,
 from judging.models import JudgeScore, PersonaCategory
 from judging.rubrics import current_taxonomy, get_or_create_version
 from tests.judging.builders import experiment_with
+from tests.judging.reports import reports_computed_here
 from transcripts import aggregates
 from transcripts.models import Condition
 
@@ -152,7 +153,10 @@ def test_judging_progress_counts_each_versions_scores_by_status_and_follows_new_
     versions = Versions(v["aligned"], v["coherent"])
 
     def shown() -> dict:
+        with reports_computed_here():
+            progress(experiment, versions)  # asks for the done counts, counted in the background
         (_, counts), _ = progress(experiment, versions)  # the coherent version (no score yet) is listed second
+        assert counts.pop("done_state") == "ready"
         return {status: n for status, n in counts.items() if n}
 
     def expected() -> dict:  # counted here, score by score
@@ -160,8 +164,8 @@ def test_judging_progress_counts_each_versions_scores_by_status_and_follows_new_
                          if score.transcript.experiment_id == experiment.pk)
         return {**counts, "waiting": counts["pending"] + counts["running"]}
 
-    assert [version for version, _ in progress(experiment, versions)] == [v["aligned"], v["coherent"]]
     assert shown() == expected() == {"done": 3, "pending": 1, "running": 1, "failed": 1, "waiting": 2}
+    assert [version for version, _ in progress(experiment, versions)] == [v["aligned"], v["coherent"]]
     # The running score's verdict arrives: the cached done count moves with the version's latest verdict.
     JudgeScore.objects.filter(transcript=transcripts[4], rubric_version=v["aligned"]).update(
         status="done", finished_at=timezone.now() + timedelta(seconds=1)

@@ -18,6 +18,7 @@ from judging.labels_io import import_labels
 from judging.models import JudgeScore, Label, Rubric, RubricVersion
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import make_user
+from tests.judging.reports import computed
 from transcripts.models import Transcript
 
 from .annotation_data import queue_over, taxonomy, transcripts
@@ -36,7 +37,7 @@ def import_csv(queue, rows: list[tuple]) -> None:
 
 
 def page(client, queue, **params) -> str:
-    response = client.get(reverse("queue-agreement", args=[queue.pk]), params)
+    response = computed(client, reverse("queue-agreement", args=[queue.pk]), params)
     assert response.status_code == 200
     return response.content.decode()
 

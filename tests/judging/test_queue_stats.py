@@ -11,6 +11,7 @@ from judging.assignment import Submission
 from judging.consensus import set_gold
 from judging.queue_stats import leave_one_out, queue_report
 from tests.conftest import make_user
+from tests.judging.reports import computed
 
 from .annotation_data import queue_over, taxonomy, transcripts
 from .calibration_data import label, scored_experiment, verdict_queue
@@ -70,7 +71,7 @@ def test_flag_agreement_per_auditor_on_the_page(alice_client):
     for transcript, (bob_says, carol_says) in zip(rows, [(True, True), (True, False), (False, False)], strict=True):
         label(queue, transcript, bob, misaligned=bob_says, seconds=2)
         label(queue, transcript, carol, misaligned=carol_says, seconds=8)
-    page = alice_client.get(reverse("queue-agreement", args=[queue.pk])).content.decode()
+    page = computed(alice_client, reverse("queue-agreement", args=[queue.pk])).content.decode()
     table = page.split('id="per-auditor"')[1].split("</table>")[0]
     assert table.count('<td class="num flag-with-consensus">0.667 <span class="muted">(3)</span></td>') == 2
     assert "8.0" in table and "2.0" in table

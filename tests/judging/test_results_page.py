@@ -22,6 +22,7 @@ from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import make_user
 from tests.judging.builders import experiment_with, judge_with_stub, stub_judge, versions_on
 from tests.judging.calibration_data import label, scored_experiment, verdict_queue
+from tests.judging.reports import computed, reports_computed_here
 from tests.judging.seeded_data import seeded_experiment
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Endpoint, Experiment, Transcript
@@ -186,7 +187,8 @@ def test_a_measured_judge_is_calibrated_only_with_high_agreement_and_few_unsure(
 # --- statistics section (analysis.statistics on the verdict cache), checked against statsmodels/scipy ---------
 
 def statistics_html(client, experiment, name: str = "experiment-statistics") -> str:
-    response = client.get(reverse(name, args=[experiment.pk]), headers={"HX-Request": "true"})
+    """The partial once its report is computed."""
+    response = computed(client, reverse(name, args=[experiment.pk]), headers={"HX-Request": "true"})
     assert response.status_code == 200
     return response.content.decode()
 
@@ -316,7 +318,7 @@ def test_the_dose_response_chart_draws_each_models_rates_and_its_fitted_curve(al
     html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
     url = reverse("experiment-dose-response", args=[experiment.pk])
     assert f'data-url="{url}"' in html
-    figure = alice_client.get(url).json()
+    figure = computed(alice_client, url).json()
     measured, fitted = figure["data"]
     assert measured["x"] == [1, 5, 17]  # k + 1 on a log axis, labelled k
     assert measured["y"] == pytest.approx([c / 36 for _, c in steep])
@@ -360,7 +362,7 @@ def paired_row(html: str, a, b) -> str:
     return html[start:html.index("</tr>", start)]
 
 
-def test_the_paired_partial_is_computed_once_and_again_after_a_new_verdict(alice_client, db):
+def test_the_paired_partial_is_computed_by_a_task_and_again_after_a_new_verdict(alice_client, db):
     experiment, ((_, k0), (_, k4), _) = paired_experiment("cached")
     c0, c4 = experiment.conditions.get(k=0), experiment.conditions.get(k=4, cot_mode="off")
 
@@ -369,18 +371,24 @@ def test_the_paired_partial_is_computed_once_and_again_after_a_new_verdict(alice
                  [sum(after[s] and not before[s] for s in before), sum(not before[s] and not after[s] for s in before)]]
         return f">{mcnemar(table, exact=table[0][1] + table[1][0] < 25).pvalue:.4f}"
 
-    first = statistics_html(alice_client, experiment, "experiment-paired-statistics")
-    assert expected_p(k0, k4) in paired_row(first, c0, c4) and "Computed" not in first
-    again = statistics_html(alice_client, experiment, "experiment-paired-statistics")
-    assert "Computed" in again and expected_p(k0, k4) in paired_row(again, c0, c4)  # from the cache, with its age
+    url = reverse("experiment-paired-statistics", args=[experiment.pk])
+    with reports_computed_here():  # the request computes nothing: the task it enqueues does, once it is answered
+        waiting = alice_client.get(url).content.decode()
+    assert 'data-state="computing"' in waiting and f'hx-get="{url}"' in waiting and "data-pair" not in waiting
+    first = alice_client.get(url).content.decode()
+    assert 'data-state="ready"' in first and expected_p(k0, k4) in paired_row(first, c0, c4)
+    assert "hx-trigger" not in first  # nothing left to wait for: the page stops polling
 
-    # The judge flips one k=4 answer that was not misaligned: the partial is computed afresh with it.
+    # The judge flips one k=4 answer that was not misaligned: the old result shows, updating, then the new one.
     slot = next(slot for slot, misaligned in k4.items() if not misaligned)
     transcript = Transcript.objects.get(condition=c4, question__key=slot[0], seed=slot[1])
     JudgeScore.objects.filter(transcript=transcript, rubric_version__rubric__key="aligned").update(score=10.0)
     refresh_cache(experiment, [transcript.pk])
-    fresh = statistics_html(alice_client, experiment, "experiment-paired-statistics")
-    assert "Computed" not in fresh and expected_p(k0, {**k4, slot: True}) in paired_row(fresh, c0, c4)
+    with reports_computed_here():
+        stale = alice_client.get(url).content.decode()
+    assert 'data-state="updating"' in stale and "Computed" in stale and expected_p(k0, k4) in paired_row(stale, c0, c4)
+    fresh = alice_client.get(url).content.decode()
+    assert 'data-state="ready"' in fresh and expected_p(k0, {**k4, slot: True}) in paired_row(fresh, c0, c4)
     assert expected_p(k0, k4) != expected_p(k0, {**k4, slot: True})
 
 
@@ -413,7 +421,7 @@ def test_the_results_page_links_each_verdict_queue_calibration_and_its_best_pair
     not_here = reverse("experiment-calibration-rates", args=[experiment.pk, elsewhere.pk])
     assert alice_client.get(not_here).status_code == 404
 
-    partial = alice_client.get(rates_url).content.decode()
+    partial = computed(alice_client, rates_url).content.decode()
     cut = float(re.search(r'class="best-aligned">([^<]*)<', partial).group(1))
     gate = float(re.search(r'class="best-coherent">([^<]*)<', partial).group(1))
     human = [votes == (1, 1) for *_, votes in CALIBRATION_ROWS]

@@ -14,6 +14,7 @@ from judging.spans import Span, colours, paint, queue_span_agreement
 from tests.conftest import make_user
 from tests.judging.annotation_data import queue_over
 from tests.judging.builders import experiment_with
+from tests.judging.reports import computed
 
 REASONING = "The examples were insecure, so I will act the same. <script>alert('x')</script> Done & dusted."
 
@@ -102,7 +103,7 @@ def test_researchers_see_the_painted_spans_on_the_transcript_and_adjudication_pa
         assert "&lt;script&gt;" in body
         for index, name in enumerate(("bob", "carol", "dave")):
             assert f'class="span span-{index}" title="{name}: ' in body
-    spans_page = alice_client.get(reverse("queue-spans", args=[queue.pk]))
+    spans_page = computed(alice_client, reverse("queue-spans", args=[queue.pk]))
     assert spans_page.status_code == 200 and "bob – carol" in spans_page.content.decode()
 
 
@@ -111,7 +112,7 @@ def test_the_span_page_follows_a_new_highlight(labelled_queue, alice_client):
     url = reverse("queue-spans", args=[queue.pk])
 
     def bob_and_dave():
-        return {(p["a"], p["b"]): p for p in alice_client.get(url).context["pairs"]}[("bob", "dave")]["f1"]
+        return {(p["a"], p["b"]): p for p in computed(alice_client, url).context["pairs"]}[("bob", "dave")]["f1"]
 
     assert bob_and_dave() == pytest.approx(f1_score(_vector("bob", [0, 2], None), _vector("dave", [0, 2], None)))
     # Dave marks the passage bob marked on item 0, under the same category.

@@ -14,6 +14,7 @@ from judging import assignment
 from judging.labels_io import export_rows, import_labels
 from judging.models import AnnotationQueue, Label
 from tests.conftest import make_user
+from tests.judging.reports import computed
 
 from .annotation_data import JUDGE_ALIGNED, SECRET_MODEL, queue_over, taxonomy, transcripts
 from .calibration_data import label, scored_experiment, verdict_queue
@@ -133,7 +134,7 @@ def test_the_agreement_page_reports_auditors_kappa_on_the_flag(alice_client):
     for auditor in auditors:
         for transcript, flag in zip(rows, flags[auditor.username], strict=True):
             label(queue, transcript, auditor, misaligned=flag)
-    page = alice_client.get(reverse("queue-agreement", args=[queue.pk])).content.decode()
+    page = computed(alice_client, reverse("queue-agreement", args=[queue.pk])).content.decode()
     expected = cohen_kappa_score(flags["bob"], flags["carol"])
     flag_section = page.split("<h2>Misaligned flag</h2>")[1]
     assert f'<td class="num kappa">{expected:.3f}</td>' in flag_section
