@@ -52,9 +52,11 @@ django.setup()
 
 from django.apps import apps  # noqa: E402
 from django.contrib.auth.models import Group, User  # noqa: E402
+from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from judging import importing  # noqa: E402
 from judging.models import AnnotationQueue, JudgeScore, Label, QueueItem, RubricVersion  # noqa: E402
 from transcripts import charts, exporting  # noqa: E402
 from transcripts.filters import encode_cursor  # noqa: E402
@@ -389,6 +391,8 @@ def page_values(clients: dict[str, Client]) -> tuple[dict, dict]:
         ("judges", "score"): ["aligned", "coherent"], ("calibration", "name"): ["roc", "pr"],
         ("calibration", "queue"): queue.pk,
     }
+    # An upload waiting for its import (no worker runs here, so it stays queued): the progress page's state.
+    values[("imports", "job")] = importing.save_upload(SimpleUploadedFile("bench.jsonl", b"{}\n"))
     if gold := apps.get_model("judging", "GoldSuite").objects.order_by("pk").first():
         values[("gold", "pk")] = gold.pk
     pair = f"a-aligned={versions['aligned']}&a-coherent={versions['coherent']}" \
