@@ -11,14 +11,14 @@ from em_site.celery import app
 
 
 @contextmanager
-def reports_computed_here() -> Iterator[None]:
+def reports_computed_here() -> Iterator[list]:
     """Reports enqueued in the block are computed in this process when it ends, by the task's own code (Celery's
-    eager mode: the task runs where it is sent, without broker or worker)."""
+    eager mode: the task runs where it is sent, without broker or worker). Yields the tasks sent (callbacks)."""
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = True
     try:
-        with TestCase.captureOnCommitCallbacks(execute=True):
-            yield
+        with TestCase.captureOnCommitCallbacks(execute=True) as sent:
+            yield sent
     finally:
         app.conf.task_always_eager = eager
 
