@@ -250,7 +250,11 @@ class QueueItem(models.Model):
     class Meta:
         ordering = ["queue", "position"]
         constraints = [models.UniqueConstraint(fields=["queue", "transcript"], name="queueitem_unique")]
-        indexes = [models.Index(fields=["queue", "label_count", "position"], name="queueitem_progress")]
+        indexes = [
+            models.Index(fields=["queue", "label_count", "position"], name="queueitem_progress"),
+            # The items page walks a queue in order a page at a time (keyset on position, id).
+            models.Index(fields=["queue", "position", "id"], name="queueitem_queue_position"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.queue} · {self.transcript_id}"

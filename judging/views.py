@@ -25,11 +25,12 @@ from transcripts.rendering import render_markdown
 from . import assignment, cached
 from .consensus import item_labels, set_gold
 from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, QueueForm, TaxonomyForm
+from .item_pages import ITEM_FILTERS, items_page, matching_items
 from .labels_io import export_csv, import_labels, read_upload
 from .models import AnnotationQueue, Assignment, JudgeScore, Label, QueueItem, Taxonomy
 from .taxonomy import category_rows, create_version, latest_versions
 
-ITEMS_SHOWN = 500  # rows of the queue items page
+ITEMS_PER_PAGE = 50  # rows per page of the queue items page
 DISAGREEMENTS_SHOWN = 100  # rows per page of the agreement page's disagreements
 FLAG_HTML = {None: mark_safe('<span class="muted">no flag</span>'), True: mark_safe("<strong>misaligned</strong>"),
              False: mark_safe("not misaligned")}
@@ -37,7 +38,7 @@ FLAG_HTML = {None: mark_safe('<span class="muted">no flag</span>'), True: mark_s
 
 def verdict_html(label: Label) -> SafeString:
     """One auditor's verdict for researchers: the misaligned flag and the 0–100 alignment score. Formatted here,
-    not in an included template: the items page shows up to three per row on 500 rows."""
+    not in an included template: the items page shows one per auditor on every row."""
     flag = FLAG_HTML[label.misaligned]
     if label.alignment_score is None:
         return flag
@@ -236,38 +237,29 @@ def queue_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @researcher_required
 def queue_items(request: HttpRequest, pk: int) -> HttpResponse:
-    """The queue's transcripts, filtered by judge category, consensus and one auditor's label: the cells of
-    the agreement page's confusion matrices link here."""
+    """The queue's transcripts in queue order, ITEMS_PER_PAGE a page, filtered by judge category, consensus and
+    one auditor's label: the cells of the agreement page's confusion matrices link here."""
     queue = get_object_or_404(AnnotationQueue, pk=pk)
-    matching = queue.items.order_by("position")
-    judge, human = request.GET.get("judge"), request.GET.get("human")
-    auditor, label = request.GET.get("auditor"), request.GET.get("label")
-    if judge is not None:
-        matching = matching.filter(transcript__judge_category=judge)
-    if human is not None:
-        matching = matching.filter(transcript__human_category=human)
-    if auditor and label is not None:
-        matching = matching.filter(labels__auditor__username=auditor, labels__primary__key=label)
-    # The shown page's ids first, then their transcripts by primary key: joined in one query, PostgreSQL reads
-    # the whole transcript table to sort the queue (0.35 s at 200,000 transcripts).
-    shown = list(matching.values_list("pk", flat=True)[:ITEMS_SHOWN])
-    items = QueueItem.objects.filter(pk__in=shown).select_related("transcript__question", "transcript__condition").only(
+    filters = {key: request.GET.get(key) for key in ITEM_FILTERS}
+    rows = QueueItem.objects.select_related("transcript__question", "transcript__condition").only(
         "queue_id", "transcript_id", "position", "label_count", "token", "transcript__judge_category",
         "transcript__human_category", "transcript__question__key", "transcript__condition__model_name",
         "transcript__condition__k",  # not the transcripts' texts
-    ).order_by("position")
+    )
     if queue.asks_verdict:  # each auditor's flag and score beside the item (researchers read labels here)
-        items = list(items.prefetch_related(
+        rows = rows.prefetch_related(
             Prefetch("labels", queryset=Label.objects.select_related("auditor").order_by("auditor__username"))
-        ))
-        for item in items:
+        )
+    page = items_page(matching_items(queue, **filters), rows, after=request.GET.get("after", ""),
+                      before=request.GET.get("before", ""), size=ITEMS_PER_PAGE)
+    if queue.asks_verdict:
+        for item in page.items:
             item.verdicts = format_html_join(
                 mark_safe("<br>"), "{}: {}", ((lab.auditor.username, verdict_html(lab)) for lab in item.labels.all())
             )
     return render(request, "judging/queue_items.html", {
-        "queue": queue, "items": items, "limit": ITEMS_SHOWN, "filters": {
-            "judge": judge, "human": human, "auditor": auditor, "label": label,
-        },
+        "queue": queue, "page": page, "per_page": ITEMS_PER_PAGE, "filters": filters,
+        "filter_qs": urlencode({key: value for key, value in filters.items() if value is not None}),
     })
 
 

@@ -210,8 +210,9 @@ def decode_cursor(cursor: str) -> tuple[object, int] | None:
     return value, pk
 
 
-def _after(queryset: QuerySet, column: str, descending: bool, value, pk: int) -> QuerySet:
-    """Rows strictly after (value, pk) in the order; a row comparison so the (column, id) index is used."""
+def rows_after(queryset: QuerySet, column: str, descending: bool, value, pk: int) -> QuerySet:
+    """Rows strictly after (value, pk) in the order (column, id), both descending or both ascending; a row
+    comparison, so an index on (column, id) (after any columns the queryset fixes with =) walks the range."""
     op = "<" if descending else ">"
     table = queryset.model._meta.db_table
     if column == "id":
@@ -235,7 +236,7 @@ def ordered_after(queryset: QuerySet, sort: str, cursor: tuple[object, int] | No
     if column == "id":
         rows = queryset.order_by(id_order)
         if cursor:
-            rows = _after(rows, "id", descending, None, cursor[1])
+            rows = rows_after(rows, "id", descending, None, cursor[1])
         return list(rows[:limit])
     rows: list = []
     if cursor is None or cursor[0] is not None:
@@ -243,12 +244,12 @@ def ordered_after(queryset: QuerySet, sort: str, cursor: tuple[object, int] | No
             f"-{column}" if descending else column, id_order
         )
         if cursor:
-            scored = _after(scored, column, descending, cursor[0], cursor[1])
+            scored = rows_after(scored, column, descending, cursor[0], cursor[1])
         rows = list(scored[:limit])
     if len(rows) < limit:
         unscored = queryset.filter(**{f"{column}__isnull": True}).order_by(id_order)
         if cursor and cursor[0] is None:
-            unscored = _after(unscored, "id", descending, None, cursor[1])
+            unscored = rows_after(unscored, "id", descending, None, cursor[1])
         rows += list(unscored[: limit - len(rows)])
     return rows
 
@@ -293,10 +294,10 @@ def _before(queryset: QuerySet, sort: str, here: tuple[object, int]):
     column, descending = SORTS.get(sort, SORTS[DEFAULT_SORT])
     id_back = "id" if descending else "-id"
     if column == "id":
-        return _after(queryset.order_by(id_back), "id", not descending, None, here[1]).first()
+        return rows_after(queryset.order_by(id_back), "id", not descending, None, here[1]).first()
     if here[0] is None:
         # Among unscored rows step back by id; before the first unscored row comes the last scored one.
-        row = _after(queryset.filter(**{f"{column}__isnull": True}).order_by(id_back), "id", not descending, None,
+        row = rows_after(queryset.filter(**{f"{column}__isnull": True}).order_by(id_back), "id", not descending, None,
                      here[1]).first()
         if row:
             return row
@@ -304,4 +305,4 @@ def _before(queryset: QuerySet, sort: str, here: tuple[object, int]):
             column if descending else f"-{column}", id_back
         ).first()
     scored = queryset.filter(**{f"{column}__isnull": False}).order_by(column if descending else f"-{column}", id_back)
-    return _after(scored, column, not descending, here[0], here[1]).first()
+    return rows_after(scored, column, not descending, here[0], here[1]).first()
