@@ -85,6 +85,15 @@ def test_it_runs_end_to_end_on_the_embedded_default(tmp_path):
             return row[0] >= 2
 
         wait_until(demo_transcripts_done, timeout=240, interval=2, message="demo transcripts from the local model")
+
+        # A report is computed by that worker, not the web process, and both read it from the database's cache
+        # table: the page says "computing" until then.
+        with sqlite3.connect(db) as conn:
+            experiment = conn.execute("SELECT min(id) FROM transcripts_experiment").fetchone()[0]
+        statistics = f"{base}/experiments/{experiment}/statistics/"
+        assert 'data-state="ready"' not in opener.open(statistics).read().decode()
+        wait_until(lambda: 'data-state="ready"' in opener.open(statistics).read().decode(), timeout=120,
+                   interval=2, message="the statistics from the embedded worker")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
