@@ -7,6 +7,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django import forms
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -18,7 +19,7 @@ from . import cached, human_calibration
 from .models import AnnotationQueue, Label
 
 CURVES = ("roc", "pr")
-CELL_SHOWN = 500  # transcripts listed for one cell of the 2×2 table (the lowest ids)
+CELL_PER_PAGE = 100  # transcripts a page of one cell of the 2×2 table, in id order
 
 
 class ThresholdsForm(forms.Form):
@@ -123,18 +124,21 @@ def queue_calibration_cell(request: HttpRequest, pk: int) -> HttpResponse:
     coherent = experiment.coherent_threshold if params["coherent"] is None else params["coherent"]
     s = human_calibration.cached_sample(queue, experiment)
     in_cell = human_calibration.cell_transcripts(s, aligned, coherent, judge=params["judge"], human=params["human"])
-    ids = in_cell[:CELL_SHOWN]
-    transcripts = Transcript.objects.filter(pk__in=ids).select_related("question", "condition").only(
+    # The cell's ids are in the cached sample already: a page is a slice of them, counted without a query.
+    page = Paginator(in_cell, CELL_PER_PAGE).get_page(request.GET.get("page"))
+    transcripts = Transcript.objects.filter(pk__in=page.object_list).select_related("question", "condition").only(
         "question__key", "condition__model_name", "condition__k", "aligned", "coherent"  # not the texts
     ).order_by("pk")
     votes: dict[int, list[bool]] = {}
     for transcript_id, flag in Label.objects.filter(
-        item__queue=queue, item__transcript_id__in=ids, misaligned__isnull=False
+        item__queue=queue, item__transcript_id__in=page.object_list, misaligned__isnull=False
     ).values_list("item__transcript_id", "misaligned"):
         votes.setdefault(transcript_id, []).append(flag)
     rows = [{"transcript": t, "misaligned_votes": sum(votes.get(t.pk, [])), "votes": len(votes.get(t.pk, []))}
             for t in transcripts]
+    others = request.GET.copy()  # the page links keep the cell and its thresholds
+    others.pop("page", None)
     return render(request, "judging/calibration_cell.html", {
         "queue": queue, "experiment": experiment, "rows": rows, "aligned": aligned, "coherent": coherent,
-        "judge": params["judge"], "human": params["human"], "total": len(in_cell),
+        "judge": params["judge"], "human": params["human"], "page": page, "cell_qs": others.urlencode(),
     })
