@@ -123,13 +123,18 @@ class JudgeScore(LeasedWork):
         PARSED = "parsed", "parsed from text (no logprobs)"
         IMPORTED = "imported", "imported"
 
-    transcript = models.ForeignKey(Transcript, on_delete=models.CASCADE, related_name="judge_scores")
-    rubric_version = models.ForeignKey(RubricVersion, on_delete=models.PROTECT, related_name="scores")
+    # The foreign keys have no single-column index: judgescore_unique leads with the transcript,
+    # judgescore_version_score with the version, and the few categorised rows are in judgescore_category.
+    # Every index is paid by every score written (an import writes two per transcript).
+    transcript = models.ForeignKey(Transcript, on_delete=models.CASCADE, related_name="judge_scores",
+                                   db_index=False)
+    rubric_version = models.ForeignKey(RubricVersion, on_delete=models.PROTECT, related_name="scores",
+                                       db_index=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True)
     method = models.CharField(max_length=15, choices=Method.choices, blank=True)
     score = models.FloatField(null=True, blank=True)
-    category = models.ForeignKey(PersonaCategory, on_delete=models.PROTECT, null=True, blank=True)
+    category = models.ForeignKey(PersonaCategory, on_delete=models.PROTECT, null=True, blank=True, db_index=False)
     top_logprobs = models.JSONField(null=True, blank=True, help_text="token → logprob of the first token.")
     raw_text = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -140,7 +145,11 @@ class JudgeScore(LeasedWork):
         ]
         indexes = [
             models.Index(fields=["rubric_version", "score"], name="judgescore_version_score"),
-            models.Index(fields=["status", "lease_until"], name="judgescore_status_lease"),
+            # Leases are only looked for among scores not done (claimed, expired), so done ones stay out.
+            models.Index(fields=["status", "lease_until"], condition=~models.Q(status="done"),
+                         name="judgescore_open_lease"),
+            models.Index(fields=["category"], condition=models.Q(category__isnull=False),
+                         name="judgescore_category"),
             # A version's latest done verdict in one index descent: the fingerprint of cached statistics.
             models.Index(fields=["rubric_version", "finished_at"], condition=models.Q(status="done"),
                          name="judgescore_version_done"),

@@ -25,6 +25,7 @@ from judging.rubrics import get_or_create_version
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import wait_until
 from transcripts import aggregates
+from transcripts.filters import filter_transcripts
 from transcripts.importing import ImportFailed, import_questions
 from transcripts.models import (
     CategoryCount,
@@ -455,6 +456,39 @@ def test_a_changed_answer_late_in_a_reimport_leaves_nothing(db, tmp_path):
     summary = import_transcripts(write_jsonl(path, records), chunk_lines=10)
     assert (summary.created, summary.unchanged) == (5, 90)
     assert [t.misaligned for t in Transcript.objects.order_by("id")] == [expected_verdict(r)[1] for r in records]
+
+
+def test_each_line_s_scores_belong_to_its_transcript_and_later_transcripts_get_new_ids(db, tmp_path):
+    """The importer numbers the file's transcripts itself (from the table's sequence) and writes the scores
+    under those numbers: every score must land on its own line's transcript, and rows written after the import,
+    by another import or by generation, must get ids of their own."""
+    records = scored_records(40)
+    import_transcripts(write_jsonl(tmp_path / "run.jsonl", records), chunk_lines=10)
+    stored = list(Transcript.objects.order_by("id").prefetch_related("judge_scores__rubric_version__rubric"))
+    for entry, transcript in zip(records, stored, strict=True):
+        scores = {s.rubric_version.rubric.key: s.score for s in transcript.judge_scores.all()}
+        assert scores == {m: entry[m] for m in ("aligned", "coherent") if m in entry}, entry
+    import_transcripts(write_jsonl(tmp_path / "second.jsonl", [record(experiment="second", sample=s, aligned=50)
+                                                             for s in range(3)]))
+    second = list(Transcript.objects.filter(experiment__name="second").order_by("id").values_list("id", flat=True))
+    assert len(second) == 3 and second[0] > stored[-1].pk
+    condition, question = stored[0].condition, stored[0].question
+    later = Transcript.objects.create(experiment=condition.experiment, condition=condition, question=question,
+                                      sample_index=999)
+    assert later.pk > second[-1]
+    assert JudgeScore.objects.filter(transcript__experiment__name="second").count() == 3
+
+
+def test_search_finds_imported_transcripts_by_their_answer_and_reasoning(db, tmp_path):
+    """Imports put off the full-text index's merging to their end (judging.importing._merge_fulltext): the list's
+    search must find every imported transcript by a word of its answer or its reasoning, the last line too."""
+    records = [record(sample=i, answer=f"Answer {i}.", reasoning="Think.") for i in range(30)]
+    records[3]["answer"] = "Plant a zygomorphic orchid."
+    records[29]["reasoning"] = "The orchids are zygomorphic flowers."
+    import_transcripts(write_jsonl(tmp_path / "run.jsonl", records), chunk_lines=10)
+    found = filter_transcripts({"q": "zygomorphic"}).qs.order_by("sample_index")
+    assert list(found.values_list("sample_index", flat=True)) == [3, 29]
+    assert filter_transcripts({"q": "orchid"}).qs.count() == 2  # stemmed: orchids
 
 
 # --- the upload page: a background import and its progress ------------------------------------
