@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
+from django.apps import apps
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -100,7 +101,10 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
         prompt, prompt_error = [], str(exc)
     else:
         prompt_error = ""
-    items = transcript.queue_items.select_related("queue").prefetch_related("labels__auditor", "labels__primary")
+    # Every queue's labels of the transcript in one query (the label model is `judging`'s, looked up by name).
+    labels = apps.get_model("judging", "Label").objects.filter(item__transcript=transcript).select_related(
+        "auditor", "primary"
+    ).order_by("item__queue", "item__position", "created_at")
     return render(request, "transcripts/transcript_detail.html", {
         "t": transcript,
         "prompt_summary": _prompt_summary(transcript),
@@ -111,7 +115,7 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "scores": transcript.judge_scores.select_related(
             "rubric_version__rubric", "rubric_version__endpoint", "category"
         ).order_by("rubric_version__rubric__key", "-rubric_version__version"),
-        "labels": [label for item in items for label in item.labels.all()],
+        "labels": list(labels),
         "previous_id": previous_id,
         "next_id": next_id,
         "filter_qs": _querystring(request, "after"),

@@ -17,8 +17,10 @@ import django_filters
 from django import forms
 from django.apps import apps
 from django.db import connection
-from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, F, FloatField, Func, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
+from django.db.models.lookups import GreaterThan, LessThan
 
 from .models import Condition, CotMode, Experiment, Question, Transcript
 
@@ -210,22 +212,25 @@ def decode_cursor(cursor: str) -> tuple[object, int] | None:
     return value, pk
 
 
+class _RowValue(Func):
+    """(a, b) as one row value: compared with another, rows order by a then b, and PostgreSQL walks an index on
+    (a, b) through the comparison. Column references, not SQL text: it stays right inside a subquery."""
+
+    template = "(%(expressions)s)"
+    output_field = FloatField()  # never read: the value only appears inside a comparison
+
+
 def rows_after(queryset: QuerySet, column: str, descending: bool, value, pk: int) -> QuerySet:
     """Rows strictly after (value, pk) in the order (column, id), both descending or both ascending; a row
     comparison, so an index on (column, id) (after any columns the queryset fixes with =) walks the range."""
-    op = "<" if descending else ">"
-    table = queryset.model._meta.db_table
     if column == "id":
         return queryset.filter(**{f"pk__{'lt' if descending else 'gt'}": pk})
-    # Column names come from SORTS, values are bound parameters.
-    condition = RawSQL(  # noqa: S611
-        f'("{table}"."{column}", "{table}"."id") {op} (%s, %s)', (value, pk), output_field=BooleanField()
-    )
-    return queryset.filter(condition)
+    beyond = LessThan if descending else GreaterThan
+    return queryset.filter(beyond(_RowValue(F(column), F("id")), _RowValue(Value(value), Value(pk))))
 
 
-def ordered_after(queryset: QuerySet, sort: str, cursor: tuple[object, int] | None, limit: int) -> list:
-    """Up to `limit` rows of `queryset` in `sort` order, strictly after `cursor`.
+def _phases_after(queryset: QuerySet, sort: str, cursor: tuple[object, int] | None) -> list[QuerySet]:
+    """The rows strictly after `cursor` in `sort` order, as ordered querysets to be read one after the other.
 
     Score columns can be NULL (not judged yet): those rows come last, ordered by id. Paging runs in two
     phases (scored rows by (score, id), then unscored rows by id) so each phase is one index range scan;
@@ -235,22 +240,41 @@ def ordered_after(queryset: QuerySet, sort: str, cursor: tuple[object, int] | No
     id_order = "-id" if descending else "id"
     if column == "id":
         rows = queryset.order_by(id_order)
-        if cursor:
-            rows = rows_after(rows, "id", descending, None, cursor[1])
-        return list(rows[:limit])
-    rows: list = []
+        return [rows_after(rows, "id", descending, None, cursor[1]) if cursor else rows]
+    phases = []
     if cursor is None or cursor[0] is not None:
         scored = queryset.filter(**{f"{column}__isnull": False}).order_by(
             f"-{column}" if descending else column, id_order
         )
-        if cursor:
-            scored = rows_after(scored, column, descending, cursor[0], cursor[1])
-        rows = list(scored[:limit])
-    if len(rows) < limit:
-        unscored = queryset.filter(**{f"{column}__isnull": True}).order_by(id_order)
-        if cursor and cursor[0] is None:
-            unscored = rows_after(unscored, "id", descending, None, cursor[1])
-        rows += list(unscored[: limit - len(rows)])
+        phases.append(rows_after(scored, column, descending, *cursor) if cursor else scored)
+    unscored = queryset.filter(**{f"{column}__isnull": True}).order_by(id_order)
+    phases.append(rows_after(unscored, "id", descending, None, cursor[1]) if cursor and cursor[0] is None
+                  else unscored)
+    return phases
+
+
+def _phases_before(queryset: QuerySet, sort: str, here: tuple[object, int]) -> list[QuerySet]:
+    """The rows strictly before `here` in `sort` order, nearest first, as ordered querysets read one after the
+    other. Nulls-last ordering is not symmetric: before an unscored row come the unscored rows with a smaller
+    place by id, then the last scored row; before a scored row, only scored rows."""
+    column, descending = SORTS.get(sort, SORTS[DEFAULT_SORT])
+    id_back = "id" if descending else "-id"
+    if column == "id":
+        return [rows_after(queryset.order_by(id_back), "id", not descending, None, here[1])]
+    scored = queryset.filter(**{f"{column}__isnull": False}).order_by(column if descending else f"-{column}", id_back)
+    if here[0] is None:
+        unscored = queryset.filter(**{f"{column}__isnull": True}).order_by(id_back)
+        return [rows_after(unscored, "id", not descending, None, here[1]), scored]
+    return [rows_after(scored, column, not descending, *here)]
+
+
+def ordered_after(queryset: QuerySet, sort: str, cursor: tuple[object, int] | None, limit: int) -> list:
+    """Up to `limit` rows of `queryset` in `sort` order, strictly after `cursor` (a later phase is read only
+    when the earlier ones ran out)."""
+    rows: list = []
+    for phase in _phases_after(queryset, sort, cursor):
+        if len(rows) < limit:
+            rows += list(phase[: limit - len(rows)])
     return rows
 
 
@@ -279,30 +303,15 @@ def keyset_page(queryset: QuerySet, sort: str, cursor: str, size: int) -> Page:
 
 
 def neighbours(queryset: QuerySet, sort: str, transcript: Transcript) -> tuple[int | None, int | None]:
-    """Ids of the previous and next transcript in the filtered, sorted list (None at either end).
-
-    Nulls-last ordering is not symmetric, so "previous" is found by walking the reversed order with the
-    same two-phase rule only when the current row has a score; rows without one step back by id."""
+    """Ids of the previous and next transcript in the filtered, sorted list (None at either end), in one query:
+    each is the first id of its phases (COALESCE reads a later phase only when the earlier one is empty)."""
     column, _ = SORTS.get(sort, SORTS[DEFAULT_SORT])
     here = (getattr(transcript, column), transcript.pk)
-    after = ordered_after(queryset, sort, here, 1)
-    before = _before(queryset, sort, here)
-    return (before.pk if before else None), (after[0].pk if after else None)
 
+    def first_id(phases: list[QuerySet]):
+        ids = [Subquery(phase.values("pk")[:1]) for phase in phases]
+        return Coalesce(*ids) if len(ids) > 1 else ids[0]
 
-def _before(queryset: QuerySet, sort: str, here: tuple[object, int]):
-    column, descending = SORTS.get(sort, SORTS[DEFAULT_SORT])
-    id_back = "id" if descending else "-id"
-    if column == "id":
-        return rows_after(queryset.order_by(id_back), "id", not descending, None, here[1]).first()
-    if here[0] is None:
-        # Among unscored rows step back by id; before the first unscored row comes the last scored one.
-        row = rows_after(queryset.filter(**{f"{column}__isnull": True}).order_by(id_back), "id", not descending, None,
-                     here[1]).first()
-        if row:
-            return row
-        return queryset.filter(**{f"{column}__isnull": False}).order_by(
-            column if descending else f"-{column}", id_back
-        ).first()
-    scored = queryset.filter(**{f"{column}__isnull": False}).order_by(column if descending else f"-{column}", id_back)
-    return rows_after(scored, column, not descending, here[0], here[1]).first()
+    return Transcript.objects.filter(pk=transcript.pk).values_list(
+        first_id(_phases_before(queryset, sort, here)), first_id(_phases_after(queryset, sort, here))
+    ).get()

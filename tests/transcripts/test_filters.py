@@ -90,6 +90,21 @@ def test_neighbours_follow_the_filtered_order(db):
     assert neighbours(queryset, "-aligned", last) == (ordered[-2], None)
 
 
+@pytest.mark.parametrize("sort", sorted(SORTS))
+def test_every_rows_neighbours_are_the_rows_beside_it_in_the_list(db, sort):
+    """Previous/next on the detail page step through exactly the list's order, across the unscored rows that
+    come last (and back from the first of them to the last scored row)."""
+    corpus = build_corpus()
+    unscored = [t.pk for t in corpus.transcripts if t.condition.model_name == "model-b"][:3]
+    Transcript.objects.filter(pk__in=unscored).update(aligned=None, coherent=None)
+    queryset = filter_transcripts({"model": "model-b"}).qs
+    ordered = [t.pk for t in keyset_page(queryset, sort, "", 100).rows]
+    assert set(unscored) < set(ordered)
+    for i, pk in enumerate(ordered):
+        expected = (ordered[i - 1] if i else None, ordered[i + 1] if i + 1 < len(ordered) else None)
+        assert neighbours(queryset, sort, Transcript.objects.get(pk=pk)) == expected
+
+
 def test_a_tampered_cursor_means_the_first_page():
     assert decode_cursor(encode_cursor(12.5, 7)) == (12.5, 7)
     assert decode_cursor("not-base64!!") is None
