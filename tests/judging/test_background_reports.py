@@ -5,6 +5,7 @@ failure instead of polling forever, and is refreshed ahead of the next view when
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 
@@ -18,7 +19,7 @@ from judging import cached, judge
 from judging.labels_io import import_labels
 from judging.models import JudgeScore
 from judging.verdicts import refresh_cache, set_active_versions
-from tests.conftest import make_user, wait_until
+from tests.conftest import make_user, wait_until, xdist_index
 from tests.judging.annotation_data import queue_over, transcripts
 from tests.judging.builders import experiment_with, stub_endpoint, stub_judge, versions_on
 from tests.judging.reports import reports_computed_here
@@ -83,14 +84,28 @@ def test_twenty_requests_ask_one_task_and_the_page_polls_until_the_workers_resul
     assert rate_shown(page, condition) == "0.250" and "hx-trigger=\"load delay" not in page  # polling stops
 
 
+@pytest.fixture(params=["database", "redis"])
+def shared_cache(request, settings) -> dict:
+    """The cache web and worker share: the default (a table of the test database), or Redis as in production
+    (a database of its own per xdist worker, flushed). Returns the worker's environment for it."""
+    if request.param == "database":
+        return {}
+    base = int(os.environ.get("EM_TEST_REDIS_DB_BASE", "1"))
+    url = f"redis://127.0.0.1:6379/{os.environ.get('EM_TEST_REDIS_CACHE_DB', base + 2 + xdist_index())}"
+    redis.Redis.from_url(url).flushdb()
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    return {"CACHE_URL": url}
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("processes")
-def test_after_a_new_verdict_the_page_shows_the_old_result_with_its_age_then_the_new_one(celery_worker_factory):
+def test_after_a_new_verdict_the_page_shows_the_old_result_with_its_age_then_the_new_one(celery_worker_factory,
+                                                                                         shared_cache):
     experiment = seeded_experiment("updated", [({**BASE, "k": 0}, misaligned(3))])
     condition = experiment.conditions.get()
     url = reverse("experiment-statistics", args=[experiment.pk])
     client = researcher_client()
-    celery_worker_factory(concurrency=2)
+    celery_worker_factory(concurrency=2, env=shared_cache)
     client.get(url)
     wait_until(lambda: 'data-state="ready"' in client.get(url).content.decode(), timeout=60, message="statistics")
 
