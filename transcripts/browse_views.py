@@ -43,6 +43,9 @@ def filter_fields(filterset) -> list[dict]:
         elif isinstance(field, forms.NullBooleanField) or hasattr(field, "choices"):
             if isinstance(field, forms.NullBooleanField):
                 choices = [("", "any"), ("true", "yes"), ("false", "no")]
+            elif isinstance(field, forms.ModelChoiceField):
+                # One plain query: iterating field.choices opens a server-side cursor (three round trips).
+                choices = [("", "any")] + [(str(obj.pk), field.label_from_instance(obj)) for obj in field.queryset]
             else:
                 choices = [("", "any") if value in ("", None) else (str(value), text) for value, text in field.choices]
             current = str(data.get(name, ""))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import django_filters
 from django import forms
@@ -87,6 +89,12 @@ def _category_choices() -> list[tuple[str, str]]:
     return list(seen.items())
 
 
+def _read_once(lists: dict[Callable, list], choices: Callable[[], list]) -> list:
+    if choices not in lists:
+        lists[choices] = choices()
+    return lists[choices]
+
+
 class _StrictNullBooleanField(forms.NullBooleanField):
     """true/false (or 1/0), empty for "either"; anything else is an error, where Django's field would quietly
     read "null" or a typo as "either" and return everything. A text input: Django's select widget would
@@ -139,6 +147,16 @@ class TranscriptFilter(django_filters.FilterSet):
     class Meta:
         model = Transcript
         fields: list[str] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Each choices query runs once per request: validation and the form's <select> both read the choices
+        # (Django calls a choices callable at every read), and both category filters read the same list.
+        lists: dict[Callable, list] = {}
+        for declared in self.filters.values():
+            choices = declared.extra.get("choices")
+            if callable(choices):
+                declared.extra["choices"] = partial(_read_once, lists, choices)
 
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
         data = self.form.cleaned_data

@@ -1,5 +1,7 @@
-"""The transcript page reads every queue's labels of the transcript at once: its queries do not grow with the
-labels or queues, and it lists each label under its auditor."""
+"""What the browser's pages read: the transcript page every queue's labels of the transcript at once, the list
+page each filter's choices once (validation and the form's selects share them)."""
+
+import re
 
 import pytest
 from django.db import connection
@@ -30,3 +32,20 @@ def test_labels_from_several_queues_cost_no_more_queries_than_one(alice_client, 
         shown = [name for name in ("bob", "carol", "dave", "erin") if f"{name}: Adopts a dangerous persona" in html]
         assert shown == (["bob"] if transcript == one else ["bob", "carol", "dave", "erin"])
     assert counts[one.pk] == counts[other.pk]
+
+
+def test_the_list_reads_each_filters_choices_once_and_keeps_the_chosen_ones(alice_client, db):
+    corpus = build_corpus()
+    experiment = corpus.experiment
+    with CaptureQueriesContext(connection) as queries:
+        html = alice_client.get(reverse("transcript-list"), {
+            "experiment": experiment.pk, "model": "model-b", "judge_category": "dangerous_persona",
+        }).content.decode()
+    sql = [query["sql"] for query in queries]
+    assert sum('DISTINCT "transcripts_condition"."model_name"' in q for q in sql) == 1
+    assert sum('FROM "judging_personacategory"' in q for q in sql) == 1  # judge and human persona share it
+    assert not any(q.startswith("DECLARE") for q in sql)  # the experiments' select: no server-side cursor
+    selected = dict(re.findall(r'<select name="(\w+)".*?<option value="([^"]*)" selected>', html))
+    assert selected == {"experiment": str(experiment.pk), "model": "model-b", "judge_category": "dangerous_persona",
+                        **{name: "" for name in selected if name not in ("experiment", "model", "judge_category")}}
+    assert f'<option value="{experiment.pk}" selected>{experiment.name}</option>' in html
