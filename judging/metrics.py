@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.expressions import Expression
@@ -40,7 +41,7 @@ class Rate:
     def value(self) -> float | None:
         return self.count / self.n if self.n else None
 
-    @property
+    @cached_property  # a template reads it up to three times per rate, and tables show hundreds of rates
     def interval(self) -> tuple[float, float] | None:
         """Wilson 95% interval (transcripts.charts.wilson, the one the charts draw)."""
         if not self.n:
