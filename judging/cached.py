@@ -212,7 +212,7 @@ def refresh(name: str, args: dict) -> None:
 
 
 def _subjects(args: dict) -> list[str]:
-    return [f"{SUBJECTS[arg]}:{value}" for arg, value in sorted(args.items()) if arg in SUBJECTS]
+    return [f"{SUBJECTS[arg]}:{pk}" for arg, pk in sorted(args.items()) if arg in SUBJECTS]
 
 
 def _watch(name: str, args: dict) -> None:
