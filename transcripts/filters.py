@@ -47,37 +47,49 @@ CONDITION_FILTERS = {
 }
 
 
-def _distinct(model, field: str) -> list:
-    return list(model.objects.order_by(field).values_list(field, flat=True).distinct())
+# The columns of the small condition and question tables whose distinct values the filter offers as choices; a
+# blank dataset or domain means "none" and is not offered.
+CHOICE_COLUMNS = {
+    Condition: ("model_name", "dataset_name", "k", "system_prompt_name", "temperature"), Question: ("key", "domain"),
+}
+NOT_OFFERED_BLANK = {"dataset_name", "domain"}
 
 
-def _model_choices() -> list[tuple[str, str]]:
-    return [(m, m) for m in _distinct(Condition, "model_name")]
+@dataclass(frozen=True)
+class _Column:
+    """The choices of a filter on one column of CHOICE_COLUMNS (called alone, e.g. by the API schema; a
+    filterset reads them through its _ChoiceLists)."""
+
+    model: type
+    field: str
+
+    def __call__(self) -> list[tuple[str, str]]:
+        return _ChoiceLists().column(self)
 
 
-def _dataset_choices() -> list[tuple[str, str]]:
-    return [(d, d) for d in _distinct(Condition, "dataset_name") if d]
+class _ChoiceLists:
+    """One filterset's choice lists, each read once: Django calls a choices callable at every read (validation
+    and the form's <select> read each list twice), the columns of a table come from one query, and both persona
+    filters share one category list."""
 
+    def __init__(self) -> None:
+        self._tables: dict[type, dict[str, list]] = {}
+        self._lists: dict[Callable, list] = {}
 
-def _k_choices() -> list[tuple[str, str]]:
-    return [(str(k), str(k)) for k in _distinct(Condition, "k")]
+    def column(self, column: _Column) -> list[tuple[str, str]]:
+        if column.model not in self._tables:
+            names = CHOICE_COLUMNS[column.model]
+            rows = list(column.model.objects.order_by().values_list(*names).distinct())
+            # Sorted here as ORDER BY sorts them: the database collation is C (code points).
+            self._tables[column.model] = {name: sorted({row[i] for row in rows}) for i, name in enumerate(names)}
+        values = self._tables[column.model][column.field]
+        # str(float) both here and in the charts' links, so a link's temperature is always one of these choices.
+        return [(str(v), str(v)) for v in values if v != "" or column.field not in NOT_OFFERED_BLANK]
 
-
-def _system_prompt_choices() -> list[tuple[str, str]]:
-    return [(name, name) for name in _distinct(Condition, "system_prompt_name")]
-
-
-def _temperature_choices() -> list[tuple[str, str]]:
-    # str(float) both here and in the charts' links, so a link's value is always one of these choices.
-    return [(str(t), str(t)) for t in _distinct(Condition, "temperature")]
-
-
-def _question_choices() -> list[tuple[str, str]]:
-    return [(q, q) for q in _distinct(Question, "key")]
-
-
-def _domain_choices() -> list[tuple[str, str]]:
-    return [(d, d) for d in _distinct(Question, "domain") if d]
+    def once(self, choices: Callable[[], list]) -> list:
+        if choices not in self._lists:
+            self._lists[choices] = choices()
+        return self._lists[choices]
 
 
 def _category_choices() -> list[tuple[str, str]]:
@@ -87,12 +99,6 @@ def _category_choices() -> list[tuple[str, str]]:
     for key, name in category.objects.order_by("position").values_list("key", "name"):
         seen.setdefault(key, name)
     return list(seen.items())
-
-
-def _read_once(lists: dict[Callable, list], choices: Callable[[], list]) -> list:
-    if choices not in lists:
-        lists[choices] = choices()
-    return lists[choices]
 
 
 class _StrictNullBooleanField(forms.NullBooleanField):
@@ -124,16 +130,20 @@ class IntegerFilter(django_filters.NumberFilter):
 
 class TranscriptFilter(django_filters.FilterSet):
     experiment = django_filters.ModelChoiceFilter(queryset=Experiment.objects.all())
-    model = django_filters.ChoiceFilter(choices=_model_choices, method="_by_condition", label="Model")
-    dataset = django_filters.ChoiceFilter(choices=_dataset_choices, method="_by_condition", label="Dataset")
-    k = django_filters.ChoiceFilter(choices=_k_choices, method="_by_condition", label="k (examples)")
+    model = django_filters.ChoiceFilter(choices=_Column(Condition, "model_name"), method="_by_condition", label="Model")
+    dataset = django_filters.ChoiceFilter(
+        choices=_Column(Condition, "dataset_name"), method="_by_condition", label="Dataset"
+    )
+    k = django_filters.ChoiceFilter(choices=_Column(Condition, "k"), method="_by_condition", label="k (examples)")
     cot = django_filters.ChoiceFilter(choices=CotMode.choices, method="_by_condition", label="CoT mode")
     system_prompt = django_filters.ChoiceFilter(
-        choices=_system_prompt_choices, method="_by_condition", label="System prompt"
+        choices=_Column(Condition, "system_prompt_name"), method="_by_condition", label="System prompt"
     )
-    temperature = django_filters.ChoiceFilter(choices=_temperature_choices, method="_by_condition", label="Temperature")
-    question = django_filters.ChoiceFilter(choices=_question_choices, method="_by_question", label="Question")
-    domain = django_filters.ChoiceFilter(choices=_domain_choices, method="_by_question", label="Domain")
+    temperature = django_filters.ChoiceFilter(
+        choices=_Column(Condition, "temperature"), method="_by_condition", label="Temperature"
+    )
+    question = django_filters.ChoiceFilter(choices=_Column(Question, "key"), method="_by_question", label="Question")
+    domain = django_filters.ChoiceFilter(choices=_Column(Question, "domain"), method="_by_question", label="Domain")
     status = django_filters.ChoiceFilter(choices=Transcript.Status.choices)
     misaligned = StrictBooleanFilter()
     counted = StrictBooleanFilter(method="_by_counted", label="Counted in rates")
@@ -150,13 +160,13 @@ class TranscriptFilter(django_filters.FilterSet):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # Each choices query runs once per request: validation and the form's <select> both read the choices
-        # (Django calls a choices callable at every read), and both category filters read the same list.
-        lists: dict[Callable, list] = {}
+        lists = _ChoiceLists()
         for declared in self.filters.values():
             choices = declared.extra.get("choices")
-            if callable(choices):
-                declared.extra["choices"] = partial(_read_once, lists, choices)
+            if isinstance(choices, _Column):
+                declared.extra["choices"] = partial(lists.column, choices)
+            elif callable(choices):
+                declared.extra["choices"] = partial(lists.once, choices)
 
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
         data = self.form.cleaned_data
@@ -164,12 +174,13 @@ class TranscriptFilter(django_filters.FilterSet):
             field: data[name] for name, field in CONDITION_FILTERS.items() if data.get(name) not in (None, "")
         }
         if conditions:
-            ids = list(Condition.objects.filter(**conditions).values_list("pk", flat=True))
+            ids = list(Condition.objects.filter(**conditions).order_by().values_list("pk", flat=True))
             queryset = queryset.filter(condition_id__in=ids)
         questions = {field: data[field] for field in ("question", "domain") if data.get(field)}
         if questions:
             lookups = {"key": questions.get("question"), "domain": questions.get("domain")}
-            ids = list(Question.objects.filter(**{k: v for k, v in lookups.items() if v}).values_list("pk", flat=True))
+            ids = list(Question.objects.filter(**{k: v for k, v in lookups.items() if v}).order_by().values_list(
+                "pk", flat=True))
             queryset = queryset.filter(question_id__in=ids)
         return super().filter_queryset(queryset)
 

@@ -42,10 +42,27 @@ def test_the_list_reads_each_filters_choices_once_and_keeps_the_chosen_ones(alic
             "experiment": experiment.pk, "model": "model-b", "judge_category": "dangerous_persona",
         }).content.decode()
     sql = [query["sql"] for query in queries]
-    assert sum('DISTINCT "transcripts_condition"."model_name"' in q for q in sql) == 1
+    assert sum(q.startswith('SELECT DISTINCT "transcripts_condition"') for q in sql) == 1  # all its choice columns
+    assert sum(q.startswith('SELECT DISTINCT "transcripts_question"') for q in sql) == 1
     assert sum('FROM "judging_personacategory"' in q for q in sql) == 1  # judge and human persona share it
     assert not any(q.startswith("DECLARE") for q in sql)  # the experiments' select: no server-side cursor
     selected = dict(re.findall(r'<select name="(\w+)".*?<option value="([^"]*)" selected>', html))
     assert selected == {"experiment": str(experiment.pk), "model": "model-b", "judge_category": "dangerous_persona",
                         **{name: "" for name in selected if name not in ("experiment", "model", "judge_category")}}
     assert f'<option value="{experiment.pk}" selected>{experiment.name}</option>' in html
+
+
+def test_the_filter_offers_each_columns_values_once_sorted_without_blank_datasets_or_domains(alice_client, db):
+    build_corpus()
+    html = alice_client.get(reverse("transcript-list")).content.decode()
+
+    def options(name: str) -> list[str]:
+        select = re.search(rf'<select name="{name}".*?</select>', html).group(0)
+        return re.findall(r'<option value="([^"]*)"', select)
+
+    assert options("model") == ["", "model-a", "model-b"]
+    assert options("dataset") == ["", "insecure"]  # the k=0 conditions have none: not a choice
+    assert options("k") == ["", "0", "64"]
+    assert options("temperature") == ["", "1.0"]
+    assert options("question") == ["", "i_feel_bored", "quick_buck"]
+    assert options("domain") == ["", "finance", "leisure"]
