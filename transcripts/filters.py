@@ -80,7 +80,7 @@ class _ChoiceLists:
         if column.model not in self._tables:
             names = CHOICE_COLUMNS[column.model]
             rows = list(column.model.objects.order_by().values_list(*names).distinct())
-            # Sorted here as ORDER BY sorts them: the database collation is C (code points).
+            # Sorted by code point (what ORDER BY gives under the C collation this database uses).
             self._tables[column.model] = {name: sorted({row[i] for row in rows}) for i, name in enumerate(names)}
         values = self._tables[column.model][column.field]
         # str(float) both here and in the charts' links, so a link's temperature is always one of these choices.
