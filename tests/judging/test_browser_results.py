@@ -35,4 +35,6 @@ def test_the_statistics_sections_load_under_the_table(chromium, live_server, ali
     k0, k8 = experiment.conditions.order_by("k")
     assert pair.first.get_attribute("data-pair") == f"{k0.pk}-{k8.pk}"
     assert "24" in pair.first.inner_text()  # 8 questions × 3 seeds matched
+    # The dose-response chart came with the statistics (swapped in by htmx) and is drawn then.
+    page.wait_for_selector("#chart-dose-response[data-rendered='true']", timeout=30000)
     context.close()

@@ -315,9 +315,8 @@ def test_the_dose_response_chart_draws_each_models_rates_and_its_fitted_curve(al
     design = sm.add_constant(np.log2(np.array([k for k, _ in steep], dtype=float) + 1))
     fit = sm.GLM(counts, design, family=sm.families.Binomial()).fit()
 
-    html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
     url = reverse("experiment-dose-response", args=[experiment.pk])
-    assert f'data-url="{url}"' in html
+    assert f'data-url="{url}"' in statistics_html(alice_client, experiment)  # drawn once the statistics are there
     figure = computed(alice_client, url).json()
     measured, fitted = figure["data"]
     assert measured["x"] == [1, 5, 17]  # k + 1 on a log axis, labelled k
