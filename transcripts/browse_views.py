@@ -117,7 +117,9 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "answer_html": render_markdown(transcript.answer),
         "scores": transcript.judge_scores.select_related(
             "rubric_version__rubric", "rubric_version__endpoint", "category"
-        ).order_by("rubric_version__rubric__key", "-rubric_version__version"),
+        ).defer("raw_text", "top_logprobs").order_by(  # the judge's whole reply is not shown here
+            "rubric_version__rubric__key", "-rubric_version__version"
+        ),
         "labels": list(labels),
         "previous_id": previous_id,
         "next_id": next_id,
