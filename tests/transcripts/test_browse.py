@@ -3,10 +3,14 @@
 import json
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tests.transcripts.browse_data import build_corpus
+from transcripts import charts
 from transcripts.charts import wilson
+from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db
 
@@ -136,3 +140,15 @@ def test_scatter_samples_when_there_are_too_many_points(alice_client, db, monkey
     # Only 6 rows match, so few random ids hit them: the sample then keeps matching rows by a hash of the id.
     bad = alice_client.get(reverse("chart-data", args=["aligned-vs-coherent"]), {"misaligned": "true"}).json()
     assert 2 <= len(bad["data"][0]["y"]) <= 4 and max(bad["data"][0]["y"]) < 30
+
+
+def test_scatter_page_sample_keeps_the_filter(db):
+    """The page sample (TABLESAMPLE, spliced into the compiled query) keeps the queryset's filter, parameters and
+    limit: every page of this small table read, it returns exactly the matching rows."""
+    build_corpus()
+    rows = Transcript.objects.filter(misaligned=True, aligned__lt=100).order_by().values_list(
+        "aligned", "coherent", "condition_id")
+    with CaptureQueriesContext(connection) as queries:
+        sampled = charts._page_sample(rows[:4], 100.0, seed=1)
+    assert "TABLESAMPLE SYSTEM" in queries[0]["sql"]
+    assert len(sampled) == 4 and set(sampled) <= set(rows) and len(set(rows)) == 6
