@@ -5,6 +5,10 @@ with a bad line near its end.
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/em_bench_import
     .venv/bin/python manage.py migrate && .venv/bin/python bench/importing.py [--rows 1000000]
 
+Before/after: `--baseline DIR --baseline-database URL` first imports the same file with the code in DIR (an
+export of an earlier revision: `git archive REV | tar -x -C DIR`) into that database (migrated and filled by
+that revision), then with this checkout, so both figures come from one run under the same load.
+
 The file is synthetic, shaped like generate_bench_data's rows (3 models × 2 datasets × 4 k × 2 CoT modes,
 48 questions, sentence-pool answers and reasoning, aligned/coherent scores with 5% unjudged). Each import runs
 as a child process, so its peak RSS (os.wait4) is the command's own. Prints rows/s and peak RSS (targets:
@@ -34,6 +38,7 @@ os.environ["DEBUG"] = "false"
 os.environ.setdefault("IMPORT_MAX_BYTES", str(4 * 2**30))
 
 import django  # noqa: E402
+import psycopg  # noqa: E402
 
 django.setup()
 
@@ -46,7 +51,6 @@ from judging.management.commands.generate_bench_data import (  # noqa: E402
     MODELS,
     REASONING,
 )
-from transcripts.models import Transcript  # noqa: E402
 
 TARGET_ROWS_PER_S = 20_000
 TARGET_RSS_MB = 300
@@ -75,12 +79,14 @@ def write_jsonl(path: Path, rows: int, experiment: str, bad_line: int | None = N
             handle.write(json.dumps(record) + "\n")
 
 
-def run_import(path: Path) -> tuple[float, float, int, str]:
-    """(seconds, peak RSS in MB, exit status, stderr's last line) of `manage.py import_transcripts path`."""
+def run_import(path: Path, code: Path = ROOT, database: str | None = None) -> tuple[float, float, int, str]:
+    """(seconds, peak RSS in MB, exit status, stderr's last line) of `manage.py import_transcripts path`, run
+    by the code in `code` against `database` (default: this process's)."""
+    env = {**os.environ, "DATABASE_URL": database or os.environ["DATABASE_URL"]}
     started = time.monotonic()
     child = subprocess.Popen(
         [sys.executable, "manage.py", "import_transcripts", str(path), "--no-progress"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     stderr = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
@@ -90,6 +96,28 @@ def run_import(path: Path) -> tuple[float, float, int, str]:
     return seconds, usage.ru_maxrss / 1024, child.returncode, last  # ru_maxrss is in kB on Linux
 
 
+def transcripts_in(database: str, experiment: str | None = None) -> int:
+    """Transcripts in `database` (of `experiment`, if named)."""
+    with psycopg.connect(database) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM transcripts_transcript t JOIN transcripts_experiment e ON e.id = t.experiment_id "
+            "WHERE %s::text IS NULL OR e.name = %s", [experiment, experiment],
+        ).fetchone()[0]
+
+
+def timed_import(label: str, path: Path, experiment: str, code: Path, database: str) -> float:
+    """Import `path` and print its figures; returns rows/s."""
+    before = transcripts_in(database)
+    seconds, rss, status, last = run_import(path, code, database)
+    if status:
+        sys.exit(f"{label}: the import failed: {last}")
+    stored = transcripts_in(database, experiment)
+    print(f"{label}: {stored:,} transcripts into a table of {before:,} in {seconds:.1f} s = "
+          f"{stored / seconds:,.0f} rows/s (target ≥ {TARGET_ROWS_PER_S:,}); peak RSS {rss:.0f} MB "
+          f"(target ≤ {TARGET_RSS_MB}); load average after: {load()}", flush=True)
+    return stored / seconds
+
+
 def load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -97,27 +125,31 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--baseline", type=Path, help="the code of the revision to compare with")
+    parser.add_argument("--baseline-database", help="DATABASE_URL for the baseline's imports")
     args = parser.parse_args()
+    if bool(args.baseline) != bool(args.baseline_database):
+        parser.error("--baseline and --baseline-database go together")
     run = time.strftime("%Y%m%d-%H%M%S")
+    database = os.environ["DATABASE_URL"]
     with tempfile.TemporaryDirectory(prefix="em_import_bench_") as tmp:
-        good = Path(tmp) / f"bench-import-{run}.jsonl"
-        write_jsonl(good, args.rows, experiment=f"bench-import-{run}")
-        print(f"{args.rows:,} lines, {good.stat().st_size / 2**20:.0f} MB; load average before: {load()}")
-        seconds, rss, status, last = run_import(good)
-        if status:
-            sys.exit(f"the import failed: {last}")
-        stored = Transcript.objects.filter(experiment__name=f"bench-import-{run}").count()
-        print(f"import: {stored:,} transcripts in {seconds:.1f} s = {stored / seconds:,.0f} rows/s "
-              f"(target ≥ {TARGET_ROWS_PER_S:,}); peak RSS {rss:.0f} MB (target ≤ {TARGET_RSS_MB}); "
-              f"load average after: {load()}")
+        experiment = f"bench-import-{run}"
+        good = Path(tmp) / f"{experiment}.jsonl"
+        write_jsonl(good, args.rows, experiment=experiment)
+        print(f"{args.rows:,} lines, {good.stat().st_size / 2**20:.0f} MB; load average before: {load()}", flush=True)
+        if args.baseline:
+            before = timed_import("baseline", good, experiment, args.baseline, args.baseline_database)
+        after = timed_import("this checkout", good, experiment, ROOT, database)
+        if args.baseline:
+            print(f"this checkout / baseline: {after / before:.2f}×")
         good.unlink()
 
-        bad = Path(tmp) / f"bench-import-{run}-bad.jsonl"
+        bad = Path(tmp) / f"{experiment}-bad.jsonl"
         bad_line = args.rows - 1
-        write_jsonl(bad, args.rows, experiment=f"bench-import-{run}-bad", bad_line=bad_line)
-        before = Transcript.objects.count()
+        write_jsonl(bad, args.rows, experiment=f"{experiment}-bad", bad_line=bad_line)
+        before_rows = transcripts_in(database)
         seconds, rss, status, last = run_import(bad)
-        left = Transcript.objects.count() - before
+        left = transcripts_in(database) - before_rows
         print(f"bad line {bad_line:,}: failed={status != 0} after {seconds:.1f} s, peak RSS {rss:.0f} MB, "
               f"rows left {left} (must be 0); load average after: {load()}")
         print(f"  {last}")
