@@ -10,6 +10,7 @@ Serves this checkout and the baseline revision from two gunicorn servers (2 sync
 database and requests each cell on both, alternating, BENCH_REPEAT (20) times after warm-up (the transcript page:
 once per transcript of 50, as bench/dashboard.py does). Prints p50/p95 of both and the ratio of the p95s.
 A deep queue page is the page after the middle of the queue; the baseline has no pages and shows its first 500.
+BENCH_CELLS=detail (a part of the cells' names) measures only the cells whose name contains it.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def main() -> None:
     user.set_password(PASSWORD)
     user.save()
     user.groups.add(Group.objects.get_or_create(name="researcher")[0])
-    found = cells()
+    found = [cell for cell in cells() if os.environ.get("BENCH_CELLS", "") in cell[0]]
     servers = []
     try:
         server, port = start_server(Path(__file__).resolve().parent.parent)
