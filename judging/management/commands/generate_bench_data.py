@@ -99,6 +99,7 @@ class Command(BaseCommand):
             dropped = self._drop_secondary_indexes(cursor, "transcripts_transcript")
             dropped += self._drop_secondary_indexes(cursor, "judging_judgescore")
             _in_parallel(self._transcript_inserts(rows, conditions, question_ids, versions["persona"]))
+            cursor.execute("SELECT setval(pg_get_serial_sequence('transcripts_transcript', 'id'), %s)", [rows])
             self._step("transcripts inserted with their verdict cache")
             _in_parallel(self._score_inserts(versions))
             self._step("judge scores inserted")
@@ -213,6 +214,10 @@ class Command(BaseCommand):
                            f"{len(categories)})] ELSE '' END",
         )
         generated = {
+            # Ids in generation order, as a run numbers them, whichever of the two connections writes the row:
+            # each half fills its own pages, so id order stays the table's physical order (the keyset pages and
+            # the export read in id order).
+            "id": "g + 1",
             "experiment_id": "s.experiment_id", "condition_id": "s.condition_id",
             "question_id": f"({_id_array(question_ids)})[1 + ((g / {n_cond}) %% {n_q})]",
             "sample_index": f"g / ({n_cond} * {n_q})",
@@ -229,8 +234,6 @@ class Command(BaseCommand):
         }
         columns, values, params = [], [], []
         for field in Transcript._meta.concrete_fields:
-            if field.primary_key:
-                continue
             columns.append(field.column)
             if field.column in generated:
                 values.append(generated[field.column])
