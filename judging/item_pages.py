@@ -20,7 +20,7 @@ ITEM_FILTERS = ("judge", "human", "auditor", "label")
 
 
 def matching_items(queue: AnnotationQueue, *, judge: str | None = None, human: str | None = None,
-             auditor: str | None = None, label: str | None = None) -> QuerySet:
+                   auditor: str | None = None, label: str | None = None) -> QuerySet:
     """The queue's items whose transcript the judge put in `judge` and the consensus in `human` (either may be
     "" for none), and that `auditor` (a username) labelled `label` (a category key)."""
     items = queue.items.all()
