@@ -651,7 +651,7 @@ def _number_rows() -> None:
 
 
 def _write_rows(rubric_versions: dict[str, RubricVersion]) -> tuple[int, int]:
-    """Insert the staged rows as done transcripts (in file order) and their imported scores;
+    """Insert the staged rows as done transcripts (their ids in file order) and their imported scores;
     returns (transcripts, scores).
 
     Each transcript is inserted with its verdict cache under the imported scores (a staged metric without a
@@ -674,7 +674,8 @@ def _write_rows(rubric_versions: dict[str, RubricVersion]) -> tuple[int, int]:
         },
         {"status": Transcript.Status.DONE, "finished_at": now, "created_at": now},
         f"{SLOTS} JOIN import_ids n ON n.line = s.line JOIN {experiments} e ON e.id = c.experiment_id "
-        "LEFT JOIN import_paraphrases p ON p.question_id = q.question_id AND p.text = s.question ORDER BY s.line",
+        # No ORDER BY: the ids already follow the file, and sorting the wide rows spilled them all to disk.
+        "LEFT JOIN import_paraphrases p ON p.question_id = q.question_id AND p.text = s.question",
     )
     # JudgeScore.top_logprobs is jsonb on PostgreSQL and JSON text on SQLite.
     json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
