@@ -344,6 +344,8 @@ ELSEWHERE = {"transcripts/", "transcripts/<int:pk>/", "transcripts/export.<str:f
              "api/transcripts/export/"}
 PAGE_TARGET_MS, TARGETS_MS = 300, {"queue-agreement": 1000}
 PAGE_REPEAT = int(os.environ.get("BENCH_PAGE_REPEAT", "20"))
+# Files whose length grows with the data (a queue's labels CSV): measured as rows per second, not one page's time.
+DOWNLOADS, DOWNLOAD_ROWS_PER_SECOND = {"labels-export"}, 20_000
 SLOW_FACTOR = 10  # a first request over 10× its target is reported once, not repeated
 PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>[^)]*\)")
 
@@ -421,6 +423,22 @@ def page_values(clients: dict[str, Client]) -> tuple[dict, dict]:
         "question-results": ["", f"experiment={experiment.pk}"],
     }
     return values, variants
+
+
+def measure_download(label: str, client: Client, path: str) -> None:
+    """Three downloads of the file: rows (lines after the header) per second, the median, against its target."""
+    rates = []
+    for _ in range(3):
+        status, body, ms = fetch(client, path, {})
+        assert status == 200, f"{path}: HTTP {status}"
+        rows = body.count(b"\n") - 1
+        rates.append(rows / (ms / 1000))
+    rate = statistics.median(rates)
+    ok = rate >= DOWNLOAD_ROWS_PER_SECOND
+    print(f"{label:<58} {rows:,} rows: {rate:,.0f} rows/s (≥ {DOWNLOAD_ROWS_PER_SECOND:,}) {'ok' if ok else 'UNDER'}",
+          flush=True)
+    if not ok:
+        RESULTS.append((label, 0, 1, 0))
 
 
 def interleaved(client: Client, baseline: Client | None, path: str, headers: dict,
@@ -513,6 +531,9 @@ def run_pages(clients: dict[str, Client], baseline: dict[str, Client] | None, to
                     continue
                 if status not in (200, 302):
                     missing.append(f"{label}: HTTP {status}")
+                    continue
+                if name in DOWNLOADS:
+                    measure_download(label, clients[role], path + query)
                     continue
                 target = TARGETS_MS.get(name, PAGE_TARGET_MS)
                 if first_ms > SLOW_FACTOR * target:  # not repeated: 20 requests of a minute would take all day
