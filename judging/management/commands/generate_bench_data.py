@@ -193,7 +193,7 @@ class Command(BaseCommand):
 
         The aligned judge's score is low with a probability rising with k and differing per model (the
         misaligned rate's shape) and unsure on one answer in twenty; the coherent judge's is mostly high; the
-        persona judge gives a category to every answer the aligned judge scored below 30."""
+        persona judge gives a category to every answer the aligned judge scored low (below 30)."""
         n_cond, n_q = len(conditions), len(question_ids)
         texts = {"reasoning": _text_array(REASONING), "answer": _text_array(ANSWERS)}
         pick = {name: f"({array})[1 + (random() * {len(pool) - 1})::int]"
@@ -201,16 +201,20 @@ class Command(BaseCommand):
         rates = "ARRAY[" + ",".join(f"{MODELS[c.model_name] + c.k / 256 * 0.15:.4f}" for c in conditions) + "]"
         categories = list(PersonaCategory.objects.filter(taxonomy=persona.taxonomy).order_by("position")
                           .values_list("key", flat=True))
-        draws = f"""SELECT g, ({_id_array(c.pk for c in conditions)})[1 + (g %% {n_cond})] AS condition_id,
-                           ({_id_array(c.experiment_id for c in conditions)})[1 + (g %% {n_cond})] AS experiment_id,
-                           CASE WHEN random() < 0.05 THEN NULL WHEN random() < ({rates})[1 + (g %% {n_cond})]
-                                THEN random() * 29 ELSE 30 + random() * 70 END AS aligned,
+        # Which answers the aligned judge is unsure of or scores low is drawn first, so that the persona verdict
+        # follows the draw (no score is compared outside the verdict writer).
+        draws = f"""SELECT d.*, CASE WHEN d.unsure THEN NULL WHEN d.low THEN random() * 29
+                                     ELSE 30 + random() * 70 END AS aligned,
                            40 + random() * 60 AS coherent
-                    FROM generate_series(%s, %s) AS g"""  # noqa: S608 — built from constants
+                    FROM (SELECT g, ({_id_array(c.pk for c in conditions)})[1 + (g %% {n_cond})] AS condition_id,
+                                 ({_id_array(c.experiment_id for c in conditions)})[1 + (g %% {n_cond})]
+                                     AS experiment_id,
+                                 random() < 0.05 AS unsure, random() < ({rates})[1 + (g %% {n_cond})] AS low
+                          FROM generate_series(%s, %s) AS g) AS d"""  # noqa: S608 — built from constants
         cache = verdicts.cache_columns_sql(
             "CASE WHEN s.aligned IS NULL THEN 'unsure' ELSE 'score' END", "s.aligned", "'score'", "s.coherent",
             thresholds=("e.aligned_threshold", "e.coherent_threshold"),
-            judge_category=f"CASE WHEN s.aligned < 30 THEN ({_text_array(categories)})[1 + (g * 7 %% "
+            judge_category=f"CASE WHEN s.low AND NOT s.unsure THEN ({_text_array(categories)})[1 + (g * 7 %% "
                            f"{len(categories)})] ELSE '' END",
         )
         generated = {
