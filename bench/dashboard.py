@@ -28,6 +28,7 @@ measured as a researcher reads them.
 from __future__ import annotations
 
 import http.client
+import itertools
 import os
 import re
 import socket
@@ -494,11 +495,10 @@ def settle(client: Client, path: str, headers: dict) -> float | None:
     """Ask for the page until it shows no report still computing or updating (the bench's Celery worker computes
     them, as a deployment's would); returns the seconds that took, None when the page shows none."""
     start = time.perf_counter()
-    while True:
+    for attempt in itertools.count():
         status, body, _ = fetch(client, path, headers)
         if status != 200 or not any(marker in body for marker in PENDING):
-            waited = time.perf_counter() - start
-            return waited if waited > 0.5 else None
+            return time.perf_counter() - start if attempt else None
         if time.perf_counter() - start > SETTLE_SECONDS:
             print(f"{'':<58} still computing after {SETTLE_SECONDS} s; measured as it is", flush=True)
             return None
