@@ -327,10 +327,12 @@ def run(client: Client, master: int, total: int) -> None:
     print(f"web export: {total / web_seconds:10,.0f} rows/s ({web_seconds:.1f} s, {size / 1e6:.0f} MB, "
           f"HTTP {response.status})")
     ratio = psql_seconds / web_seconds
-    print(f"ratio web/psql: {ratio:.2f}× (target ≥ 0.5) {'ok' if ratio >= 0.5 else 'UNDER'}")
+    # Issue #17: at least half psql's rate at 1M rows, 0.8 of it at 10M.
+    target = 0.8 if total >= 10_000_000 else 0.5
+    print(f"ratio web/psql: {ratio:.2f}× (target ≥ {target}) {'ok' if ratio >= target else 'UNDER'}")
     print(f"web worker peak RSS growth during export: {growth_mb:.1f} MB (target ≤ 100) "
           f"{'ok' if growth_mb <= 100 else 'OVER'}")
-    if ratio < 0.5 or growth_mb > 100:
+    if ratio < target or growth_mb > 100:
         RESULTS.append(("export", 0, 1, 0))
 
 
