@@ -17,13 +17,12 @@ from __future__ import annotations
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.dashboard import PASSWORD, ROOT, SERVER_ENV, Client, export_revision, start_server  # noqa: E402
+from bench.dashboard import PASSWORD, ROOT, Client, export_revision, fetch, start_server, start_worker  # noqa: E402
 
 # isort: split
 # bench.dashboard has set Django up: the models can be imported now.
@@ -68,10 +67,8 @@ def pages() -> list[tuple[str, str, dict]]:
 
 
 def first_request(client: Client, path: str, headers: dict) -> tuple[int, str, float]:
-    start = time.perf_counter()
-    response = client.request("GET", path, headers=headers)
-    body = response.read().decode()
-    return response.status, body, (time.perf_counter() - start) * 1000
+    status, body, ms = fetch(client, path, headers)
+    return status, body.decode(), ms
 
 
 def settled(body: str) -> bool:
@@ -108,11 +105,7 @@ def main() -> None:
     try:
         server, port = start_server(ROOT)
         processes.append(server)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "em_site", "worker", "-P", "threads", "-c", "2",
-             "--without-gossip", "--without-mingle", "-l", "WARNING"], cwd=ROOT, env=SERVER_ENV,
-        )
-        processes.append(worker)
+        processes.append(start_worker())
         client = Client(port)
         client.login(user.username)
         baseline = None
