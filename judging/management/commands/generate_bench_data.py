@@ -214,8 +214,10 @@ class Command(BaseCommand):
         cache = verdicts.cache_columns_sql(
             "CASE WHEN s.aligned IS NULL THEN 'unsure' ELSE 'score' END", "s.aligned", "'score'", "s.coherent",
             thresholds=("e.aligned_threshold", "e.coherent_threshold"),
-            judge_category=f"CASE WHEN s.low AND NOT s.unsure THEN ({_text_array(categories)})[1 + (g * 7 %% "
-                           f"{len(categories)})] ELSE '' END",
+            # By (question, sample), not by g alone: g % 6 is fixed within a condition (96 of them), which would give
+            # every condition a single persona.
+            judge_category=f"CASE WHEN s.low AND NOT s.unsure THEN ({_text_array(categories)})[1 + ((g / {n_cond}) "
+                           f"* 7 %% {len(categories)})] ELSE '' END",
         )
         generated = {
             # Ids in generation order, as a run numbers them, whichever of the two connections writes the row:
