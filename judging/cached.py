@@ -226,12 +226,17 @@ def _watch(name: str, args: dict) -> None:
 
 
 def warm(kind: str, pk: int) -> None:
-    """The data of an experiment or queue changed: refresh its reports in DEBOUNCE seconds (once for every change
+    """The data of an experiment or queue changed: once the caller's transaction commits (a rolled-back change
+    schedules nothing, and takes no debounce slot), refresh its reports in DEBOUNCE seconds (once for every change
     until then; a change after that schedules the next refresh, so the last change is always seen)."""
+    transaction.on_commit(lambda: _schedule_warm(kind, pk))
+
+
+def _schedule_warm(kind: str, pk: int) -> None:
     if cache.add(f"warm:{kind}:{pk}", True, DEBOUNCE):
         from .tasks import warm_reports
 
-        transaction.on_commit(lambda: warm_reports.apply_async((kind, pk), countdown=DEBOUNCE))
+        warm_reports.apply_async((kind, pk), countdown=DEBOUNCE)
 
 
 def warm_now(kind: str, pk: int) -> int:

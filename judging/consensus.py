@@ -39,10 +39,10 @@ def item_consensus(item: QueueItem) -> str:
 
 def refresh_consensus(item: QueueItem) -> str:
     """Recompute the item's consensus and write it to its transcript (every change of an item's labels or gold
-    comes here, so here the queue's reports are refreshed ahead of the next view, after the commit)."""
+    comes here, so here the queue's reports are refreshed ahead of the next view, once it commits)."""
     consensus = item_consensus(item)
     set_human_category(item.transcript_id, consensus)
-    transaction.on_commit(lambda: warm("queue", item.queue_id))
+    warm("queue", item.queue_id)
     return consensus
 
 

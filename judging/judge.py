@@ -246,7 +246,7 @@ class Judging(engine.Job):
         transcript = Transcript.objects.select_related("experiment").get(judge_scores__pk=row_id)
         refresh_cache(transcript.experiment, [transcript.pk])
         # The experiment's reports are refreshed ahead of the next view, after the commit (judging.cached).
-        transaction.on_commit(lambda: warm("experiment", transcript.experiment_id))
+        warm("experiment", transcript.experiment_id)
 
     def send(self, endpoint_id: int) -> None:
         from .tasks import judge
