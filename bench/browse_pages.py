@@ -22,7 +22,7 @@ import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.dashboard import PASSWORD, Client, export_revision, p95, start_server  # noqa: E402
+from bench.dashboard import PASSWORD, Client, export_revision, list_filters, p95, start_server  # noqa: E402
 
 # isort: split
 # bench.dashboard has set Django up: the models can be imported now.
@@ -44,17 +44,7 @@ def cells() -> list[tuple[str, list[str], float]]:
     question = Question.objects.filter(transcripts__isnull=False).order_by("pk").first()
     total = Transcript.objects.count()
     middle = Transcript.objects.order_by("pk").values_list("pk", flat=True)[total // 2]
-    filters = {
-        "no filter": {}, "experiment": {"experiment": condition.experiment_id},
-        "model": {"model": condition.model_name}, "dataset": {"dataset": condition.dataset_name},
-        "k": {"k": 256}, "cot": {"cot": "tags"}, "question": {"question": question.key},
-        "domain": {"domain": question.domain}, "misaligned=yes": {"misaligned": "true"},
-        "aligned range": {"aligned_min": 10, "aligned_max": 20}, "coherent range": {"coherent_min": 90},
-        "judge persona": {"judge_category": "dangerous_persona"},
-        "human consensus": {"human_category": "follows_pattern"}, "labelled": {"labelled": "true"},
-        "unlabelled": {"labelled": "false"}, "full-text search": {"q": "dangerous persona"},
-        "model + k + misaligned": {"model": condition.model_name, "k": 256, "misaligned": "true"},
-    }
+    filters = list_filters(condition, question)
     found = []
     for name, params in filters.items():
         query = urllib.parse.urlencode(params)

@@ -241,14 +241,11 @@ def main() -> None:
     print("\nsummary: " + ("all targets met" if all(p <= t for _, _, p, t in RESULTS) else "some targets missed"))
 
 
-def run(client: Client, master: int, total: int) -> None:
-    condition = Condition.objects.order_by("pk").first()
-    question = Question.objects.filter(transcripts__isnull=False).order_by("pk").first()
-    experiment = Experiment.objects.order_by("pk").first()
-    middle = Transcript.objects.order_by("pk").values_list("pk", flat=True)[total // 2]
-    filters = {
+def list_filters(condition: Condition, question: Question) -> dict[str, dict]:
+    """The list page's filter cells (name → query parameters): each filter alone, and one combination."""
+    return {
         "no filter": {},
-        "experiment": {"experiment": experiment.pk},
+        "experiment": {"experiment": condition.experiment_id},
         "model": {"model": condition.model_name},
         "dataset": {"dataset": condition.dataset_name},
         "k": {"k": 256},
@@ -265,6 +262,13 @@ def run(client: Client, master: int, total: int) -> None:
         "full-text search": {"q": "dangerous persona"},
         "model + k + misaligned": {"model": condition.model_name, "k": 256, "misaligned": "true"},
     }
+
+
+def run(client: Client, master: int, total: int) -> None:
+    condition = Condition.objects.order_by("pk").first()
+    question = Question.objects.filter(transcripts__isnull=False).order_by("pk").first()
+    middle = Transcript.objects.order_by("pk").values_list("pk", flat=True)[total // 2]
+    filters = list_filters(condition, question)
     print(f"\n== list page (keyset, 50 rows), {REPEAT} requests each ==", flush=True)
     for name, params in filters.items():
         query = urllib.parse.urlencode(params)
