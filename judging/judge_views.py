@@ -60,6 +60,7 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
     active = metrics.active_versions(experiment)
     versions = chosen_versions(experiment, request.GET, active)
     rows = metrics.condition_metrics(experiment, versions)
+    progress = metrics.progress(experiment, versions)
     context = {
         "experiment": experiment,
         "versions": versions,
@@ -72,7 +73,9 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
             ])
             for key in RUBRICS
         ],
-        "progress": metrics.progress(experiment, versions),
+        "progress": progress,
+        # A done count being recounted in the background: the line asks for itself again until it is current.
+        "progress_pending": any(counts["done_state"] in ("computing", "updating") for _, counts in progress),
         "query": _query(versions),
         "judge_notes": calibration.judge_notes(versions),
         "verdict_queues": verdict_queues(experiment),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 
 import numpy as np
 import pytest
 import statsmodels.api as sm
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.contingency_tables import Table, mcnemar
 from statsmodels.stats.multitest import multipletests
@@ -74,6 +76,30 @@ def test_it_serves_the_fragment_to_htmx(alice_client, judged):
     response = alice_client.get(reverse("experiment-results", args=[judged.pk]), headers={"HX-Request": "true"})
     html = response.content.decode()
     assert "37.5% [13.7, 69.4]" in html and "<html" not in html
+
+
+def test_the_judged_count_line_polls_while_it_is_recounted_and_stops_when_current(alice_client, judged):
+    url = reverse("experiment-results", args=[judged.pk])
+    line = f'id="judging-progress-{judged.pk}"'
+
+    def progress_line(html: str) -> str:
+        start = html.index(line)
+        return html[html.rindex("<p", 0, start):html.index("</p>", start)]
+
+    with reports_computed_here():  # the first view only asks for the done counts
+        counting = progress_line(alice_client.get(url).content.decode())
+    assert "counting judged" in counting and f'hx-get="{url}?' in counting and 'hx-select="#judging-' in counting
+    current = progress_line(alice_client.get(url).content.decode())
+    assert "14 judged" in current and "hx-get" not in current
+    # One more verdict: the last count shows, marked as being recounted, and the line asks for itself again;
+    # the htmx answer it gets holds the same line with the new count.
+    JudgeScore.objects.filter(transcript__experiment=judged).update(finished_at=timezone.now() + timedelta(seconds=5))
+    with reports_computed_here():
+        stale = progress_line(alice_client.get(url).content.decode())
+    assert "(recounting)" in stale and "hx-get" in stale
+    poll = re.search(r'hx-get="([^"]+)"', stale).group(1).replace("&amp;", "&")
+    fresh = progress_line(alice_client.get(poll, headers={"HX-Request": "true"}).content.decode())
+    assert "14 judged" in fresh and "(recounting)" not in fresh and "hx-get" not in fresh
 
 
 def test_it_is_for_researchers_only(bob_client, judged):
