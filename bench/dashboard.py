@@ -18,7 +18,7 @@ one that answers 405 as POST-only; routes that change data are never requested (
 
 also serves that revision (exported with `git archive`) from a second gunicorn against the same database and
 measures every page cell on both, requests alternating, so that before/after ratios come from one run.
-BENCH_ONLY=pages skips the list, detail, chart and export sections.
+BENCH_ONLY=pages skips the list, detail, chart and export sections; BENCH_ONLY=export runs the export alone.
 
 A Celery worker runs beside the server, as in a deployment: pages whose reports are computed in the background
 (judging/cached.py) are first asked for until the worker has filled them (the time that took is printed), then
@@ -231,9 +231,13 @@ def main() -> None:
             # Sessions live in the database, so the same cookies are logged in on the baseline server.
             baseline = {role: client.twin(old_port) for role, client in clients.items()}
             print(f"baseline: {revision} on port {old_port}", flush=True)
-        if os.environ.get("BENCH_ONLY") != "pages":
-            run(clients["researcher"], server.pid, total)
-        run_pages(clients, baseline, total)
+        only = os.environ.get("BENCH_ONLY")
+        if only == "export":
+            export(clients["researcher"], server.pid, total)
+        else:
+            if only != "pages":
+                run(clients["researcher"], server.pid, total)
+            run_pages(clients, baseline, total)
     finally:
         for server in servers:
             server.terminate()
@@ -297,6 +301,10 @@ def run(client: Client, master: int, total: int) -> None:
         report(f"chart {chart} · model+cot", timed(
             client, f"/charts/{chart}.json?model={condition.model_name}&cot=tags", 30), 300)
 
+    export(client, master, total)
+
+
+def export(client: Client, master: int, total: int) -> None:
     print("\n== CSV export of every row ==", flush=True)
     sql = exporting.copy_sql(Transcript.objects.all())
     start = time.perf_counter()

@@ -3,13 +3,16 @@
 import csv
 import io
 import json
+import threading
 
 import pytest
 from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
 from tests.transcripts.browse_data import build_corpus
 from transcripts import exporting
+from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db
 
@@ -73,3 +76,68 @@ def test_the_command_refuses_an_invalid_filter(db, tmp_path):
     build_corpus()
     with pytest.raises(CommandError, match="k"):
         call_command("export_transcripts", "--k", "5", "-o", str(tmp_path / "x.csv"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_committed_rows_are_written_on_several_connections_and_sent_in_order(alice_client, bob, monkeypatch):
+    corpus = build_corpus(bob)
+    monkeypatch.setattr(exporting, "CHUNK_ROWS", 5)  # 25 rows: 5 chunks over the 2 producers
+    monkeypatch.setattr(exporting, "QUEUED_BLOCKS", 1)
+    backends = set()
+    copy_chunk = exporting._copy_chunk
+
+    def noting_backend(*args):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backends.add(cursor.fetchone()[0])
+        yield from copy_chunk(*args)
+
+    monkeypatch.setattr(exporting, "_copy_chunk", noting_backend)
+    parallel = download(alice_client, "csv", {})
+    assert len(backends) == exporting.PRODUCERS
+    with transaction.atomic():  # inside a transaction the export reads on its own connection, chunk by chunk
+        serial = b"".join(exporting.iter_csv(Transcript.objects.all()))
+    assert parallel == serial
+    rows = list(csv.DictReader(io.StringIO(parallel.decode())))
+    assert [int(r["id"]) for r in rows] == sorted([t.pk for t in corpus.transcripts] + [corpus.hostile.pk])
+    assert not [t for t in threading.enumerate() if isinstance(t, exporting._Producer)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_download_left_early_stops_its_producers_and_closes_their_connections(db, monkeypatch):
+    build_corpus()
+    monkeypatch.setattr(exporting, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(exporting, "BUFFER_BYTES", 1)  # a block per row: the producers fill their queues
+    monkeypatch.setattr(exporting, "QUEUED_BLOCKS", 1)
+
+    def connections_to_this_database() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    before = connections_to_this_database()
+    stream = exporting.iter_csv(Transcript.objects.all())
+    assert next(stream).startswith(b"id,experiment,")
+    assert next(stream)  # the first row: both producers are running
+    stream.close()  # what the server does when the client goes away
+    assert not [t for t in threading.enumerate() if isinstance(t, exporting._Producer)]
+    assert connections_to_this_database() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_that_fails_fails_the_download_instead_of_ending_it_short(db, monkeypatch):
+    build_corpus()
+    monkeypatch.setattr(exporting, "CHUNK_ROWS", 5)
+    copy_chunk = exporting._copy_chunk
+
+    def failing_third(queryset, after, up_to):
+        if after and after >= sorted(Transcript.objects.values_list("pk", flat=True))[9]:
+            raise DatabaseError("the server went away")
+        yield from copy_chunk(queryset, after, up_to)
+
+    monkeypatch.setattr(exporting, "_copy_chunk", failing_third)
+    received = []
+    with pytest.raises(DatabaseError, match="went away"):
+        for block in exporting.iter_csv(Transcript.objects.all()):
+            received.append(block)
+    assert len(list(csv.reader(io.StringIO(b"".join(received).decode())))) == 11  # header + the first 2 chunks
