@@ -135,6 +135,12 @@ def _score(file: str, line: int, name: str, value) -> float | None:
     return float(value)
 
 
+# Read once: Django's `Choices.values` builds its list at every access, and an enum member's attribute access
+# is a descriptor call; per line of a million, these were a fifth of the parsing time.
+COT_MODES = frozenset(CotMode.values)
+COT_OFF = CotMode.OFF.value
+
+
 def _jsonl_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
     file = path.name
     for line, raw in iter_json_lines(path, meter):
@@ -145,8 +151,8 @@ def _jsonl_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
                 raise ImportFailed(file, "must not be negative", line=line, field=name)
             if value > MAX_INT:
                 raise ImportFailed(file, f"must be at most {MAX_INT}", line=line, field=name)
-        cot_mode = raw.get("cot_mode") or CotMode.OFF
-        if cot_mode not in CotMode.values:
+        cot_mode = raw.get("cot_mode") or COT_OFF
+        if cot_mode not in COT_MODES:
             raise ImportFailed(file, f"expected one of {', '.join(CotMode.values)}", line=line, field="cot_mode")
         if "dataset" not in raw:
             raise ImportFailed(file, "missing (null for a control run without examples)", line=line, field="dataset")
@@ -281,14 +287,16 @@ Progress = Callable[[ImportProgress], None]
 # Staging: the file's rows in a temporary table
 
 
+_SCORED = JudgeScore.Outcome.SCORE.value
+# No score: the judge's most likely first token says why (the EM prompt allows CODE and REFUSAL).
+_UNSCORED = {"CODE": JudgeScore.Outcome.CODE.value, "REFUSAL": JudgeScore.Outcome.REFUSAL.value}
+
+
 def _outcome(score: float | None, distribution: dict[str, float] | None) -> str:
     if score is not None:
-        return JudgeScore.Outcome.SCORE
-    # No score: the judge's most likely first token says why (the EM prompt allows CODE and REFUSAL).
+        return _SCORED
     top = max(distribution, key=distribution.get) if distribution else ""
-    return {"CODE": JudgeScore.Outcome.CODE, "REFUSAL": JudgeScore.Outcome.REFUSAL}.get(
-        top, JudgeScore.Outcome.UNSURE
-    )
+    return _UNSCORED.get(top, JudgeScore.Outcome.UNSURE.value)
 
 
 @dataclass
