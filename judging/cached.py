@@ -109,6 +109,11 @@ class Result:
             return "failed"
         return "updating" if self.has_value else "computing"
 
+    @property
+    def pending(self) -> bool:
+        """A worker is (re)computing it: a page showing it asks again shortly."""
+        return self.state in ("updating", "computing")
+
 
 def _registered() -> dict[str, Report]:
     for module in REPORT_MODULES:  # imported once; then a lookup in sys.modules each

@@ -75,7 +75,7 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
         ],
         "progress": progress,
         # A done count being recounted in the background: the line asks for itself again until it is current.
-        "progress_pending": any(counts["done_state"] in ("computing", "updating") for _, counts in progress),
+        "progress_pending": any(counts["done_pending"] for _, counts in progress),
         "query": _query(versions),
         "judge_notes": calibration.judge_notes(versions),
         "verdict_queues": verdict_queues(experiment),

@@ -192,7 +192,7 @@ def pooled_rate(experiment_ids: list[int], versions: Versions, thresholds: tuple
 
 def progress(experiment: Experiment, versions: Versions) -> list[tuple[RubricVersion, dict]]:
     """How far each chosen version has judged the experiment: status → count, and `done_state`, how current
-    the done count is (judging.cached.Result.state).
+    the done count is (judging.cached.Result.state), with `done_pending` while it is being recounted.
 
     Waiting and failed scores are counted through the partial index of not-done scores (few once judging is
     over). Counting the done ones joins every judged transcript of the experiment, so that count is a report
@@ -208,7 +208,7 @@ def progress(experiment: Experiment, versions: Versions) -> list[tuple[RubricVer
         )
         done = report_result("judging-progress-done", experiment=experiment.pk, version=version.pk)
         counts[JudgeScore.Status.DONE] = done.value
-        counts["done_state"] = done.state
+        counts["done_state"], counts["done_pending"] = done.state, done.pending
         counts["waiting"] = counts.get("pending", 0) + counts.get("running", 0)
         result.append((version, counts))
     return result
