@@ -286,7 +286,16 @@ class _Producer(threading.Thread):
             connections.close_all()  # this thread's own
 
     def take_chunk(self) -> Iterator[bytes]:
-        while (item := self.blocks.get()) is not _END_OF_CHUNK:
+        while True:
+            try:
+                item = self.blocks.get(timeout=1)
+            except queue.Empty:
+                # A producer that ended without finishing its chunk would otherwise hold the request forever.
+                if not self.is_alive() and self.blocks.empty():
+                    raise RuntimeError("the export's producer ended before its chunk was written") from None
+                continue
+            if item is _END_OF_CHUNK:
+                return
             if isinstance(item, Exception):
                 raise item
             yield item
