@@ -106,7 +106,7 @@ TEMPLATES = [
 ]
 
 # Reports that cost more than a page may spend (bootstraps, judge-vs-judge figures) are computed by a Celery
-# worker and read by the web processes (judging/cached.py), so the cache must be one they share: by default a
+# worker and read by the web processes (judging/reports.py), so the cache must be one they share: by default a
 # table of the database (created by migrate, see judging/apps.py), so the embedded default and the test suite
 # need no server and each database has its own; docker-compose.yml sets CACHE_URL=redis://… for production.
 CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://em_cache")}

@@ -18,7 +18,7 @@ from transcripts.access import is_researcher
 from transcripts.experiments import slot_counts
 from transcripts.models import Experiment, Transcript
 
-from .assignment import with_counts
+from .annotation.assignment import with_counts
 from .models import AnnotationQueue, JudgeScore
 
 EXPERIMENTS_SHOWN = 20

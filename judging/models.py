@@ -154,7 +154,7 @@ class JudgeScore(LeasedWork):
             models.Index(fields=["rubric_version", "finished_at"], condition=models.Q(status="done"),
                          name="judgescore_version_done"),
             # The results page's judging progress counts a version's waiting and failed scores here: after a
-            # run these are few, and the done ones are counted once per new verdict (judging.metrics.progress).
+            # run these are few, and the done ones are counted once per new verdict (judging.results.metrics.progress).
             models.Index(fields=["rubric_version", "transcript"], condition=~models.Q(status="done"),
                          name="judgescore_version_open"),
         ]

@@ -1,6 +1,6 @@
 """The one call engine: claim a unit of work with a lease, call its endpoint with the real `openai` client under
 the server's limits, retry, and record the answer exactly once. Generation (transcripts/generation.py) and
-judging (judging/judge.py) are two `Job`s it runs; each says only what to ask and how to record the answer.
+judging (judging/results/judge.py) are two `Job`s it runs; each says only what to ask and how to record the answer.
 
 The database is the source of truth; broker messages are hints (DESIGN.md, "Exactly-once").
 

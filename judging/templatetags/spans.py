@@ -9,8 +9,8 @@ from django import template
 
 from transcripts.access import is_researcher
 
+from ..annotation.spans import colours, label_spans, legend, paint
 from ..models import Label, QueueItem
-from ..spans import colours, label_spans, legend, paint
 
 register = template.Library()
 

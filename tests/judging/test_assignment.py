@@ -5,12 +5,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from judging import assignment
-from judging.assignment import AssignmentError, Submission
-from judging.consensus import majority, set_gold
-from judging.labels_io import export_rows, import_labels
+from judging.annotation import assignment
+from judging.annotation.assignment import AssignmentError, Submission
+from judging.annotation.consensus import majority, set_gold
+from judging.annotation.labels_io import export_rows, import_labels
+from judging.annotation.taxonomy import category_rows, create_version
 from judging.models import Assignment, Label
-from judging.taxonomy import category_rows, create_version
 from tests.conftest import make_user
 
 from .annotation_data import queue_over, taxonomy, transcripts

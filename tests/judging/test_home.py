@@ -6,7 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from judging import assignment
+from judging.annotation import assignment
 from judging.models import JudgeScore
 from transcripts import aggregates
 from transcripts.models import Experiment, Transcript

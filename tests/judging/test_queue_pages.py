@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score
 
-from judging.labels_io import import_labels
+from judging.annotation.labels_io import import_labels
 from judging.models import JudgeScore, Label, Rubric, RubricVersion
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import make_user

@@ -9,8 +9,8 @@ from django.test import RequestFactory
 from django.urls import reverse
 from sklearn.metrics import f1_score
 
+from judging.annotation.spans import Span, colours, paint, queue_span_agreement
 from judging.models import Highlight, Label
-from judging.spans import Span, colours, paint, queue_span_agreement
 from tests.conftest import make_user
 from tests.judging.annotation_data import queue_over
 from tests.judging.builders import experiment_with

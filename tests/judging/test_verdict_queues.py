@@ -10,8 +10,8 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from sklearn.metrics import cohen_kappa_score
 
-from judging import assignment
-from judging.labels_io import export_rows, import_labels
+from judging.annotation import assignment
+from judging.annotation.labels_io import export_rows, import_labels
 from judging.models import AnnotationQueue, Label
 from tests.conftest import make_user
 from tests.judging.reports import computed

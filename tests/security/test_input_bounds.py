@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import resolve, reverse
 
-from judging.importing import run_upload
+from judging.imports.uploads import run_upload
 from judging.models import JudgeScore, Label
 from tests.judging.annotation_data import queue_over, transcripts
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec

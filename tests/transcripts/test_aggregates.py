@@ -13,9 +13,10 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from judging import assignment, judge
-from judging.assignment import Submission
-from judging.consensus import set_gold
+from judging.annotation import assignment
+from judging.annotation.assignment import Submission
+from judging.annotation.consensus import set_gold
+from judging.results import judge
 from judging.verdicts import set_active_versions
 from tests.conftest import make_user
 from tests.judging.annotation_data import queue_over, taxonomy

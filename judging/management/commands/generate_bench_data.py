@@ -10,7 +10,7 @@ The generator writes what a run and its auditors would leave, through the same w
 the judge versions are made the experiments' active ones with judging.verdicts; transcripts are inserted with
 their verdict cache computed by the verdict writer's rules (judging.verdicts.cache_columns_sql, as imports do)
 and their judge scores recorded from it; the counts are rebuilt by transcripts.aggregates; the auditors'
-consensus goes through judging.verdicts too, and the gold suite through judging.gold. It lives in `judging`
+consensus goes through judging.verdicts too, and the gold suite through judging.validity.gold. It lives in `judging`
 because it fills both apps' tables (`judging` depends on `transcripts`).
 
 The rows are synthetic (marked as such in the experiment description): sentence pools stand in for model
@@ -26,10 +26,11 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, connections, models, transaction
 
-from judging import gold, verdicts
-from judging.default_taxonomy import load_default_taxonomy
+from judging import verdicts
+from judging.annotation.default_taxonomy import load_default_taxonomy
 from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem, RubricVersion, Taxonomy
-from judging.rubrics import current_taxonomy, get_or_create_version
+from judging.results.rubrics import current_taxonomy, get_or_create_version
+from judging.validity import gold
 from transcripts import aggregates
 from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript
 

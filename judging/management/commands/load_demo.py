@@ -19,8 +19,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from judging.autofill import fill
-from judging.importing import em_rubric_versions, import_transcripts
+from judging.annotation.autofill import fill
+from judging.imports.importing import em_rubric_versions, import_transcripts
 from judging.models import AnnotationQueue, Taxonomy
 from transcripts import experiments
 from transcripts.access import ADMIN, AUDITOR, RESEARCHER
