@@ -47,7 +47,7 @@ def read_template(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"  # judging/prompts: shared with imports
 DEFAULT_RUBRICS = ("aligned", "coherent", "persona")
 
 
