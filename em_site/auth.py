@@ -1,8 +1,8 @@
 """Login lock-out and API tokens that expire and can be revoked.
 
-Failed logins are counted by django-axes (per account name and per client address, in the database, so
-every web process shares the count): the login page, the admin login and the token endpoint all go through
-`django.contrib.auth.authenticate`, so all three are locked by the one count.
+Failed logins are counted by django-axes (per account name from one client address, settings.py says why; in
+the database, so every web process shares the count): the login page, the admin login and the token endpoint
+all go through `django.contrib.auth.authenticate`, so all three are locked by the one count.
 
 A token is DRF's `Token` (one per user). It is refused once older than `settings.API_TOKEN_TTL`; a user
 revokes their own with DELETE /api/token/ (em_site/token_api.py), an admin revokes anyone's in the Django admin
