@@ -19,6 +19,7 @@
   const byShortcut = new Map(buttons.filter((b) => b.dataset.shortcut).map((b) => [b.dataset.shortcut, b]));
   const chosen = []; // category keys, in the order pressed: the first is the primary one
   const highlights = []; // {category, start, end} in code points of the stored text
+  const maxHighlights = Number(document.getElementById("id_highlights").dataset.max);  // the server refuses more
 
   // Visible time on the item, sent with the label.
   let visibleMs = 0;
@@ -100,7 +101,9 @@
 
   function categoryKey(button) {
     const span = selectedSpan();
-    if (span) {
+    if (span && highlights.length >= maxHighlights) {
+      window.alert(`At most ${maxHighlights} highlights per label: remove one before adding another.`);
+    } else if (span) {
       highlights.push({ category: button.dataset.key, ...span });
       window.getSelection().removeAllRanges();
       renderHighlights();
