@@ -87,9 +87,9 @@ def test_span_agreement_over_a_thousand_overlapping_highlights_is_fast_and_exact
     seconds, result = slowest(lambda: queue_span_agreement(queue))
     assert seconds < PAGE_SECONDS, f"{seconds * 1000:.0f} ms"
     (pair,) = result["pairs"]
-    # Per item and category the spans starting at i ≡ c (mod 3) cover [c, last such start + 1000):
-    # 1999 + 1996 + 1996 characters.
-    assert (pair["a"], pair["b"], pair["items"], pair["chars_a"], pair["chars_b"]) == ("bob", "carol", 4, 4 * 5991, 4 * 5991)
+    # Per item and category the spans starting at i ≡ c (mod 3) cover [c, last such start + 1000).
+    assert (pair["a"], pair["b"], pair["items"]) == ("bob", "carol", 4)
+    assert pair["chars_a"] == pair["chars_b"] == 4 * (1999 + 1996 + 1996)
     assert pair["f1"] == 1.0 and result["n_highlights"] == 8 * N
 
 
