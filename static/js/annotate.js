@@ -9,6 +9,7 @@
   const multiple = root.dataset.multiple === "1";
   const asksPersona = root.dataset.asksPersona === "1";
   const asksVerdict = root.dataset.asksVerdict === "1";
+  const maxHighlights = Number(root.dataset.maxHighlights); // the server refuses a label with more
   const pre = document.getElementById("reasoning");
   const form = document.getElementById("label-form");
   const text = JSON.parse(document.getElementById("reasoning-text").textContent);
@@ -19,7 +20,6 @@
   const byShortcut = new Map(buttons.filter((b) => b.dataset.shortcut).map((b) => [b.dataset.shortcut, b]));
   const chosen = []; // category keys, in the order pressed: the first is the primary one
   const highlights = []; // {category, start, end} in code points of the stored text
-  const maxHighlights = Number(document.getElementById("id_highlights").dataset.max);  // the server refuses more
 
   // Visible time on the item, sent with the label.
   let visibleMs = 0;
