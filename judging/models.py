@@ -342,6 +342,10 @@ class Label(models.Model):
 class Highlight(models.Model):
     """A span of the reasoning (character offsets) that shows a category."""
 
+    # An auditor marks a few passages per item; the bound keeps a label's spans from weighing on every page
+    # and report that reads them (judging.spans copes with more, as labels stored before the bound may have).
+    MAX_PER_LABEL = 50
+
     label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="highlights")
     category = models.ForeignKey(PersonaCategory, on_delete=models.PROTECT)
     start = models.PositiveIntegerField()

@@ -27,7 +27,8 @@ from .consensus import item_labels, set_gold
 from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, QueueForm, TaxonomyForm
 from .item_pages import ITEM_FILTERS, items_page, matching_items
 from .labels_io import export_csv, import_labels, read_upload
-from .models import AnnotationQueue, Assignment, JudgeScore, Label, QueueItem, Taxonomy
+from .models import AnnotationQueue, Assignment, Highlight, JudgeScore, Label, QueueItem, Taxonomy
+from .spans import passages
 from .taxonomy import category_rows, create_version, latest_versions
 
 ITEMS_PER_PAGE = 50  # rows per page of the queue items page
@@ -135,6 +136,7 @@ def annotate_item(request: HttpRequest, queue_id: int, token: UUID) -> HttpRespo
     return render(request, "judging/annotate.html", {
         "queue": queue, "item": item, "transcript": item.transcript, "form": form,
         "categories": queue.taxonomy.categories.order_by("position"),
+        "max_highlights": Highlight.MAX_PER_LABEL,
         "progress": assignment.progress(queue=queue, auditor=request.user),
         "answer_html": render_markdown(item.transcript.answer),
         "question_html": render_markdown(item.transcript.question.text),
@@ -303,11 +305,11 @@ def queue_adjudicate(request: HttpRequest, pk: int, token: UUID) -> HttpResponse
                              note=form.cleaned_data["note"])
         messages.success(request, f"Consensus is now {consensus or 'none'}.")
         return redirect("queue-agreement", pk=queue.pk)
-    labels = list(Label.objects.filter(item=item).select_related("auditor", "primary").prefetch_related(
-        "highlights__category", "categories"
-    ))
+    labels = list(Label.objects.filter(item=item).select_related("auditor", "primary").prefetch_related("categories"))
+    passages_of = passages(Highlight.objects.filter(label__item=item))
     for lab in labels:
         lab.verdict = verdict_html(lab)
+        lab.passages = passages_of.get(lab.pk, [])
     return render(request, "judging/adjudicate.html", {
         "queue": queue, "item": item, "transcript": item.transcript, "labels": labels, "form": form,
         "answer_html": render_markdown(item.transcript.answer), "majority_labels": item_labels(item),
