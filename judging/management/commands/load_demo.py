@@ -12,13 +12,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import yaml
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from em_site import bounded
 from judging.autofill import fill
 from judging.importing import em_rubric_versions, import_transcripts
 from judging.models import AnnotationQueue, Taxonomy
@@ -118,7 +118,7 @@ class Command(BaseCommand):
         for both demo auditors, so an auditor has items within minutes of `make run`. A queue that already
         exists keeps its settings (a researcher may have changed them); it only takes what it missed."""
         try:
-            experiment = experiments.define_experiment(yaml.safe_load(DEMO_EXPERIMENT.read_text()))
+            experiment = experiments.define_experiment(bounded.load_yaml(DEMO_EXPERIMENT.read_text()))
         except experiments.SpecError as exc:
             raise CommandError(f"{DEMO_EXPERIMENT}: {exc}") from exc
         queue, created = AnnotationQueue.objects.get_or_create(name=DEMO_QUEUE, defaults={
