@@ -47,11 +47,16 @@ _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 class Refused(ValueError):
-    """A document refused by one of the limits; `line` (1-based) where the limit was crossed, if known."""
+    """A document refused by one of the limits: `message` says which, `line` (1-based) is where the limit was
+    crossed, if known; str() gives both."""
 
     def __init__(self, message: str, *, line: int | None = None):
+        self.message = message
         self.line = line
         super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message if self.line is None else f"{self.message} (line {self.line})"
 
 
 def in_bytes(limit: int) -> str:
@@ -66,7 +71,7 @@ def check_size(size: int, limit: int = DOCUMENT_MAX_BYTES) -> None:
 
 
 def _too_deep(line: int) -> Refused:
-    return Refused(f"the document nests lists and mappings more than {MAX_DEPTH} deep (the limit)", line=line)
+    return Refused(f"the document nests lists and mappings deeper than the limit of {MAX_DEPTH}", line=line)
 
 
 def check_json_depth(text: str) -> None:
@@ -101,7 +106,7 @@ def _check_yaml_events(text: str) -> None:
         if isinstance(event, yaml.NodeEvent):
             nodes += 1
             if nodes > YAML_MAX_NODES:
-                raise Refused(f"the document has more than {YAML_MAX_NODES:,} values (the limit)",
+                raise Refused(f"the document has more values than the limit of {YAML_MAX_NODES:,}",
                               line=event.start_mark.line + 1)
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
@@ -177,8 +182,7 @@ class BoundedJSONParser(JSONParser):
             check_size(len(raw))
             check_json_depth(raw.decode(get_encoding(parser_context or {}), errors="replace"))
         except Refused as exc:
-            where = f" (line {exc.line})" if exc.line else ""
-            raise ParseError(f"JSON body refused: {exc}{where}.") from None
+            raise ParseError(f"JSON body refused: {exc}.") from None
         return super().parse(io.BytesIO(raw), media_type, parser_context)
 
 

@@ -13,6 +13,7 @@ from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from em_site.auth import token_expires_at
 
@@ -21,6 +22,9 @@ _TOKEN_REPLY = inline_serializer("Token", {"token": serializers.CharField(), "ex
 
 class TokenView(ObtainAuthToken):
     """POST username and password for your token (a new one once the old has expired); DELETE revokes it."""
+
+    # ObtainAuthToken names DRF's own parsers; anyone may post here, so it takes the bounded ones of the settings.
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
 
     def get_permissions(self):
         # Anyone may ask for a token with a password; only its holder may revoke it.

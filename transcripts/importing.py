@@ -112,7 +112,7 @@ def read_text(path: Path) -> str:
     try:
         bounded.check_size(path.stat().st_size)
     except bounded.Refused as exc:
-        raise ImportFailed(path.name, str(exc)) from None
+        raise ImportFailed(path.name, exc.message) from None
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
@@ -130,7 +130,7 @@ def iter_json_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tupl
             # Without its line ending, so that the column of an error at the end of the line makes sense.
             record = bounded.load_json(text.rstrip("\r\n"), limit=bounded.LINE_MAX_BYTES)
         except bounded.Refused as exc:
-            raise ImportFailed(path.name, str(exc), line=number) from None
+            raise ImportFailed(path.name, exc.message, line=number) from None
         except json.JSONDecodeError as exc:
             raise ImportFailed(path.name, f"malformed JSON: {exc.msg} (column {exc.colno})", line=number) from None
         if not isinstance(record, dict):
@@ -244,7 +244,7 @@ def _yaml_questions(path: Path) -> list[dict]:
         # The nodes keep each question's line number for the messages below.
         root, data = bounded.load_yaml_nodes(read_text(path))
     except bounded.Refused as exc:
-        raise ImportFailed(path.name, str(exc), line=exc.line) from None
+        raise ImportFailed(path.name, exc.message, line=exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
