@@ -7,6 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -88,6 +89,16 @@ def test_the_token_endpoint_refuses_a_deeply_nested_body_from_anyone(client):
     response = client.post("/api/token/", NESTED, content_type="application/json")
     assert response.status_code == 400
     assert response.json() == {"detail": f"JSON body refused: {DEPTH_MESSAGE} (line 1)."}
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
+def test_the_token_endpoint_refuses_a_username_longer_than_any_account_can_have(client, content_type):
+    # The lock-out stored the failed name in a 255-character column: a DataError, a 500.
+    fields = {"username": "x" * 300, "password": "guess"}
+    body = json.dumps(fields) if content_type == "application/json" else urlencode(fields)
+    response = client.post("/api/token/", body, content_type=content_type)
+    assert response.status_code == 400
+    assert response.json() == {"username": ["Ensure this field has no more than 150 characters."]}
 
 
 @pytest.fixture
