@@ -42,8 +42,9 @@ YAML_MAX_EXPANDED = 10_000_000
 # Without it the limits above still hold, only more slowly.
 LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 
-# A JSON string (skipped whole: brackets inside it are text) or one bracket.
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# A JSON string (skipped whole: brackets inside it are text) or one bracket. The closing quote is optional so
+# that an unterminated string is one match to the end, not a failed try from each later quote (quadratic).
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
 
 
 class Refused(ValueError):
