@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib.auth.models import User
 from django.http import QueryDict
 
+from em_site import bounded
 from transcripts.access import AUDITOR
 from transcripts.filters import filter_transcripts
 from transcripts.forms import UploadField
@@ -100,10 +99,12 @@ class LabelForm(forms.Form):
         is submitted."""
         raw = self.cleaned_data["highlights"] or "[]"
         try:
-            spans = json.loads(raw)
+            spans = bounded.load_json(raw)
             if not isinstance(spans, list) or not all(isinstance(h, dict) for h in spans):
                 raise TypeError
             parsed = [(self.categories_by_key[h["category"]], h["start"], h["end"]) for h in spans]
+        except bounded.Refused as exc:
+            raise forms.ValidationError(f"Highlights refused: {exc}.") from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise forms.ValidationError("Malformed highlights: expected a list of {category, start, end}.") from exc
         if len(parsed) > Highlight.MAX_PER_LABEL:
