@@ -124,20 +124,35 @@ def next_item(*, queue: AnnotationQueue, auditor, now=None) -> QueueItem | None:
 
 
 def _ranked_candidates(*, queue: AnnotationQueue, auditor, now) -> list[int]:
-    """Open items the auditor has not labelled or skipped, closest to completion first, then by random rank."""
+    """Open items the auditor has not labelled or skipped, closest to completion first (most labels, then most
+    live claims), then by random rank.
+
+    Two bounded reads instead of counting live claims on every open item (1.8 s at a million): the items someone
+    holds a live claim on, which are few (about one per auditor at work), and the first CANDIDATES unclaimed ones
+    in the order of the index queueitem_serving (queue, label_count descending, rank). The best CANDIDATES of
+    both are the best CANDIDATES of all, since every unclaimed item has 0 live claims."""
     done_by_me = Assignment.objects.filter(
         auditor=auditor, item__queue=queue, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED]
     )
-    live = Count("assignments", filter=Q(assignments__status=Assignment.Status.CLAIMED,
-                                        assignments__expires_at__gt=now))
-    return list(
-        QueueItem.objects.filter(queue=queue, label_count__lt=queue.overlap)
-        .exclude(pk__in=done_by_me.values("item_id"))
-        .annotate(live=live)
-        .filter(live__lt=queue.overlap - F("label_count"))
-        .order_by("-label_count", "-live", "rank")
-        .values_list("pk", flat=True)[:CANDIDATES]
+    open_items = QueueItem.objects.filter(queue=queue, label_count__lt=queue.overlap).exclude(
+        pk__in=done_by_me.values("item_id")
     )
+    live_claims = Assignment.objects.filter(_live(now), item__queue=queue)
+    claimed = (
+        open_items.filter(pk__in=live_claims.values("item_id"))
+        .annotate(live=Count("assignments", filter=Q(assignments__status=Assignment.Status.CLAIMED,
+                                                     assignments__expires_at__gt=now)))
+        .filter(live__lt=queue.overlap - F("label_count"))
+        .values_list("label_count", "live", "rank", "pk")
+    )
+    unclaimed = (
+        open_items.exclude(Exists(live_claims.filter(item=OuterRef("pk"))))
+        .order_by("-label_count", "rank")
+        .values_list("label_count", "rank", "pk")[:CANDIDATES]
+    )
+    ranked = sorted([(-labels, -live, rank, pk) for labels, live, rank, pk in claimed]
+                    + [(-labels, 0, rank, pk) for labels, rank, pk in unclaimed])
+    return [pk for *_, pk in ranked[:CANDIDATES]]
 
 
 BUSY = object()

@@ -271,7 +271,7 @@ class QueueItem(models.Model):
         constraints = [models.UniqueConstraint(fields=["queue", "transcript"], name="queueitem_unique")]
         indexes = [
             # "Next item": a queue's open items, closest to completion first, then by rank.
-            models.Index(fields=["queue", "label_count", "rank"], name="queueitem_serving"),
+            models.Index(fields=["queue", "-label_count", "rank"], name="queueitem_serving"),
             # The items page walks a queue in order a page at a time (keyset on position, id).
             models.Index(fields=["queue", "position", "id"], name="queueitem_queue_position"),
         ]
@@ -298,7 +298,11 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["item", "auditor"], name="assignment_unique")]
-        indexes = [models.Index(fields=["item", "status", "expires_at"], name="assignment_item_status")]
+        indexes = [
+            models.Index(fields=["item", "status", "expires_at"], name="assignment_item_status"),
+            # "Next item" reads a queue's live claims: only claims, which are few next to submitted labels.
+            models.Index(fields=["expires_at"], condition=models.Q(status="claimed"), name="assignment_claims"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.auditor} → {self.item}"
