@@ -22,7 +22,7 @@ from transcripts.access import is_auditor, researcher_required
 from transcripts.models import Experiment
 from transcripts.rendering import render_markdown
 
-from . import assignment, cached
+from . import assignment, cached, label_history
 from .consensus import item_labels, set_gold
 from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, QueueForm, TaxonomyForm
 from .item_pages import ITEM_FILTERS, items_page, matching_items
@@ -310,8 +310,12 @@ def queue_adjudicate(request: HttpRequest, pk: int, token: UUID) -> HttpResponse
     for lab in labels:
         lab.verdict = verdict_html(lab)
         lab.passages = passages_of.get(lab.pk, [])
+    revisions = list(item.label_revisions.select_related("auditor", "changed_by"))
+    for revision in revisions:
+        revision.changes = label_history.changes(revision)
     return render(request, "judging/adjudicate.html", {
         "queue": queue, "item": item, "transcript": item.transcript, "labels": labels, "form": form,
+        "revisions": revisions,
         "answer_html": render_markdown(item.transcript.answer), "majority_labels": item_labels(item),
     })
 
@@ -334,7 +338,7 @@ def labels_import(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, error)
         return redirect("queue-detail", pk=queue.pk)
     upload = form.cleaned_data["file"]
-    result = import_labels(queue=queue, lines=read_upload(upload), file=upload.name)
+    result = import_labels(queue=queue, lines=read_upload(upload), by=request.user, file=upload.name)
     if result.errors:
         messages.error(request, "Nothing imported: fix these rows and upload the file again.")
         for error in result.errors:

@@ -16,6 +16,7 @@ from django.urls import resolve, reverse
 
 from judging.importing import run_upload
 from judging.models import JudgeScore, Label
+from tests.conftest import make_user
 from tests.judging.annotation_data import queue_over, transcripts
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import experiments, prompting
@@ -105,7 +106,7 @@ def test_a_good_file_imports_every_row_at_once(alice_client, queue):
 
 
 def test_exported_formula_cells_come_back_as_they_were(alice_client, queue, bob):
-    formula_user = bob.__class__.objects.create_user("@mallory")
+    formula_user = make_user("@mallory", "auditor")  # labels are imported only for the queue's auditors
     queue.auditors.add(formula_user)
     text = labels_csv(queue, [[0, "@mallory", "follows_pattern", "", ""]])
     text = text.replace("\r\n", ",=1+1\r\n").replace("seconds_spent,=1+1", "seconds_spent,note")
