@@ -13,6 +13,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from em_site import bounded
+
 from . import experiments
 from .access import OWNER_OR_ADMIN, may_run, researcher_required
 from .endpoints import LOCAL_JUDGE
@@ -145,9 +147,9 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     The confirm step trusts nothing from the page: the spec it posts back goes through parse_spec again."""
     if request.method == "POST" and "confirm" in request.POST:
         try:
-            spec = experiments.parse_spec(json.loads(request.POST.get("spec", "")))
+            spec = experiments.parse_spec(bounded.load_json(request.POST.get("spec", "")))
             experiment = experiments.define_experiment(spec, user=request.user)
-        except (ValueError, experiments.SpecError) as exc:  # JSONDecodeError is a ValueError
+        except (ValueError, experiments.SpecError) as exc:  # JSONDecodeError and bounded.Refused are ValueErrors
             return render(request, "transcripts/experiment_form.html",
                           {"form": ExperimentForm(), "refused": f"Not launched: {exc}"}, status=400)
         experiments.launch(experiment)

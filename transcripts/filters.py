@@ -24,6 +24,8 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThan, LessThan
 
+from em_site import bounded
+
 from .models import Condition, CotMode, Experiment, Question, Transcript
 
 # Must stay identical to the expression of the GIN index in migration 0005_fulltext_index.
@@ -233,7 +235,7 @@ def decode_cursor(cursor: str) -> tuple[object, int] | None:
     if not cursor:
         return None
     try:
-        value, pk = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        value, pk = bounded.load_json(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
     except (ValueError, TypeError):
         return None
     if not isinstance(pk, int) or not (value is None or isinstance(value, int | float)):

@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib.auth.models import User
 from django.http import QueryDict
 
+from em_site import bounded
 from transcripts.access import AUDITOR
 from transcripts.filters import filter_transcripts
 from transcripts.forms import UploadField
 
-from ..models import AnnotationQueue, PersonaCategory, Taxonomy
+from ..models import AnnotationQueue, Highlight, PersonaCategory, Taxonomy
 from .labels_io import CONFIDENCE
 from .taxonomy import latest_versions
 
@@ -95,16 +94,23 @@ class LabelForm(forms.Form):
         self.fields["alignment_score"].error_messages["required"] = "Give an alignment score from 0 to 100."
 
     def clean_highlights(self) -> list[tuple[PersonaCategory, int, int]]:
-        """Each span's offsets must be whole numbers (JSON reads Infinity, NaN and 1e400 as floats); whether
-        they lie inside the reasoning is checked against the transcript when the label is submitted."""
+        """At most Highlight.MAX_PER_LABEL spans, each with whole-number offsets (JSON reads Infinity, NaN and
+        1e400 as floats); whether they lie inside the reasoning is checked against the transcript when the label
+        is submitted."""
         raw = self.cleaned_data["highlights"] or "[]"
         try:
-            spans = json.loads(raw)
+            spans = bounded.load_json(raw)
             if not isinstance(spans, list) or not all(isinstance(h, dict) for h in spans):
                 raise TypeError
             parsed = [(self.categories_by_key[h["category"]], h["start"], h["end"]) for h in spans]
+        except bounded.Refused as exc:
+            raise forms.ValidationError(f"Highlights refused: {exc}.") from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise forms.ValidationError("Malformed highlights: expected a list of {category, start, end}.") from exc
+        if len(parsed) > Highlight.MAX_PER_LABEL:
+            raise forms.ValidationError(
+                f"Highlights: at most {Highlight.MAX_PER_LABEL} per label, got {len(parsed)}; merge overlapping ones."
+            )
         for _, start, end in parsed:
             for offset in (start, end):
                 if isinstance(offset, bool) or not isinstance(offset, int):

@@ -14,10 +14,12 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, QuerySet
 
+from transcripts.access import AUDITOR, with_role
 from transcripts.exporting import neutralise, restore
 from transcripts.importing import ImportFailed
 
-from ..models import AnnotationQueue, Assignment, Highlight, Label, PersonaCategory, QueueItem
+from ..models import AnnotationQueue, Assignment, Highlight, Label, LabelRevision, PersonaCategory, QueueItem
+from . import label_history
 from .consensus import refresh_consensus
 
 COLUMNS = [
@@ -171,11 +173,20 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _not_an_annotator(queue: AnnotationQueue, username: str) -> str:
+    name = repr(username[:40])
+    if not User.objects.filter(username=username).exists():
+        return f"no user named {name}"
+    return (f"{name} is not an auditor of queue {queue.name}: labels are imported only for its members with the "
+            f"auditor role")
+
+
 def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str], file: str) -> list[_Row]:
     """Every row validated; problems go to `errors` (at most MAX_ERRORS) as `file, line n, field "f": why`."""
     categories = {c.key: c for c in queue.taxonomy.categories.all()}
     items = {str(tid): pk for pk, tid in queue.items.values_list("pk", "transcript_id")}
-    users = {u.username: u for u in User.objects.all()}
+    # Only those who could have labelled the item in the workspace: the queue's members with the auditor role.
+    annotators = {u.username: u for u in with_role(queue.auditors.all(), AUDITOR)}
     rows: list[_Row] = []
     first_line: dict[tuple[int, int], int] = {}
     start = reader.line_num + 1
@@ -188,8 +199,8 @@ def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str]
             for column, answer in _required(queue).items():
                 if not cell.get(column):
                     raise _Refused(column, f"missing: queue {queue.name} asks for {answer}")
-            if cell["annotator"] not in users:
-                raise _Refused("annotator", f"no user named {cell['annotator'][:40]!r}")
+            if cell["annotator"] not in annotators:
+                raise _Refused("annotator", _not_an_annotator(queue, cell["annotator"]))
             if not queue.asks_persona and (cell.get("label") or cell.get("categories")):
                 raise _Refused("label", f"queue {queue.name} does not ask for a persona category")
             label = cell.get("label", "")
@@ -198,7 +209,7 @@ def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str]
                 if key not in categories:
                     raise _Refused(name, f"{key[:40]!r} is not a category of {queue.taxonomy}")
             row = _Row(
-                line=start, item_id=items[cell["transcript_id"]], auditor=users[cell["annotator"]],
+                line=start, item_id=items[cell["transcript_id"]], auditor=annotators[cell["annotator"]],
                 primary=categories[label] if label else None, categories=[categories[k] for k in keys],
                 misaligned=_flag(cell.get("misaligned", "")),
                 alignment_score=_alignment_score(cell.get("alignment_score", "")),
@@ -219,14 +230,16 @@ def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str]
     return rows
 
 
-def import_labels(*, queue: AnnotationQueue, lines: Iterable[str], file: str = "labels.csv") -> ImportResult:
+def import_labels(*, queue: AnnotationQueue, lines: Iterable[str], by: User | None,
+                  file: str = "labels.csv") -> ImportResult:
     """Create or replace labels from CSV rows with transcript_id, annotator and what the queue asks: label
     (persona queues), misaligned (verdict queues), alignment_score (if asked). Other columns are optional.
 
-    All or nothing: every row is checked first (transcript in the queue, known annotator, categories of the
-    queue's taxonomy, flag true/false, score 0–100, confidence on the form's scale, seconds ≥ 0); any problem is
-    reported by file, line and field, and nothing is saved. Otherwise one transaction saves every row. Imported
-    labels count towards overlap.
+    All or nothing: every row is checked first (transcript in the queue, annotator a member of the queue with
+    the auditor role, categories of the queue's taxonomy, flag true/false, score 0–100, confidence on the form's
+    scale, seconds ≥ 0); any problem is reported by file, line and field, and nothing is saved. Otherwise one
+    transaction saves every row. Imported labels count towards overlap. Replacing a label is a feature (fix the
+    file, import it again) and is recorded in the label's history in the name of `by` (None: no user, e.g. a shell).
     """
     result = ImportResult()
     reader = csv.DictReader(lines)
@@ -244,20 +257,25 @@ def import_labels(*, queue: AnnotationQueue, lines: Iterable[str], file: str = "
         return result
     with transaction.atomic():
         for row in rows:
-            created = _save(row)
+            created = _save(row, by=by)
             result.created += created
             result.updated += not created
     return result
 
 
-def _save(row: _Row) -> bool:
+def _save(row: _Row, *, by: User | None) -> bool:
     item = QueueItem.objects.select_for_update().get(pk=row.item_id)
+    existing = Label.objects.filter(item=item, auditor=row.auditor).select_related("primary").first()
+    before = label_history.snapshot(existing) if existing else None
     label, created = Label.objects.update_or_create(
         item=item, auditor=row.auditor,
         defaults={"primary": row.primary, "misaligned": row.misaligned, "alignment_score": row.alignment_score,
                   "note": row.note, "confidence": row.confidence, "seconds_spent": row.seconds_spent},
     )
     label.categories.set(row.categories)
+    if before is not None:
+        label_history.record(label=label, before=before, after=label_history.snapshot(label), changed_by=by,
+                             source=LabelRevision.Source.IMPORT)
     Assignment.objects.update_or_create(
         item=item, auditor=row.auditor,
         defaults={"status": Assignment.Status.SUBMITTED, "expires_at": label.created_at,

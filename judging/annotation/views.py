@@ -23,12 +23,13 @@ from transcripts.models import Experiment
 from transcripts.rendering import render_markdown
 
 from .. import reports
-from ..models import AnnotationQueue, Assignment, JudgeScore, Label, QueueItem, Taxonomy
-from . import assignment
+from ..models import AnnotationQueue, Assignment, Highlight, JudgeScore, Label, QueueItem, Taxonomy
+from . import assignment, label_history
 from .consensus import item_labels, set_gold
 from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, QueueForm, TaxonomyForm
 from .item_pages import ITEM_FILTERS, items_page, matching_items
 from .labels_io import export_csv, import_labels, read_upload
+from .spans import passages
 from .taxonomy import category_rows, create_version, latest_versions
 
 ITEMS_PER_PAGE = 50  # rows per page of the queue items page
@@ -136,6 +137,7 @@ def annotate_item(request: HttpRequest, queue_id: int, token: UUID) -> HttpRespo
     return render(request, "judging/annotate.html", {
         "queue": queue, "item": item, "transcript": item.transcript, "form": form,
         "categories": queue.taxonomy.categories.order_by("position"),
+        "max_highlights": Highlight.MAX_PER_LABEL,
         "progress": assignment.progress(queue=queue, auditor=request.user),
         "answer_html": render_markdown(item.transcript.answer),
         "question_html": render_markdown(item.transcript.question.text),
@@ -304,13 +306,17 @@ def queue_adjudicate(request: HttpRequest, pk: int, token: UUID) -> HttpResponse
                              note=form.cleaned_data["note"])
         messages.success(request, f"Consensus is now {consensus or 'none'}.")
         return redirect("queue-agreement", pk=queue.pk)
-    labels = list(Label.objects.filter(item=item).select_related("auditor", "primary").prefetch_related(
-        "highlights__category", "categories"
-    ))
+    labels = list(Label.objects.filter(item=item).select_related("auditor", "primary").prefetch_related("categories"))
+    passages_of = passages(Highlight.objects.filter(label__item=item))
     for lab in labels:
         lab.verdict = verdict_html(lab)
+        lab.passages = passages_of.get(lab.pk, [])
+    revisions = list(item.label_revisions.select_related("auditor", "changed_by"))
+    for revision in revisions:
+        revision.changes = label_history.changes(revision)
     return render(request, "judging/adjudicate.html", {
         "queue": queue, "item": item, "transcript": item.transcript, "labels": labels, "form": form,
+        "revisions": revisions,
         "answer_html": render_markdown(item.transcript.answer), "majority_labels": item_labels(item),
     })
 
@@ -333,7 +339,7 @@ def labels_import(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, error)
         return redirect("queue-detail", pk=queue.pk)
     upload = form.cleaned_data["file"]
-    result = import_labels(queue=queue, lines=read_upload(upload), file=upload.name)
+    result = import_labels(queue=queue, lines=read_upload(upload), by=request.user, file=upload.name)
     if result.errors:
         messages.error(request, "Nothing imported: fix these rows and upload the file again.")
         for error in result.errors:

@@ -171,7 +171,7 @@ def test_new_verdicts_and_labels_refresh_the_reports_before_anyone_looks(celery_
     labelled, rows = transcripts(2, name="labelled")
     queue = queue_over(labelled, auditors=[bob, carol])
     assert not reports.peek("queue-report", queue=queue.pk).has_value
-    result = import_labels(queue=queue, lines=["transcript_id,annotator,label\n"] + [
+    result = import_labels(queue=queue, by=None, lines=["transcript_id,annotator,label\n"] + [
         f"{t.pk},{who},follows_pattern\n" for t in rows for who in ("bob", "carol")])
     assert result.errors == []
     wait_until(lambda: reports.peek("queue-report", queue=queue.pk).current, timeout=60,

@@ -32,7 +32,7 @@ AGREE, DIFFER = "follows_pattern", "dangerous_persona"
 def import_csv(queue, rows: list[tuple]) -> None:
     """(transcript id, annotator, category key) rows through the labels import (creates or replaces)."""
     lines = ["transcript_id,annotator,label\n"] + [f"{tid},{who},{key}\n" for tid, who, key in rows]
-    result = import_labels(queue=queue, lines=lines)
+    result = import_labels(queue=queue, lines=lines, by=None)
     assert result.errors == []
 
 

@@ -300,8 +300,8 @@ class Command(BaseCommand):
         )
         # Mostly misaligned answers (what researchers send auditors), some aligned ones for calibration.
         cursor.execute(
-            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count, token)
-               SELECT %s, id, id, 2, gen_random_uuid() FROM transcripts_transcript
+            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, rank, label_count, token)
+               SELECT %s, id, id, (random() * 2 ^ 62)::bigint, 2, gen_random_uuid() FROM transcripts_transcript
                WHERE random() < CASE WHEN misaligned THEN %s WHEN NOT misaligned THEN %s ELSE 0 END""",
             [queue.pk, min(1.0, share * 10), share / 2],
         )
@@ -333,8 +333,9 @@ class Command(BaseCommand):
         })
         open_queue = AnnotationQueue.objects.create(name="bench-open-queue", taxonomy=taxonomy, overlap=2)
         cursor.execute(
-            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count, token)
-               SELECT %s, id, row_number() OVER (), 0, gen_random_uuid() FROM transcripts_transcript
+            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, rank, label_count, token)
+               SELECT %s, id, row_number() OVER (), (random() * 2 ^ 62)::bigint, 0, gen_random_uuid()
+               FROM transcripts_transcript
                WHERE misaligned AND id NOT IN (SELECT transcript_id FROM judging_queueitem) LIMIT 2000""",
             [open_queue.pk],
         )

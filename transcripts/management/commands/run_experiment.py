@@ -15,8 +15,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from em_site import bounded
 from transcripts import experiments, generation
-from transcripts.importing import ImportFailed, load_yaml, read_text
+from transcripts.importing import ImportFailed, read_text
 from transcripts.models import Experiment
 
 
@@ -42,8 +43,8 @@ class Command(BaseCommand):
     def handle(self, *args, file: Path, resume: bool, wait: bool, reconcile_every: float, timeout: float | None,
                **options):
         try:
-            raw = load_yaml(read_text(file))
-        except (OSError, ImportFailed, yaml.YAMLError) as exc:
+            raw = bounded.load_yaml(read_text(file))
+        except (OSError, ImportFailed, bounded.Refused, yaml.YAMLError) as exc:
             raise CommandError(f"cannot read {file}: {exc}") from exc
         try:
             spec = experiments.parse_spec(raw)
