@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "transcripts",
     "judging",
     "analysis",
+    "browse",
 ]
 
 MIDDLEWARE = [

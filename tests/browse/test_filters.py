@@ -1,8 +1,6 @@
 """The one transcript filter and its keyset paging (used by the pages, charts, exports and the API)."""
 
 import pytest
-
-from tests.transcripts.browse_data import build_corpus
 from transcripts.filters import (
     SORTS,
     decode_cursor,
@@ -11,6 +9,8 @@ from transcripts.filters import (
     keyset_page,
     neighbours,
 )
+
+from tests.transcripts.browse_data import build_corpus
 from transcripts.models import Condition, Transcript
 
 pytestmark = pytest.mark.django_db
