@@ -1,17 +1,11 @@
 """The one transcript filter and its keyset paging (used by the pages, charts, exports and the API)."""
 
 import pytest
-from transcripts.filters import (
-    SORTS,
-    decode_cursor,
-    encode_cursor,
-    filter_transcripts,
-    keyset_page,
-    neighbours,
-)
 
+from browse.filters import filter_transcripts
 from tests.transcripts.browse_data import build_corpus
 from transcripts.models import Condition, Transcript
+from transcripts.paging import SORTS, decode_cursor, encode_cursor, keyset_page, neighbours
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 from tqdm import tqdm
-from transcripts.filters import filter_transcripts
 
+from browse.filters import filter_transcripts
 from judging.importing import import_transcripts, read_status, save_upload
 from judging.management.commands.load_demo import shared_data_dir
 from judging.models import JudgeScore, RubricVersion

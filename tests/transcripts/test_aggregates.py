@@ -12,8 +12,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from transcripts.filters import filter_transcripts
 
+from browse.filters import filter_transcripts
 from judging import assignment, judge
 from judging.assignment import Submission
 from judging.consensus import set_gold
