@@ -14,7 +14,7 @@ GLM on (misaligned, n − misaligned) per cell has exactly the row-level Bernoul
 are nested in questions its question-clustered sandwich is the row-level one too (each question's score is the
 sum of its cells' scores); only the finite-sample factor counts rows, so it is applied with the row count.
 
-No Django here (the axis names are transcripts.conditions', plain data): `analysis/tidy.py` builds the frames
+No Django here (the axis names come from analysis.axes, plain data): `analysis/tidy.py` builds the frames
 from the database, `manage.py analyze` from a CSV.
 """
 
@@ -36,7 +36,7 @@ from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 from threadpoolctl import threadpool_limits
 
-from transcripts.conditions import AXIS_NAMES as AXES
+from .axes import AXIS_NAMES as AXES
 
 EXPERIMENT = "experiment"  # an optional axis: cells of several experiments are never pooled
 CELL_COLUMNS = (*AXES, "question", "n", "misaligned")

@@ -15,9 +15,9 @@ from django.db import connection
 from django.db.models import Count, QuerySet
 
 from transcripts.aggregates import cell_counts
-from transcripts.conditions import AXES, AXIS_FIELDS
 from transcripts.models import Condition, Question, Transcript
 
+from .axes import AXES, AXIS_FIELDS
 from .statistics import CELL_COLUMNS, EXPERIMENT, PairCounts
 
 CONDITION_FIELDS = ("id", "experiment_id", *AXIS_FIELDS)

@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 
 from django.urls import reverse
 
-from transcripts.conditions import AXES as CONDITION_AXES
-from transcripts.conditions import Axis
+from analysis.axes import AXES as CONDITION_AXES
+from analysis.axes import Axis
 from transcripts.models import Experiment
 
 # The axes a chart can be coloured or faceted by: the condition axes and the experiment. Each key is also the

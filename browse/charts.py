@@ -1,7 +1,7 @@
 """The figures as plotly figure dicts, computed from a filtered transcript queryset, and the per-question table.
 
 Rates come from `transcripts.aggregates.cell_counts` (verdict counts per condition × question) and persona shares
-from `category_counts`; Python maps those rows to the condition's axes (transcripts.conditions: model, dataset,
+from `category_counts`; Python maps those rows to the condition's axes (analysis.axes: model, dataset,
 k, …) and adds Wilson 95% intervals (analysis.statistics.wilson). A transcript counts towards a rate when
 `misaligned` is not NULL, i.e. it was judged and not excluded (refusal, code, judge unsure).
 

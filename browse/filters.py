@@ -19,8 +19,8 @@ from django.db import connection
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
+from analysis.axes import AXES, AXIS
 from judging.models import PersonaCategory, QueueItem
-from transcripts.conditions import AXES, AXIS
 from transcripts.models import Condition, CotMode, Experiment, Question, Transcript
 
 # Must stay identical to the expression of the GIN index in migration 0005_fulltext_index.

@@ -27,8 +27,8 @@ from statsmodels.stats.contingency_tables import Table
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from analysis import statistics, tidy
+from analysis.axes import AXIS, AXIS_FIELDS
 from analysis.statistics import PairedTest, holm, mcnemar_test, with_holm
-from transcripts.conditions import AXIS, AXIS_FIELDS
 from transcripts.models import Condition, Experiment
 
 from .cached import experiment_fingerprint, report

@@ -40,8 +40,8 @@ from django.db import connection, models, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from analysis.axes import AXIS_FIELDS
 from transcripts import aggregates
-from transcripts.conditions import AXIS_FIELDS
 from transcripts.importing import ImportFailed, ReadMeter, check_size, iter_json_lines, iter_lines
 from transcripts.models import Condition, CotMode, Experiment, Question, QuestionSet, Transcript
 
@@ -336,7 +336,7 @@ class _Staging:
 
     def row(self, record: Record) -> list:
         self.experiments.setdefault(record.experiment, record.line)
-        # Each condition axis in transcripts.conditions.AXES order; an imported run has the default system prompt.
+        # Each condition axis in analysis.axes.AXES order; an imported run has the default system prompt.
         axes = (
             record.experiment, record.model, record.dataset, record.k, record.cot_mode, "default", record.temperature
         )

@@ -13,7 +13,7 @@ from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.utils import timezone
 
-from .conditions import AXIS_FIELDS
+from analysis.axes import AXIS_FIELDS
 
 
 def content_hash(payload: object) -> str:

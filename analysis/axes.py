@@ -1,14 +1,13 @@
 """The condition axes, defined once: what makes one condition of an experiment differ from another.
 
-Each axis has one name everywhere (the transcript filter's key, the charts' colour and facet options, the
-statistics' frame columns, the links between them), the Condition field that holds its value and the label
-pages show. Plain data, no Django: `analysis` reads the names from here.
+Each axis has one name everywhere (the statistics' frame columns, the transcript filter's key, the charts' colour
+and facet options, the links between them), the Condition field that holds its value (transcripts.models) and the
+label pages show. Plain data with no imports, so the pure statistics (analysis.statistics) and every app can read it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,3 @@ AXIS = {axis.name: axis for axis in AXES}
 AXIS_NAMES = tuple(axis.name for axis in AXES)
 AXIS_FIELDS = tuple(axis.field for axis in AXES)
 
-
-def axis_values(condition: Any) -> dict[str, Any]:
-    """A condition's value on each axis, by axis name."""
-    return {axis.name: getattr(condition, axis.field) for axis in AXES}
