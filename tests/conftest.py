@@ -29,6 +29,11 @@ def _reachable(host: str, port: int) -> bool:
 def pytest_sessionstart(session):
     from django.conf import settings
 
+    if settings.VAR_DIR.resolve() == (ROOT / "var").resolve():
+        # The checkout's var/ holds a developer's database, broker and collected static files (whose manifest
+        # switches the settings to hashed file names): tests that read it pass or fail by what was run before.
+        pytest.exit("The suite runs on a var directory of its own: set EM_VAR_DIR to an empty directory "
+                    "(make test gives it a fresh one).", returncode=3)
     if os.environ.get("EM_REQUIRE_SERVICES", "1") != "1":
         return
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
@@ -108,6 +113,7 @@ class WorkerProcess:
     """A real `celery worker` process against the test database and a broker of the test's choosing."""
 
     def __init__(self, broker_url: str, env: dict | None = None, concurrency: int = 16, beat: bool = False):
+        from django.conf import settings
         from django.db import connection
 
         db = connection.settings_dict
@@ -120,7 +126,7 @@ class WorkerProcess:
         self.args = [
             sys.executable, "-m", "celery", "-A", "em_site", "worker", "-P", "threads",
             "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "WARNING",
-        ] + (["-B", "-s", str(ROOT / "var" / f"beat-test-{xdist_index()}")] if beat else [])
+        ] + (["-B", "-s", str(settings.VAR_DIR / f"beat-test-{xdist_index()}")] if beat else [])
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:

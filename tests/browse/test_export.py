@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import threading
+import time
 
 import pytest
 from django.core.management import call_command
@@ -121,6 +122,11 @@ def test_a_download_left_early_stops_its_producers_and_closes_their_connections(
     assert next(stream)  # the first row: both producers are running
     stream.close()  # what the server does when the client goes away
     assert not [t for t in threading.enumerate() if isinstance(t, exporting._Producer)]
+    # A closed connection's backend leaves pg_stat_activity a moment after the client hangs up: wait for it,
+    # with a deadline, rather than read the count at once (which failed now and then on a busy machine).
+    deadline = time.monotonic() + 10
+    while connections_to_this_database() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert connections_to_this_database() == before
 
 

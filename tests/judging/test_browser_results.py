@@ -34,7 +34,10 @@ def test_the_statistics_sections_load_under_the_table(chromium, live_server, ali
     pair.first.wait_for()
     k0, k8 = experiment.conditions.order_by("k")
     assert pair.first.get_attribute("data-pair") == f"{k0.pk}-{k8.pk}"
-    assert "24" in pair.first.inner_text()  # 8 questions × 3 seeds matched
+    cells = pair.first.locator("td")
+    assert cells.nth(2).inner_text() == "24"  # 8 questions × 3 seeds matched
+    # B adds the third seed's answers: 8 questions, less the 2 already misaligned under A.
+    assert cells.nth(3).inner_text() == "0 / 6"
     # The dose-response chart came with the statistics (swapped in by htmx) and is drawn then.
     page.wait_for_selector("#chart-dose-response[data-rendered='true']", timeout=30000)
     context.close()

@@ -41,7 +41,11 @@ def test_auditors_get_403_on_every_research_endpoint(bob):
 def test_a_token_is_issued_for_a_password(alice):
     response = APIClient().post(reverse("api-token"), {"username": "alice", "password": "correct-horse-battery"})
     assert response.status_code == 200
-    assert token_client(alice).get("/api/experiments/").status_code == 200
+    issued = response.json()["token"]
+    assert Token.objects.get(user=alice).key == issued
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issued}")
+    assert client.get("/api/experiments/").status_code == 200
 
 
 def test_researchers_page_through_all_transcripts_with_a_cursor(alice, bob):
