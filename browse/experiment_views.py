@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from transcripts import experiments
-from transcripts.access import researcher_required
+from transcripts.access import may_run, researcher_required
 from transcripts.experiment_views import progress_context, set_counts
 from transcripts.models import Experiment
 
@@ -20,5 +20,5 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for condition in conditions:
         set_counts(condition, counts[condition.pk])
     return render(request, "browse/experiment_detail.html", {
-        **progress_context(experiment), "conditions": conditions,
+        **progress_context(experiment), "conditions": conditions, "may_run": may_run(request.user, experiment),
     })

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "transcripts",
     "judging",
     "analysis",
+    "em_site",
     "browse",
 ]
 
@@ -139,13 +140,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-# Failed logins (login page, admin login, token endpoint) lock the account name, and separately the client
-# address, for AXES_COOLOFF_TIME, even with the right password (em_site/auth.py). An admin unlocks early with
-# `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`.
+# Failed logins (login page, admin login, token endpoint) lock one account name from one client address for
+# AXES_COOLOFF_TIME, even with the right password (em_site/auth.py). Only the pair: a lock on the name alone
+# would let anyone lock its owner out from everywhere, a lock on the address alone every account behind one
+# NAT (docs/security.md says what this costs). A successful login clears the failures of its own pair only,
+# never another account's. An admin unlocks early with `manage.py axes_reset_username NAME`.
 AUTHENTICATION_BACKENDS = ["em_site.auth.LockoutBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_CLIENT_IP_CALLABLE = "em_site.auth.client_ip"
 AXES_RESET_ON_SUCCESS = True
 # Attempts during the lock-out get the "Account locked" answer (axes only flags them when this is off).
@@ -237,8 +240,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Experiments, transcripts, judge scores and human labels.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # The schema and its docs are for signed-in users and token holders only.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema and its docs are for researchers (and admins), like every operation they describe; auditors
+    # work only in the annotation workspace.
+    "SERVE_PERMISSIONS": ["transcripts.access.IsResearcher"],
     # Every operation's 400/401/403/404 answers are documented in one place.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

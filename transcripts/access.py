@@ -49,6 +49,22 @@ class IsResearcher(BasePermission):
         return is_researcher(request.user)
 
 
+OWNER_OR_ADMIN = "Only the experiment's owner or an admin can launch, cancel, resume or retry it."
+
+
+def may_run(user, experiment) -> bool:
+    """Launching, cancelling, resuming and retrying spend an experiment's budget and change its run: its
+    owner's or an admin's to do. An experiment defined from the command line has no owner: the admins'."""
+    return has_role(user, ADMIN) or (experiment.created_by_id is not None and experiment.created_by_id == user.pk)
+
+
+class MayRunExperiment(BasePermission):
+    message = OWNER_OR_ADMIN
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        return may_run(request.user, obj)
+
+
 def roles(request: HttpRequest) -> dict:
     """Template context: what the current user may see."""
     user = getattr(request, "user", None)

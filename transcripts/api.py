@@ -2,14 +2,16 @@
 Researchers only: auditors get 403 (they work in the annotation workspace), anonymous clients 401. Lists page
 with a cursor. Experiments are defined (with the estimate),
 launched, cancelled, resumed and retried by the same functions as in the browser, so the same rules hold:
-a spec names endpoints and never describes one."""
+a spec names endpoints and never describes one, a name in use is refused, and only the experiment's owner or
+an admin acts on it."""
 
 from __future__ import annotations
 
 import django_filters
 from django import forms
 from django.contrib.auth.decorators import login_not_required
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -19,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from . import experiments
-from .access import IsResearcher
+from .access import IsResearcher, MayRunExperiment
 from .models import Condition, Experiment
 from .serializers import (
     ConditionSerializer,
@@ -30,6 +32,7 @@ from .serializers import (
 )
 
 RESEARCHERS = [IsAuthenticated, IsResearcher]
+OWNER_OR_ADMIN = [*RESEARCHERS, MayRunExperiment]
 
 
 class NewestFirst(CursorPagination):
@@ -63,20 +66,29 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     pagination_class = NewestFirst
     filterset_fields = ["status"]
 
-    @extend_schema(request=ExperimentDefinitionSerializer, responses={201: DefinedExperimentSerializer})
+    @extend_schema(request=ExperimentDefinitionSerializer, responses={
+        201: DefinedExperimentSerializer,
+        409: OpenApiResponse(OpenApiTypes.OBJECT, description=(
+            'An experiment with this name exists: `{"detail": "…"}`. Experiments are never redefined; nothing '
+            "changed. Choose another name (its owner or an admin runs the existing one with its actions).")),
+    })
     def create(self, request, *args, **kwargs):
-        """Define an experiment from a spec, as the form's confirm step does; it stays a draft until `launch`.
-        The answer carries the estimate (calls, tokens and cost per endpoint, judge included)."""
+        """Define a new experiment from a spec, as the form's confirm step does; it stays a draft until `launch`.
+        The answer carries the estimate (calls, tokens and cost per endpoint, judge included). A name in use
+        answers 409."""
         definition = ExperimentDefinitionSerializer(data=request.data)
         definition.is_valid(raise_exception=True)
         try:
             spec = experiments.parse_spec(definition.validated_data["spec"])
             experiment = experiments.define_experiment(spec, request.user)
+        except experiments.NameTaken as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except experiments.SpecError as exc:
             return Response({"spec": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         experiment.estimate = experiments.estimate(spec)
         return Response(DefinedExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
 
+    # The actions are the owner's or an admin's (get_object checks MayRunExperiment): 403 for other researchers.
     def _act(self, name: str) -> Response:
         experiment = self.get_object()
         affected = experiments.ACTIONS[name](experiment)
@@ -85,25 +97,25 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return Response(ExperimentActionSerializer(experiment).data)
 
     @extend_schema(request=None, responses=ExperimentActionSerializer)
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=OWNER_OR_ADMIN)
     def launch(self, request, pk=None):
         """Start (or restart) generation; `affected` is how many work messages were sent."""
         return self._act("launch")
 
     @extend_schema(request=None, responses=ExperimentActionSerializer)
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=OWNER_OR_ADMIN)
     def cancel(self, request, pk=None):
         """Stop handing out slots (requests in flight finish); `affected` is how many slots were cancelled."""
         return self._act("cancel")
 
     @extend_schema(request=None, responses=ExperimentActionSerializer)
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=OWNER_OR_ADMIN)
     def resume(self, request, pk=None):
         """Put cancelled slots back in line and launch."""
         return self._act("resume")
 
     @extend_schema(request=None, responses=ExperimentActionSerializer)
-    @action(detail=True, methods=["post"], url_path="retry-failed")
+    @action(detail=True, methods=["post"], permission_classes=OWNER_OR_ADMIN, url_path="retry-failed")
     def retry_failed(self, request, pk=None):
         """Give failed slots a fresh set of attempts and launch."""
         return self._act("retry-failed")

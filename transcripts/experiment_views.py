@@ -9,12 +9,13 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from . import experiments
-from .access import researcher_required
+from .access import OWNER_OR_ADMIN, may_run, researcher_required
 from .endpoints import LOCAL_JUDGE
 from .models import Condition, Dataset, Endpoint, Experiment, QuestionSet, Transcript
 from .prompting import COT_MODES
@@ -78,6 +79,14 @@ class ExperimentForm(forms.Form):
         names = Dataset.objects.order_by("name").values_list("name", flat=True).distinct()
         self.fields["datasets"].choices = [(n, n) for n in names]
         self.fields["questions"].choices = [(n, n) for n in QuestionSet.objects.values_list("name", flat=True)]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        try:
+            experiments.refuse_taken_name(name)
+        except experiments.NameTaken as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return name
 
     def clean_k(self) -> list[int]:
         return _numbers(self.cleaned_data["k"], "k", int)
@@ -159,7 +168,6 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
             return render(request, "transcripts/experiment_confirm.html", {
                 "spec": parsed, "spec_json": json.dumps(spec), "estimates": estimates,
                 "total_cost": sum(row.cost for row in estimates),
-                "existing": Experiment.objects.filter(name=parsed.name).first(),
             })
     return render(request, "transcripts/experiment_form.html", {"form": form})
 
@@ -180,6 +188,7 @@ def progress_context(experiment: Experiment) -> dict:
 
 
 NOTES = {
+    "launch": "Launched.",
     "cancel": "Cancelled: {n} pending slots will not run.",
     "resume": "Resumed.",
     "retry-failed": "Failed slots are queued again.",
@@ -190,6 +199,8 @@ NOTES = {
 @researcher_required
 def experiment_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
+    if not may_run(request.user, experiment):
+        raise PermissionDenied(OWNER_OR_ADMIN)
     n = experiments.ACTIONS[action](experiment)
     messages.success(request, NOTES[action].format(n=n))
     return redirect("experiment-detail", pk=experiment.pk)

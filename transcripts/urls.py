@@ -6,6 +6,8 @@ urlpatterns = [
     path("experiments/", experiment_views.experiment_list, name="experiment-list"),
     path("experiments/new/", experiment_views.experiment_new, name="experiment-new"),
     path("experiments/<int:pk>/progress/", experiment_views.experiment_progress, name="experiment-progress"),
+    path("experiments/<int:pk>/launch/", experiment_views.experiment_action, {"action": "launch"},
+         name="experiment-launch"),
     path("experiments/<int:pk>/cancel/", experiment_views.experiment_action, {"action": "cancel"},
          name="experiment-cancel"),
     path("experiments/<int:pk>/resume/", experiment_views.experiment_action, {"action": "resume"},
