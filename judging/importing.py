@@ -40,6 +40,7 @@ from django.db import connection, models, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from analysis.axes import AXIS_FIELDS
 from transcripts import aggregates
 from transcripts.importing import ImportFailed, ReadMeter, check_size, iter_json_lines, iter_lines
 from transcripts.models import Condition, CotMode, Experiment, Question, QuestionSet, Transcript
@@ -325,7 +326,7 @@ class _Staging:
 
     def __init__(self):
         self.experiments: dict[str, int] = {}  # name → first line
-        self.conditions: dict[tuple, _Key] = {}  # (experiment, model, dataset, k, cot_mode, temperature)
+        self.conditions: dict[tuple, _Key] = {}  # (experiment, the value of each condition axis)
         self.questions: dict[tuple[str, str, str], _Key] = {}  # (experiment, question set name, question id)
         self.any_scores = False
         self.rows = 0
@@ -335,7 +336,10 @@ class _Staging:
 
     def row(self, record: Record) -> list:
         self.experiments.setdefault(record.experiment, record.line)
-        axes = (record.experiment, record.model, record.dataset, record.k, record.cot_mode, record.temperature)
+        # Each condition axis in analysis.axes.AXES order; an imported run has the default system prompt.
+        axes = (
+            record.experiment, record.model, record.dataset, record.k, record.cot_mode, "default", record.temperature
+        )
         condition = self.conditions.setdefault(axes, _Key(len(self.conditions), record.line))
         question = self.questions.setdefault(
             (record.experiment, record.question_set, record.question_id),
@@ -512,16 +516,9 @@ def _resolve(file: str, staging: _Staging) -> _Resolved:
 
     conditions: dict[int, Condition] = {}
     stored: set[int] = set()
-    for (experiment_name, model, dataset, k, cot_mode, temperature), key in staging.conditions.items():
+    for (experiment_name, *axes), key in staging.conditions.items():
         conditions[key.number], created = Condition.objects.get_or_create(
-            experiment=experiments[experiment_name],
-            endpoint_name="",
-            model_name=model,
-            dataset_name=dataset,
-            k=k,
-            cot_mode=cot_mode,
-            system_prompt_name="default",
-            temperature=temperature,
+            experiment=experiments[experiment_name], endpoint_name="", **dict(zip(AXIS_FIELDS, axes, strict=True)),
         )
         if not created:
             stored.add(key.number)

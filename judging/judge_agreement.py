@@ -30,8 +30,8 @@ from django.db.models import (
 from django.db.models.functions import Abs, Cast, Coalesce, Mod
 from django.urls import reverse
 
-from transcripts.charts import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
 from transcripts.models import Experiment, Transcript
+from transcripts.sampling import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
 
 from .agreement import finite, kappa_of_tables
 from .cached import done_scores_fingerprint, experiment_fingerprint, report

@@ -1,9 +1,8 @@
 from django.urls import path
 
-from . import calibration_views, home_views, import_views, judge_views, validity_views, views
+from . import calibration_views, import_views, judge_views, validity_views, views
 
 urlpatterns = [
-    path("", home_views.home, name="home"),
     path("annotate/", views.annotate_home, name="annotate-home"),
     path("annotate/<int:queue_id>/next/", views.annotate_next, name="annotate-next"),
     path("annotate/<int:queue_id>/undo/", views.annotate_undo, name="annotate-undo"),
@@ -11,7 +10,6 @@ urlpatterns = [
     path("annotate/<int:queue_id>/items/<uuid:token>/", views.annotate_item, name="annotate-item"),
     path("annotate/<int:queue_id>/items/<uuid:token>/skip/", views.annotate_skip, name="annotate-skip"),
     path("queues/", views.queue_list, name="queue-list"),
-    path("queues/new/", views.queue_create, name="queue-create"),
     path("queues/<int:pk>/", views.queue_detail, name="queue-detail"),
     path("queues/<int:pk>/items/", views.queue_items, name="queue-items"),
     path("queues/<int:pk>/agreement/", views.queue_agreement, name="queue-agreement"),

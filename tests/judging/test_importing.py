@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from tqdm import tqdm
 
+from browse.filters import filter_transcripts
 from judging.importing import import_transcripts, read_status, save_upload
 from judging.management.commands.load_demo import shared_data_dir
 from judging.models import JudgeScore, RubricVersion
@@ -25,7 +26,6 @@ from judging.rubrics import get_or_create_version
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import wait_until
 from transcripts import aggregates
-from transcripts.filters import filter_transcripts
 from transcripts.importing import ImportFailed, import_questions
 from transcripts.models import (
     CategoryCount,
