@@ -14,7 +14,8 @@ GLM on (misaligned, n − misaligned) per cell has exactly the row-level Bernoul
 are nested in questions its question-clustered sandwich is the row-level one too (each question's score is the
 sum of its cells' scores); only the finite-sample factor counts rows, so it is applied with the row count.
 
-No Django here: `analysis/tidy.py` builds the frames from the database, `manage.py analyze` from a CSV.
+No Django here (the axis names come from analysis.axes, plain data): `analysis/tidy.py` builds the frames
+from the database, `manage.py analyze` from a CSV.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 from threadpoolctl import threadpool_limits
 
+from .axes import AXIS_NAMES as AXES
 from .bootstrap import LEVEL, percentile_interval, resample_weights
 
-AXES = ("model", "dataset", "k", "cot", "system_prompt", "temperature")
 EXPERIMENT = "experiment"  # an optional axis: cells of several experiments are never pooled
 CELL_COLUMNS = (*AXES, "question", "n", "misaligned")
 ROW_COLUMNS = (*AXES, "question", "seed", "misaligned")
@@ -161,20 +162,27 @@ def _question_bootstrap(misaligned: np.ndarray, n: np.ndarray, n_boot: int,
     return intervals
 
 
+def wilson(successes: int, n: int) -> tuple[float, float, float]:
+    """(rate, low, high) with the Wilson 95% interval (WILSON_ASSUMES); (0, 0, 0) for n = 0. The one Wilson:
+    the statistics, judging's rates and the charts use it."""
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    low, high = proportion_confint(successes, n, alpha=1 - LEVEL, method="wilson")
+    return successes / n, float(low), float(high)
+
+
 def condition_rates(cells: pd.DataFrame, *, n_boot: int = REPLICATES, seed: int = 0) -> list[ConditionRate]:
     """Per condition: n, count, rate, Wilson 95% and question-clustered bootstrap 95% intervals."""
     axes = condition_axes(cells)
     keys, misaligned, n = _by_question(cells, axes)
     count, total = misaligned.sum(axis=1).astype(int), n.sum(axis=1).astype(int)
-    with np.errstate(divide="ignore", invalid="ignore"):  # conditions without judged transcripts get None below
-        low, high = proportion_confint(count, total, alpha=1 - LEVEL, method="wilson")
     with _one_blas_thread():
         clustered = _question_bootstrap(misaligned, n, n_boot, np.random.default_rng(seed))
     return [
         ConditionRate(
             condition=_key(axes, key), n=int(total[i]), count=int(count[i]),
             rate=float(count[i] / total[i]) if total[i] else None,
-            wilson=(float(low[i]), float(high[i])) if total[i] else None, clustered=clustered[i],
+            wilson=wilson(int(count[i]), int(total[i]))[1:] if total[i] else None, clustered=clustered[i],
             n_questions=int((n[i] > 0).sum()),
         )
         for i, key in enumerate(keys)

@@ -61,11 +61,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from browse import charts, exporting  # noqa: E402
 from judging.imports import uploads  # noqa: E402
 from judging.models import AnnotationQueue, JudgeScore, Label, QueueItem, RubricVersion  # noqa: E402
-from transcripts import charts, exporting  # noqa: E402
-from transcripts.filters import encode_cursor  # noqa: E402
 from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript  # noqa: E402
+from transcripts.paging import encode_cursor  # noqa: E402
 
 
 def free_port() -> int:

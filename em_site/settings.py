@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "judging",
     "analysis",
     "em_site",
+    "browse",
 ]
 
 MIDDLEWARE = [

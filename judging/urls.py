@@ -1,13 +1,11 @@
 from django.urls import path
 
-from . import home_views
 from .annotation import views as annotation
 from .imports import views as imports
 from .results import views as results
 from .validity import views as validity
 
 urlpatterns = [
-    path("", home_views.home, name="home"),
     path("annotate/", annotation.annotate_home, name="annotate-home"),
     path("annotate/<int:queue_id>/next/", annotation.annotate_next, name="annotate-next"),
     path("annotate/<int:queue_id>/undo/", annotation.annotate_undo, name="annotate-undo"),
@@ -15,7 +13,6 @@ urlpatterns = [
     path("annotate/<int:queue_id>/items/<uuid:token>/", annotation.annotate_item, name="annotate-item"),
     path("annotate/<int:queue_id>/items/<uuid:token>/skip/", annotation.annotate_skip, name="annotate-skip"),
     path("queues/", annotation.queue_list, name="queue-list"),
-    path("queues/new/", annotation.queue_create, name="queue-create"),
     path("queues/<int:pk>/", annotation.queue_detail, name="queue-detail"),
     path("queues/<int:pk>/items/", annotation.queue_items, name="queue-items"),
     path("queues/<int:pk>/agreement/", annotation.queue_agreement, name="queue-agreement"),

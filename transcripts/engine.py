@@ -39,7 +39,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from functools import partial
 
 import openai
@@ -353,10 +352,7 @@ def backoff(attempt: int, retry_after: float | None) -> float:
 
 def _charge(job: Job, row_id: int, endpoint: Endpoint, usage: Usage) -> None:
     """Add the call's cost to its experiment; stop the experiment once its budget is reached."""
-    cost = (
-        (usage.prompt_tokens or 0) * endpoint.price_prompt_per_mtok
-        + (usage.completion_tokens or 0) * endpoint.price_completion_per_mtok
-    ) / Decimal(1_000_000)
+    cost = endpoint.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0)
     if not cost:
         return
     experiment_id = job.model.objects.filter(pk=row_id).values_list(job.experiment_field, flat=True).get()

@@ -1,4 +1,5 @@
-"""Experiment pages: define (form → confirm with estimates → launch), follow live, cancel / resume / retry."""
+"""Experiment pages: define (form → confirm with estimates → launch), follow live, cancel / resume / retry.
+The experiment's own page reads judging's results too, so it lives in browse (browse.experiment_views)."""
 
 from __future__ import annotations
 
@@ -130,12 +131,13 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
     rows = list(Experiment.objects.order_by("-created_at"))
     counts = experiments.slot_counts("experiment_id", [e.pk for e in rows])
     for experiment in rows:
-        _set_counts(experiment, counts[experiment.pk])
+        set_counts(experiment, counts[experiment.pk])
     return render(request, "transcripts/experiment_list.html", {"experiments": rows})
 
 
-def _set_counts(row: Experiment | Condition, counts: Counter) -> None:
-    """The slot counts the experiment list and the conditions table show, from experiments.slot_counts."""
+def set_counts(row: Experiment | Condition, counts: Counter) -> None:
+    """The slot counts the experiment list and the conditions table (browse.experiment_views) show, from
+    experiments.slot_counts."""
     row.n_slots = sum(counts.values())
     row.n_done = counts[Transcript.Status.DONE]
     row.n_failed = counts[Transcript.Status.FAILED]
@@ -173,25 +175,14 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
 
 
 @researcher_required
-def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment, pk=pk)
-    conditions = list(experiment.conditions.select_related("endpoint"))
-    counts = experiments.slot_counts("condition_id", [c.pk for c in conditions])
-    for condition in conditions:
-        _set_counts(condition, counts[condition.pk])
-    return render(request, "transcripts/experiment_detail.html", {
-        **_progress_context(experiment), "conditions": conditions, "may_run": may_run(request.user, experiment),
-    })
-
-
-@researcher_required
 def experiment_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The live part of the detail page; htmx polls it while the experiment runs."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    return render(request, "transcripts/experiment_progress.html", _progress_context(experiment))
+    return render(request, "transcripts/experiment_progress.html", progress_context(experiment))
 
 
-def _progress_context(experiment: Experiment) -> dict:
+def progress_context(experiment: Experiment) -> dict:
+    """The context of experiment_progress.html, which the experiment page (browse.experiment_views) includes."""
     progress = experiments.progress(experiment)
     recent = (Transcript.objects.filter(pk__in=progress["recent_ids"]).select_related("condition", "question")
               .order_by("-finished_at"))

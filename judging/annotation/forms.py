@@ -2,11 +2,9 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth.models import User
-from django.http import QueryDict
 
 from em_site import bounded
 from transcripts.access import AUDITOR
-from transcripts.filters import filter_transcripts
 from transcripts.forms import UploadField
 
 from ..models import AnnotationQueue, Highlight, PersonaCategory, Taxonomy
@@ -53,14 +51,6 @@ class QueueForm(forms.ModelForm):
         auditors, overlap = data.get("auditors"), data.get("overlap")
         if auditors is not None and overlap and overlap > len(auditors):
             self.add_error("overlap", f"Overlap {overlap} needs at least {overlap} assigned auditors.")
-        if "filter_query" in data:
-            bound = filter_transcripts(QueryDict(data["filter_query"]))
-            if not bound.is_valid():
-                self.add_error("filter_query", f"Not a valid transcript filter: {bound.errors.as_text()}")
-            else:
-                self.transcripts = bound.qs.filter(status="done")
-                if not self.transcripts.exists():
-                    self.add_error("filter_query", "No finished transcript matches this filter.")
         return data
 
 

@@ -3,7 +3,7 @@ category, consensus, one auditor's label) and paged in queue order.
 
 Pages are keyset pages on (position, id), the index queueitem_queue_position: a page reads its rows and the
 next one, never counting or skipping the items before it, so page 2,000 of a 200,000-item queue costs what the
-first page does. The cursors are those of the transcript browser (transcripts.filters).
+first page does. The cursors are those of the transcript browser (transcripts.paging).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.db.models import Exists, OuterRef, QuerySet
 
-from transcripts.filters import decode_cursor, encode_cursor, rows_after
+from transcripts.paging import decode_cursor, encode_cursor, rows_after
 
 from ..models import AnnotationQueue, Label, QueueItem
 

@@ -15,8 +15,8 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 
 from transcripts.access import AUDITOR, with_role
-from transcripts.exporting import neutralise, restore
 from transcripts.importing import ImportFailed
+from transcripts.spreadsheet_safety import neutralise, restore
 
 from ..models import AnnotationQueue, Assignment, Highlight, Label, LabelRevision, PersonaCategory, QueueItem
 from . import label_history
@@ -35,7 +35,7 @@ EXPORT_CHUNK = 2000  # labels read (and CSV rows written) at a time
 def export_rows(queue: AnnotationQueue) -> Iterator[list]:
     """The header, then one row per label. `label` is the primary category; `categories` all of them;
     `misaligned` is true/false and `alignment_score` 0–100, empty where the queue did not ask.
-    Text cells a spreadsheet would run as formulas are neutralised (transcripts.exporting.neutralise).
+    Text cells a spreadsheet would run as formulas are neutralised (transcripts.spreadsheet_safety.neutralise).
 
     Three streamed queries of plain values, all in item order, read side by side: the labels, their categories
     and their highlights. Model rows with prefetched relations cloned a queryset per label and relation (42,000

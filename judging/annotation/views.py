@@ -26,11 +26,11 @@ from .. import reports
 from ..models import AnnotationQueue, Assignment, Highlight, JudgeScore, Label, QueueItem, Taxonomy
 from . import assignment, label_history
 from .consensus import item_labels, set_gold
-from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, QueueForm, TaxonomyForm
+from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, TaxonomyForm
 from .item_pages import ITEM_FILTERS, items_page, matching_items
 from .labels_io import export_csv, import_labels, read_upload
 from .spans import passages
-from .taxonomy import category_rows, create_version, latest_versions
+from .taxonomy import category_rows, create_version
 
 ITEMS_PER_PAGE = 50  # rows per page of the queue items page
 DISAGREEMENTS_SHOWN = 100  # rows per page of the agreement page's disagreements
@@ -206,21 +206,6 @@ def annotate_undo(request: HttpRequest, queue_id: int) -> HttpResponse:
 def queue_list(request: HttpRequest) -> HttpResponse:
     queues = assignment.with_counts(AnnotationQueue.objects.select_related("taxonomy"))
     return render(request, "judging/queue_list.html", {"queues": queues})
-
-
-@researcher_required
-def queue_create(request: HttpRequest) -> HttpResponse:
-    initial = {"filter_query": request.GET.get("filter", ""), "taxonomy": (latest_versions() or [None])[0]}
-    form = QueueForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        queue = form.save(commit=False)
-        queue.created_by = request.user
-        queue.save()
-        form.save_m2m()
-        count = assignment.add_items(queue=queue, transcripts=form.transcripts)
-        messages.success(request, f"Queue {queue.name} created with {count} transcripts.")
-        return redirect("queue-detail", pk=queue.pk)
-    return render(request, "judging/queue_form.html", {"form": form})
 
 
 @researcher_required

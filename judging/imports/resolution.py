@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.db.models import Count
 from django.utils import timezone
 
+from analysis.axes import AXIS_FIELDS
 from transcripts.importing import ImportFailed
 from transcripts.models import Condition, Experiment, Question, QuestionSet
 
@@ -133,16 +134,9 @@ def resolve(file: str, staging: Staging) -> Resolved:
 
     conditions: dict[int, Condition] = {}
     stored: set[int] = set()
-    for (experiment_name, model, dataset, k, cot_mode, temperature), key in staging.conditions.items():
+    for (experiment_name, *axes), key in staging.conditions.items():
         conditions[key.number], created = Condition.objects.get_or_create(
-            experiment=experiments[experiment_name],
-            endpoint_name="",
-            model_name=model,
-            dataset_name=dataset,
-            k=k,
-            cot_mode=cot_mode,
-            system_prompt_name="default",
-            temperature=temperature,
+            experiment=experiments[experiment_name], endpoint_name="", **dict(zip(AXIS_FIELDS, axes, strict=True)),
         )
         if not created:
             stored.add(key.number)

@@ -61,7 +61,7 @@ class Staging:
 
     def __init__(self):
         self.experiments: dict[str, int] = {}  # name → first line
-        self.conditions: dict[tuple, Key] = {}  # (experiment, model, dataset, k, cot_mode, temperature)
+        self.conditions: dict[tuple, Key] = {}  # (experiment, the value of each condition axis)
         self.questions: dict[tuple[str, str, str], Key] = {}  # (experiment, question set name, question id)
         self.any_scores = False
         self.rows = 0
@@ -71,7 +71,10 @@ class Staging:
 
     def row(self, record: Record) -> list:
         self.experiments.setdefault(record.experiment, record.line)
-        axes = (record.experiment, record.model, record.dataset, record.k, record.cot_mode, record.temperature)
+        # Each condition axis in analysis.axes.AXES order; an imported run has the default system prompt.
+        axes = (
+            record.experiment, record.model, record.dataset, record.k, record.cot_mode, "default", record.temperature
+        )
         condition = self.conditions.setdefault(axes, Key(len(self.conditions), record.line))
         question = self.questions.setdefault(
             (record.experiment, record.question_set, record.question_id),

@@ -57,7 +57,7 @@ def import_upload(request: HttpRequest) -> HttpResponse:
             messages.success(request, message)
             return redirect(target)
     status = 400 if request.method == "POST" else 200
-    return render(request, "transcripts/import_form.html", {"form": form, "error": error}, status=status)
+    return render(request, "judging/import_form.html", {"form": form, "error": error}, status=status)
 
 
 @researcher_required
@@ -68,5 +68,5 @@ def import_progress(request: HttpRequest, job: uuid.UUID) -> HttpResponse:
         raise Http404("No such import.")
     context = {"job": job, "status": status}
     if request.htmx:
-        return render(request, "transcripts/import_progress.html", context)
-    return render(request, "transcripts/import_job.html", context)
+        return render(request, "judging/import_progress.html", context)
+    return render(request, "judging/import_job.html", context)

@@ -27,17 +27,18 @@ from statsmodels.stats.contingency_tables import Table
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from analysis import statistics, tidy
+from analysis.axes import AXIS, AXIS_FIELDS
 from analysis.statistics import PairedTest, holm, mcnemar_test, with_holm
 from transcripts.models import Condition, Experiment
 
 from ..reports import experiment_fingerprint, report
 from .metrics import ConditionMetrics, Rate, active_versions, condition_metrics
 
-# What makes two conditions the same condition (in one experiment or across two).
-AXES = ("model_name", "dataset_name", "k", "cot_mode", "system_prompt_name", "temperature")
+# What makes two conditions the same condition (in one experiment or across two): the condition axes' fields.
+AXES = AXIS_FIELDS
 # The axes a researcher varies to see an effect within one model and dataset; k is paired against the smallest k
 # measured (k = 0 in a usual run), not every k with every other, so the list stays one test per treatment.
-TREATMENT_AXES = ("k", "cot_mode", "system_prompt_name", "temperature")
+TREATMENT_AXES = tuple(AXIS[name].field for name in ("k", "cot", "system_prompt", "temperature"))
 
 
 @dataclass(frozen=True)

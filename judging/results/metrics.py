@@ -21,8 +21,8 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.expressions import Expression
 from django.db.models.lookups import Exact
 
+from analysis.statistics import wilson
 from transcripts.aggregates import COUNT_FIELDS, verdict_aggregates
-from transcripts.charts import wilson
 from transcripts.models import CategoryCount, Condition, Experiment, Transcript, VerdictCount
 
 from ..models import JudgeScore, PersonaCategory, RubricVersion
@@ -43,7 +43,7 @@ class Rate:
 
     @cached_property  # a template reads it up to three times per rate, and tables show hundreds of rates
     def interval(self) -> tuple[float, float] | None:
-        """Wilson 95% interval (transcripts.charts.wilson, the one the charts draw)."""
+        """Wilson 95% interval (analysis.statistics.wilson, the one the charts draw)."""
         if not self.n:
             return None
         _, low, high = wilson(self.count, self.n)

@@ -17,11 +17,11 @@ from django.views.decorators.http import require_POST
 from analysis import statistics
 from transcripts.access import researcher_required
 from transcripts.aggregates import cell_counts
-from transcripts.charts import PALETTE
 from transcripts.models import Condition, Endpoint, Experiment, Transcript
 
 from .. import reports
 from ..models import AnnotationQueue, QueueItem, RubricVersion
+from ..palette import PALETTE
 from ..verdicts import set_active_versions
 from . import comparisons, metrics, paper_calibration
 from .judge import enqueue

@@ -29,8 +29,8 @@ from django.db.models import (
 from django.db.models.functions import Abs, Cast, Coalesce, Mod
 from django.urls import reverse
 
-from transcripts.charts import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
 from transcripts.models import Experiment, Transcript
+from transcripts.sampling import HASH_MODULUS, HASH_MULTIPLIER, SCATTER_POINTS
 
 from ..annotation.agreement import counted_vs_reference, finite
 from ..models import JudgeScore, RubricVersion

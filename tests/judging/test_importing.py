@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from tqdm import tqdm
 
+from browse.filters import filter_transcripts
 from judging.imports.importing import import_transcripts
 from judging.imports.uploads import read_status, save_upload
 from judging.management.commands.load_demo import shared_data_dir
@@ -26,7 +27,6 @@ from judging.results.rubrics import get_or_create_version
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import wait_until
 from transcripts import aggregates
-from transcripts.filters import filter_transcripts
 from transcripts.importing import ImportFailed, import_questions
 from transcripts.models import (
     CategoryCount,

@@ -8,10 +8,9 @@ from django.urls import reverse
 
 from judging.annotation import assignment
 from judging.models import JudgeScore
+from tests.judging.annotation_data import SECRET_MODEL, queue_over, taxonomy, transcripts
 from transcripts import aggregates
 from transcripts.models import Experiment, Transcript
-
-from .annotation_data import SECRET_MODEL, queue_over, taxonomy, transcripts
 
 pytestmark = pytest.mark.django_db
 

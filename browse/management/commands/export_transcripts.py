@@ -12,8 +12,8 @@ import django_filters
 from django.core.management.base import BaseCommand, CommandError
 from django.http import QueryDict
 
-from transcripts import exporting
-from transcripts.filters import TranscriptFilter, filter_transcripts
+from browse import exporting
+from browse.filters import TranscriptFilter, filter_transcripts
 
 
 class Command(BaseCommand):

@@ -37,7 +37,7 @@ def wait_for_rows(page, ids: list[int]) -> None:
 
 def test_filter_paginate_open_and_export(page, live_server, bob, monkeypatch):
     corpus = build_corpus(bob)
-    monkeypatch.setattr("transcripts.browse_views.PAGE_SIZE", 5)
+    monkeypatch.setattr("browse.views.PAGE_SIZE", 5)
     model_b = sorted((t.pk for t in corpus.transcripts if t.condition.model_name == "model-b"), reverse=True)
 
     page.goto(f"{live_server.url}/transcripts/")

@@ -1,20 +1,46 @@
-"""REST API for judge scores and human labels (researchers only). Both accept every transcript filter of
-the browser (transcripts.filters.TranscriptFilter): they return the scores and labels of the matching
-transcripts."""
+"""REST API for transcripts, judge scores and human labels (researchers only). All three accept every transcript
+filter of the browser (browse.filters.TranscriptFilter): transcripts page with a cursor and export as CSV or JSON
+Lines, scores and labels are those of the matching transcripts."""
 
 from __future__ import annotations
 
 import django_filters
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.routers import SimpleRouter
 
+from judging.models import JudgeScore, Label
+from judging.serializers import JudgeScoreSerializer, LabelSerializer
 from transcripts.api import RESEARCHERS, NewestFirst, open_urls
-from transcripts.filters import TranscriptFilter, filter_transcripts
+from transcripts.models import Transcript
+from transcripts.serializers import TranscriptSerializer
 
-from .models import JudgeScore, Label
-from .serializers import JudgeScoreSerializer, LabelSerializer
+from . import exporting
+from .filters import TranscriptFilter, filter_transcripts
+from .views import export_response
+
+
+class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Transcript.objects.select_related("condition__endpoint", "question")
+    serializer_class = TranscriptSerializer
+    permission_classes = RESEARCHERS
+    filterset_class = TranscriptFilter
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        parameters=[OpenApiParameter("fmt", str, enum=list(exporting.FORMATS), description="Export format (csv).")],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
+    )
+    @action(detail=False, pagination_class=None)
+    def export(self, request):
+        """Every transcript matching the filters, streamed as CSV or JSON Lines (`fmt=jsonl`)."""
+        fmt = request.query_params.get("fmt") or "csv"
+        if fmt not in exporting.FORMATS:
+            raise ValidationError({"fmt": [f"One of: {', '.join(exporting.FORMATS)}."]})
+        return export_response(self.filter_queryset(Transcript.objects.all()), fmt)
 
 
 def _transcript_filter_parameters() -> list[OpenApiParameter]:
@@ -60,6 +86,7 @@ class LabelViewSet(_ByTranscriptFilter, viewsets.ReadOnlyModelViewSet):
 
 
 router = SimpleRouter()
+router.register("transcripts", TranscriptViewSet)
 router.register("scores", JudgeScoreViewSet)
 router.register("labels", LabelViewSet)
 

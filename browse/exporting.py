@@ -9,10 +9,9 @@ the question, the cached verdicts of the experiment's active rubric versions, ev
 (`auditor:category;…`) and the human consensus.
 
 CSV is opened in spreadsheets, which run a cell that starts with `=`, `+`, `-`, `@`, tab or CR as a formula
-("CSV injection"). Following OWASP, every CSV this app writes puts a single quote before such a cell:
-`neutralise` is the rule for values formatted in Python, `Neutralised` the same rule in SQL for COPY. Only
-text columns are touched, so a negative score stays a number. JSON Lines is not a spreadsheet format and
-stays verbatim.
+("CSV injection"): every cell is neutralised by transcripts.spreadsheet_safety (`neutralise` for values formatted
+in Python, `Neutralised` in SQL for COPY). Only text columns are touched, so a negative score stays a number.
+JSON Lines is not a spreadsheet format and stays verbatim.
 """
 
 from __future__ import annotations
@@ -27,10 +26,12 @@ from collections import deque
 from collections.abc import Iterator
 
 import psycopg
-from django.apps import apps
 from django.db import connection, connections, transaction
-from django.db.models import Aggregate, CharField, F, Func, OuterRef, QuerySet, Subquery, TextField, Value
+from django.db.models import Aggregate, CharField, F, OuterRef, QuerySet, Subquery, TextField, Value
 from django.db.models.functions import Concat
+
+from judging.models import Label
+from transcripts.spreadsheet_safety import Neutralised, neutralise
 
 CHUNK_ROWS = 20_000
 BUFFER_BYTES = 256 * 1024
@@ -67,38 +68,6 @@ COLUMNS = [
 HEADERS = [header for header, _ in COLUMNS]
 
 
-# OWASP "CSV injection": cells starting with one of these run as formulas in spreadsheets.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value):
-    """A text cell that a spreadsheet would run as a formula, with a leading single quote; anything else as is."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
-def restore(cell: str) -> str:
-    """A cell of an exported CSV as it was before `neutralise` (for importing what was exported)."""
-    if cell.startswith("'") and cell[1:].startswith(FORMULA_PREFIXES):
-        return cell[1:]
-    return cell
-
-
-class Neutralised(Func):
-    """`neutralise` in PostgreSQL, for the rows COPY writes itself."""
-
-    output_field = TextField()
-    # Comparing the first character's code point is the cheapest test (no collation, no substring).
-    _CODES = ", ".join(str(ord(c)) for c in FORMULA_PREFIXES)
-
-    def as_sql(self, compiler, connection, **extra):
-        cell, params = compiler.compile(self.source_expressions[0])
-        # The cell appears three times, so do its parameters.
-        sql = f"CASE WHEN ascii({cell}) IN ({self._CODES}) THEN '''' || {cell} ELSE {cell} END"
-        return sql, (*params,) * 3
-
-
 class _JoinLabels(Aggregate):
     """`auditor:category` pairs joined with ';' (STRING_AGG on PostgreSQL, GROUP_CONCAT on SQLite)."""
 
@@ -111,11 +80,9 @@ class _JoinLabels(Aggregate):
 
 
 def _human_labels(*, neutralised: bool = False) -> Subquery:
-    # Labels belong to `judging`; looked up by name so transcripts never imports it.
-    label = apps.get_model("judging", "Label")
     joined = _JoinLabels(Concat(F("auditor__username"), Value(":"), F("primary__key"), output_field=CharField()))
     pairs = (
-        label.objects.filter(item__transcript=OuterRef("pk"))
+        Label.objects.filter(item__transcript=OuterRef("pk"))
         .order_by()
         .values("item__transcript")
         # Neutralised inside the subquery, where PostgreSQL computes the repeated aggregate once; around

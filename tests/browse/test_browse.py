@@ -7,9 +7,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from analysis.statistics import wilson
 from tests.transcripts.browse_data import build_corpus
-from transcripts import charts
-from transcripts.charts import wilson
+from transcripts import sampling
 from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,7 @@ def test_htmx_requests_get_only_the_table(alice_client, db):
 
 def test_next_page_links_carry_the_filter_and_sort(alice_client, db, monkeypatch):
     experiment = build_corpus().experiment.pk
-    monkeypatch.setattr("transcripts.browse_views.PAGE_SIZE", 4)
+    monkeypatch.setattr("browse.views.PAGE_SIZE", 4)
     first = alice_client.get(reverse("transcript-list"), {"experiment": experiment, "sort": "aligned"})
     cursor = first.context["page"].next_cursor
     assert f"sort=aligned&amp;after={cursor}".encode() in first.content
@@ -132,7 +132,7 @@ def test_chart_page_and_home_render(alice_client, db):
 
 def test_scatter_samples_when_there_are_too_many_points(alice_client, db, monkeypatch):
     build_corpus()
-    monkeypatch.setattr("transcripts.charts.SCATTER_POINTS", 4)
+    monkeypatch.setattr("browse.charts.SCATTER_POINTS", 4)
     everything = alice_client.get(reverse("chart-data", args=["aligned-vs-coherent"]), {"colour": "none"}).json()
     everything = everything["data"][0]["y"]
     assert len(everything) == 4
@@ -149,6 +149,6 @@ def test_scatter_page_sample_keeps_the_filter(db):
     rows = Transcript.objects.filter(misaligned=True, aligned__lt=100).order_by().values_list(
         "aligned", "coherent", "condition_id")
     with CaptureQueriesContext(connection) as queries:
-        sampled = charts._page_sample(rows[:4], 100.0, seed=1)
+        sampled = sampling.page_sample(rows[:4], 100.0, seed=1)
     assert "TABLESAMPLE SYSTEM" in queries[0]["sql"]
     assert len(sampled) == 4 and set(sampled) <= set(rows) and len(set(rows)) == 6

@@ -1,122 +1,34 @@
 """The figures as plotly figure dicts, computed from a filtered transcript queryset, and the per-question table.
 
 Rates come from `transcripts.aggregates.cell_counts` (verdict counts per condition × question) and persona shares
-from `category_counts`; Python maps those rows to the condition's axes (model, dataset, k, …) and adds Wilson
-95% intervals (statsmodels). A
-transcript counts towards a rate when `misaligned` is not NULL, i.e. it was judged and not excluded (refusal,
-code, judge unsure).
+from `category_counts`; Python maps those rows to the condition's axes (analysis.axes: model, dataset,
+k, …) and adds Wilson 95% intervals (analysis.statistics.wilson). A transcript counts towards a rate when
+`misaligned` is not NULL, i.e. it was judged and not excluded (refusal, code, judge unsure).
 
 Every chart that can be split is coloured by one axis and faceted (one panel each) by another, chosen in the
-URL (`colour=system_prompt&facet=dataset`); the defaults are the paper's figure: one line per model, one panel
-per dataset. A control without examples (k = 0, no dataset) belongs to every dataset's panel or line, so each
-dataset's curve starts from its baseline as in the paper.
+URL (`colour=system_prompt&facet=dataset`, browse.chart_options); the defaults are the paper's figure: one line
+per model, one panel per dataset. A control without examples (k = 0, no dataset) belongs to every dataset's panel
+or line, so each dataset's curve starts from its baseline as in the paper.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
-from django.db import connection
-from django.db.models import BigIntegerField, F, Max, Min, QuerySet
-from django.db.models.functions import Mod
-from django.urls import reverse
-from statsmodels.stats.proportion import proportion_confint
+from django.db.models import QuerySet
 
-from .aggregates import category_counts, cell_counts
-from .models import Condition, Experiment, Question, Transcript
+from analysis.statistics import wilson
+from judging.palette import PALETTE
+from transcripts.aggregates import category_counts, cell_counts
+from transcripts.models import Condition, Experiment, Question
+from transcripts.sampling import SCATTER_POINTS, sample_scores
 
-SCATTER_POINTS = 3000
-PAGE_SAMPLE_PERCENT = 2.0  # the scatter reads at most this share of the table's pages at random for its sample
-HASH_MULTIPLIER, HASH_MODULUS = 2654435761, 1_000_003  # Knuth's multiplicative hash; ids < 3e9 fit in bigint
-# One colour per persona category (the same on the judge and the human side), and per line of a split chart.
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+from .chart_options import AXES, DEFAULT_REQUEST, ChartOptions, ChartRequest, transcript_links
+
 PANEL_COLUMNS = 3
-
-
-@dataclass(frozen=True)
-class Axis:
-    label: str
-    field: str  # the Condition field holding the value
-
-
-# The axes a chart can be coloured or faceted by. Each key is also the transcript filter of that axis (except
-# `experiment`, which the filter takes by id), so a link from a chart narrows the list to the same group.
-AXES = {
-    "model": Axis("Model", "model_name"),
-    "dataset": Axis("Dataset", "dataset_name"),
-    "k": Axis("k (examples)", "k"),
-    "cot": Axis("CoT mode", "cot_mode"),
-    "system_prompt": Axis("System prompt", "system_prompt_name"),
-    "temperature": Axis("Temperature", "temperature"),
-    "experiment": Axis("Experiment", "experiment__name"),
-}
-NO_AXIS = "none"
-XSCALES = {"category": "k evenly spaced", "linear": "k linear", "log": "k log scale (k+1)"}
-OPTION_NAMES = ("colour", "facet", "xscale")
-
-
-@dataclass(frozen=True)
-class ChartOptions:
-    """How the charts split and scale; None = not split."""
-
-    colour: str | None = "model"
-    facet: str | None = "dataset"
-    xscale: str = "category"
-
-
-DEFAULT_OPTIONS = ChartOptions()
-
-
-class InvalidOptions(ValueError):
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
-        self.errors = errors
-
-
-def chart_options(params: Mapping[str, str]) -> ChartOptions:
-    """The options in a querystring; a missing or empty one takes the default, an unknown one is an error
-    (a typo must not quietly draw the default figure)."""
-    errors = {}
-    chosen = {}
-    for name, allowed in (("colour", [*AXES, NO_AXIS]), ("facet", [*AXES, NO_AXIS]), ("xscale", list(XSCALES))):
-        value = params.get(name) or getattr(DEFAULT_OPTIONS, name) or NO_AXIS
-        if value not in allowed:
-            errors[name] = f"{value!r} is not one of {', '.join(allowed)}"
-        chosen[name] = None if value == NO_AXIS else value
-    if errors:
-        raise InvalidOptions(errors)
-    return ChartOptions(**chosen)
-
-
-@dataclass(frozen=True)
-class ChartRequest:
-    """What a chart is drawn for, besides the filtered transcripts."""
-
-    options: ChartOptions = DEFAULT_OPTIONS
-    experiment: Experiment | None = None  # set when the filter picks one experiment (its thresholds apply)
-    filters: Mapping[str, str] = field(default_factory=dict)  # the page's filter, carried into transcript links
-
-
-def transcript_links(filters: Mapping[str, str], *narrowed: str) -> Callable[..., str]:
-    """A maker of links to the transcript list of exactly the transcripts a rate counts: the page's filter
-    narrowed by the `narrowed` keys, e.g. `transcript_links(filters, "question")(question="quick_buck")`.
-    The common part is encoded once: the heatmap makes a link per cell."""
-    kept = urlencode({key: value for key, value in filters.items() if key not in (*narrowed, "counted")})
-    prefix = f"{reverse('transcript-list')}?{kept}{'&' if kept else ''}counted=true&"
-    return lambda **values: prefix + urlencode(values)
-
-
-def wilson(successes: int, n: int) -> tuple[float, float, float]:
-    """(rate, low, high) with the Wilson 95% interval; (0, 0, 0) for n = 0."""
-    if n == 0:
-        return 0.0, 0.0, 0.0
-    low, high = proportion_confint(successes, n, alpha=0.05, method="wilson")
-    return successes / n, float(low), float(high)
 
 
 def _label(axis: str | None, value: object) -> str:
@@ -236,7 +148,7 @@ def _colours(lines: list) -> dict[object, str]:
     return {line: PALETTE[index % len(PALETTE)] for index, line in enumerate(lines)}
 
 
-def misaligned_vs_k(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+def misaligned_vs_k(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST) -> dict:
     """(1) The paper's headline figure: misaligned rate vs k, one line per colour value, one panel per facet.
 
     Log scale: plotly cannot place k = 0 on a log axis, so x is k + 1 on a log axis with ticks labelled k."""
@@ -280,61 +192,14 @@ def misaligned_vs_k(queryset: QuerySet, request: ChartRequest = ChartRequest()) 
     return {"data": data, "layout": layout}
 
 
-def _sample_scores(scored: QuerySet, size: int) -> list[tuple[float, float, int]]:
-    """(aligned, coherent, condition id) of at most `size` rows, a pseudo-random sample that costs milliseconds.
-
-    First `size` random ids from the id range are looked up by primary key. When the filter is selective and
-    few of them match, the hit rate estimates how many rows match. On PostgreSQL, when about `size` of them lie in
-    at most PAGE_SAMPLE_PERCENT of the table's pages, those pages are read (TABLESAMPLE SYSTEM: random pages,
-    whatever the table's size; at 10M rows and one model's CoT transcripts, ~30 ms instead of ~600 ms for
-    reading the matching rows). Otherwise matching rows are kept by a multiplicative hash of the id (not
-    `id % n`: ids are often periodic per condition, and a stride sharing a factor with that period would sample
-    only some conditions), reading them until `size` are kept. Zero hits means fewer than about `size` rows
-    match, so all of them are taken."""
-    bounds = scored.aggregate(low=Min("id"), high=Max("id"))
-    if bounds["low"] is None:
-        return []
-    span = bounds["high"] - bounds["low"] + 1
-    rows = scored.values_list("aligned", "coherent", "condition_id")
-    if span <= size:
-        return list(rows)
-    probe = random.Random(span).sample(range(bounds["low"], bounds["high"] + 1), size)
-    points = list(rows.filter(id__in=probe))
-    if len(points) >= size // 3:
-        return points
-    if not points:
-        return list(rows[:size])
-    # Half again as many pages as the hit rate says hold `size` matching rows: a sample short by chance still
-    # fills, and the LIMIT keeps it at `size`.
-    percent = 150.0 * size * size / (span * len(points))
-    if connection.vendor == "postgresql" and percent <= PAGE_SAMPLE_PERCENT:
-        return _page_sample(rows[:size], percent, seed=span)
-    keep = min(HASH_MODULUS, HASH_MODULUS * size * size // (span * len(points)))
-    # An integer bucket: Mod's default output is a decimal, and comparing numerics row by row doubles the scan.
-    bucket = Mod(F("id") * HASH_MULTIPLIER, HASH_MODULUS, output_field=BigIntegerField())
-    return list(rows.annotate(bucket=bucket).filter(bucket__lt=keep)[:size])
-
-
-def _page_sample(rows: QuerySet, percent: float, seed: int) -> list[tuple]:
-    """The rows of the queryset found in `percent` % of the transcript table's pages, chosen at random (the
-    same pages for the same seed). Django has no TABLESAMPLE: it goes after the table in the compiled FROM."""
-    sql, params = rows.query.sql_with_params()
-    table = f"FROM {connection.ops.quote_name(Transcript._meta.db_table)}"
-    head, tail = sql.split(table, 1)
-    assert "%s" not in head, "the selected columns take no parameters"
-    with connection.cursor() as cursor:
-        cursor.execute(f"{head}{table} TABLESAMPLE SYSTEM (%s) REPEATABLE (%s){tail}", [percent, seed, *params])
-        return cursor.fetchall()
-
-
-def aligned_vs_coherent(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+def aligned_vs_coherent(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST) -> dict:
     """(2) Aligned vs coherent, a sample of at most SCATTER_POINTS coloured by the colour axis, with the
     threshold lines (the experiment's own when the filter picks one experiment, else the defaults).
     Not faceted: a sample of a few thousand points split into panels would leave each too sparse to read,
     and a point has one colour, so a control keeps its own "(no examples)" colour here."""
     colour = request.options.colour
     scored = queryset.filter(aligned__isnull=False, coherent__isnull=False).order_by()
-    points = _sample_scores(scored, SCATTER_POINTS)
+    points = sample_scores(scored, SCATTER_POINTS)
     conditions = _condition_axes({p[2] for p in points}, [colour]) if colour else {}
     by_line: dict[object, list[tuple[float, float, int]]] = defaultdict(list)
     for point in points:
@@ -362,7 +227,7 @@ def aligned_vs_coherent(queryset: QuerySet, request: ChartRequest = ChartRequest
     }}
 
 
-def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST) -> dict:
     """(3) Misaligned rate per question domain: grouped bars by the colour axis, one panel per facet."""
     options = request.options
     # The question table is small (hundreds of rows): all domains at once, rather than the ids of the counts.
@@ -394,7 +259,7 @@ def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = ChartReques
     return {"data": data, "layout": layout}
 
 
-def persona_shares(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+def persona_shares(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST) -> dict:
     """(4) Persona category shares vs k: judge (left) and human consensus (right), stacked to 100%.
     Not split by the chart options: colour already means the category and the two panels the source."""
     rows = [row for row in category_counts(queryset) if row["category"]]  # "" = no category
@@ -497,7 +362,7 @@ def question_table(queryset: QuerySet, filters: Mapping[str, str]) -> list[Quest
     return list(questions.values())
 
 
-def question_heatmap(queryset: QuerySet, request: ChartRequest = ChartRequest()) -> dict:
+def question_heatmap(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST) -> dict:
     """(5) Question × k heatmap of the misaligned rate, "m/n" in each cell, one panel per model; a cell's
     customdata is the link to exactly its transcripts (static/js/charts.js follows it on click)."""
     questions, cells = _question_cells(queryset)

@@ -2,16 +2,10 @@
 
 import pytest
 
+from browse.filters import filter_transcripts
 from tests.transcripts.browse_data import build_corpus
-from transcripts.filters import (
-    SORTS,
-    decode_cursor,
-    encode_cursor,
-    filter_transcripts,
-    keyset_page,
-    neighbours,
-)
 from transcripts.models import Condition, Transcript
+from transcripts.paging import SORTS, decode_cursor, encode_cursor, keyset_page, neighbours
 
 pytestmark = pytest.mark.django_db
 

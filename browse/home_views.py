@@ -1,7 +1,7 @@
 """The first page after login. A researcher sees what is running and what to open next (results,
 transcripts, queues, agreement); an auditor goes to their queues (views.annotate_home).
 
-It lives in judging because it shows both apps' state (judging depends on transcripts, never the reverse).
+It lives in browse because it shows both apps' state.
 Every count comes from a grouped query, so the page costs the same few queries however many rows it lists;
 slot counts read the maintained verdict counts (transcripts.experiments.slot_counts), not every transcript.
 """
@@ -14,12 +14,11 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from judging.annotation.assignment import with_counts
+from judging.models import AnnotationQueue, JudgeScore
 from transcripts.access import is_researcher
 from transcripts.experiments import slot_counts
 from transcripts.models import Experiment, Transcript
-
-from .annotation.assignment import with_counts
-from .models import AnnotationQueue, JudgeScore
 
 EXPERIMENTS_SHOWN = 20
 QUEUES_SHOWN = 10
@@ -63,7 +62,7 @@ def home(request: HttpRequest) -> HttpResponse:
               "question__key")
         .order_by("-id")[:10]
     )
-    return render(request, "judging/home.html", {
+    return render(request, "browse/home.html", {
         "experiments": experiments,
         "running": [e for e in experiments if e.status == Experiment.Status.RUNNING],
         # What has results to read: the newest experiment with finished transcripts.

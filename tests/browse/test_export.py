@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
+from browse import exporting
 from tests.transcripts.browse_data import build_corpus
-from transcripts import exporting
 from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 """Researcher pages: the transcript browser and detail page, charts and exports.
 
-Every page takes its filter from the querystring (transcripts.filters.TranscriptFilter), so any view can
+Every page takes its filter from the querystring (browse.filters.TranscriptFilter), so any view can
 be shared as a link, and the list, detail (previous/next), charts and exports agree on what is selected.
 """
 
@@ -8,21 +8,33 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
-from django.apps import apps
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
+from judging.models import Label
+from transcripts.access import researcher_required
+from transcripts.generation import slot_messages
+from transcripts.models import Transcript
+from transcripts.paging import DEFAULT_SORT, SORTS, keyset_page, neighbours
+from transcripts.rendering import render_markdown
+
 from . import charts, exporting
-from .access import researcher_required
-from .filters import DEFAULT_SORT, SORTS, filter_transcripts, keyset_page, neighbours
-from .generation import slot_messages
-from .models import Transcript
-from .rendering import render_markdown
+from .chart_options import (
+    AXES,
+    DEFAULT_OPTIONS,
+    NO_AXIS,
+    OPTION_NAMES,
+    XSCALES,
+    ChartRequest,
+    InvalidOptions,
+    chart_options,
+)
+from .filters import filter_transcripts
 
 PAGE_SIZE = 50
 # Querystring keys that are not transcript filters: paging and sort of the list, the charts' options.
-NOT_FILTERS = ("after", "sort", *charts.OPTION_NAMES)
+NOT_FILTERS = ("after", "sort", *OPTION_NAMES)
 LIST_COLUMNS = (
     "id", "experiment__name", "condition__model_name", "condition__dataset_name", "condition__k",
     "condition__cot_mode", "question__key", "question__domain", "status", "aligned", "coherent", "misaligned",
@@ -79,7 +91,7 @@ def transcript_list(request: HttpRequest) -> HttpResponse:
         "filter_qs": _querystring(request, "after", "sort"),
         "page_qs": _querystring(request, "after"),
     }
-    template = "transcripts/_transcript_table.html" if request.htmx else "transcripts/transcript_list.html"
+    template = "browse/_transcript_table.html" if request.htmx else "browse/transcript_list.html"
     return render(request, template, context)
 
 
@@ -104,11 +116,11 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
         prompt, prompt_error = [], str(exc)
     else:
         prompt_error = ""
-    # Every queue's labels of the transcript in one query (the label model is `judging`'s, looked up by name).
-    labels = apps.get_model("judging", "Label").objects.filter(item__transcript=transcript).select_related(
+    # Every queue's labels of the transcript in one query.
+    labels = Label.objects.filter(item__transcript=transcript).select_related(
         "auditor", "primary"
     ).order_by("item__queue", "item__position", "created_at")
-    return render(request, "transcripts/transcript_detail.html", {
+    return render(request, "browse/transcript_detail.html", {
         "t": transcript,
         "prompt_summary": _prompt_summary(transcript),
         "prompt": prompt,
@@ -151,10 +163,10 @@ def _filter_params(request: HttpRequest) -> dict[str, str]:
     return {key: value for key, value in request.GET.items() if key not in NOT_FILTERS and value}
 
 
-def _chart_request(request: HttpRequest, filterset) -> charts.ChartRequest:
+def _chart_request(request: HttpRequest, filterset) -> ChartRequest:
     """The chart options and the filter of a chart page or chart data request (raises InvalidOptions)."""
-    return charts.ChartRequest(
-        options=charts.chart_options(request.GET),
+    return ChartRequest(
+        options=chart_options(request.GET),
         experiment=filterset.form.cleaned_data.get("experiment"),
         filters=_filter_params(request),
     )
@@ -162,11 +174,11 @@ def _chart_request(request: HttpRequest, filterset) -> charts.ChartRequest:
 
 def _option_fields(request: HttpRequest) -> list[dict]:
     """The chart options as extra selects of the filter form (`_filter_form.html`), so they live in the URL."""
-    axes = [(name, axis.label) for name, axis in charts.AXES.items()] + [(charts.NO_AXIS, "nothing")]
+    axes = [(name, axis.label) for name, axis in AXES.items()] + [(NO_AXIS, "nothing")]
     fields = []
     for name, label, choices in (("colour", "Colour by", axes), ("facet", "Panels by", axes),
-                                 ("xscale", "k axis (first chart)", list(charts.XSCALES.items()))):
-        current = request.GET.get(name) or getattr(charts.DEFAULT_OPTIONS, name) or charts.NO_AXIS
+                                 ("xscale", "k axis (first chart)", list(XSCALES.items()))):
+        current = request.GET.get(name) or getattr(DEFAULT_OPTIONS, name) or NO_AXIS
         fields.append({"kind": "select", "name": name, "label": label,
                        "options": [(value, text, value == current) for value, text in choices]})
     return fields
@@ -176,8 +188,8 @@ def _chart_context(request: HttpRequest, filterset, *, with_options: bool) -> di
     option_errors = {}
     if with_options:
         try:
-            charts.chart_options(request.GET)
-        except charts.InvalidOptions as exc:
+            chart_options(request.GET)
+        except InvalidOptions as exc:
             option_errors = exc.errors
     return {
         "filter": filterset,
@@ -191,7 +203,7 @@ def _chart_context(request: HttpRequest, filterset, *, with_options: bool) -> di
 @researcher_required
 def chart_page(request: HttpRequest) -> HttpResponse:
     filterset = filter_transcripts(request.GET)
-    return render(request, "transcripts/charts.html", {
+    return render(request, "browse/charts.html", {
         **_chart_context(request, filterset, with_options=True), "charts": charts.OVERVIEW,
     })
 
@@ -205,7 +217,7 @@ def question_results(request: HttpRequest) -> HttpResponse:
     rows = None
     if filterset.is_valid():
         rows = charts.question_table(filterset.qs, _filter_params(request))
-    return render(request, "transcripts/charts_questions.html", {**context, "rows": rows})
+    return render(request, "browse/charts_questions.html", {**context, "rows": rows})
 
 
 @researcher_required
@@ -217,6 +229,6 @@ def chart_data(request: HttpRequest, name: str) -> JsonResponse:
         return JsonResponse({"errors": filterset.errors.get_json_data()}, status=400)
     try:
         chart_request = _chart_request(request, filterset)
-    except charts.InvalidOptions as exc:
+    except InvalidOptions as exc:
         return JsonResponse({"errors": exc.errors}, status=400)
     return JsonResponse(charts.CHARTS[name](filterset.qs, chart_request))
