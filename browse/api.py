@@ -77,7 +77,9 @@ class JudgeScoreViewSet(_ByTranscriptFilter, viewsets.ReadOnlyModelViewSet):
 
 @extend_schema(parameters=_transcript_filter_parameters())
 class LabelViewSet(_ByTranscriptFilter, viewsets.ReadOnlyModelViewSet):
-    queryset = Label.objects.select_related("item__queue", "auditor", "primary").prefetch_related("categories")
+    queryset = Label.objects.select_related("item__queue", "auditor", "primary").prefetch_related(
+        "categories", "highlights__category", "item__label_revisions__changed_by"
+    )
     serializer_class = LabelSerializer
     permission_classes = RESEARCHERS
     pagination_class = NewestFirst
