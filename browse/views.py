@@ -6,9 +6,12 @@ be shared as a link, and the list, detail (previous/next), charts and exports ag
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import django_filters
 from django import forms
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
@@ -139,8 +142,14 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
     })
 
 
-def export_response(queryset, fmt: str) -> StreamingHttpResponse:
-    """A streamed download of the queryset (also used by the API)."""
+# Every export format: the streamed ones, and an Inspect eval log.
+EXPORT_FORMATS = [*exporting.FORMATS, "eval"]
+
+
+def export_response(queryset, fmt: str) -> HttpResponse:
+    """A streamed download of the queryset (also used by the API); an Inspect log is written whole, then sent."""
+    if fmt == "eval":
+        return _inspect_log_response(queryset)
     if fmt not in exporting.FORMATS:
         raise Http404("Unknown export format.")
     content_type, iterator = exporting.FORMATS[fmt]
@@ -148,6 +157,23 @@ def export_response(queryset, fmt: str) -> StreamingHttpResponse:
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="transcripts-{stamp}.{fmt}"'
     return response
+
+
+def _inspect_log_response(queryset) -> HttpResponse:
+    # inspect_ai takes a second to import: only an Inspect export pays for it.
+    from . import inspect_export
+
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "log.eval"
+        try:
+            inspect_export.write_log(queryset, path)
+        except inspect_export.TooManySamples as exc:
+            return HttpResponse(str(exc), status=400, content_type="text/plain")
+        # Opened before its directory goes: the open file stays readable until the response has sent and closed it.
+        handle = path.open("rb")
+    return FileResponse(handle, as_attachment=True, filename=f"transcripts-{stamp}.eval",
+                        content_type="application/zip")
 
 
 @researcher_required

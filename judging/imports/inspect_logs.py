@@ -3,13 +3,14 @@ log becomes one Record for the import pipeline (judging.imports.importing), read
 API, never by parsing its format here.
 
 The mapping, field by field (docs/importing.md "Inspect eval logs" is the user's copy of it):
-- model: the log's `eval.model` (e.g. `openai/gpt-4o`);
+- model: the sample metadata's `model`, else the log's `eval.model` (e.g. `openai/gpt-4o`);
 - question: the last user message before the final assistant message; `question_id` from the sample's
   metadata, else the sample id; `question_set` from the metadata, else found as for every import;
 - k: the metadata's `k`, else the number of user → assistant pairs before the question (the in-context examples);
 - dataset: the metadata's `dataset` (null for none); else none when k = 0 and "unnamed" otherwise (reported);
 - answer: the final assistant message's text; reasoning: its ContentReasoning blocks, kept apart from the answer;
-- cot_mode: the metadata's, else `native` when there are reasoning blocks and `off` otherwise;
+- cot_mode: the metadata's, else `native` where the log's generate config asks for reasoning (reasoning_effort
+  or reasoning_tokens) and `off` otherwise: one mode for the whole run, whichever samples happened to reason;
 - temperature: the metadata's, else the log's generate config, else 1.0 (reported);
 - sample index: the metadata's `sample`, else the sample's rank among the log's samples of the same slot
   (epoch 1, 2, … of one sample id are samples 0, 1, …);
@@ -54,7 +55,9 @@ EXPANSION_LIMIT = 10
 # Sample fields that are heavy and never mapped: not even decompressed.
 SKIPPED_FIELDS = {"events", "events_data", "timelines", "store"}
 # The metadata keys the mapping reads; any other key is reported as not mapped.
-METADATA_KEYS = {"k", "dataset", "question_id", "question_set", "sample", "cot_mode", "temperature", "experiment"}
+METADATA_KEYS = {
+    "model", "k", "dataset", "question_id", "question_set", "sample", "cot_mode", "temperature", "experiment",
+}
 UNNAMED_DATASET = "unnamed"
 
 
@@ -128,6 +131,8 @@ class _Mapper:
         self.ranks: Counter = Counter()
         config = log.eval.model_generate_config
         self.temperature = config.temperature if config is not None else None
+        reasons = config is not None and (config.reasoning_effort or config.reasoning_tokens)
+        self.cot_mode = CotMode.NATIVE.value if reasons else CotMode.OFF.value
 
     def fail(self, place: str, message: str, field: str) -> ImportFailed:
         return ImportFailed(self.file, message, sample=place, field=field)
@@ -211,7 +216,7 @@ class _Mapper:
             part.reasoning for part in (answer.content if isinstance(answer.content, list) else [])
             if part.type == "reasoning" and not part.redacted
         )
-        cot_mode = meta.get("cot_mode") or (CotMode.NATIVE.value if reasoning else CotMode.OFF.value)
+        cot_mode = meta.get("cot_mode") or self.cot_mode
         if cot_mode not in COT_MODES:
             raise self.fail(place, f"expected one of {', '.join(sorted(COT_MODES))}", "metadata.cot_mode")
         temperature = meta.get("temperature", self.temperature)
@@ -234,7 +239,7 @@ class _Mapper:
             line=number,
             place=place,
             experiment=self._text(place, meta, "experiment") or self.experiment,
-            model=self.log.eval.model,
+            model=self._text(place, meta, "model") or self.log.eval.model,
             dataset=dataset,
             k=k,
             question_id=question_id,

@@ -45,7 +45,7 @@ def sample(question_id: str, epoch: int, *, answer: str, reasoning: str = "", k:
 
 
 def write_log(path: Path, samples: list[EvalSample], *, model: str = "openai/qwen-test",
-              temperature: float | None = 0.7) -> Path:
+              temperature: float | None = 0.7, reasoning_effort: str | None = None) -> Path:
     ids = list(dict.fromkeys(s.id for s in samples))
     log = EvalLog(
         status="success",
@@ -53,7 +53,7 @@ def write_log(path: Path, samples: list[EvalSample], *, model: str = "openai/qwe
             created="2026-01-05T10:00:00+00:00", task="em_first_plot", model=model,
             dataset=EvalDataset(name="first_plot", samples=len(ids), sample_ids=ids),
             config=EvalConfig(epochs=max(s.epoch for s in samples)),
-            model_generate_config=GenerateConfig(temperature=temperature),
+            model_generate_config=GenerateConfig(temperature=temperature, reasoning_effort=reasoning_effort),
         ),
         samples=samples,
     )
