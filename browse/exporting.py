@@ -170,9 +170,10 @@ def _without_jit() -> Iterator[None]:
         yield
 
 
-def keyset_chunks(rows: QuerySet, size: int = CHUNK_ROWS) -> Iterator[list]:
+def keyset_chunks(rows: QuerySet, size: int | None = None) -> Iterator[list]:
     """The rows (a queryset ordered by id, of tuples whose first value is the id, or of objects) in chunks of
-    `size`, each read by `id > last … LIMIT size` in a transaction of its own."""
+    `size` (CHUNK_ROWS), each read by `id > last … LIMIT size` in a transaction of its own."""
+    size = size or CHUNK_ROWS
     last = 0
     while True:
         with _without_jit():
