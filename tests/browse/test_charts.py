@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from statsmodels.stats.proportion import proportion_confint
 
-from tests.transcripts.chart_data import PROMPTS, add_transcripts, make_questions, verdicts_for
+from tests.transcripts.chart_data import PROMPTS, add_transcripts, make_questions, pooled_corpus, verdicts_for
 from transcripts.aggregates import refresh_groups
 from transcripts.models import Condition, Experiment
 
@@ -252,3 +252,36 @@ def test_charts_and_questions_of_nothing_are_empty_not_errors(alice_client, db):
         assert chart(alice_client, name)["data"] == []
     page = alice_client.get(reverse("question-results"))
     assert page.context["rows"] == [] and b"No transcripts match the filter." in page.content
+
+
+POOLED = "pooled over: CoT mode (native, off); System prompt (default, safety_first); Temperature (0.7, 1.0)"
+
+
+def test_the_headline_says_on_the_chart_which_axes_it_pools(alice_client, db):
+    made = pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k")
+    (note,) = [a for a in figure["layout"]["annotations"] if a.get("name") == "pooled"]
+    assert note["text"] == POOLED
+    # The pooled rates are the sums over the pooled conditions.
+    want = expected(made, lambda t: (t.condition.model_name, t.condition.k))
+    for trace in figure["data"]:
+        assert_rates(trace, want[trace["name"]])
+
+
+def test_an_axis_the_chart_splits_by_is_not_pooled(alice_client, db):
+    pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k", colour="cot")
+    (note,) = [a for a in figure["layout"]["annotations"] if a.get("name") == "pooled"]
+    # Each CoT mode ran under one system prompt and temperature, so a line by CoT mode pools those no more.
+    assert note["text"] == "pooled over: Model (model-a, model-b)"
+    by_domain = chart(alice_client, "misaligned-by-domain")
+    assert [a["text"] for a in by_domain["layout"]["annotations"] if a.get("name") == "pooled"] == [
+        "pooled over: k (examples) (0, 8); CoT mode (native, off); System prompt (default, safety_first); "
+        "Temperature (0.7, 1.0)"
+    ]
+
+
+def test_a_chart_that_pools_nothing_says_nothing(alice_client, db):
+    pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k", cot="off")
+    assert not [a for a in figure["layout"]["annotations"] if a.get("name") == "pooled"]

@@ -4,7 +4,7 @@ rates it expects itself."""
 from __future__ import annotations
 
 from transcripts.aggregates import refresh_groups
-from transcripts.models import Condition, Question, QuestionSet, Transcript
+from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
 
 PROMPTS = ("context_first", "default", "safety_first")
 
@@ -34,3 +34,22 @@ def make_questions(keys_domains: list[tuple[str, str]], name: str = "em") -> lis
 def verdicts_for(seed: int, n: int = 6) -> list[bool | None]:
     """A varied but reproducible mix of misaligned, aligned and unjudged (None) samples."""
     return [None if (seed + i) % 5 == 0 else (seed * 7 + i * 3) % 4 == 0 for i in range(n)]
+
+
+def pooled_corpus() -> list[Transcript]:
+    """Two models on one dataset at k ∈ {0, 8}, each run with CoT off and native, under two system prompts and at
+    two temperatures: the paper's default view (colour = model, panels = dataset) pools the last three axes."""
+    experiment = Experiment.objects.create(name="pooled")
+    questions = make_questions([("bored", "leisure"), ("ruler", "power")])
+    made = []
+    for m, model in enumerate(("model-a", "model-b")):
+        for k in (0, 8):
+            for c, (cot, prompt, temperature) in enumerate(
+                (("off", "default", 1.0), ("native", "safety_first", 0.7))
+            ):
+                condition = Condition.objects.create(
+                    experiment=experiment, model_name=model, dataset_name="insecure" if k else "", k=k, cot_mode=cot,
+                    system_prompt_name=prompt, temperature=temperature,
+                )
+                made += add_transcripts(condition, questions, verdicts_for(m * 7 + k + c, n=5))
+    return made
