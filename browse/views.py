@@ -189,7 +189,7 @@ def _filter_params(request: HttpRequest) -> dict[str, str]:
     return {key: value for key, value in request.GET.items() if key not in NOT_FILTERS and value}
 
 
-def _chart_request(request: HttpRequest, filterset) -> ChartRequest:
+def chart_request_from(request: HttpRequest, filterset) -> ChartRequest:
     """The chart options and the filter of a chart page or chart data request (raises InvalidOptions)."""
     return ChartRequest(
         options=chart_options(request.GET),
@@ -210,7 +210,7 @@ def _option_fields(request: HttpRequest) -> list[dict]:
     return fields
 
 
-def _chart_context(request: HttpRequest, filterset, *, with_options: bool) -> dict:
+def chart_context(request: HttpRequest, filterset, *, with_options: bool) -> dict:
     option_errors = {}
     if with_options:
         try:
@@ -230,7 +230,7 @@ def _chart_context(request: HttpRequest, filterset, *, with_options: bool) -> di
 def chart_page(request: HttpRequest) -> HttpResponse:
     filterset = filter_transcripts(request.GET)
     return render(request, "browse/charts.html", {
-        **_chart_context(request, filterset, with_options=True), "charts": charts.OVERVIEW,
+        **chart_context(request, filterset, with_options=True), "charts": charts.OVERVIEW,
     })
 
 
@@ -239,7 +239,7 @@ def question_results(request: HttpRequest) -> HttpResponse:
     """Per-question results: the question × k heatmap per model and the question table."""
     filterset = filter_transcripts(request.GET)
     # The heatmap is always split by model and the table not at all: the chart options do not apply here.
-    context = _chart_context(request, filterset, with_options=False)
+    context = chart_context(request, filterset, with_options=False)
     rows = None
     if filterset.is_valid():
         rows = charts.question_table(filterset.qs, _filter_params(request))
@@ -254,7 +254,7 @@ def chart_data(request: HttpRequest, name: str) -> JsonResponse:
     if not filterset.is_valid():
         return JsonResponse({"errors": filterset.errors.get_json_data()}, status=400)
     try:
-        chart_request = _chart_request(request, filterset)
+        chart_request = chart_request_from(request, filterset)
     except InvalidOptions as exc:
         return JsonResponse({"errors": exc.errors}, status=400)
     return JsonResponse(charts.CHARTS[name](filterset.qs, chart_request))
