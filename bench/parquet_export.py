@@ -122,7 +122,8 @@ def main() -> None:
             if column.dtype == pl.Boolean:
                 ours = [None if v is None else "t" if v else "f" for v in column.to_list()]
             else:
-                ours = [None if v is None else str(v) for v in column.to_list()]
+                # The CSV writes an empty text and NULL alike: compare both as null.
+                ours = [None if v in (None, "") else str(v) for v in column.to_list()]
             # The CSV neutralises text a spreadsheet would run as a formula; Parquet keeps it verbatim.
             theirs = [restore(v) if v not in ("", None) else None for v in csv_frame[name].to_list()]
             if column.dtype in (pl.Float64, pl.Float32):

@@ -116,14 +116,22 @@ def pooled_text(pooled: Mapping[str, list]) -> str:
     return f"pooled over: {'; '.join(parts)}" if parts else ""
 
 
+# The pooling note is broken into lines of about this many characters, to fit a half-width chart.
+POOLED_LINE = 60
+
+
 def _say_pooled(layout: dict, pooled: Mapping[str, list]) -> None:
-    """Write what the chart pools on the chart itself, under its title (nothing when it pools nothing)."""
+    """Say on the chart itself, under its title, what it pools (nothing when it pools nothing); the axes and
+    values are also in layout.meta.pooled, for the publication figure (browse.figure)."""
     if text := pooled_text(pooled):
-        layout["annotations"].append({
-            "text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0, "y": 1,
-            "yshift": 34, "xanchor": "left", "yanchor": "bottom", "font": {"size": 12, "color": "#8a4b00"},
-            "name": "pooled",
-        })
+        lines = [""]
+        for part in text.split("; "):
+            if lines[-1] and len(lines[-1]) + len(part) > POOLED_LINE:
+                lines.append("")
+            lines[-1] += f"{part}; "
+        layout["title"]["subtitle"] = {"text": "<br>".join(line.rstrip("; ") + ";" for line in lines)[:-1],
+                                       "font": {"color": "#8a4b00"}}
+        layout["margin"] = {"t": 80 + 16 * len(lines)}
         layout["meta"] = {**layout.get("meta", {}), "pooled": dict(pooled)}
 
 

@@ -44,7 +44,7 @@ class Panel:
 
 def _panels(figure: dict) -> list[Panel]:
     """The figure's panels in order, each with its title (from the chart's panel annotations) and traces."""
-    titles = [a["text"] for a in figure["layout"].get("annotations", []) if a.get("name") != "pooled"]
+    titles = [a["text"] for a in figure["layout"].get("annotations", [])]
     refs = list(dict.fromkeys(trace["xaxis"] for trace in figure["data"]))
     return [Panel(titles[i] if i < len(titles) else "", [t for t in figure["data"] if t["xaxis"] == ref])
             for i, ref in enumerate(refs)]
@@ -55,26 +55,32 @@ def draw(figure: dict, fmt: str) -> bytes:
     panels = _panels(figure) or [Panel("", [])]
     columns = min(PANEL_COLUMNS, len(panels))
     rows = -(-len(panels) // columns)
-    log = figure["layout"].get("xaxis", {}).get("type") == "log"
+    scale = figure["layout"].get("xaxis", {}).get("type")
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(rows, columns, squeeze=False, sharey=True,
                                  figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows + 0.9))
         for ax, panel in zip(axes.flat, panels, strict=False):
             ax.patch.set_gid(f"panel {panel.title}")
             ax.set_title(panel.title, fontsize=9)
+            ticks = sorted({k for trace in panel.traces for k in trace["customdata"]})
             for trace in panel.traces:
                 ks = trace["customdata"]
-                # k = 0 has no place on a log axis: drawn at k + 1 with ticks labelled k, as on the page.
-                xs = [k + 1 for k in ks] if log else ks
+                # As on the page: k = 0 has no place on a log axis, so it is drawn at k + 1 with ticks labelled k;
+                # "evenly spaced" places the ks at equal steps.
+                xs = [k + 1 for k in ks] if scale == "log" else [ticks.index(k) for k in ks] \
+                    if scale == "category" else ks
                 bars = ax.errorbar(xs, trace["y"], yerr=[trace["error_y"]["arrayminus"], trace["error_y"]["array"]],
                                    color=trace["line"]["color"], marker="o", markersize=3.5, capsize=2.5,
                                    linewidth=1.2, label=trace["name"] if trace["showlegend"] else None)
                 bars.lines[0].set_gid(f"rate {panel.title} · {trace['name']}")
-            if log:
+            if scale == "log":
                 ax.set_xscale("log")
-                ticks = sorted({k for trace in panel.traces for k in trace["customdata"]})
                 ax.set_xticks([k + 1 for k in ticks], [str(k) for k in ticks])
                 ax.minorticks_off()
+            elif scale == "category":
+                ax.set_xticks(range(len(ticks)), [str(k) for k in ticks])
+            else:
+                ax.set_xticks(ticks)
             ax.set_ylim(0, 1)
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
             ax.set_xlabel("in-context examples k")

@@ -257,11 +257,16 @@ def test_charts_and_questions_of_nothing_are_empty_not_errors(alice_client, db):
 POOLED = "pooled over: CoT mode (native, off); System prompt (default, safety_first); Temperature (0.7, 1.0)"
 
 
+def pooled_note(figure: dict) -> str:
+    """The chart's subtitle saying what it pools, on one line."""
+    return figure["layout"]["title"].get("subtitle", {}).get("text", "").replace("<br>", " ")
+
+
 def test_the_headline_says_on_the_chart_which_axes_it_pools(alice_client, db):
     made = pooled_corpus()
     figure = chart(alice_client, "misaligned-vs-k")
-    (note,) = [a for a in figure["layout"]["annotations"] if a.get("name") == "pooled"]
-    assert note["text"] == POOLED
+    assert pooled_note(figure) == POOLED
+    assert "<br>" in figure["layout"]["title"]["subtitle"]["text"]  # broken into lines a half-width chart fits
     # The pooled rates are the sums over the pooled conditions.
     want = expected(made, lambda t: (t.condition.model_name, t.condition.k))
     for trace in figure["data"]:
@@ -271,17 +276,15 @@ def test_the_headline_says_on_the_chart_which_axes_it_pools(alice_client, db):
 def test_an_axis_the_chart_splits_by_is_not_pooled(alice_client, db):
     pooled_corpus()
     figure = chart(alice_client, "misaligned-vs-k", colour="cot")
-    (note,) = [a for a in figure["layout"]["annotations"] if a.get("name") == "pooled"]
     # Each CoT mode ran under one system prompt and temperature, so a line by CoT mode pools those no more.
-    assert note["text"] == "pooled over: Model (model-a, model-b)"
-    by_domain = chart(alice_client, "misaligned-by-domain")
-    assert [a["text"] for a in by_domain["layout"]["annotations"] if a.get("name") == "pooled"] == [
+    assert pooled_note(figure) == "pooled over: Model (model-a, model-b)"
+    assert pooled_note(chart(alice_client, "misaligned-by-domain")) == (
         "pooled over: k (examples) (0, 8); CoT mode (native, off); System prompt (default, safety_first); "
         "Temperature (0.7, 1.0)"
-    ]
+    )
 
 
 def test_a_chart_that_pools_nothing_says_nothing(alice_client, db):
     pooled_corpus()
     figure = chart(alice_client, "misaligned-vs-k", cot="off")
-    assert not [a for a in figure["layout"]["annotations"] if a.get("name") == "pooled"]
+    assert pooled_note(figure) == "" and "meta" not in figure["layout"]
