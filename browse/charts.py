@@ -129,9 +129,13 @@ def _say_pooled(layout: dict, pooled: Mapping[str, list]) -> None:
             if lines[-1] and len(lines[-1]) + len(part) > POOLED_LINE:
                 lines.append("")
             lines[-1] += f"{part}; "
-        layout["title"]["subtitle"] = {"text": "<br>".join(line.rstrip("; ") + ";" for line in lines)[:-1],
-                                       "font": {"color": "#8a4b00"}}
-        layout["margin"] = {"t": 80 + 16 * len(lines)}
+        layout["title"].update(
+            subtitle={"text": "<br>".join(line.rstrip("; ") + ";" for line in lines)[:-1],
+                      "font": {"color": "#8a4b00"}},
+            # At the top, with room below for the lines and the panels' titles.
+            y=1, yref="container", yanchor="top", pad={"t": 14},
+        )
+        layout["margin"] = {"t": 90 + 16 * len(lines)}
         layout["meta"] = {**layout.get("meta", {}), "pooled": dict(pooled)}
 
 
