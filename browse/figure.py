@@ -11,11 +11,14 @@ can find them.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: draw to files only (set before pyplot is imported)
+# The PDF backend subsets its fonts with fontTools, which logs every glyph list at INFO: hundreds of lines a PDF.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 import matplotlib.pyplot as plt  # noqa: E402
 from django.db.models import QuerySet  # noqa: E402
