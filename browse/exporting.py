@@ -195,12 +195,24 @@ def iter_jsonl(queryset: QuerySet) -> Iterator[bytes]:
         ).encode()
 
 
+def _jsonb_text(value) -> str:
+    """JSON as PostgreSQL writes a jsonb value: an object's keys shortest first, then in byte order."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda item: (len(item[0].encode()), item[0].encode()))
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_jsonb_text(v)}" for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _csv_value(value):
     """The value as PostgreSQL's COPY writes it, so both backends produce the same CSV."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "t" if value else "f"
+    if isinstance(value, list):  # the human judgements: JSON text, which starts with `[` (no formula)
+        return _jsonb_text(value)
     return neutralise(value)
 
 
