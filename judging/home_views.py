@@ -3,7 +3,8 @@ transcripts, queues, agreement); an auditor goes to their queues (views.annotate
 
 It lives in judging because it shows both apps' state (judging depends on transcripts, never the reverse).
 Every count comes from a grouped query, so the page costs the same few queries however many rows it lists;
-slot counts read the maintained verdict counts (transcripts.experiments.slot_counts), not every transcript.
+slot counts read the maintained verdict counts (transcripts.experiments.progress.slot_counts), not every
+transcript.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from transcripts.access import is_researcher
-from transcripts.experiments import slot_counts
+from transcripts.experiments.progress import slot_counts
 from transcripts.models import Experiment, Transcript
 
 from .assignment import with_counts

@@ -19,7 +19,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
 
 class ExperimentDefinitionSerializer(serializers.Serializer):
-    """A new experiment as the same spec the YAML file and the form take (transcripts.experiments).
+    """A new experiment as the same spec the YAML file and the form take (transcripts.experiments.spec).
     Endpoints are named (`endpoints: [name, …]`, `judge: name`); they are created and changed by admins."""
 
     spec = serializers.JSONField(help_text="The experiment definition (same keys as the YAML file).")
