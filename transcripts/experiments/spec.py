@@ -72,6 +72,7 @@ class Spec:
 
 FIELDS = {"name", "description", "endpoints", "judge", "budget_usd", "datasets", "questions", "k", "cot",
           "system_prompts", "samples", "temperature", "max_tokens", "seed", "thresholds"}
+REQUIRED = ("name", "endpoints", "datasets", "questions", "k")
 ADMINS_ONLY = ("experiments choose endpoints by name; endpoints are created and changed by admins "
                "(Django admin or `manage.py load_endpoints`)")
 
@@ -226,7 +227,7 @@ def parse_spec(raw: dict) -> Spec:
     unknown = set(raw) - FIELDS
     if unknown:
         raise SpecError(f"unknown field(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(FIELDS))})")
-    for required in ("name", "endpoints", "datasets", "questions", "k"):
+    for required in REQUIRED:
         if required not in raw:
             raise SpecError(f"{required}: required")
 
