@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "judging",
     "analysis",
     "em_site",
+    "browse",
 ]
 
 MIDDLEWARE = [
@@ -107,7 +108,7 @@ TEMPLATES = [
 ]
 
 # Reports that cost more than a page may spend (bootstraps, judge-vs-judge figures) are computed by a Celery
-# worker and read by the web processes (judging/cached.py), so the cache must be one they share: by default a
+# worker and read by the web processes (judging/reports.py), so the cache must be one they share: by default a
 # table of the database (created by migrate, see judging/apps.py), so the embedded default and the test suite
 # need no server and each database has its own; docker-compose.yml sets CACHE_URL=redis://… for production.
 CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://em_cache")}
@@ -229,6 +230,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's defaults with the JSON parser bounded in size and nesting (em_site/bounded.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "em_site.bounded.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",

@@ -20,7 +20,7 @@ CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlin
 PLANTS = {
     "layers": ("transcripts/models.py", "import judging.verdicts"),
     "experiments-one-way": ("transcripts/generation.py", "import transcripts.experiments.actions"),
-    "pure-statistics": ("analysis/statistics.py", "import django.db"),
+    "pure-statistics": ("analysis/paired.py", "import django.db"),
 }
 
 

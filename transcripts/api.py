@@ -1,6 +1,6 @@
-"""REST API for experiments, conditions and transcripts. Researchers only: auditors get 403 (they work
-in the annotation workspace), anonymous clients 401. Transcripts take the browser's filters
-(transcripts.filters.TranscriptFilter) and page with a cursor. Experiments are defined (with the estimate),
+"""REST API for experiments and conditions (transcripts, which take the browser's filters, are browse.api's).
+Researchers only: auditors get 403 (they work in the annotation workspace), anonymous clients 401. Lists page
+with a cursor. Experiments are defined (with the estimate),
 launched, cancelled, resumed and retried by the same functions as in the browser, so the same rules hold:
 a spec names endpoints and never describes one, a name in use is refused, and only the experiment's owner or
 an admin acts on it."""
@@ -8,9 +8,10 @@ an admin acts on it."""
 from __future__ import annotations
 
 import django_filters
+from django import forms
 from django.contrib.auth.decorators import login_not_required
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -19,22 +20,18 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from . import exporting
 from .access import IsResearcher, MayRunExperiment
-from .browse_views import export_response
 from .experiments.actions import ACTIONS
 from .experiments.estimate import estimate
 from .experiments.planning import define_experiment
 from .experiments.spec import NameTaken, SpecError, parse_spec
-from .filters import IntegerFilter, TranscriptFilter
-from .models import Condition, Experiment, Transcript
+from .models import Condition, Experiment
 from .serializers import (
     ConditionSerializer,
     DefinedExperimentSerializer,
     ExperimentActionSerializer,
     ExperimentDefinitionSerializer,
     ExperimentSerializer,
-    TranscriptSerializer,
 )
 
 RESEARCHERS = [IsAuthenticated, IsResearcher]
@@ -127,6 +124,12 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return self._act("retry-failed")
 
 
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number (django-filter's NumberFilter takes decimals: k=0.5 would quietly match nothing)."""
+
+    field_class = forms.IntegerField
+
+
 class ConditionFilter(django_filters.FilterSet):
     k = IntegerFilter()
 
@@ -143,26 +146,6 @@ class ConditionViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = ConditionFilter
 
 
-class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Transcript.objects.select_related("condition__endpoint", "question")
-    serializer_class = TranscriptSerializer
-    permission_classes = RESEARCHERS
-    filterset_class = TranscriptFilter
-    pagination_class = NewestFirst
-
-    @extend_schema(
-        parameters=[OpenApiParameter("fmt", str, enum=list(exporting.FORMATS), description="Export format (csv).")],
-        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
-    )
-    @action(detail=False, pagination_class=None)
-    def export(self, request):
-        """Every transcript matching the filters, streamed as CSV or JSON Lines (`fmt=jsonl`)."""
-        fmt = request.query_params.get("fmt") or "csv"
-        if fmt not in exporting.FORMATS:
-            raise ValidationError({"fmt": [f"One of: {', '.join(exporting.FORMATS)}."]})
-        return export_response(self.filter_queryset(Transcript.objects.all()), fmt)
-
-
 def open_urls(router: SimpleRouter) -> list:
     """The router's URL patterns, exempt from the login redirect: DRF authenticates and answers 401/403."""
     for pattern in router.urls:
@@ -173,6 +156,5 @@ def open_urls(router: SimpleRouter) -> list:
 router = SimpleRouter()
 router.register("experiments", ExperimentViewSet)
 router.register("conditions", ConditionViewSet)
-router.register("transcripts", TranscriptViewSet)
 
 urlpatterns = open_urls(router)

@@ -1,6 +1,6 @@
 """The one call engine: claim a unit of work with a lease, call its endpoint with the real `openai` client under
 the server's limits, retry, and record the answer exactly once. Generation (transcripts/generation.py) and
-judging (judging/judge.py) are two `Job`s it runs; each says only what to ask and how to record the answer.
+judging (judging/results/judge.py) are two `Job`s it runs; each says only what to ask and how to record the answer.
 
 The database is the source of truth; broker messages are hints (DESIGN.md, "Exactly-once").
 
@@ -39,7 +39,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from functools import partial
 
 import openai
@@ -354,10 +353,7 @@ def backoff(attempt: int, retry_after: float | None) -> float:
 
 def _charge(job: Job, row_id: int, endpoint: Endpoint, usage: Usage) -> None:
     """Add the call's cost to its experiment; stop the experiment once its budget is reached."""
-    cost = (
-        (usage.prompt_tokens or 0) * endpoint.price_prompt_per_mtok
-        + (usage.completion_tokens or 0) * endpoint.price_completion_per_mtok
-    ) / Decimal(1_000_000)
+    cost = endpoint.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0)
     if not cost:
         return
     experiment_id = job.model.objects.filter(pk=row_id).values_list(job.experiment_field, flat=True).get()

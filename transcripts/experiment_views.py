@@ -1,4 +1,5 @@
-"""Experiment pages: define (form → confirm with estimates → launch), follow live, cancel / resume / retry."""
+"""Experiment pages: define (form → confirm with estimates → launch), follow live, cancel / resume / retry.
+The experiment's own page reads judging's results too, so it lives in browse (browse.experiment_views)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+
+from em_site import bounded
 
 from .access import OWNER_OR_ADMIN, may_run, researcher_required
 from .endpoints import LOCAL_JUDGE
@@ -132,12 +135,13 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
     rows = list(Experiment.objects.order_by("-created_at"))
     counts = slot_counts("experiment_id", [e.pk for e in rows])
     for experiment in rows:
-        _set_counts(experiment, counts[experiment.pk])
+        set_counts(experiment, counts[experiment.pk])
     return render(request, "transcripts/experiment_list.html", {"experiments": rows})
 
 
-def _set_counts(row: Experiment | Condition, counts: Counter) -> None:
-    """The slot counts the experiment list and the conditions table show, from slot_counts."""
+def set_counts(row: Experiment | Condition, counts: Counter) -> None:
+    """The slot counts the experiment list and the conditions table (browse.experiment_views) show, from
+    slot_counts."""
     row.n_slots = sum(counts.values())
     row.n_done = counts[Transcript.Status.DONE]
     row.n_failed = counts[Transcript.Status.FAILED]
@@ -149,9 +153,9 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     The confirm step trusts nothing from the page: the spec it posts back goes through parse_spec again."""
     if request.method == "POST" and "confirm" in request.POST:
         try:
-            spec = parse_spec(json.loads(request.POST.get("spec", "")))
+            spec = parse_spec(bounded.load_json(request.POST.get("spec", "")))
             experiment = define_experiment(spec, user=request.user)
-        except (ValueError, SpecError) as exc:  # JSONDecodeError is a ValueError
+        except (ValueError, SpecError) as exc:  # JSONDecodeError and bounded.Refused are ValueErrors
             return render(request, "transcripts/experiment_form.html",
                           {"form": ExperimentForm(), "refused": f"Not launched: {exc}"}, status=400)
         launch(experiment)
@@ -175,25 +179,14 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
 
 
 @researcher_required
-def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment, pk=pk)
-    conditions = list(experiment.conditions.select_related("endpoint"))
-    counts = slot_counts("condition_id", [c.pk for c in conditions])
-    for condition in conditions:
-        _set_counts(condition, counts[condition.pk])
-    return render(request, "transcripts/experiment_detail.html", {
-        **_progress_context(experiment), "conditions": conditions, "may_run": may_run(request.user, experiment),
-    })
-
-
-@researcher_required
 def experiment_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The live part of the detail page; htmx polls it while the experiment runs."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    return render(request, "transcripts/experiment_progress.html", _progress_context(experiment))
+    return render(request, "transcripts/experiment_progress.html", progress_context(experiment))
 
 
-def _progress_context(experiment: Experiment) -> dict:
+def progress_context(experiment: Experiment) -> dict:
+    """The context of experiment_progress.html, which the experiment page (browse.experiment_views) includes."""
     state = progress(experiment)
     recent = (Transcript.objects.filter(pk__in=state["recent_ids"]).select_related("condition", "question")
               .order_by("-finished_at"))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.utils import timezone
+
+from analysis.axes import AXIS_FIELDS
 
 
 def content_hash(payload: object) -> str:
@@ -169,6 +172,12 @@ class Endpoint(models.Model):
     def current(cls, name: str) -> Endpoint | None:
         return cls.objects.filter(name=name, is_current=True).first()
 
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        """USD for this many tokens at the endpoint's prices (per million tokens): what the call engine charges
+        an experiment and what its estimate adds up."""
+        return (prompt_tokens * self.price_prompt_per_mtok
+                + completion_tokens * self.price_completion_per_mtok) / Decimal(1_000_000)
+
     def clean(self) -> None:
         if self.api_key_env and self.api_key_env not in settings.ENDPOINT_KEY_VARIABLES:
             raise ValidationError({"api_key_env": undeclared_key_message(self.api_key_env)})
@@ -255,11 +264,7 @@ class Condition(models.Model):
         ordering = ["experiment", "model_name", "dataset_name", "k", "cot_mode", "system_prompt_name"]
         constraints = [
             models.UniqueConstraint(
-                fields=[
-                    "experiment", "endpoint_name", "model_name", "dataset_name", "k", "cot_mode",
-                    "system_prompt_name", "temperature",
-                ],
-                name="condition_axes_unique",
+                fields=["experiment", "endpoint_name", *AXIS_FIELDS], name="condition_axes_unique"
             )
         ]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from em_site.bounded import BoundedJSONField
+
 from .experiments.spec import FIELDS, REQUIRED
 from .models import Condition, Experiment, Transcript
 
@@ -22,7 +24,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
 @extend_schema_field({"type": "object", "required": list(REQUIRED), "properties": {f: {} for f in sorted(FIELDS)},
                       "additionalProperties": False})
-class SpecField(serializers.JSONField):
+class SpecField(BoundedJSONField):
     """A definition: what its schema can say of it (an object of the known keys, the required ones present);
     parse_spec checks the rest, which needs the database (endpoints, datasets and question sets by name)."""
 

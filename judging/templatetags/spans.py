@@ -9,8 +9,8 @@ from django import template
 
 from transcripts.access import is_researcher
 
+from ..annotation.spans import colours, highlight_spans, legend, paint
 from ..models import Highlight, QueueItem
-from ..spans import colours, highlight_spans, legend, paint
 
 register = template.Library()
 

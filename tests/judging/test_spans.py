@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
+from judging.annotation.spans import COLOURS, Span, colours, merged, overlap, paint, queue_span_agreement, size
 from judging.models import Highlight, Label
-from judging.spans import COLOURS, Span, colours, merged, overlap, paint, queue_span_agreement, size
 from tests.conftest import make_user
 from tests.judging.annotation_data import queue_over
 from tests.judging.builders import experiment_with

@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from judging.annotation.spans import queue_span_agreement
 from judging.models import Highlight, Label
-from judging.spans import queue_span_agreement
 from tests.judging.annotation_data import queue_over, transcripts
 
 pytestmark = pytest.mark.django_db

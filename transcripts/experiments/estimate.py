@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from .. import prompting
-from ..models import Endpoint
 from ..signals import judge_requests_wanted
 from .prompts import fixed_tokens, prefix_tokens
 from .spec import Spec
@@ -34,11 +33,6 @@ class EndpointEstimate:
     cost: Decimal
 
 
-def _cost(endpoint: Endpoint, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    return (prompt_tokens * endpoint.price_prompt_per_mtok
-            + completion_tokens * endpoint.price_completion_per_mtok) / Decimal(1_000_000)
-
-
 def _judge_estimate(spec: Spec) -> EndpointEstimate | None:
     """The judge's share: each transcript gets every judge request (the persona rubric only with CoT), a
     prompt of the rubric's template, the question and at most max_tokens of answer, and a one-token verdict."""
@@ -60,7 +54,7 @@ def _judge_estimate(spec: Spec) -> EndpointEstimate | None:
     rubrics = ", ".join(dict.fromkeys(r.rubric for r in requests))
     return EndpointEstimate(
         purpose=f"judge ({rubrics})", endpoint=spec.judge.name, model=spec.judge.model, calls=calls,
-        prompt_tokens=prompt_tokens, completion_tokens=calls, cost=_cost(spec.judge, prompt_tokens, calls),
+        prompt_tokens=prompt_tokens, completion_tokens=calls, cost=spec.judge.cost(prompt_tokens, calls),
     )
 
 
@@ -79,7 +73,7 @@ def estimate(spec: Spec) -> list[EndpointEstimate]:
     rows = [
         EndpointEstimate(
             purpose="generation", endpoint=e.name, model=e.model, calls=calls, prompt_tokens=per_endpoint_prompt,
-            completion_tokens=completion, cost=_cost(e, per_endpoint_prompt, completion),
+            completion_tokens=completion, cost=e.cost(per_endpoint_prompt, completion),
         )
         for e in spec.endpoints
     ]

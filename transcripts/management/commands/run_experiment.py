@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from em_site import bounded
 from transcripts import generation
 from transcripts.experiments import actions
 from transcripts.experiments.estimate import estimate
@@ -22,7 +23,7 @@ from transcripts.experiments.planning import define_experiment
 from transcripts.experiments.progress import progress
 from transcripts.experiments.spec import NameTaken, Spec, SpecError, parse_spec
 from transcripts.experiments.status import mark_done_if_finished
-from transcripts.importing import ImportFailed, load_yaml, read_text
+from transcripts.importing import ImportFailed, read_text
 from transcripts.models import Experiment
 
 
@@ -48,8 +49,8 @@ class Command(BaseCommand):
     def handle(self, *args, file: Path, resume: bool, wait: bool, reconcile_every: float, timeout: float | None,
                **options):
         try:
-            raw = load_yaml(read_text(file))
-        except (OSError, ImportFailed, yaml.YAMLError) as exc:
+            raw = bounded.load_yaml(read_text(file))
+        except (OSError, ImportFailed, bounded.Refused, yaml.YAMLError) as exc:
             raise CommandError(f"cannot read {file}: {exc}") from exc
         try:
             spec = parse_spec(raw)
