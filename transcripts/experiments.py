@@ -371,11 +371,6 @@ class EndpointEstimate:
     cost: Decimal
 
 
-def _cost(endpoint: Endpoint, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    return (prompt_tokens * endpoint.price_prompt_per_mtok
-            + completion_tokens * endpoint.price_completion_per_mtok) / Decimal(1_000_000)
-
-
 def _judge_estimate(spec: Spec) -> EndpointEstimate | None:
     """The judge's share: each transcript gets every judge request (the persona rubric only with CoT), a
     prompt of the rubric's template, the question and at most max_tokens of answer, and a one-token verdict."""
@@ -397,7 +392,7 @@ def _judge_estimate(spec: Spec) -> EndpointEstimate | None:
     rubrics = ", ".join(dict.fromkeys(r.rubric for r in requests))
     return EndpointEstimate(
         purpose=f"judge ({rubrics})", endpoint=spec.judge.name, model=spec.judge.model, calls=calls,
-        prompt_tokens=prompt_tokens, completion_tokens=calls, cost=_cost(spec.judge, prompt_tokens, calls),
+        prompt_tokens=prompt_tokens, completion_tokens=calls, cost=spec.judge.cost(prompt_tokens, calls),
     )
 
 
@@ -416,7 +411,7 @@ def estimate(spec: Spec) -> list[EndpointEstimate]:
     rows = [
         EndpointEstimate(
             purpose="generation", endpoint=e.name, model=e.model, calls=calls, prompt_tokens=per_endpoint_prompt,
-            completion_tokens=completion, cost=_cost(e, per_endpoint_prompt, completion),
+            completion_tokens=completion, cost=e.cost(per_endpoint_prompt, completion),
         )
         for e in spec.endpoints
     ]
@@ -541,9 +536,9 @@ def resume(experiment: Experiment) -> int:
 
 def retry_failed(experiment: Experiment) -> int:
     """Give terminally failed slots a fresh set of attempts, and launch."""
-    experiment.transcripts.filter(status=Transcript.Status.FAILED).update(
-        status=Transcript.Status.PENDING, attempts=0, error="", error_kind="", retry_at=None,
-    )
+    from .engine import reset
+
+    reset(experiment.transcripts.filter(status=Transcript.Status.FAILED), fresh_attempts=True)
     return launch(experiment)
 
 
@@ -591,8 +586,8 @@ THROUGHPUT_WINDOW = timedelta(minutes=5)
 
 def progress(experiment: Experiment) -> dict:
     """What the experiment page and `run_experiment --wait` show: counts by status, failures by reason,
-    generation tokens, the cost so far (generation and judging, kept by the call engine) and why work
-    stopped early, throughput over the last five minutes and the ETA it implies (while it runs), and the
+    generation tokens, the cost so far and the 429 replies (generation and judging, kept by the call engine)
+    and why work stopped early, throughput over the last five minutes and the ETA it implies (while it runs), and the
     ids of the ten transcripts finished last.
 
     Polled every 2 s while a run is live, so nothing here reads the experiment's done rows: counts and token
@@ -612,7 +607,9 @@ def progress(experiment: Experiment) -> dict:
         slots.filter(status=Transcript.Status.DONE).order_by("-finished_at").values_list("pk", flat=True)[:10]
     )
     # Read afresh: the engine adds to spent_usd and sets stop_reason while the caller's object ages.
-    money = Experiment.objects.filter(pk=experiment.pk).values("spent_usd", "stop_reason", "budget_usd").get()
+    money = Experiment.objects.filter(pk=experiment.pk).values(
+        "spent_usd", "stop_reason", "budget_usd", "rate_limited"
+    ).get()
     remaining = by_status[Transcript.Status.PENDING] + by_status[Transcript.Status.RUNNING]
     per_minute, eta = 0.0, None
     if experiment.status == Experiment.Status.RUNNING:
@@ -627,5 +624,6 @@ def progress(experiment: Experiment) -> dict:
         "failed_by_kind": failed_by_kind, "recent_ids": recent_ids,
         "prompt_tokens": tokens["prompt_tokens"] or 0, "completion_tokens": tokens["completion_tokens"] or 0,
         "cost": money["spent_usd"], "budget": money["budget_usd"], "stop_reason": money["stop_reason"],
+        "rate_limited": money["rate_limited"],
         "per_minute": per_minute, "eta": eta,
     }

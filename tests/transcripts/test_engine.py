@@ -95,8 +95,9 @@ def test_tokens_per_minute_spaces_requests_by_their_estimated_size():
 
     with StubOpenAI(behaviour) as stub:
         experiment = running_experiment(stub.base_url, questions=4, endpoint={"tokens_per_minute": 6000})
-        slot = generation.GENERATION.load(experiment.transcripts.first().pk)
-        spacing = generation.GENERATION.estimated_tokens(slot) * 60 / 6000
+        request = {"messages": generation.slot_messages(experiment.transcripts.first()),
+                   "max_tokens": experiment.max_tokens}
+        spacing = engine.estimated_tokens(request) * 60 / 6000
         slots = generate(experiment)
     assert [s.status for s in slots] == ["done"] * 4
     assert spacing > 0.2
@@ -107,7 +108,8 @@ def test_tokens_per_minute_spaces_requests_by_their_estimated_size():
 def test_a_budget_stops_handing_out_work_and_says_why():
     with StubOpenAI(lambda r, n: Reply(body=completion("ok", prompt_tokens=1_000_000, completion_tokens=0))) as stub:
         experiment = running_experiment(
-            stub.base_url, questions=5, endpoint={"price_prompt_per_mtok": Decimal("1.00")}
+            # One place: with more, requests already in flight when the budget is reached finish too.
+            stub.base_url, questions=5, endpoint={"price_prompt_per_mtok": Decimal("1.00"), "max_concurrency": 1}
         )
         Experiment.objects.filter(pk=experiment.pk).update(budget_usd=Decimal("2.00"))
         slots = generate(experiment)
