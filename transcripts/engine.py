@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -60,10 +61,10 @@ import openai
 from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.utils import Error as DatabaseFault
 from django.db.models import BooleanField, Count, F, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Greatest
+from django.db.utils import Error as DatabaseFault
 from django.utils import timezone
 
 from . import prompting
@@ -258,10 +259,11 @@ def _claim(job: Job, endpoint: Endpoint, want: int) -> _Claimed:
     if connection.vendor == "postgresql":
         # Not `id IN (subquery)`: PostgreSQL may run that as a semi-join that rescans the subquery for every
         # candidate row, and each rescan locks and returns another row (measured: N asked, all taken).
-        # ARRAY(subquery) is an init plan, run once.
+        # ARRAY(subquery) is an init plan, run once. (S611: the text is the ORM's own compiled query; its
+        # values stay parameters.)
         sql, params = next_rows.query.sql_with_params()
         table = connection.ops.quote_name(job.model._meta.db_table)
-        chosen = RawSQL(f"{table}.id = ANY(ARRAY({sql}))", params, output_field=BooleanField())
+        chosen = RawSQL(f"{table}.id = ANY(ARRAY({sql}))", params, output_field=BooleanField())  # noqa: S611
     else:
         chosen = Q(pk__in=next_rows)
     taken = job.model.objects.filter(chosen, status=PENDING).update(
@@ -321,23 +323,19 @@ def _record(job: Job, endpoint: Endpoint, outcomes: list[_Outcome], rate_limited
         still = set()
     mine = [o for o in outcomes if o.row.pk in still]
     done = [o for o in mine if o.kind == "done"]
-    if done:
-        names = [*done[0].answer.fields, *USAGE_FIELDS, "latency_ms", "status", "error_kind", "error",
-                 "lease_until", "finished_at"]
-        job.model.objects.bulk_update([
-            job.model(pk=o.row.pk, **o.answer.fields, **{name: getattr(o.answer.usage, name) for name in USAGE_FIELDS},
-                      latency_ms=o.latency_ms, status=DONE, error_kind="", error="", lease_until=None,
-                      finished_at=now)
-            for o in done
-        ], names)
+    _update_each(job.model, [
+        {**o.answer.fields, **{name: getattr(o.answer.usage, name) for name in USAGE_FIELDS}, "pk": o.row.pk,
+         "latency_ms": o.latency_ms, "status": DONE, "error_kind": "", "error": "", "lease_until": None,
+         "finished_at": now}
+        for o in done
+    ])
     failed = [o for o in mine if o.kind == "failed"]
-    if failed:
-        job.model.objects.bulk_update([
-            job.model(pk=o.row.pk, status=FAILED, error_kind=o.failure.kind, lease_until=None, finished_at=now,
-                      error=((f"gave up after {o.attempts} attempts: " if o.failure.retryable else "")
-                             + o.failure.message)[:ERROR_TEXT_LIMIT + 100])
-            for o in failed
-        ], ["status", "error_kind", "error", "lease_until", "finished_at"])
+    _update_each(job.model, [
+        {"pk": o.row.pk, "status": FAILED, "error_kind": o.failure.kind, "lease_until": None, "finished_at": now,
+         "error": ((f"gave up after {o.attempts} attempts: " if o.failure.retryable else "")
+                   + o.failure.message)[:ERROR_TEXT_LIMIT + 100]}
+        for o in failed
+    ])
     given_back = [o.row.pk for o in mine if o.kind == "give_back"]
     if given_back:
         reset(job.model.objects.filter(pk__in=given_back))
@@ -357,6 +355,37 @@ def _record(job: Job, endpoint: Endpoint, outcomes: list[_Outcome], rate_limited
     if done:
         job.recorded([o.row.pk for o in done])
     return {o.row.pk for o in done + failed}, renewed
+
+
+def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
+    """Write each row's own values (dicts of field name → value with the same names, and "pk"): on PostgreSQL
+    one `UPDATE … FROM (VALUES …)`, elsewhere one UPDATE per row (SQLite serialises writers anyway). Not
+    `bulk_update`: its CASE per field and row cost ~0.5 s of Python for 50 rows."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        for row in rows:
+            values = dict(row)
+            model.objects.filter(pk=values.pop("pk")).update(**values)
+        return
+    fields = [model._meta.get_field(name) for name in rows[0] if name != "pk"]
+    quote = connection.ops.quote_name
+    casts = ", ".join(["%s::bigint", *(f"%s::{field.cast_db_type(connection)}" for field in fields)])
+    params: list = []
+    for row in rows:
+        instance = model(**row)
+        params.append(row["pk"])
+        params.extend(field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields)
+    columns = [quote(field.column) for field in fields]
+    # S608: the text holds only the model's quoted table and column names; every value is a parameter.
+    assignments = ", ".join(f"{c} = v.{c}" for c in columns)
+    values = ", ".join([f"({casts})"] * len(rows))
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} "  # noqa: S608
+        f"FROM (VALUES {values}) AS v(id, {', '.join(columns)}) WHERE t.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _charge(job: Job, endpoint: Endpoint, done: list[_Outcome], rate_limited: Counter) -> None:
@@ -789,8 +818,11 @@ class _Driver:
             await self._wait()
 
     def _want(self) -> int:
-        local = self.endpoint.max_concurrency - len(self.held)
-        process = settings.ENGINE_MAX_IN_FLIGHT - self.process.held
+        """Rows to claim: the places free here once the outcomes waiting to be recorded are (the step records
+        them before it claims)."""
+        freeing = sum(o.kind != "renew" for o in self.outbox)
+        local = self.endpoint.max_concurrency - len(self.held) + freeing
+        process = settings.ENGINE_MAX_IN_FLIGHT - self.process.held + freeing
         return max(0, min(local, process))
 
     def _may_exit(self, dry: bool, full: bool) -> bool:
@@ -807,10 +839,8 @@ class _Driver:
             return True
 
     async def _wait(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), TICK_SECONDS)
-        except TimeoutError:
-            pass
         self.wake.clear()
         # Gather outcomes into a batch while other requests of this driver are about to finish: a step per
         # outcome would cost its statements per row.
