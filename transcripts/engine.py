@@ -792,7 +792,7 @@ class _Driver:
         self.account = self.process.account(self.endpoint, await self.home.run(_account_limits, self.endpoint))
         if seed:
             self._start(await self.home.run(_load_claims, self.job, seed))
-        dry = full = False
+        dry, full_until = False, 0.0
         next_heartbeat = time.monotonic() + self.lease_seconds / 3
         while True:
             if worker_stopping():
@@ -801,9 +801,11 @@ class _Driver:
             if self.claiming and time.monotonic() > self.deadline:
                 self.claiming, self.hand_over = False, True
             if self.poked:
-                self.poked, dry, full = False, False, False
-            # A full server is asked again once this driver has something to record (a place of its own frees).
-            want = self._want() if self.claiming and not dry and (not full or self.outbox) else 0
+                self.poked, dry, full_until = False, False, 0.0
+            # A server full of other work is asked again once a place of this driver's own frees, or after a
+            # second (another process's may have).
+            full = time.monotonic() < full_until and not self.outbox
+            want = self._want() if self.claiming and not dry and not full else 0
             heartbeat = []
             if self.held and time.monotonic() > next_heartbeat:
                 heartbeat = list(self.held.values())
@@ -811,9 +813,10 @@ class _Driver:
             if self.outbox or self.rate_limited or heartbeat or want > 0:
                 stepped = await self._step(want, heartbeat)
                 if stepped is not None and stepped.claimed is not None:
-                    dry, full = stepped.claimed.dry, stepped.claimed.full
+                    dry = stepped.claimed.dry
+                    full_until = time.monotonic() + 1 if stepped.claimed.full else 0.0
                     self._start(stepped.claimed.rows)
-            if not self.held and not self.outbox and self._may_exit(dry, full):
+            if not self.held and not self.outbox and self._may_exit(dry):
                 return self.handled
             await self._wait()
 
@@ -825,10 +828,10 @@ class _Driver:
         process = settings.ENGINE_MAX_IN_FLIGHT - self.process.held + freeing
         return max(0, min(local, process))
 
-    def _may_exit(self, dry: bool, full: bool) -> bool:
-        """Nothing held and nothing to claim (or the server full of others' work): exit, unless a message
-        arrived meanwhile. Decided under the process lock, against which `work` pokes a running driver."""
-        if self.claiming and not (dry or full):
+    def _may_exit(self, dry: bool) -> bool:
+        """Nothing held and nothing left to claim: exit, unless a message arrived meanwhile. Decided under the
+        process lock, against which `work` pokes a running driver."""
+        if self.claiming and not dry:
             return False
         key = (self.job.name, self.endpoint_id)
         with self.process.lock:
