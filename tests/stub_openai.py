@@ -74,6 +74,7 @@ class StubOpenAI:
         self.max_in_flight = 0
         self._lock = threading.Lock()
         if asynchronous:
+            self._connections: set[asyncio.Task] = set()
             self._loop = asyncio.new_event_loop()
             started = concurrent.futures.Future()
             self._thread = threading.Thread(target=self._serve_async, args=(started,), daemon=True)
@@ -140,6 +141,7 @@ class StubOpenAI:
         self._loop.run_forever()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(asyncio.current_task())
         try:
             while request_line := await reader.readline():
                 method = request_line.split(b" ", 1)[0]
@@ -159,10 +161,17 @@ class StubOpenAI:
                     await writer.drain()
                 finally:
                     self._answered()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a cancelled connection (the stub stopping) ends quietly: asyncio would log the cancellation
         finally:
             writer.close()
+            self._connections.discard(asyncio.current_task())
+
+    async def _shutdown(self) -> None:
+        self._async_server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
     def __enter__(self) -> StubOpenAI:
         if self._loop is None:
@@ -174,7 +183,7 @@ class StubOpenAI:
             self.server.shutdown()
             self.server.server_close()
         else:
-            self._loop.call_soon_threadsafe(self._async_server.close)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 
