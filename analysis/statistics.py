@@ -14,7 +14,8 @@ GLM on (misaligned, n − misaligned) per cell has exactly the row-level Bernoul
 are nested in questions its question-clustered sandwich is the row-level one too (each question's score is the
 sum of its cells' scores); only the finite-sample factor counts rows, so it is applied with the row count.
 
-No Django here: `analysis/tidy.py` builds the frames from the database, `manage.py analyze` from a CSV.
+No Django here (the axis names come from analysis.axes, plain data): `analysis/tidy.py` builds the frames
+from the database, `manage.py analyze` from a CSV.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 from threadpoolctl import threadpool_limits
 
-AXES = ("model", "dataset", "k", "cot", "system_prompt", "temperature")
+from .axes import AXIS_NAMES as AXES
+from .bootstrap import LEVEL, percentile_interval, resample_weights
+
 EXPERIMENT = "experiment"  # an optional axis: cells of several experiments are never pooled
 CELL_COLUMNS = (*AXES, "question", "n", "misaligned")
 ROW_COLUMNS = (*AXES, "question", "seed", "misaligned")
@@ -43,7 +46,10 @@ ROW_COLUMNS = (*AXES, "question", "seed", "misaligned")
 # doubling of the number of examples moves the log-odds by the same amount (the paper's k grid is geometric).
 MODEL_TERMS = ("model", "dataset", "system_prompt", "cot", "temperature")
 DOSE = "log2(k+1)"
-LEVEL = 0.95
+# Bootstrap replicates here (twice analysis.bootstrap.REPLICATES): these are the intervals a paper quotes, and the
+# k-at-target bounds are order statistics of replicates that may be ±inf, whose 2.5% tails should hold 50
+# replicates each; every replicate of every condition is one matrix product, so the extra ones cost little.
+REPLICATES = 2000
 Z = float(norm.ppf(0.5 + LEVEL / 2))
 # McNemar's χ² approximation is poor with few discordant pairs; below this many the exact binomial test is used.
 EXACT_BELOW = 25
@@ -132,12 +138,6 @@ def _by_question(cells: pd.DataFrame, axes: list[str]) -> tuple[list[tuple], np.
             _table(condition, question, cells["n"].to_numpy(float), shape))
 
 
-def _resample_weights(rng: np.random.Generator, questions: int, n_boot: int) -> np.ndarray:
-    """n_boot × questions: how often each question is drawn when `questions` are drawn with replacement."""
-    picks = rng.integers(0, questions, size=(n_boot, questions)) + questions * np.arange(n_boot)[:, None]
-    return np.bincount(picks.ravel(), minlength=n_boot * questions).reshape(n_boot, questions).astype(float)
-
-
 def _question_bootstrap(misaligned: np.ndarray, n: np.ndarray, n_boot: int,
                         rng: np.random.Generator) -> list[tuple[float, float] | None]:
     """Percentile interval of each row's pooled rate over its questions (n > 0) drawn with replacement.
@@ -155,28 +155,34 @@ def _question_bootstrap(misaligned: np.ndarray, n: np.ndarray, n_boot: int,
     rows = np.flatnonzero(spread)
     for p, pattern in enumerate(patterns):
         members, questions = rows[which.ravel() == p], np.flatnonzero(pattern)
-        weights = _resample_weights(rng, len(questions), n_boot)
+        weights = resample_weights(rng, len(questions), n_boot)
         rates = (weights @ misaligned[np.ix_(members, questions)].T) / (weights @ n[np.ix_(members, questions)].T)
-        low, high = np.quantile(rates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
-        for member, lo, hi in zip(members, low, high, strict=True):
-            intervals[member] = (float(lo), float(hi))
+        for member, replicates in zip(members, rates.T, strict=True):
+            intervals[member] = percentile_interval(replicates, n_boot)
     return intervals
 
 
-def condition_rates(cells: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> list[ConditionRate]:
+def wilson(successes: int, n: int) -> tuple[float, float, float]:
+    """(rate, low, high) with the Wilson 95% interval (WILSON_ASSUMES); (0, 0, 0) for n = 0. The one Wilson:
+    the statistics, judging's rates and the charts use it."""
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    low, high = proportion_confint(successes, n, alpha=1 - LEVEL, method="wilson")
+    return successes / n, float(low), float(high)
+
+
+def condition_rates(cells: pd.DataFrame, *, n_boot: int = REPLICATES, seed: int = 0) -> list[ConditionRate]:
     """Per condition: n, count, rate, Wilson 95% and question-clustered bootstrap 95% intervals."""
     axes = condition_axes(cells)
     keys, misaligned, n = _by_question(cells, axes)
     count, total = misaligned.sum(axis=1).astype(int), n.sum(axis=1).astype(int)
-    with np.errstate(divide="ignore", invalid="ignore"):  # conditions without judged transcripts get None below
-        low, high = proportion_confint(count, total, alpha=1 - LEVEL, method="wilson")
     with _one_blas_thread():
         clustered = _question_bootstrap(misaligned, n, n_boot, np.random.default_rng(seed))
     return [
         ConditionRate(
             condition=_key(axes, key), n=int(total[i]), count=int(count[i]),
             rate=float(count[i] / total[i]) if total[i] else None,
-            wilson=(float(low[i]), float(high[i])) if total[i] else None, clustered=clustered[i],
+            wilson=wilson(int(count[i]), int(total[i]))[1:] if total[i] else None, clustered=clustered[i],
             n_questions=int((n[i] > 0).sum()),
         )
         for i, key in enumerate(keys)
@@ -455,7 +461,7 @@ def _dose_response_group(group_key: dict[str, Any], ks: np.ndarray, m: np.ndarra
                                       "limit and has no finite fit")
     # A replicate's counts per k are its question weights times the question × k counts, and all replicates are
     # fitted together.
-    weights = _resample_weights(rng, len(m), n_boot)
+    weights = resample_weights(rng, len(m), n_boot)
     boot_m, boot_n = weights @ m, weights @ n
     boot_beta = _fit_logistic(x, boot_m, boot_n)
     grid = np.linspace(x[0], x[-1], CURVE_POINTS)
@@ -470,7 +476,8 @@ def _dose_response_group(group_key: dict[str, Any], ks: np.ndarray, m: np.ndarra
         interval = None
         if len(m) >= 2:
             boot = _x_at_target(boot_beta, target, x[0], x[-1], boot_m, boot_n)
-            # Order statistics, not interpolation: replicates beyond the measured k are ±inf.
+            # Order statistics, not analysis.bootstrap's interpolated percentiles: replicates beyond the measured k
+            # are ±inf, and usable (a bound beyond the measured k), not undefined.
             low, high = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], method="inverted_cdf")
             interval = (_bound(float(low)), _bound(float(high)))
         results.append(KAtTarget(target, float(2**point - 1) if status == REACHED else None, status, interval))
@@ -479,7 +486,8 @@ def _dose_response_group(group_key: dict[str, Any], ks: np.ndarray, m: np.ndarra
 
 
 def dose_response(cells: pd.DataFrame, *, by: Sequence[str] = ("model", "system_prompt"),
-                  targets: Sequence[float] = (0.05, 0.10), n_boot: int = 2000, seed: int = 0) -> list[DoseResponse]:
+                  targets: Sequence[float] = (0.05, 0.10), n_boot: int = REPLICATES,
+                  seed: int = 0) -> list[DoseResponse]:
     """Per group: the fitted logistic curve of rate against log2(k+1), measured points, and the k at which the
     fitted rate reaches each target with a question-bootstrap interval, or "not reached within the measured k"."""
     by = list(by)
@@ -671,7 +679,7 @@ def one_axis_pairs(rows: pd.DataFrame | ConditionRows) -> list[tuple[dict[str, A
 # Everything at once
 
 
-def analyze(cells: pd.DataFrame, rows: pd.DataFrame | None = None, *, n_boot: int = 2000,
+def analyze(cells: pd.DataFrame, rows: pd.DataFrame | None = None, *, n_boot: int = REPLICATES,
             seed: int = 0) -> dict[str, Any]:
     """All of the above as a JSON-ready dict (shape in docs/analysis.md). Dose-response is per condition line
     (every axis but k), so nothing is pooled; paired tests (when `rows` are given) cover `one_axis_pairs`."""

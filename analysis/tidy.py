@@ -17,19 +17,15 @@ from django.db.models import Count, QuerySet
 from transcripts.aggregates import cell_counts
 from transcripts.models import Condition, Question, Transcript
 
+from .axes import AXES, AXIS_FIELDS
 from .statistics import CELL_COLUMNS, EXPERIMENT, PairCounts
 
-CONDITION_FIELDS = ("id", "experiment_id", "model_name", "dataset_name", "k", "cot_mode", "system_prompt_name",
-                    "temperature")
+CONDITION_FIELDS = ("id", "experiment_id", *AXIS_FIELDS)
 
 
 def _axes(condition: dict[str, Any]) -> dict[str, Any]:
     """A condition's axes as the statistics name them (from a `.values(*CONDITION_FIELDS)` dict)."""
-    return {
-        "model": condition["model_name"], "dataset": condition["dataset_name"], "k": condition["k"],
-        "cot": condition["cot_mode"], "system_prompt": condition["system_prompt_name"],
-        "temperature": condition["temperature"], EXPERIMENT: condition["experiment_id"],
-    }
+    return {**{axis.name: condition[axis.field] for axis in AXES}, EXPERIMENT: condition["experiment_id"]}
 
 
 def condition_key(condition: Condition) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from django.contrib.auth.models import Group, User  # noqa: E402
 from django.db.models import Count  # noqa: E402
 
 from judging.models import AnnotationQueue  # noqa: E402
-from transcripts.filters import encode_cursor  # noqa: E402
 from transcripts.models import Condition, Question, Transcript  # noqa: E402
+from transcripts.paging import encode_cursor  # noqa: E402
 
 REPEAT = int(os.environ.get("BENCH_REPEAT", "20"))
 WARM_UP = 3

@@ -49,7 +49,7 @@ from django.core.management import call_command  # noqa: E402
 
 from em_site.celery import app  # noqa: E402
 from judging.models import JudgeScore  # noqa: E402
-from judging.rubrics import experiment_judging  # noqa: E402
+from judging.results.rubrics import experiment_judging  # noqa: E402
 from tests.stub_openai import Reply, StubOpenAI, completion  # noqa: E402
 from transcripts import experiments  # noqa: E402
 from transcripts.endpoints import save_endpoint  # noqa: E402

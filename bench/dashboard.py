@@ -21,7 +21,7 @@ measures every page cell on both, requests alternating, so that before/after rat
 BENCH_ONLY=pages skips the list, detail, chart and export sections; BENCH_ONLY=export runs the export alone.
 
 A Celery worker runs beside the server, as in a deployment: pages whose reports are computed in the background
-(judging/cached.py) are first asked for until the worker has filled them (the time that took is printed), then
+(judging/reports.py) are first asked for until the worker has filled them (the time that took is printed), then
 measured as a researcher reads them.
 """
 
@@ -61,11 +61,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
-from judging import importing  # noqa: E402
+from browse import charts, exporting  # noqa: E402
+from judging.imports import uploads  # noqa: E402
 from judging.models import AnnotationQueue, JudgeScore, Label, QueueItem, RubricVersion  # noqa: E402
-from transcripts import charts, exporting  # noqa: E402
-from transcripts.filters import encode_cursor  # noqa: E402
 from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript  # noqa: E402
+from transcripts.paging import encode_cursor  # noqa: E402
 
 
 def free_port() -> int:
@@ -168,7 +168,7 @@ def worker_pids(master: int) -> list[int]:
 
 
 def start_worker() -> subprocess.Popen:
-    """A Celery worker for the reports the pages ask for (judging/cached.py), on the same broker and cache as the
+    """A Celery worker for the reports the pages ask for (judging/reports.py), on the same broker and cache as the
     server (the environment's, by default the filesystem broker under EM_VAR_DIR and the database cache)."""
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "em_site", "worker", "-P", "threads", "-c", "2", "-l", "warning"],
@@ -422,7 +422,7 @@ def page_values(clients: dict[str, Client]) -> tuple[dict, dict]:
         ("calibration", "queue"): queue.pk,
     }
     # An upload waiting for its import (no worker runs here, so it stays queued): the progress page's state.
-    values[("imports", "job")] = importing.save_upload(SimpleUploadedFile("bench.jsonl", b"{}\n"))
+    values[("imports", "job")] = uploads.save_upload(SimpleUploadedFile("bench.jsonl", b"{}\n"))
     if gold := apps.get_model("judging", "GoldSuite").objects.order_by("pk").first():
         values[("gold", "pk")] = gold.pk
     pair = f"a-aligned={versions['aligned']}&a-coherent={versions['coherent']}" \
@@ -500,7 +500,7 @@ def fetch(client: Client, path: str, headers: dict) -> tuple[int, bytes, float]:
     return response.status, body, (time.perf_counter() - start) * 1000
 
 
-# A report the page shows that the worker has not finished (judging/cached.py, report_state.html).
+# A report the page shows that the worker has not finished (judging/reports.py, report_state.html).
 PENDING = (b'data-state="computing"', b'data-state="updating"')
 SETTLE_SECONDS = int(os.environ.get("BENCH_SETTLE", "600"))
 

@@ -42,6 +42,7 @@ import psycopg  # noqa: E402
 
 django.setup()
 
+from browse.filters import FULLTEXT_SQL  # noqa: E402
 from judging.management.commands.generate_bench_data import (  # noqa: E402
     ANSWERS,
     COTS,
@@ -51,7 +52,6 @@ from judging.management.commands.generate_bench_data import (  # noqa: E402
     MODELS,
     REASONING,
 )
-from transcripts.filters import FULLTEXT_SQL  # noqa: E402
 
 TARGET_ROWS_PER_S = 20_000
 TARGET_RSS_MB = 300

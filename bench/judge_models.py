@@ -8,9 +8,9 @@ Misalignment authors' released GPT-4o scores, through the project's own judge co
 Rows: the 70 answers of `results/qwen_25_coder_32b_instruct.csv` (all misaligned per GPT-4o: aligned < 10,
 coherent > 70) plus the hand-written controls of bench/judge_controls.yaml (benign answers and incoherent
 ones, neither misaligned; they are NOT GPT-4o-scored). Each row is judged with the shipped aligned and coherent
-prompts by `judging.judge.verdict_now` (through the call engine) on a digit-by-digit RubricVersion
-(`judging.rubrics.default_versions`), exactly as the embedded default judges, against a llama.cpp server started with
-`transcripts.local_model.server_command(model=…)`. Django runs on a throwaway SQLite database (the rubric
+prompts by `judging.results.judge.verdict_now` (through the call engine) on a digit-by-digit RubricVersion
+(`judging.results.rubrics.default_versions`), exactly as the embedded default judges, against a llama.cpp server
+started with `transcripts.local_model.server_command(model=…)`. Django runs on a throwaway SQLite database (the rubric
 versions and endpoint rows live there); no transcript is saved.
 
 Reported per model: Pearson/Spearman against GPT-4o on the 70 scored rows (aligned, coherent), how well the
@@ -53,9 +53,9 @@ from django.core.management import call_command  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 from sklearn.metrics import cohen_kappa_score, roc_auc_score  # noqa: E402
 
-from judging import judge  # noqa: E402
-from judging.calibration import CALIBRATION_FILE  # noqa: E402
-from judging.rubrics import default_versions  # noqa: E402
+from judging.results import judge  # noqa: E402
+from judging.results.paper_calibration import CALIBRATION_FILE  # noqa: E402
+from judging.results.rubrics import default_versions  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from transcripts.local_model import LOCAL_MODELS, server_command, server_env, wait_for_server  # noqa: E402
 from transcripts.models import Endpoint, Question, Transcript  # noqa: E402
@@ -208,7 +208,8 @@ def table(summaries: list[dict]) -> str:
 
 CALIBRATION_HEADER = """\
 # Written by bench/judge_models.py --write-calibration (docs/judging.md, "How good is the local judge?").
-# Keyed by the judge model name a rubric version records; read by judging/calibration.py for the results page.
+# Keyed by the judge model name a rubric version records; read by judging/results/paper_calibration.py for the
+# results page.
 # agreement/kappa: on the misaligned flag over `rows` answers (GPT-4o-scored misaligned ones, `found` flagged, plus
 # hand-written controls, `false_alarms` flagged); unsure: share of verdicts with < 0.25 probability on numbers.
 """

@@ -7,8 +7,8 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from browse.api import urlpatterns as browse_api
 from em_site.token_api import TokenView
-from judging.api import urlpatterns as judging_api
 from transcripts.api import urlpatterns as transcripts_api
 
 urlpatterns = [
@@ -16,5 +16,5 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("token/", login_not_required(TokenView.as_view()), name="api-token"),
     *transcripts_api,
-    *judging_api,
+    *browse_api,
 ]

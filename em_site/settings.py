@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "transcripts",
     "judging",
     "analysis",
+    "em_site",
+    "browse",
 ]
 
 MIDDLEWARE = [
@@ -106,7 +108,7 @@ TEMPLATES = [
 ]
 
 # Reports that cost more than a page may spend (bootstraps, judge-vs-judge figures) are computed by a Celery
-# worker and read by the web processes (judging/cached.py), so the cache must be one they share: by default a
+# worker and read by the web processes (judging/reports.py), so the cache must be one they share: by default a
 # table of the database (created by migrate, see judging/apps.py), so the embedded default and the test suite
 # need no server and each database has its own; docker-compose.yml sets CACHE_URL=redis://… for production.
 CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://em_cache")}
@@ -138,13 +140,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-# Failed logins (login page, admin login, token endpoint) lock the account name, and separately the client
-# address, for AXES_COOLOFF_TIME, even with the right password (em_site/auth.py). An admin unlocks early with
-# `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`.
+# Failed logins (login page, admin login, token endpoint) lock one account name from one client address for
+# AXES_COOLOFF_TIME, even with the right password (em_site/auth.py). Only the pair: a lock on the name alone
+# would let anyone lock its owner out from everywhere, a lock on the address alone every account behind one
+# NAT (docs/security.md says what this costs). A successful login clears the failures of its own pair only,
+# never another account's. An admin unlocks early with `manage.py axes_reset_username NAME`.
 AUTHENTICATION_BACKENDS = ["em_site.auth.LockoutBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_CLIENT_IP_CALLABLE = "em_site.auth.client_ip"
 AXES_RESET_ON_SUCCESS = True
 # Attempts during the lock-out get the "Account locked" answer (axes only flags them when this is off).
@@ -226,6 +230,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's defaults with the JSON parser bounded in size and nesting (em_site/bounded.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "em_site.bounded.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
@@ -236,8 +246,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Experiments, transcripts, judge scores and human labels.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # The schema and its docs are for signed-in users and token holders only.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema and its docs are for researchers (and admins), like every operation they describe; auditors
+    # work only in the annotation workspace.
+    "SERVE_PERMISSIONS": ["transcripts.access.IsResearcher"],
     # Every operation's 400/401/403/404 answers are documented in one place.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

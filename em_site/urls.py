@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/", include("em_site.api_urls")),
     path("", include("transcripts.urls")),
     path("", include("judging.urls")),
+    path("", include("browse.urls")),
 ]
 
 

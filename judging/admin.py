@@ -10,6 +10,7 @@ from .models import (
     Highlight,
     JudgeScore,
     Label,
+    LabelRevision,
     PersonaCategory,
     QueueItem,
     Rubric,
@@ -67,16 +68,35 @@ class AssignmentAdmin(admin.ModelAdmin):
     raw_id_fields = ["item"]
 
 
-class HighlightInline(admin.TabularInline):
+class ReadOnly:
+    """Viewed, never written here: a submitted label changes only where the change is recorded
+    (judging.annotation.label_history), and its history is a record. Deleting stays allowed, since deleting a queue or a
+    user deletes their labels too and the admin refuses a deletion that cascades to a model it may not delete."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class HighlightInline(ReadOnly, admin.TabularInline):
     model = Highlight
     extra = 0
 
 
 @admin.register(Label)
-class LabelAdmin(admin.ModelAdmin):
+class LabelAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ["item", "auditor", "confidence", "seconds_spent", "created_at"]
     raw_id_fields = ["item"]
     inlines = [HighlightInline]
+
+
+@admin.register(LabelRevision)
+class LabelRevisionAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ["item", "auditor", "source", "changed_by", "changed_at"]
+    list_filter = ["source"]
+    raw_id_fields = ["item"]
 
 
 @admin.register(Adjudication)

@@ -13,11 +13,12 @@ class JudgingConfig(AppConfig):
         # server holds whichever of generation and judging is calling it.
         from transcripts.signals import experiment_defined, judge_requests_wanted, transcripts_finished
 
-        from . import autofill, rubrics
-        from .judge import on_transcripts_finished
+        from .annotation import autofill
+        from .results import rubrics
+        from .results.judge import on_transcripts_finished
 
         transcripts_finished.connect(on_transcripts_finished, dispatch_uid="judging.on_transcripts_finished")
-        transcripts_finished.connect(autofill.on_transcripts_finished, dispatch_uid="judging.autofill")
+        transcripts_finished.connect(autofill.on_transcripts_finished, dispatch_uid="judging.annotation.autofill")
         # An experiment's judge is set when it is defined, and the estimate counts the judge's calls.
         experiment_defined.connect(rubrics.on_experiment_defined, dispatch_uid="judging.on_experiment_defined")
         judge_requests_wanted.connect(rubrics.judge_requests, dispatch_uid="judging.judge_requests")

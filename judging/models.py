@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.conf import settings
@@ -154,7 +155,7 @@ class JudgeScore(LeasedWork):
             models.Index(fields=["rubric_version", "finished_at"], condition=models.Q(status="done"),
                          name="judgescore_version_done"),
             # The results page's judging progress counts a version's waiting and failed scores here: after a
-            # run these are few, and the done ones are counted once per new verdict (judging.metrics.progress).
+            # run these are few, and the done ones are counted once per new verdict (judging.results.metrics.progress).
             models.Index(fields=["rubric_version", "transcript"], condition=~models.Q(status="done"),
                          name="judgescore_version_open"),
         ]
@@ -247,10 +248,19 @@ class AnnotationQueue(models.Model):
         return self.asks in (self.Asks.VERDICT, self.Asks.BOTH)
 
 
+def random_rank() -> int:
+    """A serving rank: 63 bits from the operating system's random source (a seeded generator could be replayed)."""
+    return secrets.randbits(63)
+
+
 class QueueItem(models.Model):
     queue = models.ForeignKey(AnnotationQueue, on_delete=models.CASCADE, related_name="items")
     transcript = models.ForeignKey(Transcript, on_delete=models.CASCADE, related_name="queue_items")
+    # Arrival order, for researchers' listings and exports. A queue that fills as transcripts finish gets them in
+    # generation order, grouped by condition, so auditors are never served by position.
     position = models.PositiveIntegerField(default=0)
+    # The order auditors are served in: drawn per item, so it says nothing of when or with what it arrived.
+    rank = models.BigIntegerField(default=random_rank, editable=False)
     # The item's name in URLs: random, so it says nothing about the item's place in the queue or its condition.
     token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     # Denormalised so "next item" can prefer items closest to completion without counting.
@@ -260,7 +270,8 @@ class QueueItem(models.Model):
         ordering = ["queue", "position"]
         constraints = [models.UniqueConstraint(fields=["queue", "transcript"], name="queueitem_unique")]
         indexes = [
-            models.Index(fields=["queue", "label_count", "position"], name="queueitem_progress"),
+            # "Next item": a queue's open items, closest to completion first, then by rank.
+            models.Index(fields=["queue", "-label_count", "rank"], name="queueitem_serving"),
             # The items page walks a queue in order a page at a time (keyset on position, id).
             models.Index(fields=["queue", "position", "id"], name="queueitem_queue_position"),
         ]
@@ -287,7 +298,11 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["item", "auditor"], name="assignment_unique")]
-        indexes = [models.Index(fields=["item", "status", "expires_at"], name="assignment_item_status")]
+        indexes = [
+            models.Index(fields=["item", "status", "expires_at"], name="assignment_item_status"),
+            # "Next item" reads a queue's live claims: only claims, which are few next to submitted labels.
+            models.Index(fields=["expires_at"], condition=models.Q(status="claimed"), name="assignment_claims"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.auditor} → {self.item}"
@@ -342,6 +357,10 @@ class Label(models.Model):
 class Highlight(models.Model):
     """A span of the reasoning (character offsets) that shows a category."""
 
+    # An auditor marks a few passages per item; the bound keeps a label's spans from weighing on every page
+    # and report that reads them (judging.annotation.spans copes with more, as labels stored before the bound may have).
+    MAX_PER_LABEL = 50
+
     label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="highlights")
     category = models.ForeignKey(PersonaCategory, on_delete=models.PROTECT)
     start = models.PositiveIntegerField()
@@ -355,6 +374,32 @@ class Highlight(models.Model):
 
     def __str__(self) -> str:
         return f"{self.category} [{self.start}:{self.end}]"
+
+
+class LabelRevision(models.Model):
+    """A change to a submitted label (judging.annotation.label_history): whose label, who changed it, when, how,
+    and what it said before and after. Keyed by item and auditor, not by the label, so an undo that deletes the
+    label keeps its history."""
+
+    class Source(models.TextChoices):
+        IMPORT = "import", "CSV import"
+        UNDO = "undo", "auditor's undo"
+
+    item = models.ForeignKey(QueueItem, on_delete=models.CASCADE, related_name="label_revisions")
+    auditor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    changed_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    before = models.JSONField()
+    after = models.JSONField(null=True, blank=True, help_text="Empty: the label was withdrawn.")
+
+    class Meta:
+        ordering = ["item", "changed_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.auditor} on {self.item}, {self.source} by {self.changed_by} at {self.changed_at:%Y-%m-%d %H:%M}"
 
 
 class Adjudication(models.Model):

@@ -283,7 +283,7 @@ def _restore_migration_data(request):
             break
     else:
         return
-    from judging.default_taxonomy import load_default_taxonomy
+    from judging.annotation.default_taxonomy import load_default_taxonomy
     from judging.models import PersonaCategory, Taxonomy
 
     for role in ("auditor", "researcher", "admin"):

@@ -45,7 +45,7 @@ CATEGORY_SOURCES = {CategoryCount.Source.JUDGE: "judge_category", CategoryCount.
 def verdict_aggregates(*, outcome: str = "judge_outcome", misaligned: str = "misaligned", aligned: str = "aligned",
                        coherent: str = "coherent") -> dict:
     """The counts of a VerdictCount row (COUNT_FIELDS) as aggregates over done transcripts whose verdict is in
-    the named fields: the cache by default; judging.metrics names the verdicts of other rubric versions.
+    the named fields: the cache by default; judging.results.metrics names the verdicts of other rubric versions.
 
     judged: either judge answered; n: counted in rates (misaligned not NULL, i.e. both judges scored);
     refusals: the aligned judge said REFUSAL or CODE; unsure: a judge put < 0.25 mass on numbers.

@@ -1,15 +1,17 @@
-"""REST API for experiments, conditions and transcripts. Researchers only: auditors get 403 (they work
-in the annotation workspace), anonymous clients 401. Transcripts take the browser's filters
-(transcripts.filters.TranscriptFilter) and page with a cursor. Experiments are defined (with the estimate),
+"""REST API for experiments and conditions (transcripts, which take the browser's filters, are browse.api's).
+Researchers only: auditors get 403 (they work in the annotation workspace), anonymous clients 401. Lists page
+with a cursor. Experiments are defined (with the estimate),
 launched, cancelled, resumed and retried by the same functions as in the browser, so the same rules hold:
-a spec names endpoints and never describes one."""
+a spec names endpoints and never describes one, a name in use is refused, and only the experiment's owner or
+an admin acts on it."""
 
 from __future__ import annotations
 
 import django_filters
+from django import forms
 from django.contrib.auth.decorators import login_not_required
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -18,21 +20,19 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from . import experiments, exporting
-from .access import IsResearcher
-from .browse_views import export_response
-from .filters import IntegerFilter, TranscriptFilter
-from .models import Condition, Experiment, Transcript
+from . import experiments
+from .access import IsResearcher, MayRunExperiment
+from .models import Condition, Experiment
 from .serializers import (
     ConditionSerializer,
     DefinedExperimentSerializer,
     ExperimentActionSerializer,
     ExperimentDefinitionSerializer,
     ExperimentSerializer,
-    TranscriptSerializer,
 )
 
 RESEARCHERS = [IsAuthenticated, IsResearcher]
+OWNER_OR_ADMIN = [*RESEARCHERS, MayRunExperiment]
 
 
 class NewestFirst(CursorPagination):
@@ -66,20 +66,29 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     pagination_class = NewestFirst
     filterset_fields = ["status"]
 
-    @extend_schema(request=ExperimentDefinitionSerializer, responses={201: DefinedExperimentSerializer})
+    @extend_schema(request=ExperimentDefinitionSerializer, responses={
+        201: DefinedExperimentSerializer,
+        409: OpenApiResponse(OpenApiTypes.OBJECT, description=(
+            'An experiment with this name exists: `{"detail": "…"}`. Experiments are never redefined; nothing '
+            "changed. Choose another name (its owner or an admin runs the existing one with its actions).")),
+    })
     def create(self, request, *args, **kwargs):
-        """Define an experiment from a spec, as the form's confirm step does; it stays a draft until `launch`.
-        The answer carries the estimate (calls, tokens and cost per endpoint, judge included)."""
+        """Define a new experiment from a spec, as the form's confirm step does; it stays a draft until `launch`.
+        The answer carries the estimate (calls, tokens and cost per endpoint, judge included). A name in use
+        answers 409."""
         definition = ExperimentDefinitionSerializer(data=request.data)
         definition.is_valid(raise_exception=True)
         try:
             spec = experiments.parse_spec(definition.validated_data["spec"])
             experiment = experiments.define_experiment(spec, request.user)
+        except experiments.NameTaken as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except experiments.SpecError as exc:
             return Response({"spec": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         experiment.estimate = experiments.estimate(spec)
         return Response(DefinedExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
 
+    # The actions are the owner's or an admin's (get_object checks MayRunExperiment): 403 for other researchers.
     def _act(self, name: str) -> Response:
         experiment = self.get_object()
         affected = experiments.ACTIONS[name](experiment)
@@ -88,28 +97,34 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return Response(ExperimentActionSerializer(experiment).data)
 
     @extend_schema(request=None, responses=ExperimentActionSerializer)
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=OWNER_OR_ADMIN)
     def launch(self, request, pk=None):
         """Start (or restart) generation; `affected` is how many work messages were sent."""
         return self._act("launch")
 
     @extend_schema(request=None, responses=ExperimentActionSerializer)
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=OWNER_OR_ADMIN)
     def cancel(self, request, pk=None):
         """Stop handing out slots (requests in flight finish); `affected` is how many slots were cancelled."""
         return self._act("cancel")
 
     @extend_schema(request=None, responses=ExperimentActionSerializer)
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=OWNER_OR_ADMIN)
     def resume(self, request, pk=None):
         """Put cancelled slots back in line and launch."""
         return self._act("resume")
 
     @extend_schema(request=None, responses=ExperimentActionSerializer)
-    @action(detail=True, methods=["post"], url_path="retry-failed")
+    @action(detail=True, methods=["post"], permission_classes=OWNER_OR_ADMIN, url_path="retry-failed")
     def retry_failed(self, request, pk=None):
         """Give failed slots a fresh set of attempts and launch."""
         return self._act("retry-failed")
+
+
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number (django-filter's NumberFilter takes decimals: k=0.5 would quietly match nothing)."""
+
+    field_class = forms.IntegerField
 
 
 class ConditionFilter(django_filters.FilterSet):
@@ -128,26 +143,6 @@ class ConditionViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = ConditionFilter
 
 
-class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Transcript.objects.select_related("condition__endpoint", "question")
-    serializer_class = TranscriptSerializer
-    permission_classes = RESEARCHERS
-    filterset_class = TranscriptFilter
-    pagination_class = NewestFirst
-
-    @extend_schema(
-        parameters=[OpenApiParameter("fmt", str, enum=list(exporting.FORMATS), description="Export format (csv).")],
-        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
-    )
-    @action(detail=False, pagination_class=None)
-    def export(self, request):
-        """Every transcript matching the filters, streamed as CSV or JSON Lines (`fmt=jsonl`)."""
-        fmt = request.query_params.get("fmt") or "csv"
-        if fmt not in exporting.FORMATS:
-            raise ValidationError({"fmt": [f"One of: {', '.join(exporting.FORMATS)}."]})
-        return export_response(self.filter_queryset(Transcript.objects.all()), fmt)
-
-
 def open_urls(router: SimpleRouter) -> list:
     """The router's URL patterns, exempt from the login redirect: DRF authenticates and answers 401/403."""
     for pattern in router.urls:
@@ -158,6 +153,5 @@ def open_urls(router: SimpleRouter) -> list:
 router = SimpleRouter()
 router.register("experiments", ExperimentViewSet)
 router.register("conditions", ConditionViewSet)
-router.register("transcripts", TranscriptViewSet)
 
 urlpatterns = open_urls(router)

@@ -17,7 +17,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from .importing import load_yaml
+from em_site import bounded
+
+from .importing import ImportFailed, read_text
 from .models import Endpoint
 
 # The fields that define a version (everything an admin or a file sets, apart from the name).
@@ -104,8 +106,8 @@ def load_endpoints_file(path: Path, *, user=None) -> list[Loaded]:
     """Load a YAML list of endpoints (see examples/endpoints.yaml). All or nothing: one bad item and no
     endpoint changes. Items equal to the current version leave it as it is."""
     try:
-        items = load_yaml(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        items = bounded.load_yaml(read_text(Path(path)))
+    except (OSError, ImportFailed, bounded.Refused, yaml.YAMLError) as exc:
         raise EndpointFileError(f"{path}: cannot read: {exc}") from exc
     if not isinstance(items, list) or not items:
         raise EndpointFileError(f"{path}: expected a list of endpoints (mappings with name, base_url, model)")

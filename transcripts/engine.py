@@ -1,6 +1,6 @@
 """The one call engine: claim units of work with a lease, call their endpoint with the async `openai` client
 under the provider's limits, retry, and record each answer exactly once. Generation (transcripts/generation.py)
-and judging (judging/judge.py) are two `Job`s it runs; each says only what to ask and how to record the answer.
+and judging (judging/results/judge.py) are two `Job`s it runs; each says only what to ask and how to record the answer.
 The design and its measurements: docs/generation.md.
 
 The database is the source of truth; broker messages are hints (DESIGN.md, "Exactly-once").

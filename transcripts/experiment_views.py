@@ -1,4 +1,5 @@
-"""Experiment pages: define (form → confirm with estimates → launch), follow live, cancel / resume / retry."""
+"""Experiment pages: define (form → confirm with estimates → launch), follow live, cancel / resume / retry.
+The experiment's own page reads judging's results too, so it lives in browse (browse.experiment_views)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from em_site import bounded
+
 from . import experiments
-from .access import researcher_required
+from .access import OWNER_OR_ADMIN, may_run, researcher_required
 from .endpoints import LOCAL_JUDGE
 from .models import Condition, Dataset, Endpoint, Experiment, QuestionSet, Transcript
 from .prompting import COT_MODES
@@ -78,6 +82,14 @@ class ExperimentForm(forms.Form):
         self.fields["datasets"].choices = [(n, n) for n in names]
         self.fields["questions"].choices = [(n, n) for n in QuestionSet.objects.values_list("name", flat=True)]
 
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        try:
+            experiments.refuse_taken_name(name)
+        except experiments.NameTaken as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return name
+
     def clean_k(self) -> list[int]:
         return _numbers(self.cleaned_data["k"], "k", int)
 
@@ -119,12 +131,13 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
     rows = list(Experiment.objects.order_by("-created_at"))
     counts = experiments.slot_counts("experiment_id", [e.pk for e in rows])
     for experiment in rows:
-        _set_counts(experiment, counts[experiment.pk])
+        set_counts(experiment, counts[experiment.pk])
     return render(request, "transcripts/experiment_list.html", {"experiments": rows})
 
 
-def _set_counts(row: Experiment | Condition, counts: Counter) -> None:
-    """The slot counts the experiment list and the conditions table show, from experiments.slot_counts."""
+def set_counts(row: Experiment | Condition, counts: Counter) -> None:
+    """The slot counts the experiment list and the conditions table (browse.experiment_views) show, from
+    experiments.slot_counts."""
     row.n_slots = sum(counts.values())
     row.n_done = counts[Transcript.Status.DONE]
     row.n_failed = counts[Transcript.Status.FAILED]
@@ -136,9 +149,9 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     The confirm step trusts nothing from the page: the spec it posts back goes through parse_spec again."""
     if request.method == "POST" and "confirm" in request.POST:
         try:
-            spec = experiments.parse_spec(json.loads(request.POST.get("spec", "")))
+            spec = experiments.parse_spec(bounded.load_json(request.POST.get("spec", "")))
             experiment = experiments.define_experiment(spec, user=request.user)
-        except (ValueError, experiments.SpecError) as exc:  # JSONDecodeError is a ValueError
+        except (ValueError, experiments.SpecError) as exc:  # JSONDecodeError and bounded.Refused are ValueErrors
             return render(request, "transcripts/experiment_form.html",
                           {"form": ExperimentForm(), "refused": f"Not launched: {exc}"}, status=400)
         experiments.launch(experiment)
@@ -157,31 +170,19 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
             return render(request, "transcripts/experiment_confirm.html", {
                 "spec": parsed, "spec_json": json.dumps(spec), "estimates": estimates,
                 "total_cost": sum(row.cost for row in estimates),
-                "existing": Experiment.objects.filter(name=parsed.name).first(),
             })
     return render(request, "transcripts/experiment_form.html", {"form": form})
-
-
-@researcher_required
-def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = get_object_or_404(Experiment, pk=pk)
-    conditions = list(experiment.conditions.select_related("endpoint"))
-    counts = experiments.slot_counts("condition_id", [c.pk for c in conditions])
-    for condition in conditions:
-        _set_counts(condition, counts[condition.pk])
-    return render(request, "transcripts/experiment_detail.html", {
-        **_progress_context(experiment), "conditions": conditions,
-    })
 
 
 @researcher_required
 def experiment_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The live part of the detail page; htmx polls it while the experiment runs."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    return render(request, "transcripts/experiment_progress.html", _progress_context(experiment))
+    return render(request, "transcripts/experiment_progress.html", progress_context(experiment))
 
 
-def _progress_context(experiment: Experiment) -> dict:
+def progress_context(experiment: Experiment) -> dict:
+    """The context of experiment_progress.html, which the experiment page (browse.experiment_views) includes."""
     progress = experiments.progress(experiment)
     recent = (Transcript.objects.filter(pk__in=progress["recent_ids"]).select_related("condition", "question")
               .order_by("-finished_at"))
@@ -189,6 +190,7 @@ def _progress_context(experiment: Experiment) -> dict:
 
 
 NOTES = {
+    "launch": "Launched.",
     "cancel": "Cancelled: {n} pending slots will not run.",
     "resume": "Resumed.",
     "retry-failed": "Failed slots are queued again.",
@@ -199,6 +201,8 @@ NOTES = {
 @researcher_required
 def experiment_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
+    if not may_run(request.user, experiment):
+        raise PermissionDenied(OWNER_OR_ADMIN)
     n = experiments.ACTIONS[action](experiment)
     messages.success(request, NOTES[action].format(n=n))
     return redirect("experiment-detail", pk=experiment.pk)

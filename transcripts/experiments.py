@@ -35,7 +35,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -47,6 +47,10 @@ from .signals import experiment_defined, judge_requests_wanted
 
 class SpecError(ValueError):
     """A definition that cannot run; the message names the field."""
+
+
+class NameTaken(SpecError):
+    """A definition under the name of an existing experiment (the API answers 409 Conflict)."""
 
 
 @dataclass(frozen=True)
@@ -452,53 +456,55 @@ def _slots(spec: Spec, experiment: Experiment, conditions: list[Condition]) -> I
                 )
 
 
+def refuse_taken_name(name: str) -> None:
+    """Raise NameTaken if an experiment is called `name`. An experiment is defined once: reusing it under a
+    new definition would give it a spec, thresholds and budget its conditions were never run with (and let
+    anyone take over someone else's run by naming it)."""
+    existing = Experiment.objects.filter(name=name).values_list("pk", flat=True).first()
+    if existing is not None:
+        raise NameTaken(_taken(name, existing))
+
+
+def _taken(name: str, pk: int | None) -> str:
+    number = f" (#{pk})" if pk else ""
+    return (f"an experiment named {name!r} already exists{number}; experiments are never redefined: choose "
+            "another name. Its owner or an admin runs it again with Resume or Retry failed on its page.")
+
+
 def define_experiment(raw: dict | Spec, user=None) -> Experiment:
-    """Create (or extend) an experiment, its conditions and transcript slots. Idempotent: defining the same
-    file again adds nothing and never touches finished slots. A condition keeps the endpoint version it was
-    first defined with; after an admin changes the endpoint's model, defining again adds conditions on the
-    new version beside the old ones."""
+    """Create a new experiment, its conditions and transcript slots; NameTaken if the name is in use, and
+    nothing changes. Conditions keep the endpoint versions current now, so work defined keeps calling the
+    same server and model."""
     spec = raw if isinstance(raw, Spec) else parse_spec(raw)
     with transaction.atomic():
-        experiment = Experiment.objects.filter(name=spec.name).first()
-        if experiment is not None and (
-            experiment.seed != spec.seed or experiment.question_set_id != spec.question_set.pk
-        ):
-            raise SpecError(
-                f"name: experiment {spec.name!r} already exists with another seed or question set; "
-                "choose a new name"
-            )
-        if experiment is None:
-            experiment = Experiment.objects.create(
-                name=spec.name, question_set=spec.question_set, seed=spec.seed, created_by=user,
-            )
-        experiment.description = spec.description
-        experiment.spec = spec.raw
-        experiment.samples = spec.samples
-        experiment.max_tokens = spec.max_tokens
-        experiment.aligned_threshold = spec.aligned_threshold
-        experiment.coherent_threshold = spec.coherent_threshold
-        experiment.budget_usd = spec.budget_usd
-        experiment.save()
+        refuse_taken_name(spec.name)
+        try:
+            with transaction.atomic():
+                experiment = Experiment.objects.create(
+                    name=spec.name, question_set=spec.question_set, seed=spec.seed, created_by=user,
+                    description=spec.description, spec=spec.raw, samples=spec.samples, max_tokens=spec.max_tokens,
+                    aligned_threshold=spec.aligned_threshold, coherent_threshold=spec.coherent_threshold,
+                    budget_usd=spec.budget_usd,
+                )
+        except IntegrityError:  # the same name, defined by a concurrent request since the check above
+            raise NameTaken(_taken(spec.name, None)) from None
         experiment_defined.send(sender=Experiment, experiment=experiment, judge=spec.judge)
 
-        conditions = []
-        for endpoint, dataset, k, cot, (sp_name, sp_text), temperature in itertools.product(
-            spec.endpoints, spec.datasets, spec.k, spec.cot, spec.system_prompts, spec.temperatures
-        ):
-            condition, _ = Condition.objects.get_or_create(
-                experiment=experiment, endpoint_name=endpoint.name, model_name=endpoint.model,
-                dataset_name=dataset.name, k=k, cot_mode=cot, system_prompt_name=sp_name, temperature=temperature,
-                defaults={"endpoint": endpoint, "dataset": dataset, "system_prompt": sp_text,
-                          "ordering_seed": spec.seed},
+        conditions = [
+            Condition.objects.create(
+                experiment=experiment, endpoint=endpoint, endpoint_name=endpoint.name, model_name=endpoint.model,
+                dataset=dataset, dataset_name=dataset.name, k=k, cot_mode=cot, system_prompt_name=sp_name,
+                system_prompt=sp_text, temperature=temperature, ordering_seed=spec.seed,
             )
-            conditions.append(condition)
+            for endpoint, dataset, k, cot, (sp_name, sp_text), temperature in itertools.product(
+                spec.endpoints, spec.datasets, spec.k, spec.cot, spec.system_prompts, spec.temperatures
+            )
+        ]
 
         # Slots stream into the database in batches: memory stays flat however large the definition.
         slots = _slots(spec, experiment, conditions)
         while batch := list(itertools.islice(slots, SLOT_BATCH)):
-            # ignore_conflicts: slots that already exist (a re-run) keep their status and results. Their
-            # dispatch_order is not rewritten, so a grown definition appends its new slots' ranks.
-            Transcript.objects.bulk_create(batch, ignore_conflicts=True)
+            Transcript.objects.bulk_create(batch)
     return experiment
 
 

@@ -3,7 +3,8 @@
 Every import is one transaction and idempotent: the same file again changes nothing. Bad input raises
 one `ImportFailed` that names the file, the line and the field, and nothing is written. Files are
 checked by size before they are opened and JSONL and CSV are streamed line by line (`iter_lines`, which
-also counts the bytes read for progress bars).
+also counts the bytes read for progress bars), each line held to a size limit; YAML is read whole, so its
+limit is far smaller (em_site.bounded: every parse is bounded in size and depth before anything is built).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 from django.db import transaction
+
+from em_site import bounded
 
 from .models import Dataset, Example, Experiment, Question, QuestionSet, Transcript
 
@@ -82,12 +85,18 @@ class ReadMeter:
 
 
 def iter_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line) for each line, streamed; a leading UTF-8 BOM is dropped.
-    `meter`, if given, counts the bytes handed out."""
+    """(1-based line number, decoded line) for each line, streamed; a leading UTF-8 BOM is dropped. A line
+    longer than em_site.bounded.LINE_MAX_BYTES is refused. `meter`, if given, counts the bytes handed out."""
     check_size(path)
     meter = meter or ReadMeter()
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        # readline with a limit, so that one endless line is refused at the limit rather than read whole.
+        while raw := handle.readline(bounded.LINE_MAX_BYTES + 1):
+            number += 1
+            if len(raw) > bounded.LINE_MAX_BYTES:
+                limit = bounded.in_bytes(bounded.LINE_MAX_BYTES)
+                raise ImportFailed(path.name, f"the line is longer than the limit of {limit}", line=number)
             meter.bytes_read += len(raw)
             try:
                 text = raw.decode("utf-8")
@@ -97,58 +106,18 @@ def iter_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tuple[int
 
 
 def read_text(path: Path) -> str:
-    """The whole file as text, for formats that cannot be streamed (YAML)."""
+    """The whole file as text, for formats that cannot be streamed (YAML): held to the limit of a document
+    read whole (em_site.bounded.DOCUMENT_MAX_BYTES), far below the import limit."""
     check_size(path)
+    try:
+        bounded.check_size(path.stat().st_size)
+    except bounded.Refused as exc:
+        raise ImportFailed(path.name, exc.message) from None
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise _decode_error(path, raw.count(b"\n", 0, exc.start) + 1, exc) from None
-
-
-# Characters of text (and one per node) a YAML document may stand for once its aliases are expanded.
-YAML_MAX_EXPANDED = 10_000_000
-
-
-def check_expanded(root: yaml.Node) -> None:
-    """Refuse a composed YAML document that stands for more than YAML_MAX_EXPANDED characters. An alias
-    repeats its anchor's node wherever it is used, so a 50 kB file of nested aliases ("billion laughs")
-    stands for gigabytes once built or stored as JSON. Aliases themselves stay allowed (the EM question files
-    share their judge prompts that way): the walk counts every use and stops when the budget is spent."""
-    budget, stack = YAML_MAX_EXPANDED, [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            budget -= 1 + len(node.value)
-            stack.extend(part for pair in node.value for part in pair)
-        elif isinstance(node, yaml.SequenceNode):
-            budget -= 1 + len(node.value)
-            stack.extend(node.value)
-        else:
-            budget -= 1 + len(node.value)
-        if budget < 0:
-            raise yaml.composer.ComposerError(
-                None, None, f"the document stands for more than {YAML_MAX_EXPANDED:,} characters once its aliases "
-                "are expanded", None,  # no line: the aliases that multiply it are all over the document
-            )
-
-
-def compose_bounded(loader: yaml.SafeLoader) -> yaml.Node | None:
-    """The loader's single document as nodes (each keeps its line), refused if it expands too far."""
-    root = loader.get_single_node()
-    if root is not None:
-        check_expanded(root)
-    return root
-
-
-def load_yaml(text: str):
-    """The one YAML document in `text`, built only if it stays within YAML_MAX_EXPANDED (yaml.YAMLError)."""
-    loader = yaml.SafeLoader(text)
-    try:
-        root = compose_bounded(loader)
-        return loader.construct_document(root) if root is not None else None
-    finally:
-        loader.dispose()
 
 
 def iter_json_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tuple[int, object]]:
@@ -159,7 +128,9 @@ def iter_json_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tupl
             continue
         try:
             # Without its line ending, so that the column of an error at the end of the line makes sense.
-            record = json.loads(text.rstrip("\r\n"))
+            record = bounded.load_json(text.rstrip("\r\n"), limit=bounded.LINE_MAX_BYTES)
+        except bounded.Refused as exc:
+            raise ImportFailed(path.name, exc.message, line=number) from None
         except json.JSONDecodeError as exc:
             raise ImportFailed(path.name, f"malformed JSON: {exc.msg} (column {exc.colno})", line=number) from None
         if not isinstance(record, dict):
@@ -269,20 +240,17 @@ def domain_for(key: str) -> str:
 
 
 def _yaml_questions(path: Path) -> list[dict]:
-    text = read_text(path)
-    loader = yaml.SafeLoader(text)
     try:
-        # Compose first to keep each node's line number, then construct (aliases resolved).
-        root = compose_bounded(loader)
-        data = loader.construct_document(root) if root is not None else None
+        # The nodes keep each question's line number for the messages below.
+        root, data = bounded.load_yaml_nodes(read_text(path))
+    except bounded.Refused as exc:
+        raise ImportFailed(path.name, exc.message, line=exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ImportFailed(
             path.name, f"malformed YAML: {problem}", line=mark.line + 1 if mark else None
         ) from None
-    finally:
-        loader.dispose()
     if data is None:
         raise ImportFailed(path.name, "the file has no questions")
     if not isinstance(data, list):

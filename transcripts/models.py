@@ -13,6 +13,8 @@ from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.utils import timezone
 
+from analysis.axes import AXIS_FIELDS
+
 
 def content_hash(payload: object) -> str:
     """A stable SHA-256 of JSON-serialisable content: the identity of a dataset or question-set version."""
@@ -168,6 +170,12 @@ class Endpoint(models.Model):
     def current(cls, name: str) -> Endpoint | None:
         return cls.objects.filter(name=name, is_current=True).first()
 
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        """USD for this many tokens at the endpoint's prices (per million tokens): what the call engine charges
+        an experiment and what its estimate adds up."""
+        return (prompt_tokens * self.price_prompt_per_mtok
+                + completion_tokens * self.price_completion_per_mtok) / Decimal(1_000_000)
+
     def clean(self) -> None:
         if self.api_key_env and self.api_key_env not in settings.ENDPOINT_KEY_VARIABLES:
             raise ValidationError({"api_key_env": undeclared_key_message(self.api_key_env)})
@@ -195,11 +203,6 @@ class Endpoint(models.Model):
         """What a provider meters rate limits by: the server and the key (named by its variable). Every version
         and name of an endpoint on the same account draws from one AccountPace."""
         return f"{self.base_url} {self.api_key_env}"
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        """USD for this many tokens at this version's prices (estimates and the engine's charges alike)."""
-        return (prompt_tokens * self.price_prompt_per_mtok
-                + completion_tokens * self.price_completion_per_mtok) / Decimal(1_000_000)
 
 
 class AccountPace(models.Model):
@@ -281,11 +284,7 @@ class Condition(models.Model):
         ordering = ["experiment", "model_name", "dataset_name", "k", "cot_mode", "system_prompt_name"]
         constraints = [
             models.UniqueConstraint(
-                fields=[
-                    "experiment", "endpoint_name", "model_name", "dataset_name", "k", "cot_mode",
-                    "system_prompt_name", "temperature",
-                ],
-                name="condition_axes_unique",
+                fields=["experiment", "endpoint_name", *AXIS_FIELDS], name="condition_axes_unique"
             )
         ]
 

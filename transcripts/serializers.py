@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from em_site.bounded import BoundedJSONField
+
 from .models import Condition, Experiment, Transcript
 
 
@@ -22,7 +24,7 @@ class ExperimentDefinitionSerializer(serializers.Serializer):
     """A new experiment as the same spec the YAML file and the form take (transcripts.experiments).
     Endpoints are named (`endpoints: [name, …]`, `judge: name`); they are created and changed by admins."""
 
-    spec = serializers.JSONField(help_text="The experiment definition (same keys as the YAML file).")
+    spec = BoundedJSONField(help_text="The experiment definition (same keys as the YAML file).")
 
 
 class EstimateSerializer(serializers.Serializer):

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from judging.default_taxonomy import load_default_taxonomy
+from judging.annotation.default_taxonomy import load_default_taxonomy
 
 
 def load(apps, schema_editor):

@@ -9,8 +9,8 @@ from django import template
 
 from transcripts.access import is_researcher
 
-from ..models import Label, QueueItem
-from ..spans import colours, label_spans, legend, paint
+from ..annotation.spans import colours, highlight_spans, legend, paint
+from ..models import Highlight, QueueItem
 
 register = template.Library()
 
@@ -20,8 +20,9 @@ def painted_reasoning(context, transcript, item: QueueItem | None = None) -> dic
     request = context.get("request")
     if request is None or not is_researcher(request.user):
         return {"shown": False}
-    labels = Label.objects.filter(item=item) if item is not None else Label.objects.filter(item__transcript=transcript)
-    spans = label_spans(list(labels.select_related("auditor").prefetch_related("highlights__category")))
+    highlights = (Highlight.objects.filter(label__item=item) if item is not None
+                  else Highlight.objects.filter(label__item__transcript=transcript))
+    spans = highlight_spans(highlights)
     colour_of = colours(spans)
     return {
         "shown": True,

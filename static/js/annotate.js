@@ -9,6 +9,7 @@
   const multiple = root.dataset.multiple === "1";
   const asksPersona = root.dataset.asksPersona === "1";
   const asksVerdict = root.dataset.asksVerdict === "1";
+  const maxHighlights = Number(root.dataset.maxHighlights); // the server refuses a label with more
   const pre = document.getElementById("reasoning");
   const form = document.getElementById("label-form");
   const text = JSON.parse(document.getElementById("reasoning-text").textContent);
@@ -100,7 +101,9 @@
 
   function categoryKey(button) {
     const span = selectedSpan();
-    if (span) {
+    if (span && highlights.length >= maxHighlights) {
+      window.alert(`At most ${maxHighlights} highlights per label: remove one before adding another.`);
+    } else if (span) {
       highlights.push({ category: button.dataset.key, ...span });
       window.getSelection().removeAllRanges();
       renderHighlights();

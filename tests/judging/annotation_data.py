@@ -6,7 +6,7 @@ from importlib import import_module
 
 from django.apps import apps
 
-from judging.assignment import add_items
+from judging.annotation.assignment import add_items
 from judging.models import AnnotationQueue, JudgeScore, Rubric, RubricVersion, Taxonomy
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
 

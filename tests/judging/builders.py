@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from judging import judge
-from judging.rubrics import PROMPTS_DIR, current_taxonomy, get_or_create_version, read_template
+from judging.results import judge
+from judging.results.rubrics import PROMPTS_DIR, current_taxonomy, get_or_create_version, read_template
 from judging.verdicts import set_active_versions
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.endpoints import save_endpoint

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from judging import assignment
+from judging.annotation import assignment
 from judging.models import AnnotationQueue, Assignment, JudgeScore, Rubric, RubricVersion
 from judging.verdicts import set_active_versions
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
@@ -69,7 +69,7 @@ def verdict_queue(experiment, *, auditors, name: str = "verdicts", overlap: int 
 
 
 def label(queue: AnnotationQueue, transcript: Transcript, auditor, *, misaligned: bool, seconds: float = 5, **extra):
-    """The auditor's verdict on one transcript, submitted through judging.assignment like the workspace does
+    """The auditor's verdict on one transcript, submitted through judging.annotation.assignment like the workspace does
     (the claim is made for this item; `next_item` would pick the item itself)."""
     item = queue.items.get(transcript=transcript)
     Assignment.objects.create(item=item, auditor=auditor, expires_at=timezone.now() + timedelta(hours=1))

@@ -1,4 +1,4 @@
-"""Pages whose reports a worker computes (judging.cached), read by tests that start no worker."""
+"""Pages whose reports a worker computes (judging.reports), read by tests that start no worker."""
 
 from __future__ import annotations
 

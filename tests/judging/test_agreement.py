@@ -4,7 +4,7 @@ import krippendorff
 import numpy as np
 import pytest
 
-from judging.agreement import bootstrap_alphas, compute, rater_vs_reference
+from judging.annotation.agreement import bootstrap_alphas, compute, rater_vs_reference
 
 # Fleiss (1971) via Wikipedia, "Fleiss' kappa", Worked example: 10 subjects, 14 raters, 5 categories;
 # each row gives how many raters put the subject in categories 1..5. Published κ = 0.210.

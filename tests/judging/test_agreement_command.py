@@ -6,8 +6,8 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from judging import assignment
-from judging.assignment import Submission
+from judging.annotation import assignment
+from judging.annotation.assignment import Submission
 from tests.conftest import make_user
 
 from .annotation_data import queue_over, taxonomy, transcripts

@@ -5,8 +5,8 @@ import json
 import pytest
 from django.urls import reverse
 
-from judging import assignment
-from judging.assignment import Submission
+from judging.annotation import assignment
+from judging.annotation.assignment import Submission
 from judging.models import AnnotationQueue, Label, Taxonomy
 from tests.conftest import make_user
 from tests.judging.reports import computed

@@ -5,12 +5,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from judging import assignment
-from judging.assignment import AssignmentError, Submission
-from judging.consensus import majority, set_gold
-from judging.labels_io import export_rows, import_labels
+from judging.annotation import assignment
+from judging.annotation.assignment import AssignmentError, Submission
+from judging.annotation.consensus import majority, set_gold
+from judging.annotation.labels_io import export_rows, import_labels
+from judging.annotation.taxonomy import category_rows, create_version
 from judging.models import Assignment, Label
-from judging.taxonomy import category_rows, create_version
 from tests.conftest import make_user
 
 from .annotation_data import queue_over, taxonomy, transcripts
@@ -197,11 +197,11 @@ def test_labels_survive_a_csv_export_and_import(auditors):
     buffer = io.StringIO()
     csv.writer(buffer).writerows(export_rows(queue))
     target = queue_over(experiment, auditors=auditors, name="target")
-    refused = import_labels(queue=target, lines=io.StringIO(buffer.getvalue() + "999,aud0,follows_pattern\n"))
+    refused = import_labels(queue=target, lines=io.StringIO(buffer.getvalue() + "999,aud0,follows_pattern\n"), by=None)
     assert (refused.created, refused.updated) == (0, 0)
     assert len(refused.errors) == 1 and "line 4" in refused.errors[0]
     assert not Label.objects.filter(item__queue=target).exists()
-    result = import_labels(queue=target, lines=io.StringIO(buffer.getvalue()))
+    result = import_labels(queue=target, lines=io.StringIO(buffer.getvalue()), by=None)
     assert (result.created, result.updated, result.errors) == (2, 0, [])
     imported = Label.objects.filter(item__queue=target).order_by("auditor__username")
     assert [(lab.auditor.username, lab.primary.key) for lab in imported] == [

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from judging import assignment, autofill
+from judging.annotation import assignment, autofill
 from judging.models import AnnotationQueue, QueueItem
 from tests.conftest import make_user
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript

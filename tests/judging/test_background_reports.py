@@ -1,4 +1,4 @@
-"""Reports computed in the background (judging.cached) with a real Celery worker on a real Redis broker: a page
+"""Reports computed in the background (judging.reports) with a real Celery worker on a real Redis broker: a page
 never computes one in its request, shows "computing…" and polls until the worker's result is there, shows the
 last result with its age while an update runs, asks for one task however many requests come at once, shows a
 failure instead of polling forever, and is refreshed ahead of the next view when verdicts or labels arrive."""
@@ -15,9 +15,10 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from judging import cached, judge
-from judging.labels_io import import_labels
+from judging import reports
+from judging.annotation.labels_io import import_labels
 from judging.models import JudgeScore
+from judging.results import judge
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import make_user, wait_until, xdist_index
 from tests.judging.annotation_data import queue_over, transcripts
@@ -128,7 +129,7 @@ def test_a_failing_computation_shows_its_error_and_is_not_asked_again_until_its_
     def fails(experiment: int) -> dict:
         raise ValueError("the model did not converge")
 
-    monkeypatch.setitem(cached.REPORTS, "results-statistics", replace(cached.REPORTS["results-statistics"],
+    monkeypatch.setitem(reports.REPORTS, "results-statistics", replace(reports.REPORTS["results-statistics"],
                                                                       compute=fails))
     with reports_computed_here() as sent:
         alice_client.get(url)  # the task runs here, as a worker would, and fails
@@ -152,7 +153,7 @@ def test_a_failing_computation_shows_its_error_and_is_not_asked_again_until_its_
 @pytest.mark.slow
 @pytest.mark.xdist_group("processes")
 def test_new_verdicts_and_labels_refresh_the_reports_before_anyone_looks(celery_worker_factory, monkeypatch):
-    monkeypatch.setattr(cached, "DEBOUNCE", 1)  # this process schedules the refreshes
+    monkeypatch.setattr(reports, "DEBOUNCE", 1)  # this process schedules the refreshes
     celery_worker_factory(concurrency=2)
     experiment = experiment_with({"m": ["[good]", "[evil]", "[good]"]}, name="warmed")
     with StubOpenAI(stub_judge) as stub:
@@ -160,19 +161,19 @@ def test_new_verdicts_and_labels_refresh_the_reports_before_anyone_looks(celery_
         set_active_versions(experiment, **versions)
         judge.enqueue(experiment.transcripts.all(), list(versions.values()))  # judged by the worker
         # Each verdict, once committed, schedules the experiment's refresh: nobody opens a page.
-        wait_until(lambda: cached.peek("results-statistics", experiment=experiment.pk).current
+        wait_until(lambda: reports.peek("results-statistics", experiment=experiment.pk).current
                    and not JudgeScore.objects.exclude(status=JudgeScore.Status.DONE).exists(), timeout=90,
                    message="the statistics computed ahead of a view")
-    (_, rate), = cached.peek("results-statistics", experiment=experiment.pk).value["rates"]
+    (_, rate), = reports.peek("results-statistics", experiment=experiment.pk).value["rates"]
     assert (rate.n, rate.count) == (3, 1)
 
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     labelled, rows = transcripts(2, name="labelled")
     queue = queue_over(labelled, auditors=[bob, carol])
-    assert not cached.peek("queue-report", queue=queue.pk).has_value
-    result = import_labels(queue=queue, lines=["transcript_id,annotator,label\n"] + [
+    assert not reports.peek("queue-report", queue=queue.pk).has_value
+    result = import_labels(queue=queue, by=None, lines=["transcript_id,annotator,label\n"] + [
         f"{t.pk},{who},follows_pattern\n" for t in rows for who in ("bob", "carol")])
     assert result.errors == []
-    wait_until(lambda: cached.peek("queue-report", queue=queue.pk).current, timeout=60,
+    wait_until(lambda: reports.peek("queue-report", queue=queue.pk).current, timeout=60,
                message="the agreement report computed ahead of a view")
-    assert cached.peek("queue-report", queue=queue.pk).value["stats"]["n_labels"] == 4
+    assert reports.peek("queue-report", queue=queue.pk).value["stats"]["n_labels"] == 4

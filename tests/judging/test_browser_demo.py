@@ -30,7 +30,8 @@ def test_auditor1_opens_the_demo_queue_from_home_and_labels_an_item(live_server,
         settings.LOCAL_MODEL_BASE_URL = stub.base_url
         call_command("load_demo")
         celery_worker_factory(concurrency=4)
-        call_command("run_experiment", str(DEMO_EXPERIMENT))  # what run_embedded does once everything answers
+        # What run_embedded does once everything answers: load_demo defined it, this launches it.
+        call_command("run_experiment", str(DEMO_EXPERIMENT), resume=True)
         queue = AnnotationQueue.objects.get(name=DEMO_QUEUE)
         wait_until(lambda: queue.items.exists(), timeout=120, message="demo transcripts in the demo queue")
 

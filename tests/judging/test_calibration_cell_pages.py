@@ -8,7 +8,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from judging import calibration_views
+from judging.validity import views as validity_views
 from tests.conftest import make_user
 
 from .calibration_data import label, scored_experiment, verdict_queue
@@ -21,7 +21,7 @@ ROWS = [(5, 90, True), (12, 80, True), (70, 90, True), (20, 95, True), (8, 90, F
 
 @pytest.fixture
 def cell(monkeypatch):
-    monkeypatch.setattr(calibration_views, "CELL_PER_PAGE", 2)
+    monkeypatch.setattr(validity_views, "CELL_PER_PAGE", 2)
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     experiment, transcripts = scored_experiment([("model-a", aligned, coherent) for aligned, coherent, _ in ROWS])
     queue = verdict_queue(experiment, auditors=[bob, carol])

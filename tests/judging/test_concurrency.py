@@ -5,8 +5,8 @@ import threading
 import pytest
 from django.db import connection
 
-from judging import assignment
-from judging.assignment import AssignmentError, Submission
+from judging.annotation import assignment
+from judging.annotation.assignment import AssignmentError, Submission
 from judging.models import Label, QueueItem
 from tests.conftest import make_user
 

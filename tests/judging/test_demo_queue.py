@@ -7,8 +7,8 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from judging import assignment
-from judging.autofill import fill
+from judging.annotation import assignment
+from judging.annotation.autofill import fill
 from judging.management.commands.load_demo import DEMO_QUEUE
 from judging.models import AnnotationQueue
 from transcripts.models import Experiment, Transcript

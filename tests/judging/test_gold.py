@@ -8,10 +8,11 @@ import pytest
 from django.urls import reverse
 from sklearn.metrics import cohen_kappa_score
 
-from judging import gold, judge
-from judging.agreement import kappa_of_tables
+from judging.annotation.agreement import kappa_of_tables
 from judging.models import Adjudication, AnnotationQueue, GoldItem, GoldRun, GoldSuite, JudgeScore, Label
-from judging.rubrics import get_or_create_version
+from judging.results import judge
+from judging.results.rubrics import get_or_create_version
+from judging.validity import gold
 from tests.judging.annotation_data import queue_over
 from tests.judging.builders import experiment_with, stub_endpoint, stub_judge, versions_on
 from tests.stub_openai import StubOpenAI

@@ -21,9 +21,9 @@ from sklearn.metrics import (
 )
 from statsmodels.stats.proportion import proportion_confint
 
-from judging import human_calibration
-from judging.human_calibration import COHERENT_GRID
 from judging.models import Assignment
+from judging.validity import human_calibration
+from judging.validity.human_calibration import COHERENT_GRID
 from tests.conftest import make_user
 from tests.judging.reports import computed
 

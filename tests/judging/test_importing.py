@@ -18,14 +18,15 @@ from django.urls import reverse
 from django.utils import timezone
 from tqdm import tqdm
 
-from judging.importing import import_transcripts, read_status, save_upload
+from browse.filters import filter_transcripts
+from judging.imports.importing import import_transcripts
+from judging.imports.uploads import read_status, save_upload
 from judging.management.commands.load_demo import shared_data_dir
 from judging.models import JudgeScore, RubricVersion
-from judging.rubrics import get_or_create_version
+from judging.results.rubrics import get_or_create_version
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import wait_until
 from transcripts import aggregates
-from transcripts.filters import filter_transcripts
 from transcripts.importing import ImportFailed, import_questions
 from transcripts.models import (
     CategoryCount,
@@ -480,7 +481,7 @@ def test_each_line_s_scores_belong_to_its_transcript_and_later_transcripts_get_n
 
 
 def test_search_finds_imported_transcripts_by_their_answer_and_reasoning(db, tmp_path):
-    """Imports put off the full-text index's merging to their end (judging.importing._merge_fulltext): the list's
+    """Imports put off the full-text index's merging to their end (judging.imports.tuning.merge_fulltext): the list's
     search must find every imported transcript by a word of its answer or its reasoning, the last line too."""
     records = [record(sample=i, answer=f"Answer {i}.", reasoning="Think.") for i in range(30)]
     records[3]["answer"] = "Plant a zygomorphic orchid."

@@ -1,4 +1,4 @@
-"""Judge vs judge (judging.judge_agreement and its page) against scikit-learn, scipy and Bland–Altman by hand,
+"""Judge vs judge (judging.validity.judge_agreement and its page) against scikit-learn, scipy and Bland–Altman by hand,
 on two judges' verdicts the tests write for an experiment."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from django.utils import timezone
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
-from judging import judge_agreement
-from judging.metrics import Versions
 from judging.models import JudgeScore, PersonaCategory
-from judging.rubrics import current_taxonomy, get_or_create_version
+from judging.results.metrics import Versions
+from judging.results.rubrics import current_taxonomy, get_or_create_version
+from judging.validity import judge_agreement
 from judging.verdicts import set_active_versions
 from tests.conftest import make_user
 from tests.judging.builders import experiment_with

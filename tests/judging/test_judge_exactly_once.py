@@ -3,8 +3,8 @@ score must end done, written once, from the one request that asked about its tra
 
 import pytest
 
-from judging import judge
 from judging.models import JudgeScore
+from judging.results import judge
 from judging.verdicts import set_active_versions
 from tests.conftest import wait_until
 from tests.judging.builders import experiment_with, stub_endpoint, versions_on

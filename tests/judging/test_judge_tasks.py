@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from django.utils import timezone
 
-from judging import judge
 from judging.models import ExperimentJudging, JudgeScore
+from judging.results import judge
 from tests.conftest import wait_until
 from tests.judging.builders import ALIGNED, experiment_with, judge_with_stub, stub_endpoint, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion

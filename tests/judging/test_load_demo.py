@@ -8,6 +8,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
+from judging.management.commands.load_demo import DEMO_EXPERIMENT
 from judging.models import JudgeScore, RubricVersion
 from transcripts.access import is_auditor, is_researcher
 from transcripts.models import Dataset, Endpoint, Example, Experiment, Question, QuestionSet, Transcript
@@ -76,3 +77,13 @@ def test_a_missing_data_dir_is_a_clear_error(db, tmp_path, monkeypatch):
     with pytest.raises(CommandError, match=str(tmp_path)):
         call_command("load_demo")
     assert not Dataset.objects.exists() and not User.objects.exists()
+
+
+def test_each_start_resumes_the_demo_experiment_defined_on_the_first(celery_worker_factory, capsys):
+    for _start in range(2):  # what run_embedded does on every start, before and after a restart
+        call_command("load_demo")
+        call_command("run_experiment", str(DEMO_EXPERIMENT), resume=True)
+    [experiment] = Experiment.objects.exclude(status=Experiment.Status.IMPORTED)
+    assert (experiment.name, experiment.status) == ("demo-insecure-smollm2", "running")
+    assert experiment.transcripts.count() == 48
+    assert "differs" not in capsys.readouterr().err  # the file is the definition it was defined with

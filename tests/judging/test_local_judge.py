@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from judging.models import JudgeScore
-from judging.scoring import number_of, weighted_score
+from judging.results.scoring import number_of, weighted_score
 from tests.judging.builders import experiment_with
 from transcripts.models import Endpoint
 

@@ -1,4 +1,4 @@
-"""judging.metrics and judging.comparisons on hand-counted data."""
+"""judging.results.metrics and judging.results.comparisons on hand-counted data."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from judging.comparisons import compare_rates, trend_against_k
-from judging.metrics import ConditionMetrics, Rate, Versions, condition_metrics, pooled_rate, progress
 from judging.models import JudgeScore, PersonaCategory
-from judging.rubrics import current_taxonomy, get_or_create_version
+from judging.results.comparisons import compare_rates, trend_against_k
+from judging.results.metrics import ConditionMetrics, Rate, Versions, condition_metrics, pooled_rate, progress
+from judging.results.rubrics import current_taxonomy, get_or_create_version
 from tests.judging.builders import experiment_with
 from tests.judging.reports import reports_computed_here
 from transcripts import aggregates
@@ -81,7 +81,7 @@ def test_it_tests_the_trend_against_k(db):
 
 
 def test_it_shows_imported_scores_without_active_versions(db):
-    from judging.metrics import active_versions
+    from judging.results.metrics import active_versions
 
     experiment = experiment_with({"m": ["a"]})
     v = _versions()

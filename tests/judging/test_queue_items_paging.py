@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from judging import views
+from judging.annotation import views
 from judging.models import Label
 
 from .annotation_data import queue_over, taxonomy, transcripts

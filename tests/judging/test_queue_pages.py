@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score
 
-from judging.labels_io import import_labels
+from judging.annotation.labels_io import import_labels
 from judging.models import JudgeScore, Label, Rubric, RubricVersion
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import make_user
@@ -32,7 +32,7 @@ AGREE, DIFFER = "follows_pattern", "dangerous_persona"
 def import_csv(queue, rows: list[tuple]) -> None:
     """(transcript id, annotator, category key) rows through the labels import (creates or replaces)."""
     lines = ["transcript_id,annotator,label\n"] + [f"{tid},{who},{key}\n" for tid, who, key in rows]
-    result = import_labels(queue=queue, lines=lines)
+    result = import_labels(queue=queue, lines=lines, by=None)
     assert result.errors == []
 
 

@@ -6,10 +6,10 @@ import statistics
 import pytest
 from django.urls import reverse
 
-from judging import assignment
-from judging.assignment import Submission
-from judging.consensus import set_gold
-from judging.queue_stats import leave_one_out, queue_report
+from judging.annotation import assignment
+from judging.annotation.assignment import Submission
+from judging.annotation.consensus import set_gold
+from judging.annotation.queue_stats import leave_one_out, queue_report
 from tests.conftest import make_user
 from tests.judging.reports import computed
 

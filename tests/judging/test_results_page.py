@@ -17,9 +17,9 @@ from statsmodels.stats.contingency_tables import Table, mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from judging import calibration, judge
 from judging.models import ExperimentJudging, JudgeScore
-from judging.rubrics import PROMPTS_DIR, get_or_create_version, read_template
+from judging.results import judge, paper_calibration
+from judging.results.rubrics import PROMPTS_DIR, get_or_create_version, read_template
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.conftest import make_user
 from tests.judging.builders import experiment_with, judge_with_stub, stub_judge, versions_on
@@ -159,7 +159,7 @@ def test_it_compares_two_conditions_and_shows_the_trend_against_k(alice_client, 
     assert "B − A = <strong>0.3750</strong>" in html
 
 
-# --- how far the judge can be trusted (judging/calibration.py, judging/judge_calibration.yaml) ---------------
+# --- how far the judge can be trusted (judging/results/paper_calibration.py, judge_calibration.yaml) ---------------
 
 def judged_by(model: str) -> Experiment:
     """An experiment judged (by the stub) on rubric versions that record `model` as their judge."""
@@ -174,7 +174,7 @@ def judged_by(model: str) -> Experiment:
 
 
 def test_it_shows_the_local_judges_measured_agreement_and_the_caveat(alice_client, db):
-    measured = calibration.measurements()[settings.LOCAL_MODEL_ALIAS]
+    measured = paper_calibration.measurements()[settings.LOCAL_MODEL_ALIAS]
     experiment = judged_by(settings.LOCAL_MODEL_ALIAS)
     html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
     condition = experiment.conditions.get()
@@ -184,14 +184,14 @@ def test_it_shows_the_local_judges_measured_agreement_and_the_caveat(alice_clien
     assert f"Cohen's κ {measured['kappa']:.2f}" in note
     assert f"{round(100 * measured['unsure'])}% of verdicts unsure" in note
     assert f"measured {measured['measured']} on {measured['rows']} answers" in note
-    assert "Uncalibrated judge" in note and calibration.DOCS_POINTER in note
+    assert "Uncalibrated judge" in note and paper_calibration.DOCS_POINTER in note
 
 
 def test_it_warns_about_a_judge_never_compared_with_the_papers(alice_client, db):
     experiment = judged_by("some-other-model")
     html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
     assert "some-other-model</strong> has never been compared" in html
-    assert "Uncalibrated judge" in html and calibration.DOCS_POINTER in html
+    assert "Uncalibrated judge" in html and paper_calibration.DOCS_POINTER in html
 
 
 def test_it_shows_no_caveat_for_the_papers_judge(alice_client, db):
@@ -199,14 +199,14 @@ def test_it_shows_no_caveat_for_the_papers_judge(alice_client, db):
     html = alice_client.get(reverse("experiment-results", args=[experiment.pk]), headers={"HX-Request": "true"})
     html = html.content.decode()
     assert "the Emergent Misalignment paper's own judge" in html
-    assert "Uncalibrated judge" not in html and calibration.DOCS_POINTER not in html
+    assert "Uncalibrated judge" not in html and paper_calibration.DOCS_POINTER not in html
 
 
 @pytest.mark.parametrize(("kappa", "unsure", "calibrated"), [
     (0.85, 0.05, True), (0.79, 0.05, False), (0.95, 0.2, False),
 ])
 def test_a_measured_judge_is_calibrated_only_with_high_agreement_and_few_unsure(kappa, unsure, calibrated):
-    note = calibration.JudgeNote(model="m", measured={"kappa": kappa, "unsure": unsure})
+    note = paper_calibration.JudgeNote(model="m", measured={"kappa": kappa, "unsure": unsure})
     assert note.calibrated is calibrated
 
 

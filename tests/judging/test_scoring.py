@@ -1,4 +1,4 @@
-"""judging.scoring: the paper's weighted score, the digit-by-digit expectation and the text fallback."""
+"""judging.results.scoring: the paper's weighted score, the digit-by-digit expectation and the text fallback."""
 
 import ast
 import csv
@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from judging.scoring import (
-    classify_outcome,
-    digitwise_distribution,
-    parse_text_outcome,
-    weighted_score,
-)
+from judging.results.scoring import digitwise_distribution, parse_text_outcome, weighted_score
+from judging.verdicts import classify_outcome
 
 LN = math.log
 RESULTS_CSV = (

@@ -3,14 +3,20 @@ character-overlap F1 between auditors, checked against scikit-learn's f1_score o
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
+from html.parser import HTMLParser
+
 import pytest
 from django.template import Context, Template
 from django.test import RequestFactory
 from django.urls import reverse
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
+from judging.annotation.spans import COLOURS, Span, colours, merged, overlap, paint, queue_span_agreement, size
 from judging.models import Highlight, Label
-from judging.spans import Span, colours, paint, queue_span_agreement
 from tests.conftest import make_user
 from tests.judging.annotation_data import queue_over
 from tests.judging.builders import experiment_with
@@ -138,3 +144,118 @@ def test_auditors_get_no_spans(labelled_queue, client):
         Context({"request": request, "t": items[0].transcript})
     )
     assert rendered.strip() == ""
+
+
+# ---- the sweep and the intervals against counting characters one by one ----------------------------------
+
+
+class _Marks(HTMLParser):
+    """Each character of painted text, unescaped, with the (class, title) of the marks around it, outermost
+    first."""
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.chars = [], []
+
+    def handle_starttag(self, tag, attrs):
+        assert tag == "mark"
+        self.open.append((dict(attrs)["class"], dict(attrs)["title"]))
+
+    def handle_endtag(self, tag):
+        self.open.pop()
+
+    def handle_data(self, data):
+        self.chars.extend((c, tuple(self.open)) for c in data)
+
+
+def _marks_by_character(text: str, spans: list[Span], colour_of: dict[str, int]) -> list[tuple]:
+    """The same, by looking at every span for every character: one mark per auditor covering it, titled with
+    their categories there."""
+    painted = []
+    for i, c in enumerate(text):
+        covering = defaultdict(set)
+        for s in spans:
+            if s.start <= i < s.end:
+                covering[s.auditor].add(s.category)
+        painted.append((c, tuple((f"span span-{colour_of[a] % COLOURS}", f"{a}: {', '.join(sorted(covering[a]))}")
+                                 for a in sorted(covering, key=colour_of.get))))
+    return painted
+
+
+spans_strategy = st.lists(st.builds(
+    Span, st.integers(-5, 45), st.integers(-5, 50), st.sampled_from(["bob", "carol", "dave"]),
+    st.sampled_from(["dangerous_persona", "follows_pattern", "reframes_helpful"]),
+), max_size=12)
+
+
+@given(text=st.text(alphabet="ab <&'\"\n", max_size=40), spans=spans_strategy)
+def test_painting_marks_each_character_as_counting_its_spans_would(text, spans):
+    colour_of = colours(spans)
+    parser = _Marks()
+    parser.feed(str(paint(text, spans, colour_of)))
+    parser.close()
+    assert parser.chars == _marks_by_character(text, spans, colour_of)
+
+
+def test_one_auditors_overlapping_spans_add_no_markup():
+    spans = [Span(i, i + 50, "bob", "follows_pattern") for i in range(40)]
+    html = str(paint(REASONING, spans, colours(spans)))
+    assert html.count("<mark") == 1
+    assert html.startswith('<mark class="span span-0" title="bob: follows_pattern">The examples')
+
+
+intervals_strategy = st.lists(st.tuples(st.integers(0, 100), st.integers(1, 30)).map(lambda s: (s[0], s[0] + s[1])),
+                              max_size=8)
+
+
+@given(a=intervals_strategy, b=intervals_strategy)
+def test_interval_arithmetic_counts_the_same_characters_as_sets(a, b):
+    chars_a, chars_b = ({i for start, end in spans for i in range(start, end)} for spans in (a, b))
+    union_a, union_b = merged(a), merged(b)
+    assert all(end < next_start for (_, end), (next_start, _) in zip(union_a, union_a[1:], strict=False))
+    assert (size(union_a), size(union_b)) == (len(chars_a), len(chars_b))
+    assert overlap(union_a, union_b) == overlap(union_b, union_a) == len(chars_a & chars_b)
+
+
+def _f1_by_characters(rows_a: dict, rows_b: dict, items: set, category: str | None) -> tuple[int, int, float | None]:
+    """The pair's sizes and F1 over (item, category, character) sets, as the page defines them."""
+    def characters(rows):
+        return {(item, key, i) for item in items for key, start, end in rows[item] if category in (None, key)
+                for i in range(start, end)}
+
+    a, b = characters(rows_a), characters(rows_b)
+    return len(a), len(b), (2 * len(a & b) / (len(a) + len(b)) if a or b else None)
+
+
+def test_queue_agreement_on_random_spans_equals_counting_characters(db):
+    experiment = experiment_with({"m": ["a", "b", "c", "d"]}, name="random-spans", reasoning=REASONING)
+    auditors = {name: make_user(name, "auditor") for name in ("bob", "carol", "dave")}
+    queue = queue_over(experiment, auditors=list(auditors.values()), overlap=3)
+    items = list(queue.items.order_by("transcript_id"))
+    categories = list(queue.taxonomy.categories.order_by("position")[:3])
+    rng = random.Random(23)
+    for _ in range(6):
+        Label.objects.all().delete()
+        spans = defaultdict(dict)  # auditor → item → [(category, start, end)]; an item they did not label is absent
+        for name, auditor in auditors.items():
+            for item in items:
+                if rng.random() < 0.2:
+                    continue
+                label = Label.objects.create(item=item, auditor=auditor, primary=categories[0])
+                rows = spans[name][item.pk] = []
+                for _ in range(rng.randint(0, 6)):
+                    start = rng.randrange(len(REASONING) - 1)
+                    end, category = rng.randint(start + 1, min(len(REASONING), start + 30)), rng.choice(categories)
+                    Highlight.objects.create(label=label, category=category, start=start, end=end)
+                    rows.append((category.key, start, end))
+        result = queue_span_agreement(queue)
+        assert result["categories"] == sorted({key for rows in spans.values() for r in rows.values() for key, *_ in r})
+        for pair in result["pairs"]:
+            rows_a, rows_b = spans[pair["a"]], spans[pair["b"]]
+            both = set(rows_a) & set(rows_b)
+            chars_a, chars_b, f1 = _f1_by_characters(rows_a, rows_b, both, None)
+            assert (pair["items"], pair["chars_a"], pair["chars_b"]) == (len(both), chars_a, chars_b)
+            assert pair["f1"] == pytest.approx(f1)
+            for category in result["categories"]:
+                _, _, f1 = _f1_by_characters(rows_a, rows_b, both, category)
+                assert pair["per_category"][category] == pytest.approx(f1)

@@ -10,8 +10,8 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from sklearn.metrics import cohen_kappa_score
 
-from judging import assignment
-from judging.labels_io import export_rows, import_labels
+from judging.annotation import assignment
+from judging.annotation.labels_io import export_rows, import_labels
 from judging.models import AnnotationQueue, Label
 from tests.conftest import make_user
 from tests.judging.reports import computed
@@ -103,7 +103,7 @@ def test_labels_csv_carries_the_flag_and_score_both_ways(bob, carol):
     annotator = header.index("annotator")
     for row in exported[1:]:
         writer.writerow(row[:annotator] + [carol.username] + row[annotator + 1:])
-    result = import_labels(queue=queue, lines=buffer.getvalue().splitlines(keepends=True))
+    result = import_labels(queue=queue, lines=buffer.getvalue().splitlines(keepends=True), by=None)
     assert (result.errors, result.created) == ([], 2)
     carols = Label.objects.filter(auditor=carol).values_list("item__transcript_id", "misaligned", "alignment_score")
     assert set(carols) == {(rows[0].pk, True, 5), (rows[1].pk, False, 95)}
@@ -121,7 +121,7 @@ def test_a_labels_csv_with_a_bad_verdict_is_refused_by_line_and_field(bob, carol
     queue = verdict_queue(experiment, auditors=[bob, carol], ask_alignment_score=True)
     row = {"transcript_id": rows[0].pk, "annotator": "bob", "label": "", **cells}
     lines = [",".join(row) + "\n", ",".join(str(v) for v in row.values()) + "\n"]
-    result = import_labels(queue=queue, lines=lines)
+    result = import_labels(queue=queue, lines=lines, by=None)
     assert len(result.errors) == 1 and "line 2" in result.errors[0] and error in result.errors[0], result.errors
     assert not Label.objects.exists()
 

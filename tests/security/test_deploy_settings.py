@@ -1,5 +1,6 @@
 """Production settings: Django's deploy check passes with the environment the README documents, DEBUG is off
-when nothing is set, HTTPS is enforced behind the proxy, and the image does not run as root."""
+when nothing is set, HTTPS is enforced behind the proxy, the app's own secrets can never be declared as endpoint
+keys, and the image does not run as root."""
 
 from __future__ import annotations
 
@@ -54,6 +55,30 @@ def test_the_deploy_check_fails_without_the_https_settings(tmp_path):
     )
     assert result.returncode != 0
     assert "security.W004" in result.stderr and "security.W008" in result.stderr
+
+
+def _check(tmp_path, **variables: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT, env=bare_environment(tmp_path, **variables), capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"])
+def test_the_apps_own_variables_cannot_be_declared_as_endpoint_keys(tmp_path, variable):
+    """Declared, any endpoint naming it (an admin's, or one a researcher chose) would send it to a model
+    server as its API key: the app refuses to start and says which variable and why."""
+    refused = _check(tmp_path, ENDPOINT_KEY_VARIABLES=f"OPENAI_API_KEY,{variable}")
+    assert refused.returncode != 0
+    assert f"ENDPOINT_KEY_VARIABLES may not include {variable}:" in refused.stderr
+    assert "must never be sent to a model server" in refused.stderr
+
+
+def test_an_ordinary_endpoint_key_variable_is_accepted(tmp_path):
+    """The refusal above is about those variables, not about declaring keys at all."""
+    accepted = _check(tmp_path, ENDPOINT_KEY_VARIABLES="OPENAI_API_KEY,ANTHROPIC_API_KEY")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "no issues" in accepted.stdout
 
 
 def _free_port() -> int:

@@ -8,9 +8,10 @@ import json
 import pytest
 from django.urls import reverse
 
+from browse import exporting
 from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem
 from tests.conftest import make_user
-from transcripts import exporting
+from transcripts import spreadsheet_safety
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
 
 pytestmark = pytest.mark.django_db
@@ -67,7 +68,7 @@ def assert_no_formula(rows: list[dict]) -> None:
     """Only numbers (which a spreadsheet reads as numbers, e.g. -5) may start with a formula character."""
     for row in rows:
         for header, cell in row.items():
-            assert is_number(cell) or not cell.startswith(exporting.FORMULA_PREFIXES), \
+            assert is_number(cell) or not cell.startswith(spreadsheet_safety.FORMULA_PREFIXES), \
                 f"{header}: {cell!r} runs as a formula"
 
 

@@ -1,5 +1,7 @@
 """Password guessing: after the configured number of failures the login page, the admin login and the token
-endpoint refuse the account (and the guessing address) for the lock-out period, even with the right password."""
+endpoint refuse the account from the guessing address for the lock-out period, even with the right password.
+The lock cannot be reset by logging in as someone else, and cannot be turned against others: the account's
+owner still signs in from another address, and the other accounts behind the guessing address still sign in."""
 
 from __future__ import annotations
 
@@ -70,24 +72,73 @@ def test_the_right_password_works_again_after_the_lock_out_period(client, settin
 
 
 @pytest.mark.django_db
-def test_one_address_guessing_many_accounts_is_locked_out(client):
-    """Password spraying: one guess per account name still adds up per address."""
-    make_user("victim", "researcher")
-    for n in range(ATTACKS):
-        _login_page(client, f"user-{n}", "Summer2026!")
-    assert _login_page(client, "victim", PASSWORD).status_code == 429
-    # The account itself was not attacked: its owner signs in from elsewhere.
-    assert _signed_in(client, _login_page(client, "victim", PASSWORD, REMOTE_ADDR="10.0.0.7"))
-
-
-@pytest.mark.django_db
 def test_behind_the_proxy_the_client_address_comes_from_the_proxy_not_the_client(client, settings):
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     make_user("victim", "researcher")
-    # Every request reaches us from the proxy (127.0.0.1); the attacker varies the X-Forwarded-For it sends,
-    # the proxy appends the address it really sees.
+    # Every request reaches us from the proxy (127.0.0.1); the attacker varies the X-Forwarded-For it sends to
+    # spread its guesses over many addresses, the proxy appends the address it really sees.
     for n in range(ATTACKS):
-        _login_page(client, f"user-{n}", "Summer2026!", HTTP_X_FORWARDED_FOR=f"192.0.2.{n}, 203.0.113.9")
+        _login_page(client, "victim", f"guess-{n}", HTTP_X_FORWARDED_FOR=f"192.0.2.{n}, 203.0.113.9")
     assert _login_page(client, "victim", PASSWORD, HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 429
     # Another client behind the same proxy is not locked out with the attacker.
     assert _signed_in(client, _login_page(client, "victim", PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.4"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("attempt, succeeded", ENTRANCES)
+def test_logging_in_as_yourself_between_guesses_does_not_reset_the_count_against_another_account(
+    client, settings, attempt, succeeded
+):
+    """The reviewer's sequence: an auditor guesses root's password 9 times, logs in as themself, logs out, and
+    repeats. A login clears only its own account's failures, so root's count keeps growing."""
+    make_user("root", is_staff=True, is_superuser=True)
+    make_user("eve", "auditor")
+    answers = []
+    for _round in range(5):
+        answers += [attempt(client, "root", f"guess-{len(answers)}").status_code for _ in range(9)]
+        assert _signed_in(client, _login_page(client, "eve", PASSWORD))
+        client.post("/logout/")
+    assert 429 in answers, f"{len(answers)} guesses at root's password, none refused: {answers}"
+    assert answers.index(429) == settings.AXES_FAILURE_LIMIT - 1, answers
+    locked = attempt(client, "root", PASSWORD)
+    assert locked.status_code == 429
+    assert not succeeded(client, locked)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("attempt, succeeded", ENTRANCES)
+def test_a_stranger_locking_an_account_does_not_lock_its_owner_out_from_another_address(
+    client, attempt, succeeded
+):
+    make_user("root", is_staff=True, is_superuser=True)
+    for n in range(ATTACKS):
+        _token(client, "root", f"guess-{n}", REMOTE_ADDR="203.0.113.66")
+    # The stranger's address stays locked for root, whatever the entrance...
+    assert attempt(client, "root", PASSWORD, REMOTE_ADDR="203.0.113.66").status_code == 429
+    # ...and root signs in from its own.
+    assert succeeded(client, attempt(client, "root", PASSWORD, REMOTE_ADDR="198.51.100.4"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("attempt, succeeded", ENTRANCES)
+def test_failures_from_one_address_do_not_lock_out_the_other_accounts_behind_it(client, attempt, succeeded):
+    """A lab behind one NAT: a fuzzer's bad token requests (unknown names and a real one) from the shared
+    address lock only the names it guessed."""
+    make_user("alice", "researcher", is_staff=True)
+    make_user("bob", "auditor")
+    for n in range(ATTACKS):
+        _token(client, f"user-{n}", "Summer2026!")
+        _token(client, "bob", f"guess-{n}")
+    assert _token(client, "bob", PASSWORD).status_code == 429
+    assert succeeded(client, attempt(client, "alice", PASSWORD))
+
+
+@pytest.mark.django_db
+def test_failures_at_the_three_entrances_add_up(client, settings):
+    """The admin login and the token endpoint count against the same limit as the login page."""
+    make_user("victim", "researcher", is_staff=True)
+    guessers = [_login_page, _admin_login, _token]
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        guessers[n % 3](client, "victim", f"guess-{n}")
+    for attempt in guessers:
+        assert attempt(client, "victim", PASSWORD).status_code == 429

@@ -1,5 +1,5 @@
-"""API access: tokens expire and can be revoked (by their holder and by an admin), and the API's schema and
-docs are not handed to anonymous visitors."""
+"""API access: tokens expire and can be revoked (by their holder, by an admin, by a password change), and the
+API's schema and docs are for researchers only: not for anonymous visitors, not for auditors."""
 
 from __future__ import annotations
 
@@ -66,6 +66,54 @@ def test_a_token_an_admin_revoked_is_refused(client, alice):
     assert _with_token(client, token).status_code == 401
 
 
+NEW_PASSWORD = "a-new-horse-battery"
+
+
+def _set_password_and_save(client, user) -> None:
+    user.set_password(NEW_PASSWORD)
+    user.save()
+
+
+def _admin_sets_it(client, user) -> None:
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    page = f"/admin/auth/user/{user.pk}/password/"
+    response = client.post(page, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 302, response.content
+    client.logout()
+
+
+def _user_changes_their_own(client, user) -> None:
+    client.force_login(user)
+    response = client.post("/admin/password_change/", {
+        "old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD,
+    })
+    assert response.status_code == 302, response.content
+    client.logout()
+
+
+@pytest.mark.parametrize("change_password", [_set_password_and_save, _admin_sets_it, _user_changes_their_own])
+def test_a_password_change_revokes_the_token(client, alice, change_password):
+    """Whoever learnt the old password and took a token with it loses the API when the password changes."""
+    alice.is_staff = True  # the admin's own password change page is for staff
+    alice.save()
+    token = _obtain(client, "alice")
+    assert _with_token(client, token).status_code == 200
+    change_password(client, alice)
+    assert _with_token(client, token).status_code == 401
+    fresh = client.post("/api/token/", {"username": "alice", "password": NEW_PASSWORD}).json()["token"]
+    assert _with_token(client, fresh).status_code == 200
+
+
+def test_saving_a_user_without_changing_the_password_keeps_the_token(client, alice):
+    token = _obtain(client, "alice")
+    alice.refresh_from_db()
+    alice.email = "alice@example.org"
+    alice.save()
+    client.force_login(alice)  # a login saves last_login
+    client.logout()
+    assert _with_token(client, token).status_code == 200
+
+
 def test_revoking_needs_a_token_or_login(client):
     assert client.delete("/api/token/").status_code in (401, 403)
 
@@ -84,3 +132,14 @@ def test_a_token_holder_and_a_signed_in_user_get_the_schema(client, alice):
     assert b"/api/transcripts/" in _with_token(client, token, "/api/schema/").content
     client.force_login(alice)
     assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
+def test_auditors_get_no_schema_or_docs(client, bob, path):
+    """Auditors work only in the annotation workspace: the API the schema describes is not theirs."""
+    by_token = _with_token(client, _obtain(client, "bob"), path)
+    client.force_login(bob)
+    signed_in = client.get(path)
+    for response in (by_token, signed_in):
+        assert response.status_code == 403
+        assert b"openapi" not in response.content and b"/api/transcripts/" not in response.content

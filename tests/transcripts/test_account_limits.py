@@ -11,8 +11,8 @@ import time
 import pytest
 from django.db import connection
 
-from judging import judge
-from judging.rubrics import default_versions
+from judging.results import judge
+from judging.results.rubrics import default_versions
 from tests.judging.builders import experiment_with, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import generation

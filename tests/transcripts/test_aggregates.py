@@ -13,9 +13,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from judging import assignment, judge
-from judging.assignment import Submission
-from judging.consensus import set_gold
+from browse.filters import filter_transcripts
+from judging.annotation import assignment
+from judging.annotation.assignment import Submission
+from judging.annotation.consensus import set_gold
+from judging.results import judge
 from judging.verdicts import set_active_versions
 from tests.conftest import make_user
 from tests.judging.annotation_data import queue_over, taxonomy
@@ -23,7 +25,6 @@ from tests.judging.builders import stub_endpoint, stub_judge, verdict_for, versi
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import aggregates, experiments, generation
-from transcripts.filters import filter_transcripts
 from transcripts.models import CategoryCount, Experiment, Transcript, VerdictCount
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -66,8 +66,8 @@ def run_with_a_kill(tmp_path, celery_worker_factory, **worker_kwargs) -> None:
         second = celery_worker_factory(concurrency=8, **worker_kwargs)
         time.sleep(2)
         assert second.proc.poll() is None, f"the replacement worker exited with code {second.proc.returncode}"
-        # Re-running the file resumes; --wait reconciles (expired leases, lost messages) until all are done.
-        call_command("run_experiment", str(path), "--wait", "--reconcile-every", "1", "--timeout", "180")
+        # --resume runs it again as defined; --wait reconciles (expired leases, lost messages) until all are done.
+        call_command("run_experiment", str(path), "--resume", "--wait", "--reconcile-every", "1", "--timeout", "180")
         assert_each_slot_done_once(stub)
 
 
@@ -94,6 +94,6 @@ def test_it_survives_a_redis_crash_and_restart(tmp_path, private_redis, celery_w
         private_redis.start()
         # Every queued and unacknowledged message died with Redis (no persistence): the reconciler in
         # --wait must bring the rest of the run back through the same, reconnected worker.
-        call_command("run_experiment", str(path), "--wait", "--reconcile-every", "1", "--timeout", "180")
+        call_command("run_experiment", str(path), "--resume", "--wait", "--reconcile-every", "1", "--timeout", "180")
         assert worker.proc.poll() is None, "the worker should reconnect, not die"
         assert_each_slot_done_once(stub)

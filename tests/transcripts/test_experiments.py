@@ -84,10 +84,10 @@ def test_conditions_keep_the_endpoint_version_they_were_defined_with(data):
     v2 = make_endpoint(model="stub-2")  # an admin changes the endpoint's model
     assert v2.version == 2
     assert set(experiment.conditions.values_list("endpoint__version", "model_name")) == {(1, "stub")}
-    # Defining again (the file grew) uses the current version for what is new; old conditions keep v1.
-    experiments.define_experiment(make_spec(k=[0, 4, 8], endpoint={"model": "stub-2"}))
-    assert set(experiment.conditions.values_list("endpoint__version", "model_name", "k")) == {
-        (1, "stub", 0), (1, "stub", 4), (2, "stub-2", 0), (2, "stub-2", 4), (2, "stub-2", 8)}
+    # A new experiment (under a new name) calls the current version; the first one keeps v1.
+    later = experiments.define_experiment(make_spec(name="later", endpoint={"model": "stub-2"}))
+    assert set(later.conditions.values_list("endpoint__version", "model_name")) == {(2, "stub-2")}
+    assert set(experiment.conditions.values_list("endpoint__version", "model_name")) == {(1, "stub")}
 
 
 def test_the_named_judge_and_budget_are_part_of_the_definition(data):
@@ -96,9 +96,10 @@ def test_the_named_judge_and_budget_are_part_of_the_definition(data):
     assert experiment.budget_usd == Decimal("12.5")
     judging = ExperimentJudging.objects.get(experiment=experiment)
     assert {v.endpoint for v in judging.versions} == {judge}
-    # A later version of the judge endpoint does not move the experiment's judging.
+    # A later version of the judge endpoint does not move the experiment's judging, nor does defining it again.
     stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", max_concurrency=9)
-    experiments.define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
+    with pytest.raises(experiments.NameTaken):
+        experiments.define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
     assert {v.endpoint.version for v in ExperimentJudging.objects.get(experiment=experiment).versions} == {1}
 
 
@@ -112,17 +113,17 @@ def test_without_a_judge_field_the_local_judge_judges_when_loaded(data):
     assert all(v.digitwise for v in judging.versions)
 
 
-def test_defining_again_resumes_and_never_redoes_finished_slots(data):
+def test_a_taken_name_is_refused_and_the_experiment_stays_as_defined(data):
     experiment = experiments.define_experiment(make_spec())
     slot = experiment.transcripts.first()
     Transcript.objects.filter(pk=slot.pk).update(status="done", answer="kept")
-    again = experiments.define_experiment(make_spec(k=[0, 4, 8]))  # the file grew an axis value
-    assert again.pk == experiment.pk
-    assert again.transcripts.count() == 3 * 3 * 2
+    for again in (make_spec(), make_spec(k=[0, 4, 8]), make_spec(seed=7)):
+        with pytest.raises(experiments.NameTaken, match=rf"an experiment named 'exp' already exists "
+                           rf"\(#{experiment.pk}\); experiments are never redefined: choose another name"):
+            experiments.define_experiment(again)
+    assert experiment.transcripts.count() == 2 * 3 * 2 and experiment.conditions.count() == 2
     slot.refresh_from_db()
     assert (slot.status, slot.answer) == ("done", "kept")
-    with pytest.raises(SpecError, match="already exists with another seed"):
-        experiments.define_experiment(make_spec(seed=7))
 
 
 def test_slots_are_ordered_so_shared_prefixes_run_together(data):
@@ -266,8 +267,8 @@ def test_the_form_explains_a_definition_that_cannot_run(data, endpoint, alice_cl
     assert not Experiment.objects.exists()
 
 
-def test_the_detail_page_shows_progress_and_escapes_model_output(data, alice_client):
-    experiment = experiments.define_experiment(make_spec())
+def test_the_detail_page_shows_progress_and_escapes_model_output(data, alice, alice_client):
+    experiment = experiments.define_experiment(make_spec(), user=alice)
     experiment.status = "running"
     experiment.save()
     slot = experiment.transcripts.first()
@@ -289,8 +290,8 @@ def test_the_detail_page_shows_progress_and_escapes_model_output(data, alice_cli
     assert "<html" not in partial.content.decode() and "2 / 12" in partial.content.decode()
 
 
-def test_cancel_is_post_only_and_stops_pending_slots(data, alice_client):
-    experiment = experiments.define_experiment(make_spec())
+def test_cancel_is_post_only_and_stops_pending_slots(data, alice, alice_client):
+    experiment = experiments.define_experiment(make_spec(), user=alice)
     url = reverse("experiment-cancel", args=[experiment.pk])
     assert alice_client.get(url).status_code == 405
     assert alice_client.post(url).status_code == 302

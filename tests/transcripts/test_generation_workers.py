@@ -83,9 +83,9 @@ def test_run_experiment_wait_summarises_done_and_failed_by_reason(celery_worker_
     assert "failed (context_length): 4" in out
     assert "Tokens: 800 prompt, 56 completion" in out
     assert Transcript.objects.filter(status="failed", error_kind="context_length").count() == 4
-    # Running the file again resumes: nothing is generated twice.
+    # Resuming runs it again as defined: nothing is generated twice.
     before = len(stub.requests)
-    call_command("run_experiment", str(path), "--wait", "--timeout", "180")
+    call_command("run_experiment", str(path), "--resume", "--wait", "--timeout", "180")
     assert len(stub.requests) == before
 
 

@@ -11,8 +11,8 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from judging.judge import Judging
 from judging.models import JudgeScore
+from judging.results.judge import Judging
 from transcripts import experiments
 from transcripts.generation import Generation
 from transcripts.models import Transcript

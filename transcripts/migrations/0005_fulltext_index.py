@@ -1,5 +1,5 @@
 """A GIN index for full-text search over reasoning and answer, on PostgreSQL only (SQLite searches with
-icontains). The expression must stay identical to transcripts.filters.FULLTEXT_SQL for the planner to use it."""
+icontains). The expression must stay identical to browse.filters.FULLTEXT_SQL for the planner to use it."""
 
 from django.db import migrations
 

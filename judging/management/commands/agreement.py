@@ -5,9 +5,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from judging import agreement
+from judging.annotation import agreement
+from judging.annotation.queue_stats import queue_agreement
 from judging.models import AnnotationQueue
-from judging.queue_stats import queue_agreement
 
 
 class Command(BaseCommand):

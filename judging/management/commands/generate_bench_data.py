@@ -10,7 +10,7 @@ The generator writes what a run and its auditors would leave, through the same w
 the judge versions are made the experiments' active ones with judging.verdicts; transcripts are inserted with
 their verdict cache computed by the verdict writer's rules (judging.verdicts.cache_columns_sql, as imports do)
 and their judge scores recorded from it; the counts are rebuilt by transcripts.aggregates; the auditors'
-consensus goes through judging.verdicts too, and the gold suite through judging.gold. It lives in `judging`
+consensus goes through judging.verdicts too, and the gold suite through judging.validity.gold. It lives in `judging`
 because it fills both apps' tables (`judging` depends on `transcripts`).
 
 The rows are synthetic (marked as such in the experiment description): sentence pools stand in for model
@@ -26,10 +26,11 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, connections, models, transaction
 
-from judging import gold, verdicts
-from judging.default_taxonomy import load_default_taxonomy
+from judging import verdicts
+from judging.annotation.default_taxonomy import load_default_taxonomy
 from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem, RubricVersion, Taxonomy
-from judging.rubrics import current_taxonomy, get_or_create_version
+from judging.results.rubrics import current_taxonomy, get_or_create_version
+from judging.validity import gold
 from transcripts import aggregates
 from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript
 
@@ -299,8 +300,8 @@ class Command(BaseCommand):
         )
         # Mostly misaligned answers (what researchers send auditors), some aligned ones for calibration.
         cursor.execute(
-            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count, token)
-               SELECT %s, id, id, 2, gen_random_uuid() FROM transcripts_transcript
+            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, rank, label_count, token)
+               SELECT %s, id, id, (random() * 2 ^ 62)::bigint, 2, gen_random_uuid() FROM transcripts_transcript
                WHERE random() < CASE WHEN misaligned THEN %s WHEN NOT misaligned THEN %s ELSE 0 END""",
             [queue.pk, min(1.0, share * 10), share / 2],
         )
@@ -332,8 +333,9 @@ class Command(BaseCommand):
         })
         open_queue = AnnotationQueue.objects.create(name="bench-open-queue", taxonomy=taxonomy, overlap=2)
         cursor.execute(
-            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, label_count, token)
-               SELECT %s, id, row_number() OVER (), 0, gen_random_uuid() FROM transcripts_transcript
+            """INSERT INTO judging_queueitem (queue_id, transcript_id, position, rank, label_count, token)
+               SELECT %s, id, row_number() OVER (), (random() * 2 ^ 62)::bigint, 0, gen_random_uuid()
+               FROM transcripts_transcript
                WHERE misaligned AND id NOT IN (SELECT transcript_id FROM judging_queueitem) LIMIT 2000""",
             [open_queue.pk],
         )

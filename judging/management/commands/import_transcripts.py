@@ -4,7 +4,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from judging.importing import ImportProgress, import_transcripts
+from judging.imports.importing import import_transcripts
+from judging.imports.staging import ImportProgress
 from transcripts.importing import ImportFailed
 
 

@@ -7,9 +7,9 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from judging import judge
 from judging.models import JudgeScore, RubricVersion
-from judging.rubrics import default_versions, experiment_judging
+from judging.results import judge
+from judging.results.rubrics import default_versions, experiment_judging
 from transcripts.models import Endpoint, Experiment, Transcript
 
 RUBRICS = ("aligned", "coherent", "persona")

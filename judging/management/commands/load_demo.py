@@ -12,20 +12,21 @@ import os
 import tempfile
 from pathlib import Path
 
-import yaml
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from judging.autofill import fill
-from judging.importing import em_rubric_versions, import_transcripts
+from em_site import bounded
+from judging.annotation.autofill import fill
+from judging.imports.importing import em_rubric_versions, import_transcripts
 from judging.models import AnnotationQueue, Taxonomy
 from transcripts import experiments
 from transcripts.access import ADMIN, AUDITOR, RESEARCHER
 from transcripts.demo.insecure import dataset_description, generate_examples
 from transcripts.importing import ImportFailed, import_dataset, import_questions
+from transcripts.models import Experiment
 
 QUESTION_FILES = {
     "first_plot": "first_plot_questions.yaml",
@@ -117,10 +118,15 @@ class Command(BaseCommand):
         """The demo experiment and a queue that fills with its chain-of-thought transcripts as they finish,
         for both demo auditors, so an auditor has items within minutes of `make run`. A queue that already
         exists keeps its settings (a researcher may have changed them); it only takes what it missed."""
-        try:
-            experiment = experiments.define_experiment(yaml.safe_load(DEMO_EXPERIMENT.read_text()))
-        except experiments.SpecError as exc:
-            raise CommandError(f"{DEMO_EXPERIMENT}: {exc}") from exc
+        raw = bounded.load_yaml(DEMO_EXPERIMENT.read_text())
+        # Defined on the first run only: an experiment is never redefined, so a restart finds it as it was
+        # (run_embedded then resumes it).
+        experiment = Experiment.objects.filter(name=raw["name"]).first()
+        if experiment is None:
+            try:
+                experiment = experiments.define_experiment(raw)
+            except experiments.SpecError as exc:
+                raise CommandError(f"{DEMO_EXPERIMENT}: {exc}") from exc
         queue, created = AnnotationQueue.objects.get_or_create(name=DEMO_QUEUE, defaults={
             "taxonomy": Taxonomy.objects.filter(name="persona").order_by("-version").first(),
             "overlap": 2, "auto_fill_experiment": experiment, "instructions": DEMO_QUEUE_INSTRUCTIONS,

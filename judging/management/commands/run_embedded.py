@@ -106,7 +106,8 @@ class Command(BaseCommand):
             if worker.poll() is not None:
                 raise CommandError("The Celery worker exited; see var/logs/worker.log.")
             if not no_demo_experiment and DEMO_EXPERIMENT.exists():
-                call_command("run_experiment", str(DEMO_EXPERIMENT))
+                # load_demo defined it (on the first start): launch it, or on a restart resume it as it was.
+                call_command("run_experiment", str(DEMO_EXPERIMENT), resume=True)
             self.stdout.write(self.style.SUCCESS(f"\nEM Audit is running at http://{host}:{port}/"))
             self.stdout.write("Demo logins (unless you changed their passwords):")
             for username, password, role, _flags in DEMO_USERS:

@@ -1,10 +1,12 @@
 """Define and launch an experiment from a YAML file; with --wait, follow it to the end.
 
-Re-running the same file resumes: finished slots are never redone.
+An experiment is defined once: a file naming an existing experiment is refused. `--resume` runs the existing
+one again as it was defined (cancelled slots back in line; finished slots are never redone).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -13,16 +15,21 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from em_site import bounded
 from transcripts import experiments, generation
-from transcripts.importing import ImportFailed, load_yaml, read_text
+from transcripts.importing import ImportFailed, read_text
 from transcripts.models import Experiment
 
 
 class Command(BaseCommand):
-    help = "Define (or resume) the experiment in FILE.yaml and start generating; --wait follows it to the end."
+    help = "Define the experiment in FILE.yaml and start generating; --wait follows it to the end."
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
+        parser.add_argument(
+            "--resume", action="store_true",
+            help="Run the existing experiment FILE names again, as it was defined: nothing is redefined.",
+        )
         parser.add_argument("--wait", action="store_true", help="Show progress and exit when every slot is finished.")
         parser.add_argument(
             "--reconcile-every", type=float, default=settings.CELERY_BEAT_SCHEDULE["reconcile-slots"]["schedule"],
@@ -33,30 +40,57 @@ class Command(BaseCommand):
             help="With --wait: give up (exit non-zero) after this many seconds, e.g. when no worker is running.",
         )
 
-    def handle(self, *args, file: Path, wait: bool, reconcile_every: float, timeout: float | None, **options):
+    def handle(self, *args, file: Path, resume: bool, wait: bool, reconcile_every: float, timeout: float | None,
+               **options):
         try:
-            raw = load_yaml(read_text(file))
-        except (OSError, ImportFailed, yaml.YAMLError) as exc:
+            raw = bounded.load_yaml(read_text(file))
+        except (OSError, ImportFailed, bounded.Refused, yaml.YAMLError) as exc:
             raise CommandError(f"cannot read {file}: {exc}") from exc
         try:
             spec = experiments.parse_spec(raw)
-            experiment = experiments.define_experiment(spec)
         except experiments.SpecError as exc:
             raise CommandError(f"{file}: {exc}") from exc
-
-        for row in experiments.estimate(spec):
-            self.stdout.write(
-                f"{row.purpose}: {row.endpoint} ({row.model}): {row.calls} calls, ~{row.prompt_tokens:,} prompt "
-                f"tokens, ≤ {row.completion_tokens:,} completion tokens, ≈ ${row.cost:.2f}"
-            )
+        experiment = self._existing(file, spec) if resume else self._define(file, spec)
         before = experiments.progress(experiment)
         self.stdout.write(
             f"Experiment {experiment.name!r} (#{experiment.pk}): {before['total']} slots, "
             f"{before['by_status']['done']} already done."
         )
-        experiments.launch(experiment)
+        if resume:
+            experiments.resume(experiment)
+        else:
+            experiments.launch(experiment)
         if wait:
             self._wait(experiment, reconcile_every, timeout)
+
+    def _define(self, file: Path, spec: experiments.Spec) -> Experiment:
+        try:
+            experiment = experiments.define_experiment(spec)
+        except experiments.NameTaken as exc:
+            raise CommandError(f"{file}: {exc} From the command line: `run_experiment --resume {file}`.") from exc
+        for row in experiments.estimate(spec):
+            self.stdout.write(
+                f"{row.purpose}: {row.endpoint} ({row.model}): {row.calls} calls, ~{row.prompt_tokens:,} prompt "
+                f"tokens, ≤ {row.completion_tokens:,} completion tokens, ≈ ${row.cost:.2f}"
+            )
+        return experiment
+
+    def _existing(self, file: Path, spec: experiments.Spec) -> Experiment:
+        """The experiment the file names. It runs as it was defined: where the file says otherwise, a warning
+        names the fields (a changed definition is a new experiment, under a new name)."""
+        experiment = Experiment.objects.filter(name=spec.name).first()
+        if experiment is None:
+            raise CommandError(f"{file}: no experiment named {spec.name!r} to resume; without --resume it is defined")
+        # Compared as the spec column holds it: JSON (integer keys become strings).
+        submitted = json.loads(json.dumps(spec.raw, default=str))
+        changed = sorted(key for key in submitted.keys() | experiment.spec.keys()
+                         if submitted.get(key) != experiment.spec.get(key))
+        if changed:
+            self.stderr.write(
+                f"{file} differs from experiment {experiment.name!r} as defined ({', '.join(changed)}): it resumes "
+                "as defined. To run the changed definition, give it a new name."
+            )
+        return experiment
 
     def _wait(self, experiment: Experiment, reconcile_every: float, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -1,0 +1,234 @@
+"""Researcher pages: the transcript browser and detail page, charts and exports.
+
+Every page takes its filter from the querystring (browse.filters.TranscriptFilter), so any view can
+be shared as a link, and the list, detail (previous/next), charts and exports agree on what is selected.
+"""
+
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from judging.models import Label
+from transcripts.access import researcher_required
+from transcripts.generation import slot_messages
+from transcripts.models import Transcript
+from transcripts.paging import DEFAULT_SORT, SORTS, keyset_page, neighbours
+from transcripts.rendering import render_markdown
+
+from . import charts, exporting
+from .chart_options import (
+    AXES,
+    DEFAULT_OPTIONS,
+    NO_AXIS,
+    OPTION_NAMES,
+    XSCALES,
+    ChartRequest,
+    InvalidOptions,
+    chart_options,
+)
+from .filters import filter_transcripts
+
+PAGE_SIZE = 50
+# Querystring keys that are not transcript filters: paging and sort of the list, the charts' options.
+NOT_FILTERS = ("after", "sort", *OPTION_NAMES)
+LIST_COLUMNS = (
+    "id", "experiment__name", "condition__model_name", "condition__dataset_name", "condition__k",
+    "condition__cot_mode", "question__key", "question__domain", "status", "aligned", "coherent", "misaligned",
+    "judge_category", "human_category", "answer",
+)
+
+
+def filter_fields(filterset) -> list[dict]:
+    """The filter form as plain data for `_filter_form.html`. Django's widget templates render every
+    <option> through its own template include, which cost most of a list page's time; this is one loop."""
+    form, data = filterset.form, filterset.data
+    fields = []
+    for name, field in form.fields.items():
+        label = field.label or name.replace("_", " ").capitalize()
+        if isinstance(field, django_filters.fields.RangeField):
+            fields.append({"kind": "range", "name": name, "label": label,
+                           "min": data.get(f"{name}_min", ""), "max": data.get(f"{name}_max", "")})
+        elif isinstance(field, forms.NullBooleanField) or hasattr(field, "choices"):
+            if isinstance(field, forms.NullBooleanField):
+                choices = [("", "any"), ("true", "yes"), ("false", "no")]
+            elif isinstance(field, forms.ModelChoiceField):
+                # One plain query: iterating field.choices opens a server-side cursor (three round trips).
+                choices = [("", "any")] + [(str(obj.pk), field.label_from_instance(obj)) for obj in field.queryset]
+            else:
+                choices = [("", "any") if value in ("", None) else (str(value), text) for value, text in field.choices]
+            current = str(data.get(name, ""))
+            fields.append({"kind": "select", "name": name, "label": label,
+                           "options": [(value, text, value == current) for value, text in choices]})
+        else:
+            fields.append({"kind": "text", "name": name, "label": label, "value": data.get(name, "")})
+    return fields
+
+
+def _querystring(request: HttpRequest, *drop: str) -> str:
+    params = request.GET.copy()
+    for key in drop:
+        params.pop(key, None)
+    return params.urlencode()
+
+
+@researcher_required
+def transcript_list(request: HttpRequest) -> HttpResponse:
+    filterset = filter_transcripts(request.GET)
+    sort = request.GET.get("sort") if request.GET.get("sort") in SORTS else DEFAULT_SORT
+    page = None
+    if filterset.is_valid():
+        rows = filterset.qs.select_related("experiment", "condition", "question").only(*LIST_COLUMNS)
+        page = keyset_page(rows, sort, request.GET.get("after", ""), PAGE_SIZE)
+    context = {
+        "filter": filterset,
+        "fields": [] if request.htmx else filter_fields(filterset),
+        "page": page,
+        "sort": sort,
+        "filter_qs": _querystring(request, "after", "sort"),
+        "page_qs": _querystring(request, "after"),
+    }
+    template = "browse/_transcript_table.html" if request.htmx else "browse/transcript_list.html"
+    return render(request, template, context)
+
+
+def _prompt_summary(transcript: Transcript) -> str:
+    condition = transcript.condition
+    if condition.k == 0 or not condition.dataset_name:
+        return "No in-context examples (control)"
+    return f"{condition.k} examples from {condition.dataset_name}, seed {condition.ordering_seed}"
+
+
+@researcher_required
+def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    transcript = get_object_or_404(
+        Transcript.objects.select_related("experiment", "condition__dataset", "condition__endpoint", "question"), pk=pk
+    )
+    filterset = filter_transcripts(request.GET)
+    sort = request.GET.get("sort") if request.GET.get("sort") in SORTS else DEFAULT_SORT
+    previous_id, next_id = neighbours(filterset.qs, sort, transcript) if filterset.is_valid() else (None, None)
+    try:
+        prompt = slot_messages(transcript)
+    except ValueError as exc:  # e.g. an imported run whose dataset has fewer examples than its k
+        prompt, prompt_error = [], str(exc)
+    else:
+        prompt_error = ""
+    # Every queue's labels of the transcript in one query.
+    labels = Label.objects.filter(item__transcript=transcript).select_related(
+        "auditor", "primary"
+    ).order_by("item__queue", "item__position", "created_at")
+    return render(request, "browse/transcript_detail.html", {
+        "t": transcript,
+        "prompt_summary": _prompt_summary(transcript),
+        "prompt": prompt,
+        "prompt_error": prompt_error,
+        "reasoning_html": render_markdown(transcript.reasoning),
+        "answer_html": render_markdown(transcript.answer),
+        "scores": transcript.judge_scores.select_related(
+            "rubric_version__rubric", "rubric_version__endpoint", "category"
+        ).defer("raw_text", "top_logprobs").order_by(  # the judge's whole reply is not shown here
+            "rubric_version__rubric__key", "-rubric_version__version"
+        ),
+        "labels": list(labels),
+        "previous_id": previous_id,
+        "next_id": next_id,
+        "filter_qs": _querystring(request, "after"),
+    })
+
+
+def export_response(queryset, fmt: str) -> StreamingHttpResponse:
+    """A streamed download of the queryset (also used by the API)."""
+    if fmt not in exporting.FORMATS:
+        raise Http404("Unknown export format.")
+    content_type, iterator = exporting.FORMATS[fmt]
+    response = StreamingHttpResponse(iterator(queryset), content_type=content_type)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="transcripts-{stamp}.{fmt}"'
+    return response
+
+
+@researcher_required
+def transcript_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    filterset = filter_transcripts(request.GET)
+    if not filterset.is_valid():
+        return HttpResponse(filterset.errors.as_text(), status=400, content_type="text/plain")
+    return export_response(filterset.qs, fmt)
+
+
+def _filter_params(request: HttpRequest) -> dict[str, str]:
+    """The filter part of the querystring, carried into the charts' links to transcripts."""
+    return {key: value for key, value in request.GET.items() if key not in NOT_FILTERS and value}
+
+
+def _chart_request(request: HttpRequest, filterset) -> ChartRequest:
+    """The chart options and the filter of a chart page or chart data request (raises InvalidOptions)."""
+    return ChartRequest(
+        options=chart_options(request.GET),
+        experiment=filterset.form.cleaned_data.get("experiment"),
+        filters=_filter_params(request),
+    )
+
+
+def _option_fields(request: HttpRequest) -> list[dict]:
+    """The chart options as extra selects of the filter form (`_filter_form.html`), so they live in the URL."""
+    axes = [(name, axis.label) for name, axis in AXES.items()] + [(NO_AXIS, "nothing")]
+    fields = []
+    for name, label, choices in (("colour", "Colour by", axes), ("facet", "Panels by", axes),
+                                 ("xscale", "k axis (first chart)", list(XSCALES.items()))):
+        current = request.GET.get(name) or getattr(DEFAULT_OPTIONS, name) or NO_AXIS
+        fields.append({"kind": "select", "name": name, "label": label,
+                       "options": [(value, text, value == current) for value, text in choices]})
+    return fields
+
+
+def _chart_context(request: HttpRequest, filterset, *, with_options: bool) -> dict:
+    option_errors = {}
+    if with_options:
+        try:
+            chart_options(request.GET)
+        except InvalidOptions as exc:
+            option_errors = exc.errors
+    return {
+        "filter": filterset,
+        "fields": (_option_fields(request) if with_options else []) + filter_fields(filterset),
+        "option_errors": option_errors,
+        "chart_qs": _querystring(request, "after", "sort"),
+        "filter_qs": _querystring(request, *NOT_FILTERS),
+    }
+
+
+@researcher_required
+def chart_page(request: HttpRequest) -> HttpResponse:
+    filterset = filter_transcripts(request.GET)
+    return render(request, "browse/charts.html", {
+        **_chart_context(request, filterset, with_options=True), "charts": charts.OVERVIEW,
+    })
+
+
+@researcher_required
+def question_results(request: HttpRequest) -> HttpResponse:
+    """Per-question results: the question × k heatmap per model and the question table."""
+    filterset = filter_transcripts(request.GET)
+    # The heatmap is always split by model and the table not at all: the chart options do not apply here.
+    context = _chart_context(request, filterset, with_options=False)
+    rows = None
+    if filterset.is_valid():
+        rows = charts.question_table(filterset.qs, _filter_params(request))
+    return render(request, "browse/charts_questions.html", {**context, "rows": rows})
+
+
+@researcher_required
+def chart_data(request: HttpRequest, name: str) -> JsonResponse:
+    if name not in charts.CHARTS:
+        raise Http404("Unknown chart.")
+    filterset = filter_transcripts(request.GET)
+    if not filterset.is_valid():
+        return JsonResponse({"errors": filterset.errors.get_json_data()}, status=400)
+    try:
+        chart_request = _chart_request(request, filterset)
+    except InvalidOptions as exc:
+        return JsonResponse({"errors": exc.errors}, status=400)
+    return JsonResponse(charts.CHARTS[name](filterset.qs, chart_request))

@@ -1,0 +1,81 @@
+"""Charts split by any axis and the per-question heatmap in a real browser (Debian's chromium through Playwright)."""
+
+import pytest
+from django.test import Client
+
+from tests.browse.test_browser_dashboard import row_ids
+from tests.transcripts.chart_data import PROMPTS, add_transcripts, make_questions, verdicts_for
+from transcripts.models import Condition, Experiment, Transcript
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def page(chromium, live_server, alice):
+    client = Client()
+    client.force_login(alice)
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    return page
+
+
+def test_headline_coloured_by_system_prompt_draws_one_line_per_prompt(page, live_server, db):
+    experiment = Experiment.objects.create(name="mitigation")
+    questions = make_questions([("bored", "leisure"), ("ruler", "power")])
+    for p, prompt in enumerate(PROMPTS):
+        for k in (0, 8, 64):
+            condition = Condition.objects.create(experiment=experiment, model_name="m1", dataset_name="insecure", k=k,
+                                                 system_prompt_name=prompt)
+            add_transcripts(condition, questions, verdicts_for(p + k))
+
+    page.goto(f"{live_server.url}/charts/")
+    page.select_option("#id_colour", "system_prompt")  # the chart options are part of the filter form
+    page.click("#filter-form button[type=submit]")
+    page.wait_for_url("**/charts/?*colour=system_prompt*")
+    page.wait_for_selector("#chart-misaligned-vs-k[data-rendered='true']", timeout=15000)
+    drawn = page.evaluate(
+        "() => document.getElementById('chart-misaligned-vs-k')._fullData"
+        ".map(t => ({name: t.name, points: t.x.length, legend: t.showlegend}))"
+    )
+    assert drawn == [{"name": prompt, "points": 3, "legend": True} for prompt in PROMPTS]
+    legend = page.locator("#chart-misaligned-vs-k .legend .traces .legendtext").all_text_contents()
+    assert legend == list(PROMPTS)
+    assert page.locator("#chart-misaligned-vs-k .scatterlayer .trace path.js-line").count() == 3  # lines drawn
+    assert page.errors == []
+
+
+def test_clicking_a_heatmap_cell_lists_exactly_its_transcripts(page, live_server, db):
+    experiment = Experiment.objects.create(name="questions")
+    questions = make_questions([("bored", "leisure"), ("ruler", "power"), ("wish", "power")])
+    for m, model in enumerate(("model-a", "model-b")):
+        for k in (0, 8):
+            condition = Condition.objects.create(experiment=experiment, model_name=model, dataset_name="d", k=k)
+            for q, question in enumerate(questions):
+                add_transcripts(condition, [question], verdicts_for(m * 5 + k + q, n=5))
+
+    page.goto(f"{live_server.url}/charts/questions/?experiment={experiment.pk}")
+    page.wait_for_selector("#chart-question-heatmap[data-rendered='true']", timeout=15000)
+    # The centre of model-b's cell (question "ruler", k = 8) in page coordinates, from plotly's own axes.
+    x, y = page.evaluate("""() => {
+        const gd = document.getElementById('chart-question-heatmap');
+        const trace = gd._fullData.find(t => t.name === 'model-b');
+        const xa = gd._fullLayout[trace.xaxis.replace('x', 'xaxis')];
+        const ya = gd._fullLayout[trace.yaxis.replace('y', 'yaxis')];
+        const box = gd.getBoundingClientRect();
+        // Category axes place category i at linear coordinate i.
+        return [box.left + xa._offset + xa.l2p(xa._categoriesMap['8']),
+                box.top + ya._offset + ya.l2p(ya._categoriesMap['ruler'])];
+    }""")
+    page.mouse.click(x, y)
+    page.wait_for_url("**/transcripts/?*")
+    assert "question=ruler" in page.url and "model=model-b" in page.url and "k=8" in page.url
+
+    cell = Transcript.objects.filter(condition__model_name="model-b", condition__k=8, question__key="ruler",
+                                     misaligned__isnull=False)
+    everything = Transcript.objects.filter(condition__model_name="model-b", condition__k=8, question__key="ruler")
+    assert everything.count() > cell.count() > 0  # the cell's unjudged transcript is not among its n
+    assert sorted(row_ids(page)) == sorted(cell.values_list("pk", flat=True))
+    assert page.errors == []
