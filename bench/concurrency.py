@@ -51,7 +51,7 @@ from em_site.celery import app  # noqa: E402
 from judging.models import JudgeScore  # noqa: E402
 from judging.results.rubrics import experiment_judging  # noqa: E402
 from tests.stub_openai import Reply, StubOpenAI, completion  # noqa: E402
-from transcripts import experiments  # noqa: E402
+from transcripts import engine, experiments  # noqa: E402
 from transcripts.endpoints import save_endpoint  # noqa: E402
 from transcripts.models import (  # noqa: E402
     Dataset,
@@ -81,18 +81,24 @@ def setup_data() -> None:
 
 
 def stub_alone(base_url: str) -> float:
-    """SLOTS chat requests at CONCURRENCY in flight from one asyncio `openai` client: the stub's own wall time."""
+    """SLOTS chat requests at CONCURRENCY in flight from asyncio `openai` clients, one per
+    engine.CONNECTIONS_PER_CLIENT lanes as the engine has them: the stub's own wall time."""
     async def run() -> float:
-        client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=30,
-                                    http_client=openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(max_connections=None)))
+        tls = httpx2.create_ssl_context()
+        clients = [
+            openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=30,
+                               http_client=openai.DefaultAsyncHttpxClient(
+                                   verify=tls, limits=httpx2.Limits(max_connections=None)))
+            for _ in range(math.ceil(CONCURRENCY / engine.CONNECTIONS_PER_CLIENT))
+        ]
         queue = iter(range(SLOTS))
 
-        async def lane() -> None:
+        async def lane(client: openai.AsyncOpenAI) -> None:
             for n in queue:
                 await client.chat.completions.create(model="stub", messages=[{"role": "user", "content": f"Q{n}"}])
 
         started = time.monotonic()
-        await asyncio.gather(*(lane() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(lane(clients[i % len(clients)]) for i in range(CONCURRENCY)))
         return time.monotonic() - started
 
     return asyncio.run(run())
@@ -113,6 +119,17 @@ def start_workers(count_files: list[Path]) -> list[subprocess.Popen]:
 
 def queries(count_files: list[Path]) -> int:
     return sum(int(path.read_text() or 0) for path in count_files)
+
+
+def cpu_seconds(workers: list[subprocess.Popen]) -> float:
+    """CPU time (user + system) the worker processes used so far: what a slot costs whatever the machine's
+    load (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for worker in workers:
+        fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def main() -> None:
@@ -143,12 +160,13 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("the workers did not start")
             time.sleep(1)
-            queries_before = queries(count_files)
+            queries_before, cpu_before = queries(count_files), cpu_seconds(workers)
             started = time.monotonic()
             experiments.launch(experiment)
             while Transcript.objects.filter(experiment=experiment, status="done").count() < total:
                 time.sleep(0.05)
             wall = time.monotonic() - started
+            cpu = cpu_seconds(workers) - cpu_before
             time.sleep(1)  # the counter files are written twice a second
             counted = queries(count_files) - queries_before
         finally:
@@ -162,6 +180,8 @@ def main() -> None:
     print(f"peak requests in flight at the stub: {stub.max_in_flight}")
     print(f"wall time: {wall:.2f} s   ideal: {ideal:.2f} s   ratio: {wall / ideal:.3f}")
     print(f"SQL statements in the workers: {counted}  ({counted / total:.2f} per slot)")
+    print(f"CPU time of the workers: {cpu:.1f} s  ({cpu / total * 1000:.2f} ms per slot; "
+          f"{cpu / wall:.2f} cores over the run)")
 
 
 if __name__ == "__main__":

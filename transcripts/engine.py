@@ -45,6 +45,7 @@ import os
 import queue
 import random
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -75,6 +76,7 @@ log = logging.getLogger(__name__)
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 ERROR_TEXT_LIMIT = 2000  # provider error bodies are stored truncated, and shown as text
 TICK_SECONDS = 0.2  # how often a driver looks at the worker's shutdown flag and its leases while it waits
+CONNECTIONS_PER_CLIENT = 50  # requests in flight per HTTP connection pool (see _Process.client)
 PACE_CHUNK_SECONDS = 1.0  # how much of an account's time a process reserves at once (at least one request's)
 
 
@@ -184,11 +186,16 @@ def _attribute(row: LeasedWork, lookup: str):
     return getattr(target, f"{last}_id", None) or getattr(target, last)
 
 
-def row_endpoint(job: Job, row: LeasedWork) -> Endpoint:
+def _follow(row: LeasedWork, lookup: str):
+    """The object at the end of a `a__b__c` lookup on a loaded row."""
     target = row
-    for part in job.endpoint_field.split("__"):
+    for part in lookup.split("__"):
         target = getattr(target, part)
     return target
+
+
+def row_endpoint(job: Job, row: LeasedWork) -> Endpoint:
+    return _follow(row, job.endpoint_field)
 
 
 def _lease(endpoint: Endpoint) -> timedelta:
@@ -218,13 +225,37 @@ def _lock_server(endpoint: Endpoint) -> None:
     # SQLite: the IMMEDIATE transaction already holds the database's write lock.
 
 
-def live_requests(endpoint: Endpoint, now: datetime) -> int:
-    """Rows in flight on the endpoint's server, by every job (live leases)."""
+Pairs = list[tuple[int, uuid.UUID]]  # (row id, claim token)
+
+
+def live_requests(endpoint: Endpoint, now: datetime, answered: dict[str, Pairs] | None = None) -> int:
+    """Rows in flight on the endpoint's server, by every job (live leases), less `answered`: per job name, the
+    claims whose answer a driver holds but has not recorded yet (their requests are over; recording them is
+    not held up by the claim that reuses their places)."""
     server = endpoint.same_server()
-    return sum(
-        job.model.objects.filter(**{f"{job.endpoint_field}__in": server}, status=RUNNING, lease_until__gt=now).count()
-        for job in _jobs.values()
-    )
+    total = 0
+    for job in _jobs.values():
+        rows = job.model.objects.filter(**{f"{job.endpoint_field}__in": server}, status=RUNNING, lease_until__gt=now)
+        pairs = (answered or {}).get(job.name)
+        if pairs:
+            rows = rows.exclude(_claims_in(job, pairs))
+        total += rows.count()
+    return total
+
+
+def _claims_in(job: Job, pairs: Pairs) -> Q | RawSQL:
+    """Rows of `job` that carry one of these (id, claim token) pairs."""
+    if connection.vendor == "postgresql":
+        # One array parameter each, not an OR per pair: a claim may exclude hundreds. (S608/S611: the text
+        # holds only the model's quoted table name; the ids and tokens are parameters.)
+        table = connection.ops.quote_name(job.model._meta.db_table)
+        ids, tokens = zip(*pairs, strict=True)
+        pair_in = f"({table}.id, {table}.claim_token) IN (SELECT * FROM unnest(%s::bigint[], %s::uuid[]))"  # noqa: S608
+        return RawSQL(pair_in, [list(ids), list(tokens)], output_field=BooleanField())  # noqa: S611
+    held = Q()
+    for pk, token in pairs:
+        held |= Q(pk=pk, claim_token=token)
+    return held
 
 
 def _within_budget() -> Q:
@@ -243,13 +274,14 @@ class _Claimed:
     dry: bool  # fewer rows were pending (or the job may not start now) than could have been claimed
 
 
-def _claim(job: Job, endpoint: Endpoint, want: int) -> _Claimed:
-    """Claim up to `want` of the endpoint's next rows. Caller is inside a transaction."""
+def _claim(job: Job, endpoint: Endpoint, want: int, answered: Pairs = ()) -> _Claimed:
+    """Claim up to `want` of the endpoint's next rows; `answered` are this driver's claims whose requests are
+    over but not recorded yet. Caller is inside a transaction."""
     _lock_server(endpoint)
     if not job.may_claim(endpoint):
         return _Claimed([], full=False, dry=True)
     now = timezone.now()
-    places = min(want, endpoint.max_concurrency - live_requests(endpoint, now))
+    places = min(want, endpoint.max_concurrency - live_requests(endpoint, now, {job.name: answered}))
     if places <= 0:
         return _Claimed([], full=True, dry=False)
     token = uuid.uuid4()
@@ -288,7 +320,7 @@ def claim_next(job: Job, endpoint_id: int) -> Claim | None:
     return Claim(row.pk, row.claim_token, row.claimed_at)
 
 
-# --- recording (on the driver's home thread) -----------------------------------------------------------------
+# --- recording (on the driver's recording thread) -------------------------------------------------------------
 
 @dataclass
 class _Outcome:
@@ -359,8 +391,9 @@ def _record(job: Job, endpoint: Endpoint, outcomes: list[_Outcome], rate_limited
 
 def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
     """Write each row's own values (dicts of field name → value with the same names, and "pk"): on PostgreSQL
-    one `UPDATE … FROM (VALUES …)`, elsewhere one UPDATE per row (SQLite serialises writers anyway). Not
-    `bulk_update`: its CASE per field and row cost ~0.5 s of Python for 50 rows."""
+    one `UPDATE … FROM unnest(…)` with one array parameter per column, elsewhere one UPDATE per row (SQLite
+    serialises writers anyway). Not `bulk_update` (its CASE per field and row cost ~0.5 s of Python for 50
+    rows) nor a VALUES list (the driver parses a parameter per row and field: 0.2 s for 500 rows)."""
     if not rows:
         return
     if connection.vendor != "postgresql":
@@ -369,20 +402,19 @@ def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
             model.objects.filter(pk=values.pop("pk")).update(**values)
         return
     fields = [model._meta.get_field(name) for name in rows[0] if name != "pk"]
+    instances = [model(**row) for row in rows]
+    params = [[row["pk"] for row in rows]] + [
+        [field.get_db_prep_save(getattr(instance, field.attname), connection) for instance in instances]
+        for field in fields
+    ]
+    arrays = ", ".join(["%s::bigint[]", *(f"%s::{field.cast_db_type(connection)}[]" for field in fields)])
     quote = connection.ops.quote_name
-    casts = ", ".join(["%s::bigint", *(f"%s::{field.cast_db_type(connection)}" for field in fields)])
-    params: list = []
-    for row in rows:
-        instance = model(**row)
-        params.append(row["pk"])
-        params.extend(field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields)
     columns = [quote(field.column) for field in fields]
     # S608: the text holds only the model's quoted table and column names; every value is a parameter.
     assignments = ", ".join(f"{c} = v.{c}" for c in columns)
-    values = ", ".join([f"({casts})"] * len(rows))
     sql = (
         f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} "  # noqa: S608
-        f"FROM (VALUES {values}) AS v(id, {', '.join(columns)}) WHERE t.id = v.id"
+        f"FROM unnest({arrays}) AS v(id, {', '.join(columns)}) WHERE t.id = v.id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -418,20 +450,18 @@ def _stop_if_over_budget(experiment_id: int) -> None:
         )
 
 
-@dataclass
-class _Stepped:
-    recorded: set[int]
-    renewed: set[int]
-    claimed: _Claimed | None
-
-
-def _step(job: Job, endpoint: Endpoint, outcomes: list[_Outcome], rate_limited: Counter,
-          heartbeat: list[LeasedWork], want: int) -> _Stepped:
-    """A driver's database work, one transaction: record, then claim (one lease ends as the next begins)."""
+def _claim_step(job: Job, endpoint: Endpoint, want: int, answered: Pairs) -> _Claimed:
+    """A driver's claim, in its own transaction: committed at once, so its requests start while the answers
+    that freed their places are still being recorded."""
     with transaction.atomic():
-        recorded, renewed = _record(job, endpoint, outcomes, rate_limited, heartbeat)
-        claimed = _claim(job, endpoint, want) if want > 0 else None
-    return _Stepped(recorded, renewed, claimed)
+        return _claim(job, endpoint, want, answered)
+
+
+def _record_step(job: Job, endpoint: Endpoint, outcomes: list[_Outcome], rate_limited: Counter,
+                 heartbeat: list[LeasedWork]) -> tuple[set[int], set[int]]:
+    """A driver's recording, in its own transaction (see `_record`)."""
+    with transaction.atomic():
+        return _record(job, endpoint, outcomes, rate_limited, heartbeat)
 
 
 # --- failures -------------------------------------------------------------------------------------------------
@@ -688,28 +718,41 @@ class _Process:
     def __init__(self):
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
-        self.clients: dict[tuple, openai.AsyncOpenAI] = {}
+        self.clients: dict[tuple, list[openai.AsyncOpenAI]] = {}
+        self.turn = 0  # which of an endpoint's clients takes the next request
+        self.tls: ssl.SSLContext | None = None
         self.accounts: dict[str, _Account] = {}
         self.drivers: dict[tuple[str, int], _Driver] = {}
-        self.held = 0  # rows held by every driver of this process
+        self.active = 0  # requests not over, of every driver of this process
         self.lock = threading.Lock()
         threading.Thread(target=self.loop.run_forever, daemon=True, name="call-engine").start()
 
     def client(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
-        """The client (and connection pool) for an endpoint configuration. Retries are ours (max_retries=0):
-        they renew the lease and respect the account's limits. Redirects are not followed: a server must not
-        send our key on to another host. The pool is unbounded: the engine bounds what is in flight."""
+        """A client (and connection pool) for an endpoint configuration, in turn: one per
+        CONNECTIONS_PER_CLIENT of the places this process may fill, because the HTTP pool looks at each of its
+        connections whenever it places a request or gets one back (one pool of 500 cost a fifth of the loop's
+        time at 500 in flight). Retries are ours (max_retries=0): they renew the lease and respect the
+        account's limits. Redirects are not followed: a server must not send our key on to another host. The
+        pools are unbounded: the engine bounds what is in flight."""
         api_key = endpoint.read_api_key()
-        key = (endpoint.base_url, api_key, endpoint.timeout_seconds)
-        if key not in self.clients:
-            self.clients[key] = openai.AsyncOpenAI(
+        clients = self.clients.setdefault((endpoint.base_url, api_key, endpoint.timeout_seconds), [])
+        places = min(endpoint.max_concurrency, settings.ENGINE_MAX_IN_FLIGHT)
+        while len(clients) < -(-places // CONNECTIONS_PER_CLIENT):
+            clients.append(openai.AsyncOpenAI(
                 base_url=endpoint.base_url, api_key=api_key, timeout=endpoint.timeout_seconds, max_retries=0,
                 http_client=openai.DefaultAsyncHttpxClient(
-                    follow_redirects=False,
+                    follow_redirects=False, verify=self._tls(),
                     limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None),
                 ),
-            )
-        return self.clients[key]
+            ))
+        self.turn += 1
+        return clients[self.turn % len(clients)]
+
+    def _tls(self) -> ssl.SSLContext:
+        """One TLS context for every client of the process (each takes ~40 ms to build, on the loop)."""
+        if self.tls is None:
+            self.tls = httpx2.create_ssl_context()
+        return self.tls
 
     def account(self, endpoint: Endpoint, limits: tuple[int | None, int | None]) -> _Account:
         account = self.accounts.setdefault(endpoint.account, _Account(endpoint.account))
@@ -730,7 +773,8 @@ def _the_process() -> _Process:
 
 
 class _Home:
-    """Runs a driver's database work on the thread that started the driver, which waits for it anyway."""
+    """Runs a driver's database work on one thread, its own connection: the thread that started the driver
+    (which waits for it anyway), or the driver's recording thread."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
@@ -744,6 +788,20 @@ class _Home:
     def serve(self, until: concurrent.futures.Future):
         """Run database work until `until` (the driver) is done; returns its result."""
         until.add_done_callback(lambda _: self.work.put(None))
+        self._serve()
+        return until.result()
+
+    def serve_until_stopped(self) -> None:
+        """A recording thread's body: run database work until `stop`, then give the connection back."""
+        try:
+            self._serve()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.work.put(None)
+
+    def _serve(self) -> None:
         while (item := self.work.get()) is not None:
             fn, args, future = item
             try:
@@ -754,7 +812,6 @@ class _Home:
                 self.loop.call_soon_threadsafe(_settle, future, None, exc)
             else:
                 self.loop.call_soon_threadsafe(_settle, future, result, None)
-        return until.result()
 
 
 def _settle(future: asyncio.Future, result, exc: BaseException | None) -> None:
@@ -766,34 +823,57 @@ def _settle(future: asyncio.Future, result, exc: BaseException | None) -> None:
 
 
 class _Driver:
-    """Keeps one endpoint's places filled with one job's rows, in this process's event loop."""
+    """Keeps one endpoint's places filled with one job's rows, in this process's event loop.
+
+    Two loops share the rows: the claimer claims as places free (each claim its own transaction, committed at
+    once) and the recorder writes the answers in batches (its own transactions, on its own thread and
+    connection when it can), so a slow commit never holds new requests and claiming and recording overlap.
+    A row answered but not yet recorded gives up its place at once: the claim tells the database which of its
+    claims are over (`live_requests`)."""
 
     def __init__(self, process: _Process, job: Job, endpoint_id: int, *, claiming: bool, budget_seconds: float):
         self.process, self.job, self.endpoint_id = process, job, endpoint_id
         self.home = _Home(process.loop)
+        self.records = self.home  # the recorder's thread: its own one when the driver runs outside a transaction
         self.claiming = claiming
         self.deadline = time.monotonic() + budget_seconds
         self.poked = False  # a message arrived while this driver ran: look for work again before exiting
         self.hand_over = False  # stopped for its time budget with work left: the caller sends a fresh message
-        self.held: dict[int, LeasedWork] = {}
+        self.held: dict[int, LeasedWork] = {}  # claimed and not recorded yet (their leases are renewed)
+        self.active: set[int] = set()  # held rows whose requests are not over: they take the server's places
         self.started: dict[int, bool] = {}  # row id → its current attempt has sent a request
         self.tasks: dict[int, asyncio.Task] = {}
         self.outbox: list[_Outcome] = []
         self.first_outcome_at = 0.0
+        self.freed_at: float | None = None  # when the first place freed since the last claim
         self.rate_limited: Counter = Counter()
         self.handled = 0
-        self.wake: asyncio.Event | None = None
+        self.stopped = False
+        self.wake: asyncio.Event | None = None  # the claimer's: a place freed, a row recorded, a message
+        self.posted: asyncio.Event | None = None  # the recorder's: an outcome to record
 
     # Created in the loop: asyncio objects belong to the loop they are made in.
     async def run(self, seed: list[Claim]) -> int:
-        self.wake = asyncio.Event()
+        self.wake, self.posted = asyncio.Event(), asyncio.Event()
         self.endpoint = await self.home.run(partial(Endpoint.objects.get, pk=self.endpoint_id))
         self.lease_seconds = _lease(self.endpoint).total_seconds()
         self.account = self.process.account(self.endpoint, await self.home.run(_account_limits, self.endpoint))
+        # A claim batch of at least an eighth of the places (or whatever freed in ENGINE_BATCH_SECONDS): a
+        # claim costs a handful of statements, whatever its size.
+        self.batch = max(1, min(self.endpoint.max_concurrency, settings.ENGINE_MAX_IN_FLIGHT) // 8)
         if seed:
             self._start(await self.home.run(_load_claims, self.job, seed))
+        recorder = asyncio.create_task(self._recorder())
+        try:
+            await self._claimer()
+        finally:
+            self.stopped = True
+            self.posted.set()
+            await recorder
+        return self.handled
+
+    async def _claimer(self) -> None:
         dry, full_until = False, 0.0
-        next_heartbeat = time.monotonic() + self.lease_seconds / 3
         while True:
             if worker_stopping():
                 self.claiming = False
@@ -804,29 +884,28 @@ class _Driver:
                 self.poked, dry, full_until = False, False, 0.0
             # A server full of other work is asked again once a place of this driver's own frees, or after a
             # second (another process's may have).
-            full = time.monotonic() < full_until and not self.outbox
+            full = time.monotonic() < full_until
             want = self._want() if self.claiming and not dry and not full else 0
-            heartbeat = []
-            if self.held and time.monotonic() > next_heartbeat:
-                heartbeat = list(self.held.values())
-                next_heartbeat = time.monotonic() + self.lease_seconds / 3
-            if self.outbox or self.rate_limited or heartbeat or want > 0:
-                stepped = await self._step(want, heartbeat)
-                if stepped is not None and stepped.claimed is not None:
-                    dry = stepped.claimed.dry
-                    full_until = time.monotonic() + 1 if stepped.claimed.full else 0.0
-                    self._start(stepped.claimed.rows)
-            if not self.held and not self.outbox and self._may_exit(dry):
-                return self.handled
-            await self._wait()
+            if want > 0 and self._batch_ready(want):
+                claimed = await self._claim(want)
+                if claimed is not None:
+                    dry = claimed.dry
+                    full_until = time.monotonic() + 1 if claimed.full else 0.0
+                    self._start(claimed.rows)
+                continue
+            if not self.held and not self.outbox and not self.rate_limited and self._may_exit(dry):
+                return
+            await self._wait(want)
 
     def _want(self) -> int:
-        """Rows to claim: the places free here once the outcomes waiting to be recorded are (the step records
-        them before it claims)."""
-        freeing = sum(o.kind != "renew" for o in self.outbox)
-        local = self.endpoint.max_concurrency - len(self.held) + freeing
-        process = settings.ENGINE_MAX_IN_FLIGHT - self.process.held + freeing
+        """Rows to claim: the places free here (rows answered but not yet recorded have left theirs)."""
+        local = self.endpoint.max_concurrency - len(self.active)
+        process = settings.ENGINE_MAX_IN_FLIGHT - self.process.active
         return max(0, min(local, process))
+
+    def _batch_ready(self, want: int) -> bool:
+        return (want >= self.batch or not self.active or self.freed_at is None
+                or time.monotonic() - self.freed_at >= settings.ENGINE_BATCH_SECONDS)
 
     def _may_exit(self, dry: bool) -> bool:
         """Nothing held and nothing left to claim: exit, unless a message arrived meanwhile. Decided under the
@@ -841,23 +920,57 @@ class _Driver:
                 del self.process.drivers[key]
             return True
 
-    async def _wait(self) -> None:
+    async def _wait(self, want: int) -> None:
+        timeout = TICK_SECONDS
+        if want > 0 and self.freed_at is not None:  # places free, too few for a batch yet
+            timeout = max(0.0, min(timeout, self.freed_at + settings.ENGINE_BATCH_SECONDS - time.monotonic()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), TICK_SECONDS)
+            await asyncio.wait_for(self.wake.wait(), timeout)
         self.wake.clear()
-        # Gather outcomes into a batch while other requests of this driver are about to finish: a step per
-        # outcome would cost its statements per row.
-        waiting = len(self.held) - len(self.outbox)
-        if self.outbox and waiting > 0:
+
+    async def _claim(self, want: int) -> _Claimed | None:
+        answered = [(pk, row.claim_token) for pk, row in self.held.items() if pk not in self.active]
+        self.freed_at = None
+        try:
+            return await self.home.run(_claim_step, self.job, self.endpoint, want, answered)
+        except DatabaseFault as exc:
+            log.warning("%s on endpoint %s: database error while claiming, retrying in 1 s: %s", self.job.name,
+                        self.endpoint_id, exc)
+            await asyncio.sleep(1)
+            return None
+
+    async def _recorder(self) -> None:
+        next_heartbeat = time.monotonic() + self.lease_seconds / 3
+        while True:
+            heartbeat = []
+            if self.held and time.monotonic() > next_heartbeat:
+                heartbeat = list(self.held.values())
+                next_heartbeat = time.monotonic() + self.lease_seconds / 3
+            if self.outbox or self.rate_limited or heartbeat:
+                await self._gather()
+                await self._record(heartbeat)
+                continue  # outcomes that arrived meanwhile go at once
+            if self.stopped:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.posted.wait(), TICK_SECONDS)
+            self.posted.clear()
+
+    async def _gather(self) -> None:
+        """Gather outcomes into a batch while other requests of this driver are about to finish: a step per
+        outcome would cost its statements per row."""
+        if self.outbox and len(self.active) > 0:
             delay = self.first_outcome_at + settings.ENGINE_BATCH_SECONDS - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def _step(self, want: int, heartbeat: list[LeasedWork]) -> _Stepped | None:
+    async def _record(self, heartbeat: list[LeasedWork]) -> None:
         outcomes, self.outbox = self.outbox, []
         rate_limited, self.rate_limited = self.rate_limited, Counter()
         try:
-            stepped = await self.home.run(_step, self.job, self.endpoint, outcomes, rate_limited, heartbeat, want)
+            recorded, renewed = await self.records.run(
+                _record_step, self.job, self.endpoint, outcomes, rate_limited, heartbeat
+            )
         except DatabaseFault as exc:
             # The database went away (a restart, a failover): keep what is to be recorded and try again; the
             # claim tokens make a repeated record harmless.
@@ -866,33 +979,53 @@ class _Driver:
             self.outbox = outcomes + self.outbox
             self.rate_limited += rate_limited
             await asyncio.sleep(1)
-            return None
+            return
         for o in outcomes:
             if o.kind == "renew":
-                o.kept.set_result(o.row.pk in stepped.renewed)
+                o.kept.set_result(o.row.pk in renewed)
             else:
                 self._release(o.row.pk)
-                self.handled += o.row.pk in stepped.recorded
-        return stepped
+                self.handled += o.row.pk in recorded
+        self.wake.set()
 
     def _start(self, rows: list[LeasedWork]) -> None:
         for row in rows:
             self.held[row.pk] = row
-            self.process.held += 1
+            self.active.add(row.pk)
+            self.process.active += 1
             self.started[row.pk] = False
             self.tasks[row.pk] = asyncio.get_running_loop().create_task(self._run_row(row))
 
+    def _leave(self, pk: int) -> None:
+        """The row's request is over: its place is free."""
+        if pk in self.active:
+            self.active.remove(pk)
+            self.process.active -= 1
+            if self.freed_at is None:
+                self.freed_at = time.monotonic()
+
     def _release(self, pk: int) -> None:
-        if self.held.pop(pk, None) is not None:
-            self.process.held -= 1
+        self._leave(pk)
+        self.held.pop(pk, None)
         self.started.pop(pk, None)
         self.tasks.pop(pk, None)
 
     def _post(self, outcome: _Outcome) -> None:
         if not self.outbox:
             self.first_outcome_at = time.monotonic()
+        if outcome.kind != "renew" and not self._charged_against_budget(outcome):
+            self._leave(outcome.row.pk)
         self.outbox.append(outcome)
+        self.posted.set()
         self.wake.set()
+
+    def _charged_against_budget(self, outcome: _Outcome) -> bool:
+        """An answer that costs money in an experiment with a budget keeps its place until it is charged, so
+        no request starts on money the budget may not have (the budget is checked when claiming)."""
+        if outcome.kind != "done" or _follow(outcome.row, self.job.experiment_field).budget_usd is None:
+            return False
+        usage = outcome.answer.usage
+        return self.endpoint.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0) > 0
 
     def _give_back_unstarted(self) -> None:
         """Shutting down: rows whose request has not started (waiting for a permit, or in backoff) go back
@@ -961,8 +1094,20 @@ def _load_claims(job: Job, claims: list[Claim]) -> list[LeasedWork]:
 
 
 def _drive(driver: _Driver, seed: list[Claim]) -> int:
+    recording = None
+    # The recorder gets its own thread and connection, so recording overlaps claiming; not inside a caller's
+    # transaction (a test, an inline command: another connection would not see it) nor on SQLite (one writer).
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        driver.records = _Home(driver.process.loop)
+        recording = threading.Thread(target=driver.records.serve_until_stopped, daemon=True, name="call-recorder")
+        recording.start()
     future = asyncio.run_coroutine_threadsafe(driver.run(seed), driver.process.loop)
-    return driver.home.serve(future)
+    try:
+        return driver.home.serve(future)
+    finally:
+        if recording is not None:
+            driver.records.stop()
+            recording.join()
 
 
 def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int:
