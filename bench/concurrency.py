@@ -2,7 +2,8 @@
 `max_concurrency: CONCURRENCY`, WORKERS worker processes. Ideal: SLOTS / CONCURRENCY × 1 s. Targets
 (docs/benchmarks.md): 5,000 at 500 in flight in one process ≤ 1.25× ideal, the stub's peak in flight ≥ 475
 and never above 500; 500 at 50 ≤ 1.15×; 20,000 at 2,000 across two processes ≤ 1.5×; ≤ 3 SQL statements per
-slot (counted in the workers).
+slot (counted in the workers). Also reported: the workers' CPU time per slot, which the machine's load does
+not change.
 
     createdb -h 127.0.0.1 -U postgres em_bench_gen
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/em_bench_gen CELERY_BROKER_URL=redis://127.0.0.1:6379/9 \\

@@ -9,17 +9,20 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
   names a job and an endpoint; its Celery task starts that pair's *driver* on the loop (or, when one already
   runs in this process, pokes it and returns). The driver keeps the server's places filled, in the job's
   order, until nothing is left to claim; so a concurrency-1 local server runs strictly in prefix-grouped order,
-  and a duplicate or stale message is harmless. The task's thread waits for its driver and does the driver's
-  database work (`_Home`): the loop never blocks on the database, and a caller inside a transaction (a test, a
-  management command) sees and makes the changes.
-- A driver's database work is a *step*, one transaction: record every outcome that arrived since the last
-  step, then claim up to the free places. Claiming takes the server's lock (an advisory lock on PostgreSQL;
-  SQLite's IMMEDIATE transactions lock the whole database), counts live leases of every job on the server, so
-  `max_concurrency` holds across every process, generation and judging, and claims N rows with ONE
+  and a duplicate or stale message is harmless. The driver's database work runs off the loop (`_Home`), so
+  the loop never blocks on the database: claims on the task's thread (which waits for its driver anyway),
+  recording on a thread and connection of its own, so the two overlap and a slow commit never holds new
+  requests (inside a caller's transaction — a test, a management command — or on SQLite, both on the task's
+  thread, which sees and makes the caller's changes).
+- A claim is one transaction, committed at once: it takes the server's lock (an advisory lock on PostgreSQL;
+  SQLite's IMMEDIATE transactions lock the whole database), counts live leases of every job on the server, less
+  the driver's claims whose answers are in hand but not recorded yet, so `max_concurrency` holds across every
+  process, generation and judging, and claims N rows with ONE
   `UPDATE … WHERE id IN (SELECT … LIMIT N FOR UPDATE SKIP LOCKED)` under one claim token, then loads them with
-  what the request needs in one query. Recording locks the rows that still carry their claim token and writes
-  them with one UPDATE per kind of outcome, so a driver whose lease was handed to someone else cannot write a
-  second result. Costs are charged once per experiment per step, and the job's `recorded` hook runs once.
+  what the request needs in one query. Recording, a transaction per batch, locks the rows that still carry
+  their claim token and writes them with one UPDATE per kind of outcome, so a driver whose lease was handed to
+  someone else cannot write a second result. Costs are charged once per experiment per batch, and the job's
+  `recorded` hook runs once.
 - Limits belong to the provider's account (server + key variable, `Endpoint.account`): every HTTP request,
   including each digit request of a digit-by-digit verdict, takes a permit. Requests and tokens per minute are
   paced per account: each process reserves chunks of the account's time from its `AccountPace` row (shared by
