@@ -11,7 +11,7 @@ from judging.annotation import assignment, autofill
 from judging.models import AnnotationQueue, QueueItem
 from tests.conftest import make_user
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
-from transcripts.signals import transcript_finished
+from transcripts.signals import transcripts_finished
 
 from .annotation_data import taxonomy
 
@@ -48,7 +48,7 @@ def finish(transcript: Transcript) -> Transcript:
         finished_at=timezone.now(),
     )
     transcript.refresh_from_db()
-    transcript_finished.send(sender=Transcript, transcript=transcript)
+    transcripts_finished.send(sender=Transcript, transcripts=[transcript])
     return transcript
 
 
@@ -84,7 +84,7 @@ def test_it_takes_no_transcript_without_reasoning_mode_or_of_another_experiment(
 def test_the_same_announcement_twice_adds_one_item(experiment):
     queue = auto_queue(experiment)
     transcript = finish(slots(experiment, "tags")[0])
-    transcript_finished.send(sender=Transcript, transcript=transcript)
+    transcripts_finished.send(sender=Transcript, transcripts=[transcript])
     assert queued(queue) == [transcript.pk]
 
 

@@ -1,5 +1,5 @@
 """Judge tasks against a stub judge (known logprobs, injected failures): exactly one verdict per transcript ×
-rubric version, retries, terminal errors, the verdict cache, and judging on `transcript_finished`."""
+rubric version, retries, terminal errors, the verdict cache, and judging on `transcripts_finished`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.conftest import wait_until
 from tests.judging.builders import ALIGNED, experiment_with, judge_with_stub, stub_endpoint, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Experiment, Transcript
-from transcripts.signals import transcript_finished
+from transcripts.signals import transcripts_finished
 
 
 @pytest.fixture
@@ -173,8 +173,7 @@ def test_it_judges_finished_transcripts_through_a_real_worker(celery_worker_fact
             experiment=experiment, aligned_version=versions["aligned"], coherent_version=versions["coherent"]
         )
         celery_worker_factory(concurrency=2)
-        for transcript in experiment.transcripts.all():
-            transcript_finished.send(sender=Transcript, transcript=transcript)
+        transcripts_finished.send(sender=Transcript, transcripts=list(experiment.transcripts.all()))
         wait_until(lambda: JudgeScore.objects.filter(status="done").count() == 6, message="6 verdicts")
     assert list(experiment.transcripts.order_by("pk").values_list("misaligned", flat=True)) == [True, False, False]
 

@@ -46,7 +46,7 @@ def test_an_auditor_served_a_queue_filled_one_transcript_at_a_time_cannot_read_t
     condition_of = {}
     for c in range(CONDITIONS):
         _, rows = transcripts(PER_CONDITION, name=f"condition-{c}")
-        for transcript in rows:  # as transcript_finished announces them: one at a time
+        for transcript in rows:  # as transcripts_finished announces them: one at a time
             add_items(queue=queue, transcripts=Transcript.objects.filter(pk=transcript.pk))
             condition_of[transcript.pk] = c
 
