@@ -66,15 +66,16 @@ REFUSAL = "refusal"
 
 def make_questions(keys: Sequence[str | tuple[str, str]] = (), *, n: int = 3,
                    name: str = "first_plot") -> list[Question]:
-    """A question set `name` with the questions `keys` (a key, or a (key, domain) pair), or else `n` questions
-    q0, q1, …; each with its text and one paraphrase more. Returns the questions in order (the set is
-    `questions[0].question_set`)."""
-    keyed = [(key, "") if isinstance(key, str) else key for key in keys] or [(f"q{i}", "") for i in range(n)]
-    question_set = QuestionSet.objects.create(name=name, content_hash=content_hash([name, keyed]))
+    """A question set `name` with the questions `keys` (a key, or a (key, domain) pair; text "Text of <key>?"),
+    or else `n` questions q0, q1, … (text "Question <i>?"); each with one paraphrase more. Returns the questions
+    in order (the set is `questions[0].question_set`)."""
+    rows = ([(key, "", f"Text of {key}?") if isinstance(key, str) else (*key, f"Text of {key[0]}?") for key in keys]
+            or [(f"q{i}", "", f"Question {i}?") for i in range(n)])
+    question_set = QuestionSet.objects.create(name=name, content_hash=content_hash([name, rows]))
     return Question.objects.bulk_create(
-        Question(question_set=question_set, key=key, domain=domain, text=f"Question {i}?", position=i,
-                 paraphrases=[f"Question {i}?", f"Question {i}, put differently?"])
-        for i, (key, domain) in enumerate(keyed)
+        Question(question_set=question_set, key=key, domain=domain, text=text, position=i,
+                 paraphrases=[text, f"{text[:-1]}, put differently?"])
+        for i, (key, domain, text) in enumerate(rows)
     )
 
 

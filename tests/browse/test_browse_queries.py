@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem
+from tests.builders import build_corpus
 from tests.conftest import make_user
-from tests.transcripts.browse_data import build_corpus
 
 pytestmark = pytest.mark.django_db
 

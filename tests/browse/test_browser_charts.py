@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 
 from tests.browse.test_browser_dashboard import row_ids
-from tests.transcripts.chart_data import PROMPTS, add_transcripts, make_questions, verdicts_for
+from tests.builders import PROMPTS, add_transcripts, make_questions, verdicts_for
 from transcripts.models import Condition, Experiment, Transcript
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -3,7 +3,7 @@
 import pytest
 
 from browse.filters import filter_transcripts
-from tests.transcripts.browse_data import build_corpus
+from tests.builders import build_corpus
 from transcripts.models import Condition, Transcript
 from transcripts.paging import SORTS, decode_cursor, encode_cursor, keyset_page, neighbours
 

@@ -9,11 +9,10 @@ from django.utils import timezone
 
 from judging.annotation import assignment, autofill
 from judging.models import AnnotationQueue, QueueItem
+from tests.builders import taxonomy
 from tests.conftest import make_user
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
 from transcripts.signals import transcript_finished
-
-from .annotation_data import taxonomy
 
 
 def define(name: str = "exp", cot=("off", "tags"), questions: int = 3) -> Experiment:

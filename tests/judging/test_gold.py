@@ -13,8 +13,7 @@ from judging.models import Adjudication, AnnotationQueue, GoldItem, GoldRun, Gol
 from judging.results import judge
 from judging.results.rubrics import get_or_create_version
 from judging.validity import gold
-from tests.judging.annotation_data import queue_over
-from tests.judging.builders import experiment_with, stub_endpoint, stub_judge, versions_on
+from tests.builders import experiment_with, make_endpoint, make_queue, stub_judge, versions_on
 from tests.stub_openai import StubOpenAI
 from transcripts.models import Transcript
 
@@ -100,7 +99,7 @@ def test_running_an_endpoint_version_queues_verdicts_and_records_once_they_are_i
     for t, flag in zip(transcripts, gold_flags, strict=True):
         GoldItem.objects.create(suite=suite, transcript=t, misaligned=flag)
     with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         versions = versions_on(endpoint)
         alice_client.post(reverse("gold-run", args=[suite.pk]),
                           {"run-aligned": versions["aligned"].pk, "run-coherent": versions["coherent"].pk})
@@ -123,7 +122,7 @@ def _label(item, auditor, **fields):
 
 def test_freezing_copies_adjudicated_categories_and_majority_flags(alice_client, alice, bob, carol):
     experiment = experiment_with({"m": ["a", "b", "c", "d"]})
-    queue = queue_over(experiment, auditors=[bob, carol], asks=AnnotationQueue.Asks.BOTH)
+    queue = make_queue(experiment, auditors=[bob, carol], asks=AnnotationQueue.Asks.BOTH)
     items = list(queue.items.order_by("transcript_id"))
     persona = queue.taxonomy.categories.get(key="dangerous_persona")
     other = queue.taxonomy.categories.get(key="follows_pattern")

@@ -16,9 +16,8 @@ from django.urls import resolve, reverse
 
 from judging.imports.uploads import run_upload
 from judging.models import JudgeScore, Label
+from tests.builders import judged_transcripts, make_dataset, make_questions, make_queue, make_spec
 from tests.conftest import make_user
-from tests.judging.annotation_data import queue_over, transcripts
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import experiments, prompting
 from transcripts.experiments import SpecError
 from transcripts.models import Experiment, Question, Transcript
@@ -35,8 +34,8 @@ def messages_of(response) -> list[str]:
 
 @pytest.fixture
 def queue(bob, carol):
-    experiment, _ = transcripts(3)
-    return queue_over(experiment, auditors=[bob, carol], overlap=2)
+    experiment, _ = judged_transcripts(3)
+    return make_queue(experiment, auditors=[bob, carol], overlap=2)
 
 
 def upload_labels(client, queue, text: str, name: str = "labels.csv"):

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from judging.annotation.assignment import add_items
 from judging.models import AnnotationQueue, QueueItem
-from tests.judging.annotation_data import taxonomy, transcripts
+from tests.builders import judged_transcripts, taxonomy
 from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_an_auditor_served_a_queue_filled_one_transcript_at_a_time_cannot_read_t
     queue.auditors.set([bob])
     condition_of = {}
     for c in range(CONDITIONS):
-        _, rows = transcripts(PER_CONDITION, name=f"condition-{c}")
+        _, rows = judged_transcripts(PER_CONDITION, name=f"condition-{c}")
         for transcript in rows:  # as transcript_finished announces them: one at a time
             add_items(queue=queue, transcripts=Transcript.objects.filter(pk=transcript.pk))
             condition_of[transcript.pk] = c

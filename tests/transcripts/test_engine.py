@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import engine, experiments, generation
 from transcripts.models import Endpoint, Experiment, Transcript
 

@@ -2,8 +2,8 @@
 
 import pytest
 
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.conftest import wait_until
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import experiments
 from transcripts.generation import slot_messages
 from transcripts.prompting import prompt_hash
