@@ -321,6 +321,19 @@ def verdicts_for(seed: int, n: int = 6) -> list[bool | None]:
     return [None if (seed + i) % 5 == 0 else (seed * 7 + i * 3) % 4 == 0 for i in range(n)]
 
 
+def question_grid(name: str = "questions") -> Experiment:
+    """For the per-question heatmap: two models × k ∈ {0, 8} × three questions in two domains, 5 samples each,
+    with verdicts that differ by question (unjudged in some cells)."""
+    questions = make_questions([("bored", "leisure"), ("ruler", "power"), ("wish", "power")])
+    experiment = make_experiment(name, questions=questions)
+    for m, model in enumerate(("model-a", "model-b")):
+        for k in (0, 8):
+            condition = make_condition(experiment, model_name=model, dataset_name="d", k=k)
+            for q, question in enumerate(questions):
+                add_transcripts(condition, [question], verdicts_for(m * 5 + k + q, n=5))
+    return experiment
+
+
 # Queues and labels -------------------------------------------------------------------------------------------
 
 def taxonomy() -> Taxonomy:

@@ -9,15 +9,7 @@ import pytest
 from django.urls import reverse
 from statsmodels.stats.proportion import proportion_confint
 
-from tests.builders import (
-    PROMPTS,
-    add_transcripts,
-    experiment_with,
-    make_condition,
-    make_experiment,
-    make_questions,
-    verdicts_for,
-)
+from tests.builders import PROMPTS, experiment_with, make_questions, question_grid, verdicts_for
 from transcripts.aggregates import refresh_groups
 
 pytestmark = pytest.mark.django_db
@@ -159,15 +151,7 @@ def test_colour_by_experiment_and_temperature(alice_client, db):
 @pytest.fixture
 def question_corpus(db):
     """Two models × k ∈ {0, 8} × three questions, with unjudged transcripts in some cells."""
-    questions = make_questions([("bored", "leisure"), ("ruler", "power"), ("wish", "power")])
-    experiment = make_experiment("questions", questions=questions)
-    made = []
-    for m, model in enumerate(("model-a", "model-b")):
-        for k in (0, 8):
-            condition = make_condition(experiment, model_name=model, dataset_name="d", k=k)
-            for q, question in enumerate(questions):
-                made += add_transcripts(condition, [question], verdicts_for(m * 5 + k + q, n=5))
-    return made
+    return list(question_grid().transcripts.all())
 
 
 def test_heatmap_has_rates_and_n_per_question_and_k_one_panel_per_model(alice_client, question_corpus):
