@@ -365,14 +365,18 @@ def judged_transcripts(n: int, *, name: str = "exp", reasoning: str = "",
     return experiment, rows
 
 
-def make_queue(experiment: Experiment | None, *, auditors: Iterable[User] = (), name: str = "q", overlap: int = 2,
+def make_queue(experiment: Experiment | None = None, *, transcripts: Sequence[Transcript] = (),
+               auditors: Iterable[User] = (), name: str = "q", overlap: int = 2,
                asks: str = AnnotationQueue.Asks.PERSONA, **fields) -> AnnotationQueue:
-    """A queue (persona categories, or the misaligned flag with asks=VERDICT) over every transcript of
-    `experiment` (none for None), for `auditors`."""
+    """A queue (persona categories, or the misaligned flag with asks=VERDICT) for `auditors`, over every transcript
+    of `experiment` and the `transcripts` given (neither: an empty queue)."""
     queue = AnnotationQueue.objects.create(name=name, taxonomy=taxonomy(), overlap=overlap, asks=asks, **fields)
     queue.auditors.set(auditors)
+    items = Transcript.objects.filter(pk__in=[transcript.pk for transcript in transcripts])
     if experiment is not None:
-        assignment.add_items(queue=queue, transcripts=Transcript.objects.filter(experiment=experiment))
+        items |= Transcript.objects.filter(experiment=experiment)
+    if experiment is not None or transcripts:
+        assignment.add_items(queue=queue, transcripts=items)
     return queue
 
 
