@@ -69,6 +69,8 @@ def make_questions(keys: Sequence[str | tuple[str, str]] = (), *, n: int = 3,
     """A question set `name` with the questions `keys` (a key, or a (key, domain) pair; text "Text of <key>?"),
     or else `n` questions q0, q1, … (text "Question <i>?"); each with one paraphrase more. Returns the questions
     in order (the set is `questions[0].question_set`)."""
+    if isinstance(keys, str):  # the old make_questions(name, n) took the set's name first
+        raise TypeError(f"make_questions takes question keys, not {keys!r}; the set's name is name=")
     rows = ([(key, "", f"Text of {key}?") if isinstance(key, str) else (*key, f"Text of {key[0]}?") for key in keys]
             or [(f"q{i}", "", f"Question {i}?") for i in range(n)])
     question_set = QuestionSet.objects.create(name=name, content_hash=content_hash([name, rows]))

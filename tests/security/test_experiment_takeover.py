@@ -47,7 +47,7 @@ def logged_in(user) -> Client:
 def data(db):
     make_endpoint()
     make_dataset("insecure", n=20)
-    make_questions("first_plot", n=3)
+    make_questions(n=3)
 
 
 @pytest.fixture

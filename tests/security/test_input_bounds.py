@@ -250,7 +250,7 @@ def test_a_definition_that_shares_parts_is_measured_expanded_whoever_built_it(db
 @pytest.fixture
 def definable(db):
     make_dataset("insecure", n=20)
-    make_questions("first_plot", n=3)
+    make_questions(n=3)
     return make_spec(k=[0, 4], samples=20)  # 2 k × 3 questions × 20 samples = 120 slots
 
 

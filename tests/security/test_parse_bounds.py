@@ -103,7 +103,7 @@ def test_the_token_endpoint_refuses_a_username_longer_than_any_account_can_have(
 @pytest.fixture
 def definable(db):
     make_dataset("insecure", n=20)
-    make_questions("first_plot", n=3)
+    make_questions(n=3)
     return make_spec(k=[0, 4], samples=2)
 
 
