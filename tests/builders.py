@@ -245,7 +245,7 @@ def judge_with_stub(experiment: Experiment) -> tuple[StubOpenAI, dict, int]:
     """Judge every transcript of `experiment` with the stub judge on all three rubrics, made the experiment's
     active versions. Returns the (stopped) stub with its requests, the versions and the rows judged."""
     with StubOpenAI(stub_judge) as stub:
-        endpoint = make_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url, name="stub-judge")
         versions = versions_on(endpoint)
         set_active_versions(experiment, **versions)
         judge.enqueue(experiment.transcripts.all(), list(versions.values()))

@@ -146,7 +146,7 @@ def test_incremental_counts_equal_a_from_scratch_count_after_a_mixed_workload():
     make_dataset(n=8)
     make_questions(n=2)
     with StubOpenAI(model) as stub, StubOpenAI(stub_judge) as judge_stub:
-        judge_endpoint = make_endpoint(judge_stub.base_url)
+        judge_endpoint = make_endpoint(judge_stub.base_url, name="stub-judge")
         first_versions = versions_on(judge_endpoint)
         first, second = _define(stub, "first", first_versions), _define(stub, "second", first_versions)
         # Generation: each transcript joins its group as it is done, and is queued for judging.
@@ -206,7 +206,7 @@ def test_cell_counts_read_the_maintained_counts_for_group_filters_and_count_tran
     make_dataset(n=8)
     make_questions(n=3)
     with StubOpenAI(model) as stub, StubOpenAI(stub_judge) as judge_stub:
-        judge_endpoint = make_endpoint(judge_stub.base_url)
+        judge_endpoint = make_endpoint(judge_stub.base_url, name="stub-judge")
         experiment = _define(stub, "exp", versions_on(judge_endpoint))
         _generate(experiment)
         judge.work(judge_endpoint.pk)
