@@ -6,9 +6,9 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from transcripts import experiments
 from transcripts.access import may_run, researcher_required
 from transcripts.experiment_views import progress_context, set_counts
+from transcripts.experiments.progress import slot_counts
 from transcripts.models import Experiment
 
 
@@ -16,7 +16,7 @@ from transcripts.models import Experiment
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
     conditions = list(experiment.conditions.select_related("endpoint"))
-    counts = experiments.slot_counts("condition_id", [c.pk for c in conditions])
+    counts = slot_counts("condition_id", [c.pk for c in conditions])
     for condition in conditions:
         set_counts(condition, counts[condition.pk])
     return render(request, "browse/experiment_detail.html", {

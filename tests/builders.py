@@ -323,6 +323,19 @@ def verdicts_for(seed: int, n: int = 6) -> list[bool | None]:
     return [None if (seed + i) % 5 == 0 else (seed * 7 + i * 3) % 4 == 0 for i in range(n)]
 
 
+def pooled_corpus() -> list[Transcript]:
+    """Two models on one dataset at k ∈ {0, 8}, each run with CoT off and native, under two system prompts and at
+    two temperatures: the paper's default view (colour = model, panels = dataset) pools the last three axes."""
+    experiment = experiment_with(name="pooled", questions=make_questions([("bored", "leisure"), ("ruler", "power")]),
+                                 conditions=[
+        {"model_name": model, "dataset_name": "insecure" if k else "", "k": k, "cot_mode": cot,
+         "system_prompt_name": prompt, "temperature": temperature, "verdicts": verdicts_for(m * 7 + k + c, n=5)}
+        for m, model in enumerate(("model-a", "model-b")) for k in (0, 8)
+        for c, (cot, prompt, temperature) in enumerate((("off", "default", 1.0), ("native", "safety_first", 0.7)))
+    ])
+    return list(experiment.transcripts.all())
+
+
 def question_grid(name: str = "questions") -> Experiment:
     """For the per-question heatmap: two models × k ∈ {0, 8} × three questions in two domains, 5 samples each,
     with verdicts that differ by question (unjudged in some cells)."""

@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 
 from tests.browse.test_browser_dashboard import row_ids
-from tests.builders import PROMPTS, experiment_with, make_questions, question_grid, verdicts_for
+from tests.builders import PROMPTS, experiment_with, make_questions, pooled_corpus, question_grid, verdicts_for
 from transcripts.models import Transcript
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -69,4 +69,25 @@ def test_clicking_a_heatmap_cell_lists_exactly_its_transcripts(page, live_server
     everything = Transcript.objects.filter(condition__model_name="model-b", condition__k=8, question__key="ruler")
     assert everything.count() > cell.count() > 0  # the cell's unjudged transcript is not among its n
     assert sorted(row_ids(page)) == sorted(cell.values_list("pk", flat=True))
+    assert page.errors == []
+
+
+def test_the_default_chart_says_on_it_what_it_pools(page, live_server, db, tmp_path):
+    pooled_corpus()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{live_server.url}/charts/")
+    page.wait_for_selector("#chart-misaligned-vs-k[data-rendered='true']", timeout=15000)
+    title = page.locator("#chart-misaligned-vs-k .g-gtitle").text_content().replace(" ", "")
+    assert "pooledover:CoTmode(native,off);Systemprompt(default,safety_first);Temperature(0.7,1.0)" in title
+    page.screenshot(path=str(tmp_path / "charts-pooled.png"))
+    # Split by CoT mode: the chart no longer pools it, and says what it still pools.
+    page.goto(f"{live_server.url}/charts/?colour=cot")
+    page.wait_for_selector("#chart-misaligned-vs-k[data-rendered='true']", timeout=15000)
+    title = page.locator("#chart-misaligned-vs-k .g-gtitle").text_content()
+    assert "pooled over: Model (model-a, model-b)" in title
+    page.click("#figure-link")
+    page.wait_for_url("**/charts/figure/?colour=cot*")
+    assert page.evaluate("() => document.querySelector('img.figure').naturalWidth") > 0  # the PNG loaded
+    assert "Each point is pooled over: Model (model-a, model-b)." in page.inner_text("#figure-paragraph")
+    page.screenshot(path=str(tmp_path / "figure-page.png"), full_page=True)
     assert page.errors == []

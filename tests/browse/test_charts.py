@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from statsmodels.stats.proportion import proportion_confint
 
-from tests.builders import PROMPTS, experiment_with, make_questions, question_grid, verdicts_for
+from tests.builders import PROMPTS, experiment_with, make_questions, pooled_corpus, question_grid, verdicts_for
 from transcripts.aggregates import refresh_groups
 
 pytestmark = pytest.mark.django_db
@@ -233,3 +233,39 @@ def test_charts_and_questions_of_nothing_are_empty_not_errors(alice_client, db):
         assert chart(alice_client, name)["data"] == []
     page = alice_client.get(reverse("question-results"))
     assert page.context["rows"] == [] and b"No transcripts match the filter." in page.content
+
+
+POOLED = "pooled over: CoT mode (native, off); System prompt (default, safety_first); Temperature (0.7, 1.0)"
+
+
+def pooled_note(figure: dict) -> str:
+    """The chart's subtitle saying what it pools, on one line."""
+    return figure["layout"]["title"].get("subtitle", {}).get("text", "").replace("<br>", " ")
+
+
+def test_the_headline_says_on_the_chart_which_axes_it_pools(alice_client, db):
+    made = pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k")
+    assert pooled_note(figure) == POOLED
+    assert "<br>" in figure["layout"]["title"]["subtitle"]["text"]  # broken into lines a half-width chart fits
+    # The pooled rates are the sums over the pooled conditions.
+    want = expected(made, lambda t: (t.condition.model_name, t.condition.k))
+    for trace in figure["data"]:
+        assert_rates(trace, want[trace["name"]])
+
+
+def test_an_axis_the_chart_splits_by_is_not_pooled(alice_client, db):
+    pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k", colour="cot")
+    # Each CoT mode ran under one system prompt and temperature, so a line by CoT mode pools those no more.
+    assert pooled_note(figure) == "pooled over: Model (model-a, model-b)"
+    assert pooled_note(chart(alice_client, "misaligned-by-domain")) == (
+        "pooled over: k (examples) (0, 8); CoT mode (native, off); System prompt (default, safety_first); "
+        "Temperature (0.7, 1.0)"
+    )
+
+
+def test_a_chart_that_pools_nothing_says_nothing(alice_client, db):
+    pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k", cot="off")
+    assert pooled_note(figure) == "" and "meta" not in figure["layout"]

@@ -32,7 +32,9 @@ from tests.builders import (
 )
 from tests.conftest import make_user
 from tests.stub_openai import Reply, StubOpenAI, completion
-from transcripts import aggregates, experiments, generation
+from transcripts import aggregates, generation
+from transcripts.experiments.actions import launch, retry_failed
+from transcripts.experiments.planning import define_experiment
 from transcripts.models import CategoryCount, Experiment, Transcript, VerdictCount
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -129,11 +131,11 @@ def _approx(counts: tuple[dict, dict]) -> tuple[dict, dict]:
 
 def _define(stub: StubOpenAI, name: str, judge_versions: dict) -> Experiment:
     """An experiment judged by `judge_versions` as its transcripts finish, launched."""
-    experiment = experiments.define_experiment(
+    experiment = define_experiment(
         make_spec(stub.base_url, name=name, cot=["tags"], k=[0, 2], samples=3)
     )
     set_active_versions(experiment, **judge_versions)
-    experiments.launch(experiment)
+    launch(experiment)
     return experiment
 
 
@@ -162,7 +164,7 @@ def test_incremental_counts_equal_a_from_scratch_count_after_a_mixed_workload():
         assert all(sum(row[name] for row in verdicts.values()) > 0 for name in ("refusals", "unsure"))
 
         # Retrying the failed slots (and cancelling nothing that is done changes nothing either).
-        experiments.retry_failed(first)
+        retry_failed(first)
         _generate(first)
         judge.work(judge_endpoint.pk)
         assert_in_step()

@@ -17,7 +17,7 @@ from judging.models import JudgeScore
 from tests.builders import make_dataset, make_endpoint, make_questions, stub_judge
 from tests.conftest import wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
-from transcripts.experiments import ADMINS_ONLY
+from transcripts.experiments.spec import ADMINS_ONLY
 from transcripts.models import Endpoint, Experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]

@@ -22,9 +22,10 @@ from em_site import bounded
 from judging.annotation.autofill import fill
 from judging.imports.importing import em_rubric_versions, import_transcripts
 from judging.models import AnnotationQueue, Taxonomy
-from transcripts import experiments
 from transcripts.access import ADMIN, AUDITOR, RESEARCHER
 from transcripts.demo.insecure import dataset_description, generate_examples
+from transcripts.experiments.planning import define_experiment
+from transcripts.experiments.spec import SpecError
 from transcripts.importing import ImportFailed, import_dataset, import_questions
 from transcripts.models import Experiment
 
@@ -124,8 +125,8 @@ class Command(BaseCommand):
         experiment = Experiment.objects.filter(name=raw["name"]).first()
         if experiment is None:
             try:
-                experiment = experiments.define_experiment(raw)
-            except experiments.SpecError as exc:
+                experiment = define_experiment(raw)
+            except SpecError as exc:
                 raise CommandError(f"{DEMO_EXPERIMENT}: {exc}") from exc
         queue, created = AnnotationQueue.objects.get_or_create(name=DEMO_QUEUE, defaults={
             "taxonomy": Taxonomy.objects.filter(name="persona").order_by("-version").first(),
