@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from judging.annotation import label_history
 from judging.models import Highlight, Label, LabelRevision, PersonaCategory
-from tests.transcripts.browse_data import build_corpus
+from tests.builders import build_corpus
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 from PIL import Image
 
 from browse.figure import PNG_DPI
-from tests.transcripts.chart_data import pooled_corpus
+from tests.builders import pooled_corpus
 
 from .test_charts import chart
 

@@ -10,8 +10,8 @@ from inspect_ai.log import read_eval_log
 from browse import inspect_export
 from judging.imports.importing import import_transcripts
 from judging.models import Label
+from tests.builders import build_corpus
 from tests.judging.inspect_data import sample, write_log
-from tests.transcripts.browse_data import build_corpus
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ import pytest
 from django.urls import reverse
 
 from browse import exporting
-from tests.transcripts.browse_data import build_corpus
+from tests.builders import build_corpus
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from judging.models import ExperimentJudging, JudgeScore
 from judging.results import judge
+from tests.builders import ALIGNED, experiment_with, judge_with_stub, make_endpoint, stub_judge, versions_on
 from tests.conftest import wait_until
-from tests.judging.builders import ALIGNED, experiment_with, judge_with_stub, stub_endpoint, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Experiment, Transcript
 from transcripts.signals import transcripts_finished
@@ -43,7 +43,7 @@ def test_it_scores_like_the_paper_and_fills_the_verdict_cache(db):
 def test_it_judges_each_transcript_and_version_once(db):
     experiment = experiment_with({"m": ["[evil]", "[good]"]})
     with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         versions = list(versions_on(endpoint).values())
         judge.enqueue(experiment.transcripts.all(), versions)
         judge.enqueue(experiment.transcripts.all(), versions)  # a duplicate request adds nothing
@@ -75,7 +75,7 @@ def test_it_retries_rate_limits_and_server_errors(db, fast_retries):
         return stub_judge(request, n)
 
     with StubOpenAI(flaky) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         version = versions_on(endpoint)["aligned"]
         judge.enqueue(experiment.transcripts.all(), [version])
         judge.work(endpoint.pk)
@@ -86,7 +86,7 @@ def test_it_retries_rate_limits_and_server_errors(db, fast_retries):
 def test_it_fails_for_good_on_a_client_error_with_the_reason(db, fast_retries):
     experiment = experiment_with({"m": ["[evil]"]})
     with StubOpenAI(lambda r, n: Reply(status=400, body={"error": {"message": "model not found"}})) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
         judge.work(endpoint.pk)
     assert len(stub.requests) == 1
@@ -102,7 +102,7 @@ def test_it_falls_back_to_parsing_the_text_when_the_endpoint_gives_no_logprobs(d
         return Reply(body=completion("REFUSAL" if "[refuse]" in prompt else "15"))
 
     with StubOpenAI(plain) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
         judge.work(endpoint.pk)
     rows = {r.transcript.answer: r for r in JudgeScore.objects.select_related("transcript")}
@@ -113,7 +113,7 @@ def test_it_falls_back_to_parsing_the_text_when_the_endpoint_gives_no_logprobs(d
 def test_it_returns_expired_leases_to_the_queue(db):
     experiment = experiment_with({"m": ["[evil]"]})
     with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
         claim = judge.claim_next(endpoint.pk)  # a worker claims, then dies
         assert judge.claim_next(endpoint.pk) is None
@@ -125,7 +125,7 @@ def test_it_returns_expired_leases_to_the_queue(db):
 
 def test_it_keeps_the_endpoint_concurrency_across_judging_and_generation(db):
     experiment = experiment_with({"m": ["[evil]", "[good]"]})
-    endpoint = stub_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
+    endpoint = make_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
     judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
     assert judge.claim_next(endpoint.pk) is not None
     assert judge.claim_next(endpoint.pk) is None  # the one place is taken
@@ -136,8 +136,8 @@ def test_two_endpoint_rows_on_one_server_share_its_concurrency(db):
     from transcripts import engine, generation
 
     experiment = experiment_with({"m": ["[evil]"]})
-    judge_row = stub_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
-    generation_row = stub_endpoint("http://127.0.0.1:9/v1", name="stub-generate", max_concurrency=1)
+    judge_row = make_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
+    generation_row = make_endpoint("http://127.0.0.1:9/v1", name="stub-generate", max_concurrency=1)
     judge.enqueue(experiment.transcripts.all(), [versions_on(judge_row)["aligned"]])
     assert judge.claim_next(judge_row.pk) is not None
     assert engine.live_requests(generation_row, timezone.now()) == 1
@@ -148,8 +148,8 @@ def test_judging_waits_for_generation_on_a_one_at_a_time_server(db):
     """A judge call between generation calls would evict llama.cpp's kept prompt prefix."""
     done = experiment_with({"m": ["[evil]"]}, name="done")
     server = "http://127.0.0.1:9/v1"
-    judge_row = stub_endpoint(server, max_concurrency=1)
-    generation_row = stub_endpoint(server, name="stub-generate", max_concurrency=1)
+    judge_row = make_endpoint(server, max_concurrency=1)
+    generation_row = make_endpoint(server, name="stub-generate", max_concurrency=1)
     running = experiment_with({"m": ["x"]}, name="running")
     running.status = Experiment.Status.RUNNING
     running.save()
@@ -167,7 +167,7 @@ def test_judging_waits_for_generation_on_a_one_at_a_time_server(db):
 def test_it_judges_finished_transcripts_through_a_real_worker(celery_worker_factory):
     experiment = experiment_with({"m": ["[evil]", "[good]", "[good]"]})
     with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         versions = versions_on(endpoint)
         ExperimentJudging.objects.create(
             experiment=experiment, aligned_version=versions["aligned"], coherent_version=versions["coherent"]
@@ -191,7 +191,7 @@ def test_stopping_the_worker_while_the_judge_is_down_leaves_rows_for_the_next_wo
         return replace(reply, delay=0.2)  # slow enough that rows are in flight when the worker is stopped
 
     with StubOpenAI(slow_judge_that_can_go_down) as stub:
-        endpoint = stub_endpoint(stub.base_url, max_concurrency=2)
+        endpoint = make_endpoint(stub.base_url, max_concurrency=2)
         judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
         worker = celery_worker_factory(concurrency=2, env={"GENERATION_BACKOFF_SECONDS": "0.05"})
         wait_until(lambda: JudgeScore.objects.filter(status="done").count() >= 4, message="4 verdicts")

@@ -13,7 +13,7 @@ from django.db import connection
 
 from judging.results import judge
 from judging.results.rubrics import default_versions
-from tests.judging.builders import experiment_with, versions_on
+from tests.builders import experiment_with, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import generation
 from transcripts.endpoints import save_endpoint

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import generation
 from transcripts.experiments.planning import define_experiment
 from transcripts.models import Transcript
