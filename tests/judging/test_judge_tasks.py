@@ -187,8 +187,12 @@ def test_stopping_the_worker_while_the_judge_is_down_leaves_rows_for_the_next_wo
     judge_down = False
 
     def slow_judge_that_can_go_down(request, n):
-        reply = Reply(status=503, body={"error": {"message": "down"}}) if judge_down else stub_judge(request, n)
-        return replace(reply, delay=0.2)  # slow enough that rows are in flight when the worker is stopped
+        if judge_down:
+            # The down server answers slowly: on a loaded machine the worker may take a second or more to see
+            # its SIGTERM, and a 503 that came sooner would be retried (attempts 2) before the worker knew it
+            # was stopping. What is tested is what happens once it knows.
+            return Reply(status=503, body={"error": {"message": "down"}}, delay=3.0)
+        return replace(stub_judge(request, n), delay=0.2)  # slow enough that rows are in flight at the stop
 
     with StubOpenAI(slow_judge_that_can_go_down) as stub:
         endpoint = make_endpoint(stub.base_url, max_concurrency=2)
