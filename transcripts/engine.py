@@ -12,6 +12,9 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
 - Claiming locks every Endpoint row of the server (`select_for_update`; SQLite's IMMEDIATE transactions lock
   the whole database) and counts live leases of every job on that server, so `max_concurrency` holds across
   every worker, every broker, generation and judging. A message that finds the server full exits at once.
+- On a one-request-at-a-time server (`max_concurrency` 1, the embedded llama.cpp), jobs that both have claimable
+  rows take turns, one row each (`_my_turn`): judging then keeps pace with generation instead of starting only
+  when generation is over. A thread whose turn is over stops and sends the next job's work message.
 - `requests_per_minute` and `tokens_per_minute` are kept by reserving start times on
   `Endpoint.next_request_at` under the same lock; a thread sleeps until its reserved moment.
 - A thread that finishes a row records it and claims the next in the same transaction (`hand_over`), keeping
@@ -45,7 +48,7 @@ import openai
 from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils import timezone
 
 from .models import Endpoint, Experiment, LeasedWork, MissingApiKey, UndeclaredKeyVariable
@@ -199,6 +202,48 @@ def _claimable(job: Job, endpoint_id: int) -> QuerySet:
     return job.pending(endpoint_id).filter(**{f"{job.experiment_field}__in": experiments})
 
 
+def _waiting_on_server(job: Job, server: QuerySet) -> list[int]:
+    """The server's endpoints (ids) on which `job` has a claimable row."""
+    return [endpoint_id for endpoint_id in server.values_list("pk", flat=True)
+            if _claimable(job, endpoint_id).exists()]
+
+
+def _last_finished(job: Job, server: QuerySet) -> datetime | None:
+    return job.model.objects.filter(**{f"{job.endpoint_field}__in": server}).aggregate(
+        last=Max("finished_at"))["last"]
+
+
+def _my_turn(job: Job, endpoint: Endpoint) -> bool:
+    """Whether `job` may start a row on the endpoint's server now. A server with room for several requests
+    serves every job at once; a one-at-a-time server is taken in turns, one row each: the job whose last
+    finished row there is the oldest (or that has none) goes next, among the jobs with claimable rows.
+    The price: a judge call between two generation calls evicts llama.cpp's cached example prefix, so a
+    generation turn after it evaluates its examples again (docs/judging.md, "The judge takes turns")."""
+    if endpoint.max_concurrency != 1:
+        return True
+    server = endpoint.same_server()
+    others = [other for other in _jobs.values() if other is not job and _waiting_on_server(other, server)]
+    if not others:
+        return True
+    mine = _last_finished(job, server)
+    if mine is None:
+        return True
+    return all((theirs := _last_finished(other, server)) is not None and mine <= theirs for other in others)
+
+
+def pass_the_turn(job: Job, endpoint: Endpoint) -> None:
+    """Send a work message for each other job waiting on the endpoint's server: a `work` loop that ended
+    because its turn was over must wake whoever's turn it is now (the reconciler would, but only within
+    RECONCILE_EVERY seconds, while the one-at-a-time server sat idle)."""
+    if endpoint.max_concurrency != 1:
+        return
+    server = endpoint.same_server()
+    for other in _jobs.values():
+        if other is not job:
+            for endpoint_id in _waiting_on_server(other, server):
+                other.send(endpoint_id)
+
+
 # --- claiming ----------------------------------------------------------------------------------------------
 
 def _take_next(job: Job, endpoint: Endpoint, now: datetime, *, reserve: bool) -> Claim | None:
@@ -228,7 +273,8 @@ def claim_next(job: Job, endpoint_id: int) -> Claim | None:
         list(endpoint.same_server().select_for_update().order_by("pk"))
         endpoint.refresh_from_db()
         now = timezone.now()
-        if live_requests(endpoint, now) >= endpoint.max_concurrency or not job.may_claim(endpoint):
+        if (live_requests(endpoint, now) >= endpoint.max_concurrency or not job.may_claim(endpoint)
+                or not _my_turn(job, endpoint)):
             return None
         return _take_next(job, endpoint, now, reserve=True)
 
@@ -240,7 +286,7 @@ def hand_over(job: Job, endpoint: Endpoint, record: Callable[[], bool]) -> Claim
     with transaction.atomic():
         record()
         now = timezone.now()
-        if not job.may_claim(endpoint):
+        if not job.may_claim(endpoint) or not _my_turn(job, endpoint):
             return None
         if not _rate_limited(endpoint):
             return _take_next(job, endpoint, now, reserve=False)
@@ -462,6 +508,8 @@ def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int
             break
         else:
             claim = hand_over(job, endpoint, result[1])
+    if handled:
+        pass_the_turn(job, endpoint)
     return handled
 
 

@@ -4,6 +4,7 @@ rubric version, retries, terminal errors, the verdict cache, and judging on `tra
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -13,6 +14,7 @@ from judging.results import judge
 from tests.conftest import wait_until
 from tests.judging.builders import ALIGNED, experiment_with, judge_with_stub, stub_endpoint, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
+from transcripts import generation
 from transcripts.models import Experiment, Transcript
 from transcripts.signals import transcript_finished
 
@@ -144,21 +146,35 @@ def test_two_endpoint_rows_on_one_server_share_its_concurrency(db):
     assert generation.claim_next(generation_row.pk) is None  # the server's one place is the judge's
 
 
-def test_judging_waits_for_generation_on_a_one_at_a_time_server(db):
-    """A judge call between generation calls would evict llama.cpp's kept prompt prefix."""
+def test_judging_and_generation_take_turns_on_a_one_at_a_time_server(db):
+    """Judging keeps pace with generation, one row each, instead of waiting until generation is over."""
     done = experiment_with({"m": ["[evil]"]}, name="done")
     server = "http://127.0.0.1:9/v1"
     judge_row = stub_endpoint(server, max_concurrency=1)
     generation_row = stub_endpoint(server, name="stub-generate", max_concurrency=1)
-    running = experiment_with({"m": ["x"]}, name="running")
+    running = experiment_with({"m": ["x", "y"]}, name="running")
     running.status = Experiment.Status.RUNNING
     running.save()
     running.conditions.update(endpoint=generation_row)
-    running.transcripts.update(status=Transcript.Status.PENDING)
+    first, second = running.transcripts.order_by("pk")
+    now = timezone.now()
+    Transcript.objects.filter(pk=first.pk).update(finished_at=now)  # generation finished a row last
+    Transcript.objects.filter(pk=second.pk).update(status=Transcript.Status.PENDING, finished_at=None)
     judge.enqueue(done.transcripts.all(), [versions_on(judge_row)["aligned"]])
+    JudgeScore.objects.filter(status="pending").update(finished_at=None)
 
-    assert judge.claim_next(judge_row.pk) is None, "judging must wait while generation is pending"
-    running.transcripts.update(status=Transcript.Status.DONE)
+    assert generation.claim_next(generation_row.pk) is None, "the judge's turn: generation waits"
+    claim = judge.claim_next(judge_row.pk)
+    assert claim is not None
+    JudgeScore.objects.filter(pk=claim.row_id).update(status="done", lease_until=None,
+                                                       finished_at=now + timedelta(seconds=1))
+    JudgeScore.objects.create(transcript=done.transcripts.get(), rubric_version=versions_on(judge_row)["coherent"])
+    assert judge.claim_next(judge_row.pk) is None, "generation's turn: the judge waits"
+    assert generation.claim_next(generation_row.pk) is not None
+    # Alone on the server, a job runs row after row.
+    assert judge.claim_next(judge_row.pk) is None  # the server is full (one request in flight)
+    Transcript.objects.filter(pk=second.pk).update(status=Transcript.Status.DONE, lease_until=None,
+                                                   finished_at=now + timedelta(seconds=2))
     assert judge.claim_next(judge_row.pk) is not None
 
 
