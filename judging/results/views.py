@@ -183,12 +183,14 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     """The paired comparisons, loaded after the other statistics (McNemar on matched-pair counts, one query)."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    result = reports.get("results-paired", experiment=experiment.pk)
-    paired = result.value["paired"] if result.has_value else []
+    # Without one counted verdict no pair can be tested, whatever the seeds: the page says that (not "no shared
+    # seed"), and there is nothing to compute.
+    any_counted = experiment.transcripts.filter(misaligned__isnull=False).exists()
+    result = reports.get("results-paired", experiment=experiment.pk) if any_counted else None
+    paired = result.value["paired"] if result is not None and result.has_value else []
     return render(request, "judging/results_paired.html", {
         "experiment": experiment, "report": result, "paired": paired, "paired_assumes": statistics.PAIRED_ASSUMES,
-        # Without one counted verdict no pair can be tested, whatever the seeds: say that, not "no shared seed".
-        "any_counted": experiment.transcripts.filter(misaligned__isnull=False).exists(),
+        "any_counted": any_counted,
         # Listed apart, folded: a table of "nothing to test" rows would hide the tests there are.
         "n_unmatched": sum(1 for _, _, test in paired if not (test and test.n_pairs)),
     })
