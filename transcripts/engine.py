@@ -13,8 +13,8 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
   the whole database) and counts live leases of every job on that server, so `max_concurrency` holds across
   every worker, every broker, generation and judging. A message that finds the server full exits at once.
 - On a one-request-at-a-time server (`max_concurrency` 1, the embedded llama.cpp), jobs that both have claimable
-  rows take turns, one row each (`_my_turn`): judging then keeps pace with generation instead of starting only
-  when generation is over. A thread whose turn is over stops and sends the next job's work message.
+  rows share its time by their `turn_share` (`_my_turn`): judging keeps pace with generation instead of starting
+  only when generation is over. A thread whose turn is over stops and sends the next job's work message.
 - `requests_per_minute` and `tokens_per_minute` are kept by reserving start times on
   `Endpoint.next_request_at` under the same lock; a thread sleeps until its reserved moment.
 - A thread that finishes a row records it and claims the next in the same transaction (`hand_over`), keeping
@@ -48,7 +48,7 @@ import openai
 from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .models import Endpoint, Experiment, LeasedWork, MissingApiKey, UndeclaredKeyVariable
@@ -114,6 +114,7 @@ class Job:
     model: type[LeasedWork]
     endpoint_field: str  # the lookup from a row to the Endpoint version it calls
     experiment_field: str  # the lookup from a row to its experiment (for budgets)
+    turn_share: float = 1.0  # its share of a one-at-a-time server's time when other jobs wait too
 
     def pending(self, endpoint_id: int) -> QuerySet:
         """The endpoint's claimable rows, in the order they should run."""
@@ -208,27 +209,33 @@ def _waiting_on_server(job: Job, server: QuerySet) -> list[int]:
             if _claimable(job, endpoint_id).exists()]
 
 
-def _last_finished(job: Job, server: QuerySet) -> datetime | None:
-    return job.model.objects.filter(**{f"{job.endpoint_field}__in": server}).aggregate(
-        last=Max("finished_at"))["last"]
+# How far back a one-at-a-time server's time is shared out between jobs (see `_my_turn`).
+TURN_WINDOW = timedelta(minutes=5)
+
+
+def _server_seconds(job: Job, server: QuerySet, since: datetime) -> float:
+    """Seconds the server spent on `job`'s rows that finished since `since`."""
+    used = job.model.objects.filter(**{f"{job.endpoint_field}__in": server}, finished_at__gte=since).aggregate(
+        ms=Sum("latency_ms"))["ms"]
+    return (used or 0) / 1000
 
 
 def _my_turn(job: Job, endpoint: Endpoint) -> bool:
     """Whether `job` may start a row on the endpoint's server now. A server with room for several requests
-    serves every job at once; a one-at-a-time server is taken in turns, one row each: the job whose last
-    finished row there is the oldest (or that has none) goes next, among the jobs with claimable rows.
-    The price: a judge call between two generation calls evicts llama.cpp's cached example prefix, so a
-    generation turn after it evaluates its examples again (docs/judging.md, "The judge takes turns")."""
+    serves every job at once. A one-at-a-time server is shared out by time among the jobs with claimable rows,
+    in proportion to their `turn_share`: the job that used the least of its share over the last TURN_WINDOW
+    goes next (generation 2, judging 1: a judge verdict of the local model costs several generation calls).
+    The price of a turn change: a judge call between two generation calls evicts llama.cpp's cached example
+    prefix, so generation's next turn evaluates its examples again (docs/judging.md, "The judge takes turns")."""
     if endpoint.max_concurrency != 1:
         return True
     server = endpoint.same_server()
     others = [other for other in _jobs.values() if other is not job and _waiting_on_server(other, server)]
     if not others:
         return True
-    mine = _last_finished(job, server)
-    if mine is None:
-        return True
-    return all((theirs := _last_finished(other, server)) is not None and mine <= theirs for other in others)
+    since = timezone.now() - TURN_WINDOW
+    mine = _server_seconds(job, server, since) / job.turn_share
+    return all(mine <= _server_seconds(other, server, since) / other.turn_share for other in others)
 
 
 def pass_the_turn(job: Job, endpoint: Endpoint) -> None:

@@ -40,6 +40,8 @@ class Generation(engine.Job):
     model = Transcript
     endpoint_field = "condition__endpoint"
     experiment_field = "experiment"
+    # Two thirds of a one-at-a-time server while judging waits too: answers (and the auditors' queue) come first.
+    turn_share = 2.0
 
     def pending(self, endpoint_id: int) -> QuerySet:
         return Transcript.objects.filter(

@@ -4,7 +4,6 @@ rubric version, retries, terminal errors, the verdict cache, and judging on `tra
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -146,8 +145,9 @@ def test_two_endpoint_rows_on_one_server_share_its_concurrency(db):
     assert generation.claim_next(generation_row.pk) is None  # the server's one place is the judge's
 
 
-def test_judging_and_generation_take_turns_on_a_one_at_a_time_server(db):
-    """Judging keeps pace with generation, one row each, instead of waiting until generation is over."""
+def test_judging_and_generation_share_a_one_at_a_time_server_by_time(db):
+    """Judging keeps pace with generation instead of waiting until generation is over; generation gets two
+    thirds of the server's time while both wait (its turn_share is 2, judging's 1)."""
     done = experiment_with({"m": ["[evil]"]}, name="done")
     server = "http://127.0.0.1:9/v1"
     judge_row = stub_endpoint(server, max_concurrency=1)
@@ -158,23 +158,24 @@ def test_judging_and_generation_take_turns_on_a_one_at_a_time_server(db):
     running.conditions.update(endpoint=generation_row)
     first, second = running.transcripts.order_by("pk")
     now = timezone.now()
-    Transcript.objects.filter(pk=first.pk).update(finished_at=now)  # generation finished a row last
+    Transcript.objects.filter(pk=first.pk).update(finished_at=now, latency_ms=10_000)  # 10 s of generation
     Transcript.objects.filter(pk=second.pk).update(status=Transcript.Status.PENDING, finished_at=None)
-    judge.enqueue(done.transcripts.all(), [versions_on(judge_row)["aligned"]])
-    JudgeScore.objects.filter(status="pending").update(finished_at=None)
+    versions = versions_on(judge_row)
+    judge.enqueue(done.transcripts.all(), [versions["aligned"]])
 
-    assert generation.claim_next(generation_row.pk) is None, "the judge's turn: generation waits"
+    assert generation.claim_next(generation_row.pk) is None, "judging has used none of its share: generation waits"
     claim = judge.claim_next(judge_row.pk)
     assert claim is not None
-    JudgeScore.objects.filter(pk=claim.row_id).update(status="done", lease_until=None,
-                                                       finished_at=now + timedelta(seconds=1))
-    JudgeScore.objects.create(transcript=done.transcripts.get(), rubric_version=versions_on(judge_row)["coherent"])
+    # A 6 s verdict: judging has used 6 s of its share 1, generation 10 s of its share 2 (5 each).
+    JudgeScore.objects.filter(pk=claim.row_id).update(status="done", lease_until=None, finished_at=now,
+                                                       latency_ms=6_000)
+    JudgeScore.objects.create(transcript=done.transcripts.get(), rubric_version=versions["coherent"])
     assert judge.claim_next(judge_row.pk) is None, "generation's turn: the judge waits"
     assert generation.claim_next(generation_row.pk) is not None
-    # Alone on the server, a job runs row after row.
     assert judge.claim_next(judge_row.pk) is None  # the server is full (one request in flight)
+    # 4 s more of generation: 14 / 2 = 7 > 6, the judge's turn; with nothing else waiting, it runs anyway.
     Transcript.objects.filter(pk=second.pk).update(status=Transcript.Status.DONE, lease_until=None,
-                                                   finished_at=now + timedelta(seconds=2))
+                                                   finished_at=now, latency_ms=4_000)
     assert judge.claim_next(judge_row.pk) is not None
 
 
