@@ -186,7 +186,12 @@ def progress_context(experiment: Experiment) -> dict:
     progress = experiments.progress(experiment)
     recent = (Transcript.objects.filter(pk__in=progress["recent_ids"]).select_related("condition", "question")
               .order_by("-finished_at"))
-    return {"experiment": experiment, "progress": progress, "recent": recent}
+    # The conditions table is part of the polled partial and shows the counts the bar sums, so the two
+    # never disagree (a table outside it stayed at 0/5 while the bar said 10/10).
+    conditions = list(experiment.conditions.select_related("endpoint"))
+    for condition in conditions:
+        set_counts(condition, progress["by_condition"][condition.pk])
+    return {"experiment": experiment, "progress": progress, "recent": recent, "conditions": conditions}
 
 
 NOTES = {
