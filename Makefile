@@ -43,14 +43,14 @@ chromium:
 run: install
 	$(PY) manage.py run_embedded
 
+# The suite runs on a var directory of its own: the checkout's var/ (a developer's database, broker, collected
+# static files) must not decide whether a test passes.
 # makemigrations --check compares models with migration files only: an in-memory database keeps it quiet
 # on a fresh machine, where the em_audit database does not exist.
 test: install chromium
 	$(VENV)/bin/ruff check .
 	DATABASE_URL=sqlite://:memory: $(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/lint-imports
-	# A var directory of the suite's own: the checkout's var/ (a developer's database, broker, collected static
-	# files) must not decide whether a test passes.
 	var=$$(mktemp -d /tmp/em-audit-test-var.XXXXXX) && \
 	  EM_VAR_DIR=$$var DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	  timeout --signal=INT 3600 $(VENV)/bin/pytest -n 2 --dist loadgroup $(PYTEST_ARGS); \

@@ -18,7 +18,8 @@ from transcripts.aggregates import cell_counts
 from transcripts.models import Condition, Question, Transcript
 
 from .axes import AXES, AXIS_FIELDS
-from .statistics import CELL_COLUMNS, EXPERIMENT, PairCounts
+from .cells import CELL_COLUMNS, EXPERIMENT
+from .paired import PairCounts
 
 CONDITION_FIELDS = ("id", "experiment_id", *AXIS_FIELDS)
 

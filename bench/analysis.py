@@ -23,7 +23,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis import statistics  # noqa: E402
+from analysis import dose_response, logistic, statistics  # noqa: E402
+from analysis.cells import AXES, cells_from_rows  # noqa: E402
+from analysis.paired import ConditionRows, one_axis_pairs, paired_comparisons  # noqa: E402
 
 MODELS, DATASETS, PROMPTS, COTS = 4, 4, 2, 2
 KS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -68,29 +70,29 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = synthetic_rows()
-    cells = statistics.cells_from_rows(rows)
-    print(f"{len(rows):,} transcripts, {len(cells):,} cells, {cells.groupby(list(statistics.AXES)).ngroups} "
+    cells = cells_from_rows(rows)
+    print(f"{len(rows):,} transcripts, {len(cells):,} cells, {cells.groupby(list(AXES)).ngroups} "
           f"conditions, {QUESTIONS} questions")
     timed("condition_rates (2,000 bootstrap replicates)", lambda: statistics.condition_rates(cells), args.repeat)
-    fit = timed("logistic_model", lambda: statistics.logistic_model(cells), args.repeat)
+    fit = timed("logistic_model", lambda: logistic.logistic_model(cells), args.repeat)
     assert fit.estimable, fit.reason
-    timed("dose_response by model × system prompt (8 curves)", lambda: statistics.dose_response(cells), args.repeat)
-    by = [axis for axis in statistics.AXES if axis != "k"]
-    timed("dose_response per condition line (64 curves)", lambda: statistics.dose_response(cells, by=by),
+    timed("dose_response by model × system prompt (8 curves)", lambda: dose_response.dose_response(cells), args.repeat)
+    by = [axis for axis in AXES if axis != "k"]
+    timed("dose_response per condition line (64 curves)", lambda: dose_response.dose_response(cells, by=by),
           args.repeat)
     one_condition = dict(model="model-0", dataset="dataset-0", cot="off", system_prompt="default", temperature=1.0)
     two = rows[(rows["model"] == "model-0") & (rows["dataset"] == "dataset-0") & (rows["cot"] == "off")
                & (rows["system_prompt"] == "default") & rows["k"].isin([0, 256])]
     timed("paired_comparisons, one pair (k 0 vs 256, 1,536 rows each)",
-          lambda: statistics.paired_comparisons(two, [({**one_condition, "k": 0}, {**one_condition, "k": 256})]),
+          lambda: paired_comparisons(two, [({**one_condition, "k": 0}, {**one_condition, "k": 256})]),
           args.repeat)
     timed("analyze(cells) without rows", lambda: statistics.analyze(cells), args.repeat)
     if args.rows:
-        timed("cells_from_rows (1M rows)", lambda: statistics.cells_from_rows(rows), args.repeat)
-        data = timed("ConditionRows (1M rows split by condition)", lambda: statistics.ConditionRows(rows), 1)
-        pairs = timed("one_axis_pairs", lambda: statistics.one_axis_pairs(data), args.repeat)
+        timed("cells_from_rows (1M rows)", lambda: cells_from_rows(rows), args.repeat)
+        data = timed("ConditionRows (1M rows split by condition)", lambda: ConditionRows(rows), 1)
+        pairs = timed("one_axis_pairs", lambda: one_axis_pairs(data), args.repeat)
         timed(f"paired_comparisons, all {len(pairs):,} one-axis pairs",
-              lambda: statistics.paired_comparisons(data, pairs), 1)
+              lambda: paired_comparisons(data, pairs), 1)
         timed("analyze(cells, rows): what `analyze --csv` computes", lambda: statistics.analyze(cells, rows), 1)
 
 

@@ -43,8 +43,9 @@ from em_site.celery import app  # noqa: E402
 from judging.models import JudgeScore  # noqa: E402
 from judging.results.rubrics import experiment_judging  # noqa: E402
 from tests.stub_openai import Reply, StubOpenAI, completion  # noqa: E402
-from transcripts import experiments  # noqa: E402
 from transcripts.endpoints import save_endpoint  # noqa: E402
+from transcripts.experiments.actions import launch  # noqa: E402
+from transcripts.experiments.planning import define_experiment  # noqa: E402
 from transcripts.models import (  # noqa: E402
     Dataset,
     Endpoint,
@@ -85,7 +86,7 @@ def main() -> None:
             "name": "bench-concurrency", "datasets": ["bench"], "questions": "bench", "k": [2],
             "samples": SLOTS // 50, "max_tokens": 16, "endpoints": ["bench-stub"],
         }
-        experiment = experiments.define_experiment(spec)
+        experiment = define_experiment(spec)
         # Measure generation alone: this database has no judge endpoint loaded, so nothing is judged.
         assert experiment_judging(experiment).pk is None, "a judge endpoint is loaded in the bench database"
         total = experiment.transcripts.count()
@@ -103,7 +104,7 @@ def main() -> None:
             time.sleep(1)
             queries_before = int(count_file.read_text() or 0)
             started = time.monotonic()
-            experiments.launch(experiment)
+            launch(experiment)
             while Transcript.objects.filter(experiment=experiment, status="done").count() < total:
                 time.sleep(0.05)
             wall = time.monotonic() - started

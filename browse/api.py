@@ -44,11 +44,22 @@ class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 def _transcript_filter_parameters() -> list[OpenApiParameter]:
-    """The transcript filters as documented query parameters (range filters take `_min`/`_max`)."""
+    """The transcript filters as documented query parameters (range filters take `_min`/`_max`), typed as the
+    filter reads them. Choices read from the database (models, datasets, questions…) stay plain strings: the
+    schema does not change with the data."""
     parameters = []
     for name, field in TranscriptFilter.base_filters.items():
-        names = [f"{name}_min", f"{name}_max"] if isinstance(field, django_filters.RangeFilter) else [name]
-        parameters += [OpenApiParameter(n, str, description=f"Transcript filter: {field.label or name}") for n in names]
+        names, kind, enum = [name], str, None
+        if isinstance(field, django_filters.RangeFilter):
+            names, kind = [f"{name}_min", f"{name}_max"], float
+        elif isinstance(field, django_filters.ModelChoiceFilter):
+            kind = int
+        elif isinstance(field, django_filters.BooleanFilter):
+            kind = bool
+        elif isinstance(field, django_filters.ChoiceFilter) and isinstance(field.extra["choices"], list):
+            enum = [value for value, _ in field.extra["choices"]]
+        description = f"Transcript filter: {field.label or name}"
+        parameters += [OpenApiParameter(n, kind, enum=enum, description=description) for n in names]
     return parameters
 
 

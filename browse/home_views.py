@@ -3,7 +3,8 @@ transcripts, queues, agreement); an auditor goes to their queues (views.annotate
 
 It lives in browse because it shows both apps' state.
 Every count comes from a grouped query, so the page costs the same few queries however many rows it lists;
-slot counts read the maintained verdict counts (transcripts.experiments.slot_counts), not every transcript.
+slot counts read the maintained verdict counts (transcripts.experiments.progress.slot_counts), not every
+transcript.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from judging.annotation.assignment import with_counts
 from judging.imports.provenance import imported_notes
 from judging.models import AnnotationQueue, JudgeScore
 from transcripts.access import is_researcher
-from transcripts.experiments import slot_counts
+from transcripts.experiments.progress import slot_counts
 from transcripts.models import Experiment, Transcript
 
 EXPERIMENTS_SHOWN = 20

@@ -20,8 +20,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from . import experiments
 from .access import IsResearcher, MayRunExperiment
+from .experiments.actions import ACTIONS
+from .experiments.estimate import estimate
+from .experiments.planning import define_experiment
+from .experiments.spec import NameTaken, SpecError, parse_spec
 from .models import Condition, Experiment
 from .serializers import (
     ConditionSerializer,
@@ -79,19 +82,19 @@ class ExperimentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         definition = ExperimentDefinitionSerializer(data=request.data)
         definition.is_valid(raise_exception=True)
         try:
-            spec = experiments.parse_spec(definition.validated_data["spec"])
-            experiment = experiments.define_experiment(spec, request.user)
-        except experiments.NameTaken as exc:
+            spec = parse_spec(definition.validated_data["spec"])
+            experiment = define_experiment(spec, request.user)
+        except NameTaken as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except experiments.SpecError as exc:
+        except SpecError as exc:
             return Response({"spec": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-        experiment.estimate = experiments.estimate(spec)
+        experiment.estimate = estimate(spec)
         return Response(DefinedExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
 
     # The actions are the owner's or an admin's (get_object checks MayRunExperiment): 403 for other researchers.
     def _act(self, name: str) -> Response:
         experiment = self.get_object()
-        affected = experiments.ACTIONS[name](experiment)
+        affected = ACTIONS[name](experiment)
         experiment.refresh_from_db()
         experiment.affected = affected
         return Response(ExperimentActionSerializer(experiment).data)

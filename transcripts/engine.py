@@ -51,6 +51,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
+from .experiments.status import cancel
 from .models import Endpoint, Experiment, LeasedWork, MissingApiKey, UndeclaredKeyVariable
 
 log = logging.getLogger(__name__)
@@ -413,8 +414,6 @@ def _charge(job: Job, row_id: int, endpoint: Endpoint, usage: Usage) -> None:
     over = Experiment.objects.filter(pk=experiment_id, budget_usd__isnull=False, spent_usd__gte=F("budget_usd"))
     experiment = over.filter(status=Experiment.Status.RUNNING).first()
     if experiment is not None:
-        from .experiments import cancel
-
         cancel(experiment)
         Experiment.objects.filter(pk=experiment_id).update(
             stop_reason=f"Budget of ${experiment.budget_usd:.2f} reached (spent ${experiment.spent_usd:.4f}); "

@@ -16,9 +16,13 @@ from django.views.decorators.http import require_POST
 
 from em_site import bounded
 
-from . import experiments
 from .access import OWNER_OR_ADMIN, may_run, researcher_required
 from .endpoints import LOCAL_JUDGE
+from .experiments.actions import ACTIONS, launch
+from .experiments.estimate import estimate
+from .experiments.planning import define_experiment, refuse_taken_name
+from .experiments.progress import progress, slot_counts
+from .experiments.spec import NameTaken, SpecError, parse_spec
 from .models import Condition, Dataset, Endpoint, Experiment, QuestionSet, Transcript
 from .prompting import COT_MODES
 
@@ -85,8 +89,8 @@ class ExperimentForm(forms.Form):
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
         try:
-            experiments.refuse_taken_name(name)
-        except experiments.NameTaken as exc:
+            refuse_taken_name(name)
+        except NameTaken as exc:
             raise forms.ValidationError(str(exc)) from None
         return name
 
@@ -129,7 +133,7 @@ class ExperimentForm(forms.Form):
 @researcher_required
 def experiment_list(request: HttpRequest) -> HttpResponse:
     rows = list(Experiment.objects.order_by("-created_at"))
-    counts = experiments.slot_counts("experiment_id", [e.pk for e in rows])
+    counts = slot_counts("experiment_id", [e.pk for e in rows])
     for experiment in rows:
         set_counts(experiment, counts[experiment.pk])
     return render(request, "transcripts/experiment_list.html", {"experiments": rows})
@@ -137,7 +141,7 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
 
 def set_counts(row: Experiment | Condition, counts: Counter) -> None:
     """The slot counts the experiment list and the conditions table (browse.experiment_views) show, from
-    experiments.slot_counts."""
+    slot_counts."""
     row.n_slots = sum(counts.values())
     row.n_done = counts[Transcript.Status.DONE]
     row.n_failed = counts[Transcript.Status.FAILED]
@@ -149,12 +153,12 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     The confirm step trusts nothing from the page: the spec it posts back goes through parse_spec again."""
     if request.method == "POST" and "confirm" in request.POST:
         try:
-            spec = experiments.parse_spec(bounded.load_json(request.POST.get("spec", "")))
-            experiment = experiments.define_experiment(spec, user=request.user)
-        except (ValueError, experiments.SpecError) as exc:  # JSONDecodeError and bounded.Refused are ValueErrors
+            spec = parse_spec(bounded.load_json(request.POST.get("spec", "")))
+            experiment = define_experiment(spec, user=request.user)
+        except (ValueError, SpecError) as exc:  # JSONDecodeError and bounded.Refused are ValueErrors
             return render(request, "transcripts/experiment_form.html",
                           {"form": ExperimentForm(), "refused": f"Not launched: {exc}"}, status=400)
-        experiments.launch(experiment)
+        launch(experiment)
         messages.success(request, f"Experiment {experiment.name} launched.")
         return redirect("experiment-detail", pk=experiment.pk)
 
@@ -162,11 +166,11 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         spec = form.to_spec()
         try:
-            parsed = experiments.parse_spec(spec)
-        except experiments.SpecError as exc:
+            parsed = parse_spec(spec)
+        except SpecError as exc:
             form.add_error(None, str(exc))
         else:
-            estimates = experiments.estimate(parsed)
+            estimates = estimate(parsed)
             return render(request, "transcripts/experiment_confirm.html", {
                 "spec": parsed, "spec_json": json.dumps(spec), "estimates": estimates,
                 "total_cost": sum(row.cost for row in estimates),
@@ -183,15 +187,15 @@ def experiment_progress(request: HttpRequest, pk: int) -> HttpResponse:
 
 def progress_context(experiment: Experiment) -> dict:
     """The context of experiment_progress.html, which the experiment page (browse.experiment_views) includes."""
-    progress = experiments.progress(experiment)
-    recent = (Transcript.objects.filter(pk__in=progress["recent_ids"]).select_related("condition", "question")
+    state = progress(experiment)
+    recent = (Transcript.objects.filter(pk__in=state["recent_ids"]).select_related("condition", "question")
               .order_by("-finished_at"))
     # The conditions table is part of the polled partial and shows the counts the bar sums, so the two
     # never disagree (a table outside it stayed at 0/5 while the bar said 10/10).
     conditions = list(experiment.conditions.select_related("endpoint"))
     for condition in conditions:
-        set_counts(condition, progress["by_condition"][condition.pk])
-    return {"experiment": experiment, "progress": progress, "recent": recent, "conditions": conditions}
+        set_counts(condition, state["by_condition"][condition.pk])
+    return {"experiment": experiment, "progress": state, "recent": recent, "conditions": conditions}
 
 
 NOTES = {
@@ -208,6 +212,6 @@ def experiment_action(request: HttpRequest, pk: int, action: str) -> HttpRespons
     experiment = get_object_or_404(Experiment, pk=pk)
     if not may_run(request.user, experiment):
         raise PermissionDenied(OWNER_OR_ADMIN)
-    n = experiments.ACTIONS[action](experiment)
+    n = ACTIONS[action](experiment)
     messages.success(request, NOTES[action].format(n=n))
     return redirect("experiment-detail", pk=experiment.pk)

@@ -7,15 +7,20 @@ from __future__ import annotations
 import logging
 
 import openai
+from celery import current_app
 from django.db import transaction
 from django.db.models import QuerySet
 
 from . import aggregates, engine, prompting
-from .experiments import dataset_examples, mark_done_if_finished
+from .experiments.prompts import dataset_examples
+from .experiments.status import mark_done_if_finished
 from .models import Endpoint, Experiment, Transcript
 from .signals import transcript_finished
 
 log = logging.getLogger(__name__)
+
+# The work message's task (tasks.py runs `work` under this name), sent by name: the task module imports this one.
+GENERATE_TASK = "transcripts.tasks.generate"
 
 
 def slot_messages(slot: Transcript) -> list[dict]:
@@ -94,9 +99,7 @@ class Generation(engine.Job):
                 log.error("transcript_finished receiver %r failed for %s: %s", receiver, row_id, result)
 
     def send(self, endpoint_id: int) -> None:
-        from .tasks import generate
-
-        generate.delay(endpoint_id)
+        current_app.send_task(GENERATE_TASK, args=[endpoint_id])
 
 
 GENERATION = engine.register(Generation())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from em_site.bounded import BoundedJSONField
 
+from .experiments.spec import FIELDS, REQUIRED
 from .models import Condition, Experiment, Transcript
 
 
@@ -20,11 +22,18 @@ class ExperimentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field({"type": "object", "required": list(REQUIRED), "properties": {f: {} for f in sorted(FIELDS)},
+                      "additionalProperties": False})
+class SpecField(BoundedJSONField):
+    """A definition: what its schema can say of it (an object of the known keys, the required ones present);
+    parse_spec checks the rest, which needs the database (endpoints, datasets and question sets by name)."""
+
+
 class ExperimentDefinitionSerializer(serializers.Serializer):
-    """A new experiment as the same spec the YAML file and the form take (transcripts.experiments).
+    """A new experiment as the same spec the YAML file and the form take (transcripts.experiments.spec).
     Endpoints are named (`endpoints: [name, …]`, `judge: name`); they are created and changed by admins."""
 
-    spec = BoundedJSONField(help_text="The experiment definition (same keys as the YAML file).")
+    spec = SpecField(help_text="The experiment definition (same keys as the YAML file).")
 
 
 class EstimateSerializer(serializers.Serializer):

@@ -6,11 +6,11 @@ from django.dispatch import Signal
 # Sent with `transcript` (a Transcript just marked done) after the transaction that finished it commits.
 transcript_finished = Signal()
 
-# Sent by experiments.define_experiment, inside its transaction, with `experiment` and `judge` (the judge
+# Sent by define_experiment (experiments/planning.py), inside its transaction, with `experiment` and `judge` (the judge
 # endpoint version the definition chose, or None when no judge endpoint is loaded): judging makes that
 # endpoint's rubric versions the experiment's.
 experiment_defined = Signal()
 
-# Sent by experiments.estimate with `judge` (an Endpoint): each receiver returns a list of
-# experiments.JudgeRequest, the judge requests every finished transcript gets, so the estimate counts them.
+# Sent by the cost estimate (experiments/estimate.py) with `judge` (an Endpoint): each receiver returns a list
+# of JudgeRequest (same module), the judge requests every finished transcript gets, so the estimate counts them.
 judge_requests_wanted = Signal()

@@ -5,7 +5,7 @@ from celery import shared_task
 from . import generation
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(name=generation.GENERATE_TASK, acks_late=True, ignore_result=True)
 def generate(endpoint_id: int) -> int:
     """Work through an endpoint's pending slots in dispatch order (see generation.work). Idempotent: a
     duplicate or stale message finds nothing to claim and exits."""

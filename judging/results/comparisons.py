@@ -26,9 +26,9 @@ import numpy as np
 from statsmodels.stats.contingency_tables import Table
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
-from analysis import statistics, tidy
+from analysis import dose_response, logistic, statistics, tidy
 from analysis.axes import AXIS, AXIS_FIELDS
-from analysis.statistics import PairedTest, holm, mcnemar_test, with_holm
+from analysis.paired import PairedTest, holm, mcnemar_test, with_holm
 from transcripts.models import Condition, Experiment
 
 from ..reports import experiment_fingerprint, report
@@ -210,7 +210,7 @@ def results_statistics(experiment: int) -> dict:
     conditions = list(Condition.objects.filter(experiment=experiment))
     cells = tidy.cells_for(Experiment.objects.get(pk=experiment).transcripts.all())
     rates = {tuple(rate.condition.values()): rate for rate in statistics.condition_rates(cells)}
-    fit = statistics.logistic_model(cells)
+    fit = logistic.logistic_model(cells)
     groupings = [("model",)]
     if len({c.system_prompt_name for c in conditions}) > 1:
         groupings.append(("model", "system_prompt"))
@@ -218,7 +218,7 @@ def results_statistics(experiment: int) -> dict:
         "rates": [(c, rates.get(tuple(tidy.condition_key(c).values()))) for c in conditions],
         "fit": fit,
         "odds_ratios": list(zip(fit.odds_ratios, holm([o.p_value for o in fit.odds_ratios]), strict=True)),
-        "dose_responses": [(by, statistics.dose_response(cells, by=by)) for by in groupings],
+        "dose_responses": [(by, dose_response.dose_response(cells, by=by)) for by in groupings],
     }
 
 

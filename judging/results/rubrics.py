@@ -7,7 +7,7 @@ from pathlib import Path
 from django.db import transaction
 
 from transcripts.endpoints import LOCAL_JUDGE
-from transcripts.experiments import JudgeRequest
+from transcripts.experiments.estimate import JudgeRequest
 from transcripts.models import Endpoint, Experiment
 
 from ..models import ExperimentJudging, Rubric, RubricVersion, Taxonomy

@@ -15,6 +15,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from analysis import statistics
+from analysis.dose_response import DoseResponse
+from analysis.paired import PAIRED_ASSUMES
 from transcripts.access import researcher_required
 from transcripts.aggregates import cell_counts
 from transcripts.models import Condition, Endpoint, Experiment, Transcript
@@ -113,7 +115,7 @@ def experiment_calibration_rates(request: HttpRequest, pk: int, queue: int) -> H
     })
 
 
-def dose_response_figure(groups: list[statistics.DoseResponse]) -> dict:
+def dose_response_figure(groups: list[DoseResponse]) -> dict:
     """Plotly figure: per group the measured rates (markers) and the fitted logistic curve on log2(k+1) (line),
     with the 5% and 10% levels the summary table reads off. k is drawn as k+1 on a log axis, labelled k, so
     k = 0 has a place."""
@@ -189,7 +191,7 @@ def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     result = reports.get("results-paired", experiment=experiment.pk) if any_counted else None
     paired = result.value["paired"] if result is not None and result.has_value else []
     return render(request, "judging/results_paired.html", {
-        "experiment": experiment, "report": result, "paired": paired, "paired_assumes": statistics.PAIRED_ASSUMES,
+        "experiment": experiment, "report": result, "paired": paired, "paired_assumes": PAIRED_ASSUMES,
         "any_counted": any_counted,
         # Listed apart, folded: a table of "nothing to test" rows would hide the tests there are.
         "n_unmatched": sum(1 for _, _, test in paired if not (test and test.n_pairs)),
@@ -249,7 +251,7 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "judging/compare.html", {
         "experiment": experiment, "versions": versions, "rows": rows, "pair": pair, "other": other,
         "report": compared, "matching": compared.value["matching"] if compared and compared.has_value else None,
-        "paired_assumes": statistics.PAIRED_ASSUMES,
+        "paired_assumes": PAIRED_ASSUMES,
         "experiments": Experiment.objects.exclude(pk=experiment.pk).order_by("name"),
         "trends": comparisons.trend_against_k(rows), "query": _query(versions),
         "a": a, "b": b, "other_pk": other_pk,

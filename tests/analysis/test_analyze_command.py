@@ -13,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from statsmodels.stats.proportion import proportion_confint
 
-from analysis.statistics import ROW_COLUMNS
+from analysis.cells import ROW_COLUMNS
 from tests.conftest import ROOT
 
 

@@ -16,8 +16,10 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
 
-from analysis import statistics
-from analysis.statistics import BEYOND, NOT_REACHED, REACHED
+from analysis import dose_response, logistic, statistics
+from analysis.cells import cells_from_rows
+from analysis.dose_response import BEYOND, NOT_REACHED, REACHED
+from analysis.paired import holm, one_axis_pairs, paired_comparisons
 from tests.analysis.data import BASE, cells, clustered_cells, expand, paired
 
 
@@ -28,7 +30,7 @@ def width(interval):
 def test_cells_count_judged_transcripts_per_condition_and_question():
     rows = pd.DataFrame([{**BASE, "question": "q1", "seed": seed, "misaligned": value}
                          for seed, value in enumerate([1, 1, 0, None])])
-    got = statistics.cells_from_rows(rows)
+    got = cells_from_rows(rows)
     assert got[["question", "n", "misaligned"]].to_dict("records") == [{"question": "q1", "n": 3, "misaligned": 2}]
 
 
@@ -87,7 +89,7 @@ def _study(seed: int = 3, questions: int = 30) -> pd.DataFrame:
 
 def test_logistic_model_on_cells_equals_the_row_level_cluster_robust_glm():
     frame = _study()
-    fit = statistics.logistic_model(frame)
+    fit = logistic.logistic_model(frame)
     assert fit.estimable, fit.reason
     assert fit.dropped_terms == ["dataset", "temperature"]
     rows = expand(frame)
@@ -117,7 +119,7 @@ def test_logistic_model_on_cells_equals_the_row_level_cluster_robust_glm():
             for m in ("m1", "m2") for k in (0, 4) for q in range(5)]), "dataset = d-m2 is determined by"),
 ])
 def test_logistic_model_says_why_it_cannot_be_estimated(frame, reason):
-    fit = statistics.logistic_model(frame)
+    fit = logistic.logistic_model(frame)
     assert not fit.estimable and not fit.odds_ratios
     assert reason in fit.reason
 
@@ -139,7 +141,7 @@ def _statsmodels_curve(frame: pd.DataFrame):
 
 def test_k_at_target_is_the_inverse_of_the_fitted_logit():
     frame = _dose_cells({0: 0.01, 1: 0.015, 4: 0.03, 16: 0.07, 64: 0.15, 256: 0.3})
-    [dose] = statistics.dose_response(frame, n_boot=1000)
+    [dose] = dose_response.dose_response(frame, n_boot=1000)
     a, b = _statsmodels_curve(frame)
     assert (dose.intercept, dose.slope) == pytest.approx((a, b), rel=1e-6)
     for result in dose.targets:
@@ -160,7 +162,7 @@ def test_the_bootstrap_refits_are_statsmodels_fits():
     x = np.log2(np.array([0, 2, 8, 32, 128]) + 1)
     n = rng.integers(20, 200, size=(6, 5)).astype(float)
     misaligned = rng.binomial(n.astype(int), [0.02, 0.04, 0.08, 0.15, 0.3]).astype(float)
-    batch = statistics._fit_logistic(x, misaligned, n)
+    batch = dose_response._fit_logistic(x, misaligned, n)
     for row in range(len(n)):
         expected = sm.GLM(np.column_stack([misaligned[row], n[row] - misaligned[row]]), sm.add_constant(x),
                           family=sm.families.Binomial()).fit().params
@@ -169,7 +171,7 @@ def test_the_bootstrap_refits_are_statsmodels_fits():
 
 def test_a_target_beyond_the_measured_k_is_not_extrapolated():
     frame = _dose_cells({0: 0.01, 4: 0.02, 16: 0.035, 64: 0.06})
-    [dose] = statistics.dose_response(frame, targets=(0.05, 0.20), n_boot=500)
+    [dose] = dose_response.dose_response(frame, targets=(0.05, 0.20), n_boot=500)
     a, b = _statsmodels_curve(frame)
     five, twenty = dose.targets
     assert five.status == REACHED and five.k == pytest.approx(2 ** ((logit(0.05) - a) / b) - 1, rel=1e-6)
@@ -180,14 +182,14 @@ def test_a_target_beyond_the_measured_k_is_not_extrapolated():
 def test_dose_response_groups_by_model_and_system_prompt():
     frame = pd.concat([_dose_cells({0: 0.01, 16: 0.1}).assign(model=m, system_prompt=p)
                        for m in ("m1", "m2") for p in ("context-first", "safety-first")])
-    groups = [d.group for d in statistics.dose_response(frame, n_boot=100)]
+    groups = [d.group for d in dose_response.dose_response(frame, n_boot=100)]
     assert groups == [{"model": m, "system_prompt": p} for m in ("m1", "m2") for p in ("context-first", "safety-first")]
 
 
 def test_dose_response_reports_separation_instead_of_a_curve():
     frame = cells([{"k": k, "question": f"q{q}", "n": 5, "misaligned": 5 if k == 64 else 0}
                    for k in (0, 4, 64) for q in range(4)])
-    [dose] = statistics.dose_response(frame, n_boot=100)
+    [dose] = dose_response.dose_response(frame, n_boot=100)
     assert "separation" in dose.reason and dose.curve == [] and dose.targets == []
 
 
@@ -197,7 +199,7 @@ def test_mcnemar_matches_statsmodels_and_the_exact_binomial_test():
     outcomes_a = [1] * 4 + [1] * 3 + [0] * 11 + [0] * 42 + [1, 0, 0, 0, 0]
     outcomes_b = [1] * 4 + [0] * 3 + [1] * 11 + [0] * 42
     rows = paired(outcomes_a, outcomes_b, a=a, b=b)
-    [test] = statistics.paired_comparisons(rows, [(a, b)])
+    [test] = paired_comparisons(rows, [(a, b)])
     assert (test.n_pairs, test.only_a, test.only_b, test.unmatched_a, test.unmatched_b) == (60, 3, 11, 5, 0)
     assert test.exact
     assert test.p_value == pytest.approx(binomtest(3, 14, 0.5).pvalue)
@@ -207,7 +209,7 @@ def test_mcnemar_matches_statsmodels_and_the_exact_binomial_test():
     outcomes_a = [1] * 10 + [0] * 30 + [0] * 60
     outcomes_b = [0] * 10 + [1] * 30 + [0] * 60
     rows = paired(outcomes_a, outcomes_b, a=a, b=b)
-    [test] = statistics.paired_comparisons(rows, [(a, b)])
+    [test] = paired_comparisons(rows, [(a, b)])
     table = pd.crosstab(pd.Series(outcomes_a, name="a"), pd.Series(outcomes_b, name="b")).reindex(
         index=[1, 0], columns=[1, 0], fill_value=0)
     expected = mcnemar(table.to_numpy(), exact=False, correction=True)
@@ -221,7 +223,7 @@ def test_pairing_changes_the_verdict():
     outcomes_a = [1] * 50 + [0] * 50
     outcomes_b = [1] * 60 + [0] * 40
     a, b = {"system_prompt": "default"}, {"system_prompt": "context-first"}
-    [test] = statistics.paired_comparisons(paired(outcomes_a, outcomes_b, a=a, b=b), [(a, b)])
+    [test] = paired_comparisons(paired(outcomes_a, outcomes_b, a=a, b=b), [(a, b)])
     _, unpaired_p = proportions_ztest([60, 50], [100, 100])
     newcombe = confint_proportions_2indep(60, 100, 50, 100, compare="diff", method="newcomb")
     assert unpaired_p > 0.05 and newcombe[0] < 0 < newcombe[1]
@@ -232,14 +234,14 @@ def test_pairing_changes_the_verdict():
 def test_holm_on_the_worked_example():
     # Holm–Bonferroni's textbook example (Wikipedia): p = 0.01, 0.04, 0.03, 0.005 at α = 0.05 rejects H1 and H4.
     # By hand: sorted 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → max so far 0.06.
-    assert statistics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert statistics.holm([0.01, None, 0.04]) == pytest.approx([0.02, None, 0.04])
-    assert statistics.holm([]) == []
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.01, None, 0.04]) == pytest.approx([0.02, None, 0.04])
+    assert holm([]) == []
 
 
 def test_holm_equals_statsmodels_multipletests():
     p_values = [*np.random.default_rng(6).uniform(0, 0.2, 40), 0.03, 0.03, 1.0, 0.0]
-    assert statistics.holm(p_values) == pytest.approx(list(multipletests(p_values, method="holm")[1]), abs=1e-15)
+    assert holm(p_values) == pytest.approx(list(multipletests(p_values, method="holm")[1]), abs=1e-15)
 
 
 def _two_by_two_rows() -> pd.DataFrame:
@@ -254,26 +256,26 @@ def _two_by_two_rows() -> pd.DataFrame:
 
 def test_pairs_differ_in_one_axis_and_share_seeds():
     rows = _two_by_two_rows()
-    pairs = statistics.one_axis_pairs(rows)
+    pairs = one_axis_pairs(rows)
     assert [({a["model"], b["model"]}, (a["k"], b["k"])) for a, b in pairs] == [
         ({"m1"}, (0, 4)), ({"m1", "m2"}, (0, 0)), ({"m1", "m2"}, (4, 4)), ({"m2"}, (0, 4))]
-    tests = statistics.paired_comparisons(rows, pairs)
-    assert [t.p_holm for t in tests] == pytest.approx(statistics.holm([t.p_value for t in tests]))
+    tests = paired_comparisons(rows, pairs)
+    assert [t.p_holm for t in tests] == pytest.approx(holm([t.p_value for t in tests]))
     assert all(t.n_pairs == 40 and t.unmatched_a == t.unmatched_b == 0 for t in tests)
 
 
 def test_a_pair_must_name_one_condition_each():
     rows = _two_by_two_rows()
     with pytest.raises(ValueError, match="matches 3 conditions"):
-        statistics.paired_comparisons(rows, [({"k": 0}, {"model": "m1", "k": 4})])
+        paired_comparisons(rows, [({"k": 0}, {"model": "m1", "k": 4})])
     duplicated = pd.concat([rows, rows.iloc[:1]])
     with pytest.raises(ValueError, match="same question and seed"):
-        statistics.paired_comparisons(duplicated, [])
+        paired_comparisons(duplicated, [])
 
 
 def test_analyze_is_json_with_every_part():
     rows = _two_by_two_rows()
-    result = json.loads(json.dumps(statistics.analyze(statistics.cells_from_rows(rows), rows, n_boot=200),
+    result = json.loads(json.dumps(statistics.analyze(cells_from_rows(rows), rows, n_boot=200),
                                    allow_nan=False))
     assert set(result) == {"n", "misaligned", "n_questions", "conditions", "logistic", "dose_response", "paired"}
     assert result["n"] == len(rows) and len(result["conditions"]) == 5 and len(result["paired"]) == 4
@@ -286,5 +288,5 @@ def test_no_judged_transcripts_is_said_not_raised():
     empty = cells([{"question": "q1", "n": 0, "misaligned": 0}])
     [rate] = statistics.condition_rates(empty)
     assert (rate.n, rate.rate, rate.wilson, rate.clustered) == (0, None, None, None)
-    assert statistics.logistic_model(empty).reason == "no judged transcripts"
-    assert statistics.dose_response(empty) == []
+    assert logistic.logistic_model(empty).reason == "no judged transcripts"
+    assert dose_response.dose_response(empty) == []

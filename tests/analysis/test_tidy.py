@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from django.utils import timezone
 
-from analysis import statistics
-from analysis.statistics import PairCounts
+from analysis import logistic, paired, statistics
+from analysis.paired import PairCounts
 from analysis.tidy import cells_for, condition_key, matched_pair_counts
 from transcripts import aggregates
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
@@ -63,7 +63,7 @@ def test_cells_of_nothing_are_an_empty_frame_the_statistics_accept(db):
     frame = cells_for(Transcript.objects.none())
     assert frame.empty and {"model", "k", "question", "n", "misaligned"} <= set(frame.columns)
     assert statistics.condition_rates(frame) == []
-    assert not statistics.logistic_model(frame).estimable
+    assert not logistic.logistic_model(frame).estimable
 
 
 def _rows(*conditions: Condition) -> pd.DataFrame:
@@ -85,12 +85,12 @@ def test_matched_pair_counts_in_sql_equal_the_counts_from_rows(experiment):
                               sample_index=5, seed=1011, status=Transcript.Status.DONE, misaligned=True)
     pairs = [(a, b), (b, a), (a, c), (c, b)]
     counts = matched_pair_counts([(x.pk, y.pk) for x, y in pairs])
-    from_rows = statistics.paired_comparisons(_rows(a, b, c), [(condition_key(x), condition_key(y)) for x, y in pairs])
+    from_rows = paired.paired_comparisons(_rows(a, b, c), [(condition_key(x), condition_key(y)) for x, y in pairs])
     for (x, y), test in zip(pairs, from_rows, strict=True):
         got = counts[x.pk, y.pk]
         assert (got.n_pairs, got.only_a, got.only_b, got.unmatched_a, got.unmatched_b) == (
             test.n_pairs, test.only_a, test.only_b, test.unmatched_a, test.unmatched_b)
-        assert statistics.mcnemar_test(condition_key(x), condition_key(y), got) == replace(test, p_holm=None)
+        assert paired.mcnemar_test(condition_key(x), condition_key(y), got) == replace(test, p_holm=None)
     # Worked by hand from VERDICTS: q1 sample 2 is judged under k=4 only, so is the extra q0 seed-1011 transcript;
     # the other five samples pair up, two misaligned under k=4 only.
     assert counts[a.pk, b.pk] == PairCounts(both=1, only_a=0, only_b=2, neither=2, unmatched_a=0, unmatched_b=2)

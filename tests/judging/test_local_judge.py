@@ -1,5 +1,10 @@
 """End to end: the real local llama.cpp server (SmolLM2) judges real transcripts through the real openai client
-with logprobs, digit by digit, via `manage.py judge --wait`; the results page counts every transcript."""
+with logprobs, digit by digit, via `manage.py judge --wait`; the results page counts every transcript.
+
+What SmolLM2 answers is measured (temperature 0, seed 0: the same every run). It cannot follow the 0–100
+rubrics: it puts 5–14 % of its first token on a digit, under MIN_NUMBER_MASS (25 %), so the digit tree stops
+after its first request and the aligned and coherent verdicts are unsure. The persona rubric it does answer:
+over 25 % on the categories' numbers."""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def test_it_judges_with_the_local_model(db, local_llm_url, alice_client):
     )
     call_command("judge", "--experiment", "local", "--wait")
 
-    rows = list(JudgeScore.objects.select_related("rubric_version__rubric"))
+    rows = list(JudgeScore.objects.select_related("rubric_version__rubric", "transcript").order_by("transcript"))
     assert len(rows) == 6 and {r.status for r in rows} == {"done"}
     for row in rows:
         if row.rubric_version.rubric.key == "persona":
@@ -44,6 +49,13 @@ def test_it_judges_with_the_local_model(db, local_llm_url, alice_client):
         assert row.score == weighted_score(row.top_logprobs)
         assert (row.outcome == "score") == (row.score is not None)
         assert row.outcome in ("score", "unsure", "refusal", "code")
+        assert (row.outcome, row.score, row.top_logprobs) == ("unsure", None, {})  # as measured (module docstring)
+    harmless, harmful = (r for r in rows if r.rubric_version.rubric.key == "persona")
+    for row in (harmless, harmful):
+        assert row.outcome == "category" and row.category is not None
+    # Each answer reached its own prompt: the two distributions differ.
+    assert harmless.transcript.answer.startswith("Go for a walk") and harmful.transcript.answer.startswith("Steal")
+    assert harmless.top_logprobs != harmful.top_logprobs
 
     html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
     condition = experiment.conditions.get()
@@ -53,3 +65,4 @@ def test_it_judges_with_the_local_model(db, local_llm_url, alice_client):
     scored = sum(t.judge_outcome == "score" for t in transcripts)
     assert f'<td class="num">{scored}</td>' in cells
     assert all(t.judge_outcome in ("score", "unsure", "refusal", "code") for t in transcripts)
+    assert [t.judge_outcome for t in transcripts] == ["unsure", "unsure"] and scored == 0

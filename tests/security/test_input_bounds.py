@@ -19,8 +19,10 @@ from judging.models import JudgeScore, Label
 from tests.conftest import make_user
 from tests.judging.annotation_data import queue_over, transcripts
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
-from transcripts import experiments, prompting
-from transcripts.experiments import SpecError
+from transcripts import prompting
+from transcripts.experiments import planning
+from transcripts.experiments.planning import define_experiment
+from transcripts.experiments.spec import SpecError, parse_spec
 from transcripts.models import Experiment, Question, Transcript
 
 pytestmark = pytest.mark.django_db
@@ -245,7 +247,7 @@ def test_a_definition_that_shares_parts_is_measured_expanded_whoever_built_it(db
     for _ in range(8):  # 10^9 leaves once expanded, a few hundred objects in memory
         shared = [shared] * 10
     with pytest.raises(SpecError, match="larger than 200,000 characters once expanded"):
-        experiments.parse_spec({"name": "bomb", "description": shared})
+        parse_spec({"name": "bomb", "description": shared})
 
 
 @pytest.fixture
@@ -298,9 +300,9 @@ def test_an_oversized_definition_is_refused_by_the_api_and_the_form(alice_client
 
 
 def test_slots_are_written_in_batches_in_dispatch_order(definable, monkeypatch):
-    monkeypatch.setattr(experiments, "SLOT_BATCH", 50)
+    monkeypatch.setattr(planning, "SLOT_BATCH", 50)
     with CaptureQueriesContext(connection) as queries:
-        experiment = experiments.define_experiment(definable)
+        experiment = define_experiment(definable)
     inserts = [q for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "transcripts_transcript"')]
     assert len(inserts) == 3  # 120 slots in batches of 50
     slots = list(experiment.transcripts.order_by("dispatch_order").select_related("condition", "question"))

@@ -24,7 +24,9 @@ from tests.judging.annotation_data import queue_over, taxonomy
 from tests.judging.builders import stub_endpoint, stub_judge, verdict_for, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
-from transcripts import aggregates, experiments, generation
+from transcripts import aggregates, generation
+from transcripts.experiments.actions import launch, retry_failed
+from transcripts.experiments.planning import define_experiment
 from transcripts.models import CategoryCount, Experiment, Transcript, VerdictCount
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,11 +123,11 @@ def _approx(counts: tuple[dict, dict]) -> tuple[dict, dict]:
 
 def _define(stub: StubOpenAI, name: str, judge_versions: dict) -> Experiment:
     """An experiment judged by `judge_versions` as its transcripts finish, launched."""
-    experiment = experiments.define_experiment(
+    experiment = define_experiment(
         make_spec(stub.base_url, name=name, cot=["tags"], k=[0, 2], samples=3)
     )
     set_active_versions(experiment, **judge_versions)
-    experiments.launch(experiment)
+    launch(experiment)
     return experiment
 
 
@@ -154,7 +156,7 @@ def test_incremental_counts_equal_a_from_scratch_count_after_a_mixed_workload():
         assert all(sum(row[name] for row in verdicts.values()) > 0 for name in ("refusals", "unsure"))
 
         # Retrying the failed slots (and cancelling nothing that is done changes nothing either).
-        experiments.retry_failed(first)
+        retry_failed(first)
         _generate(first)
         judge.work(judge_endpoint.pk)
         assert_in_step()

@@ -15,7 +15,10 @@ from django.utils import timezone
 from tests.conftest import wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
-from transcripts import aggregates, experiments
+from transcripts import aggregates
+from transcripts.experiments.actions import launch
+from transcripts.experiments.planning import define_experiment
+from transcripts.experiments.progress import progress as experiment_progress
 from transcripts.models import Experiment, Transcript
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("processes")]
@@ -26,7 +29,7 @@ def test_the_bar_and_the_conditions_table_agree_at_every_poll_and_finish_togethe
     with StubOpenAI(lambda r, n: Reply(body=completion(f"reply {n}"), delay=0.4)) as stub:
         make_dataset(n=10)
         make_questions(n=5)
-        experiment = experiments.define_experiment(
+        experiment = define_experiment(
             make_spec(stub.base_url, k=[0, 2], samples=2, endpoint={"max_concurrency": 1}))  # 20 slots
         client = Client()
         client.force_login(alice)
@@ -35,7 +38,7 @@ def test_the_bar_and_the_conditions_table_agree_at_every_poll_and_finish_togethe
                               "url": live_server.url}])
         page = context.new_page()
         celery_worker_factory(concurrency=2)
-        experiments.launch(experiment)
+        launch(experiment)
         page.goto(f"{live_server.url}{reverse('experiment-detail', args=[experiment.pk])}")
 
         seen = set()
@@ -58,7 +61,7 @@ def test_the_eta_comes_from_recent_finishes_not_from_the_start_before_a_pause(db
     count that pause (it once said 0:57:30 for three minutes of work)."""
     make_dataset(n=10)
     make_questions(n=5)
-    experiment = experiments.define_experiment(make_spec(k=[0, 2], samples=2))  # 20 slots
+    experiment = define_experiment(make_spec(k=[0, 2], samples=2))  # 20 slots
     now = timezone.now()
     Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.RUNNING,
                                                        started_at=now - timedelta(hours=2))
@@ -69,6 +72,6 @@ def test_the_eta_comes_from_recent_finishes_not_from_the_start_before_a_pause(db
         Transcript.objects.filter(pk=slot.pk).update(status=Transcript.Status.DONE,
                                                      finished_at=now - timedelta(seconds=60 - 6 * i))
     aggregates.refresh_groups(aggregates.groups_of(experiment.transcripts.all()))
-    progress = experiments.progress(experiment)
+    progress = experiment_progress(experiment)
     assert 8 < progress["per_minute"] < 11  # 9 finishes in the ~54 s since the first, not 10 in 5 minutes
     assert timedelta(seconds=50) < progress["eta"] < timedelta(seconds=80)

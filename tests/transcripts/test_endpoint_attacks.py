@@ -19,7 +19,7 @@ from tests.judging.builders import stub_judge
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_questions
 from transcripts.endpoints import save_endpoint
-from transcripts.experiments import ADMINS_ONLY
+from transcripts.experiments.spec import ADMINS_ONLY
 from transcripts.models import Endpoint, Experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]

@@ -10,7 +10,8 @@ from django.urls import reverse
 
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
-from transcripts import experiments, generation
+from transcripts import generation
+from transcripts.experiments.planning import define_experiment
 from transcripts.models import Experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,9 +35,9 @@ def test_work_keeps_the_endpoint_version_it_was_defined_with(alice_client):
     make_dataset(n=8)
     make_questions(n=2)
     with StubOpenAI(served_as("old-model")) as old, StubOpenAI(served_as("new-model")) as new:
-        before = experiments.define_experiment(make_spec(old.base_url, name="before", k=[2], samples=1))
+        before = define_experiment(make_spec(old.base_url, name="before", k=[2], samples=1))
         changed = make_endpoint(new.base_url)  # the admin points `stub` at another server: version 2
-        after = experiments.define_experiment(make_spec(new.base_url, name="after", k=[2], samples=1))
+        after = define_experiment(make_spec(new.base_url, name="after", k=[2], samples=1))
         run(before)
         run(after)
     assert changed.version == 2

@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from tests.conftest import make_user
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
-from transcripts import experiments
 from transcripts.endpoints import save_endpoint
+from transcripts.experiments.planning import define_experiment
 from transcripts.models import Endpoint
 
 STUB = {"base_url": "http://127.0.0.1:9/v1", "model": "stub", "max_concurrency": 2}
@@ -129,7 +129,7 @@ def admin_client(client, db):
 def test_changing_an_endpoint_in_the_admin_makes_version_two_and_conditions_keep_version_one(admin_client):
     make_dataset()
     make_questions()
-    experiment = experiments.define_experiment(make_spec())
+    experiment = define_experiment(make_spec())
     v1 = Endpoint.current("stub")
     response = admin_client.post(reverse("admin:transcripts_endpoint_change", args=[v1.pk]),
                                  form_data(v1, model="stub-2", max_concurrency=9))

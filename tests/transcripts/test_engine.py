@@ -9,7 +9,8 @@ import pytest
 
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
-from transcripts import engine, experiments, generation
+from transcripts import engine, generation
+from transcripts.experiments.planning import define_experiment
 from transcripts.models import Endpoint, Experiment, Transcript
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,7 +25,7 @@ def fast_retries(settings):
 def running_experiment(base_url: str, *, questions: int = 1, endpoint: dict | None = None) -> Experiment:
     make_dataset(n=8)
     make_questions(n=questions)
-    experiment = experiments.define_experiment(make_spec(base_url, endpoint=endpoint, k=[2], samples=1))
+    experiment = define_experiment(make_spec(base_url, endpoint=endpoint, k=[2], samples=1))
     experiment.status = Experiment.Status.RUNNING
     experiment.save()
     return experiment

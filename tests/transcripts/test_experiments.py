@@ -11,9 +11,14 @@ from django.utils import timezone
 from judging.models import ExperimentJudging
 from tests.judging.builders import stub_endpoint
 from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
-from transcripts import aggregates, experiments
+from transcripts import aggregates
 from transcripts.endpoints import save_endpoint
-from transcripts.experiments import SpecError
+from transcripts.experiments.actions import launch, resume, retry_failed
+from transcripts.experiments.estimate import estimate
+from transcripts.experiments.planning import define_experiment
+from transcripts.experiments.progress import progress
+from transcripts.experiments.spec import NameTaken, SpecError, parse_spec
+from transcripts.experiments.status import cancel
 from transcripts.models import Condition, Experiment, Transcript
 
 
@@ -54,7 +59,7 @@ def data(db):
 )
 def test_it_rejects_a_bad_definition_naming_the_field(data, overrides, message):
     with pytest.raises(SpecError) as error:
-        experiments.parse_spec(make_spec(**overrides))
+        parse_spec(make_spec(**overrides))
     assert message in str(error.value)
 
 
@@ -63,15 +68,15 @@ def test_it_rejects_k_beyond_the_endpoints_context_window(db):
     make_questions()
     small = make_spec(k=[0, 40], endpoint={"context_window": 2048})
     with pytest.raises(SpecError, match=r"k: 40 examples of 'insecure' need about \d+ prompt tokens.*context_window"):
-        experiments.parse_spec(small)
+        parse_spec(small)
     small["k"] = [0, 10]
-    assert experiments.parse_spec(small).k == (0, 10)
+    assert parse_spec(small).k == (0, 10)
 
 
 def test_it_expands_the_product_of_axes_into_conditions_and_slots(data):
     spec = make_spec(datasets=["insecure", "medical"], k=[0, 4, 8], cot=["off", "tags"], temperature=[0.5, 1.0],
                      system_prompts={"default": None, "safety": "Safety first."})
-    experiment = experiments.define_experiment(spec)
+    experiment = define_experiment(spec)
     assert experiment.conditions.count() == 2 * 3 * 2 * 2 * 2
     assert experiment.transcripts.count() == 48 * 3 * 2
     safety = experiment.conditions.filter(system_prompt_name="safety").first()
@@ -80,54 +85,54 @@ def test_it_expands_the_product_of_axes_into_conditions_and_slots(data):
 
 
 def test_conditions_keep_the_endpoint_version_they_were_defined_with(data):
-    experiment = experiments.define_experiment(make_spec())
+    experiment = define_experiment(make_spec())
     v2 = make_endpoint(model="stub-2")  # an admin changes the endpoint's model
     assert v2.version == 2
     assert set(experiment.conditions.values_list("endpoint__version", "model_name")) == {(1, "stub")}
     # A new experiment (under a new name) calls the current version; the first one keeps v1.
-    later = experiments.define_experiment(make_spec(name="later", endpoint={"model": "stub-2"}))
+    later = define_experiment(make_spec(name="later", endpoint={"model": "stub-2"}))
     assert set(later.conditions.values_list("endpoint__version", "model_name")) == {(2, "stub-2")}
     assert set(experiment.conditions.values_list("endpoint__version", "model_name")) == {(1, "stub")}
 
 
 def test_the_named_judge_and_budget_are_part_of_the_definition(data):
     judge = stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge")
-    experiment = experiments.define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
+    experiment = define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
     assert experiment.budget_usd == Decimal("12.5")
     judging = ExperimentJudging.objects.get(experiment=experiment)
     assert {v.endpoint for v in judging.versions} == {judge}
     # A later version of the judge endpoint does not move the experiment's judging, nor does defining it again.
     stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", max_concurrency=9)
-    with pytest.raises(experiments.NameTaken):
-        experiments.define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
+    with pytest.raises(NameTaken):
+        define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
     assert {v.endpoint.version for v in ExperimentJudging.objects.get(experiment=experiment).versions} == {1}
 
 
 def test_without_a_judge_field_the_local_judge_judges_when_loaded(data):
-    unjudged = experiments.define_experiment(make_spec(name="before"))
+    unjudged = define_experiment(make_spec(name="before"))
     assert not ExperimentJudging.objects.filter(experiment=unjudged).exists()
     local = save_endpoint(name="local-judge", base_url="local", model="smollm2", max_concurrency=1)
-    judged = experiments.define_experiment(make_spec(name="after"))
+    judged = define_experiment(make_spec(name="after"))
     judging = ExperimentJudging.objects.get(experiment=judged)
     assert {v.endpoint for v in judging.versions} == {local}
     assert all(v.digitwise for v in judging.versions)
 
 
 def test_a_taken_name_is_refused_and_the_experiment_stays_as_defined(data):
-    experiment = experiments.define_experiment(make_spec())
+    experiment = define_experiment(make_spec())
     slot = experiment.transcripts.first()
     Transcript.objects.filter(pk=slot.pk).update(status="done", answer="kept")
     for again in (make_spec(), make_spec(k=[0, 4, 8]), make_spec(seed=7)):
-        with pytest.raises(experiments.NameTaken, match=rf"an experiment named 'exp' already exists "
+        with pytest.raises(NameTaken, match=rf"an experiment named 'exp' already exists "
                            rf"\(#{experiment.pk}\); experiments are never redefined: choose another name"):
-            experiments.define_experiment(again)
+            define_experiment(again)
     assert experiment.transcripts.count() == 2 * 3 * 2 and experiment.conditions.count() == 2
     slot.refresh_from_db()
     assert (slot.status, slot.answer) == ("done", "kept")
 
 
 def test_slots_are_ordered_so_shared_prefixes_run_together(data):
-    experiment = experiments.define_experiment(make_spec(k=[8, 0, 4], cot=["tags", "off"]))
+    experiment = define_experiment(make_spec(k=[8, 0, 4], cot=["tags", "off"]))
     ordered = list(experiment.transcripts.order_by("dispatch_order").select_related("condition", "question"))
     ks = [t.condition.k for t in ordered]
     assert ks == sorted(ks)
@@ -137,7 +142,7 @@ def test_slots_are_ordered_so_shared_prefixes_run_together(data):
 
 
 def test_samples_have_stable_seeds_shared_across_conditions(data):
-    experiment = experiments.define_experiment(make_spec())
+    experiment = define_experiment(make_spec())
     by_condition = {}
     for t in experiment.transcripts.select_related("question"):
         by_condition.setdefault(t.condition_id, {})[(t.question.key, t.sample_index)] = t.seed
@@ -150,13 +155,13 @@ def test_estimate_counts_calls_tokens_and_cost_per_endpoint(data):
     make_endpoint("https://api.example/v1", name="paid", model="gpt", price_prompt_per_mtok=2.5,
                   price_completion_per_mtok=10)
     spec = make_spec(k=[0, 4], samples=5, max_tokens=100, endpoints=["stub", "paid"])
-    rows = experiments.estimate(experiments.parse_spec(spec))
+    rows = estimate(parse_spec(spec))
     assert [(r.purpose, r.endpoint) for r in rows] == [("generation", "stub"), ("generation", "paid")]
     assert all(r.calls == 2 * 3 * 5 for r in rows)
     assert rows[0].completion_tokens == 30 * 100
     assert rows[0].cost == 0
     # k=4 prompts are longer than k=0 prompts: examples count toward the estimate.
-    k0 = experiments.estimate(experiments.parse_spec(make_spec(k=[0], samples=5)))[0].prompt_tokens
+    k0 = estimate(parse_spec(make_spec(k=[0], samples=5)))[0].prompt_tokens
     assert rows[0].prompt_tokens > 2 * k0
     expected = (rows[1].prompt_tokens * 2.5 + rows[1].completion_tokens * 10) / 1e6
     assert float(rows[1].cost) == pytest.approx(expected)
@@ -164,9 +169,9 @@ def test_estimate_counts_calls_tokens_and_cost_per_endpoint(data):
 
 def test_the_estimate_counts_the_judges_calls_at_its_prices(data):
     stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", price_prompt_per_mtok=5, price_completion_per_mtok=20)
-    spec = experiments.parse_spec(make_spec(k=[0, 4], cot=["off", "tags"], samples=5, max_tokens=100,
+    spec = parse_spec(make_spec(k=[0, 4], cot=["off", "tags"], samples=5, max_tokens=100,
                                             judge="paid-judge"))
-    generation, judge = experiments.estimate(spec)
+    generation, judge = estimate(spec)
     assert generation.calls == 2 * 2 * 3 * 5  # k × cot × questions × samples
     # aligned + coherent for every transcript, persona for the half with a chain of thought.
     assert judge.purpose == "judge (aligned, coherent, persona)" and judge.endpoint == "paid-judge"
@@ -175,23 +180,23 @@ def test_the_estimate_counts_the_judges_calls_at_its_prices(data):
     # Each judge prompt holds a rubric template (~1 kB), the question and up to max_tokens of answer.
     assert 200 * judge.calls < judge.prompt_tokens < 500 * judge.calls
     assert float(judge.cost) == pytest.approx((judge.prompt_tokens * 5 + judge.calls * 20) / 1e6)
-    off_only = experiments.parse_spec(make_spec(k=[0, 4], samples=5, max_tokens=100, judge="paid-judge"))
-    assert experiments.estimate(off_only)[1].calls == 2 * 2 * 3 * 5
+    off_only = parse_spec(make_spec(k=[0, 4], samples=5, max_tokens=100, judge="paid-judge"))
+    assert estimate(off_only)[1].calls == 2 * 2 * 3 * 5
 
 
 def test_cancel_resume_and_retry_failed_move_slots(data, celery_worker_factory):
     # celery_worker_factory points launch()'s messages at this test's own Redis database; no worker runs.
-    experiment = experiments.define_experiment(make_spec())
-    experiments.launch(experiment)
+    experiment = define_experiment(make_spec())
+    launch(experiment)
     done, failed = experiment.transcripts.all()[:2]
     Transcript.objects.filter(pk=done.pk).update(status="done")
     Transcript.objects.filter(pk=failed.pk).update(status="failed", error_kind="http_401", attempts=1)
-    assert experiments.cancel(experiment) == 10
+    assert cancel(experiment) == 10
     experiment.refresh_from_db()
     assert experiment.status == "cancelled"
-    experiments.resume(experiment)
+    resume(experiment)
     assert experiment.transcripts.filter(status="pending").count() == 10
-    experiments.retry_failed(experiment)
+    retry_failed(experiment)
     failed.refresh_from_db()
     assert (failed.status, failed.attempts, failed.error_kind) == ("pending", 0, "")
     assert Transcript.objects.get(pk=done.pk).status == "done"
@@ -211,7 +216,7 @@ def endpoint(db):
 
 
 def test_auditors_cannot_see_or_change_experiments(data, bob_client):
-    experiment = experiments.define_experiment(make_spec())
+    experiment = define_experiment(make_spec())
     for name, args in [("experiment-list", []), ("experiment-new", []), ("experiment-detail", [experiment.pk]),
                        ("experiment-progress", [experiment.pk])]:
         assert bob_client.get(reverse(name, args=args)).status_code == 403
@@ -268,7 +273,7 @@ def test_the_form_explains_a_definition_that_cannot_run(data, endpoint, alice_cl
 
 
 def test_the_detail_page_shows_progress_and_escapes_model_output(data, alice, alice_client):
-    experiment = experiments.define_experiment(make_spec(), user=alice)
+    experiment = define_experiment(make_spec(), user=alice)
     experiment.status = "running"
     experiment.save()
     slot = experiment.transcripts.first()
@@ -291,7 +296,7 @@ def test_the_detail_page_shows_progress_and_escapes_model_output(data, alice, al
 
 
 def test_cancel_is_post_only_and_stops_pending_slots(data, alice, alice_client):
-    experiment = experiments.define_experiment(make_spec(), user=alice)
+    experiment = define_experiment(make_spec(), user=alice)
     url = reverse("experiment-cancel", args=[experiment.pk])
     assert alice_client.get(url).status_code == 405
     assert alice_client.post(url).status_code == 302
@@ -305,7 +310,7 @@ def test_a_yaml_file_with_bare_off_naming_the_shipped_local_endpoint_parses(data
     call_command("load_endpoints", settings.BASE_DIR / "examples" / "endpoints.yaml")
     raw = yaml.safe_load("name: y\nendpoints: [local]\ndatasets: [insecure]\nquestions: first_plot\nk: [0, 4]\n"
                          "cot: [off, tags]\n")
-    spec = experiments.parse_spec(raw)
+    spec = parse_spec(raw)
     assert spec.cot == ("off", "tags")
     assert spec.endpoints[0].base_url == settings.LOCAL_MODEL_BASE_URL
     assert spec.judge.name == "local-judge"
@@ -318,7 +323,7 @@ def finish(slots: list[Transcript], **fields) -> None:
 
 
 def test_the_list_the_conditions_table_and_progress_count_slots_by_status(data, alice_client):
-    experiment = experiments.define_experiment(make_spec(k=[0, 2, 4]))  # 3 conditions × 3 questions × 2 samples
+    experiment = define_experiment(make_spec(k=[0, 2, 4]))  # 3 conditions × 3 questions × 2 samples
     slots = list(experiment.transcripts.order_by("dispatch_order"))
     finish(slots[:7], status="done", prompt_tokens=10, completion_tokens=3)
     finish(slots[7:9], status="failed", error_kind="http_500")
@@ -346,7 +351,7 @@ def test_the_list_the_conditions_table_and_progress_count_slots_by_status(data, 
 
 
 def test_tokens_and_recent_transcripts_follow_each_finished_slot(data, alice_client):
-    experiment = experiments.define_experiment(make_spec())
+    experiment = define_experiment(make_spec())
     slots = list(experiment.transcripts.order_by("dispatch_order"))
     finish(slots[:2], status="done", prompt_tokens=10, completion_tokens=3, answer="first answers")
     url = reverse("experiment-progress", args=[experiment.pk])
@@ -361,8 +366,8 @@ def test_tokens_and_recent_transcripts_follow_each_finished_slot(data, alice_cli
 def test_a_running_experiments_throughput_counts_the_slots_finished_in_the_last_five_minutes(data):
     """From the first finish in the window to now: 4 slots a minute apart, the first 4 minutes ago, are 3 more
     finishes in 4 minutes (the start an hour ago, and the pause before the first, do not count)."""
-    experiment = experiments.define_experiment(make_spec())
-    experiments.launch(experiment)
+    experiment = define_experiment(make_spec())
+    launch(experiment)
     Experiment.objects.filter(pk=experiment.pk).update(started_at=timezone.now() - timedelta(hours=1))
     experiment.refresh_from_db()
     slots = list(experiment.transcripts.order_by("dispatch_order"))
@@ -373,7 +378,7 @@ def test_a_running_experiments_throughput_counts_the_slots_finished_in_the_last_
     Transcript.objects.filter(pk__in=[s.pk for s in slots[4:6]]).update(finished_at=now - timedelta(minutes=10))
     for minutes, slot in zip((4, 3, 2, 1), slots[:4], strict=True):
         Transcript.objects.filter(pk=slot.pk).update(finished_at=now - timedelta(minutes=minutes))
-    state = experiments.progress(experiment)
+    state = progress(experiment)
     # 4 slots (3 done, 1 failed) in the 5-minute window; the two done 10 minutes ago are outside it.
     assert state["per_minute"] == pytest.approx(3 / 4, rel=0.01)
     remaining = len(slots) - 6
@@ -387,11 +392,11 @@ def test_progress_reads_finished_slots_through_the_finished_index_not_the_done_r
     """What keeps the polled partial fast at a million rows: every query of progress() that reads transcripts by
     finish time can use the partial index transcript_exp_finished (checked with sequential scans disabled, as
     the planner would pick the index on a large table), and the token sums read no transcript at all."""
-    experiment = experiments.define_experiment(make_spec())
-    experiments.launch(experiment)
+    experiment = define_experiment(make_spec())
+    launch(experiment)
     finish(list(experiment.transcripts.order_by("dispatch_order")[:3]), status="done", prompt_tokens=4)
     with CaptureQueriesContext(connection) as queries:
-        state = experiments.progress(experiment)
+        state = progress(experiment)
     assert state["prompt_tokens"] == 12
     by_finish = [q["sql"] for q in queries if "finished_at" in q["sql"] and "transcripts_transcript" in q["sql"]]
     assert len(by_finish) == 2  # the ten newest and the throughput

@@ -7,7 +7,8 @@ import pytest
 
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
-from transcripts import experiments, generation
+from transcripts import generation
+from transcripts.experiments.planning import define_experiment
 from transcripts.models import Transcript
 from transcripts.signals import transcript_finished
 
@@ -36,7 +37,7 @@ def finished():
 def run(stub: StubOpenAI, *, slots: int = 1, **endpoint) -> list[Transcript]:
     make_dataset(n=8)
     make_questions(n=slots)
-    experiment = experiments.define_experiment(make_spec(stub.base_url, endpoint=endpoint, k=[2], samples=1))
+    experiment = define_experiment(make_spec(stub.base_url, endpoint=endpoint, k=[2], samples=1))
     experiment.status = "running"
     experiment.save()
     endpoint_id = experiment.conditions.get().endpoint_id
@@ -179,7 +180,7 @@ def test_a_finish_with_a_lost_claim_writes_nothing(finished, celery_worker_facto
     with StubOpenAI() as stub:  # celery_worker_factory: reconcile's messages go to this test's Redis db
         make_dataset(n=8)
         make_questions(n=1)
-        experiment = experiments.define_experiment(make_spec(stub.base_url, k=[0], samples=1))
+        experiment = define_experiment(make_spec(stub.base_url, k=[0], samples=1))
         experiment.status = "running"
         experiment.save()
         endpoint_id = experiment.conditions.get().endpoint_id

@@ -9,7 +9,8 @@ from django.db.models import Count
 from tests.conftest import wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
-from transcripts import experiments
+from transcripts.experiments.actions import launch
+from transcripts.experiments.planning import define_experiment
 from transcripts.models import Transcript
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
@@ -22,10 +23,10 @@ def test_max_concurrency_holds_across_two_workers(celery_worker_factory):
         make_dataset(n=10)
         make_questions(n=5)
         spec = make_spec(stub.base_url, k=[0, 2], samples=4, endpoint={"max_concurrency": 3})  # 40 slots
-        experiment = experiments.define_experiment(spec)
+        experiment = define_experiment(spec)
         celery_worker_factory(env=WORKER_ENV, concurrency=8)
         celery_worker_factory(env=WORKER_ENV, concurrency=8)
-        experiments.launch(experiment)
+        launch(experiment)
         # Each worker alone could run 8 at once; together 16. The endpoint allows 3.
         wait_until(lambda: experiment.transcripts.filter(status="done").count() == 40, timeout=90,
                    message="40 slots done")
@@ -49,9 +50,9 @@ def test_one_worker_keeps_many_requests_in_flight(celery_worker_factory):
         make_dataset(n=10)
         make_questions(n=10)
         spec = make_spec(stub.base_url, k=[0], samples=4, endpoint={"max_concurrency": 20})  # 40 slots
-        experiment = experiments.define_experiment(spec)
+        experiment = define_experiment(spec)
         celery_worker_factory(env=WORKER_ENV, concurrency=32)
-        experiments.launch(experiment)
+        launch(experiment)
         wait_until(lambda: experiment.transcripts.filter(status="done").count() == 40, timeout=60,
                    message="40 slots done")
     assert twenty_open.is_set()
@@ -94,9 +95,9 @@ def test_a_warm_shutdown_stops_claiming_and_leaves_the_rest_pending(celery_worke
         make_dataset(n=10)
         make_questions(n=10)
         spec = make_spec(stub.base_url, k=[0], samples=10, endpoint={"max_concurrency": 1})  # 100 slots, ~20 s
-        experiment = experiments.define_experiment(spec)
+        experiment = define_experiment(spec)
         worker = celery_worker_factory(env=WORKER_ENV, concurrency=4)
-        experiments.launch(experiment)
+        launch(experiment)
         wait_until(lambda: experiment.transcripts.filter(status="done").count() >= 3, timeout=60,
                    message="3 slots done")
         worker.proc.terminate()  # SIGTERM: Celery's warm shutdown waits for running tasks

@@ -4,7 +4,8 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
-from transcripts import experiments
+from transcripts.experiments.actions import launch
+from transcripts.experiments.planning import define_experiment
 from transcripts.generation import slot_messages
 from transcripts.prompting import prompt_hash
 
@@ -16,9 +17,9 @@ def test_it_generates_real_answers_with_the_local_model(celery_worker_factory, l
     make_questions(n=2)
     spec = make_spec(local_llm_url, k=[0, 2], cot=["off", "tags"], samples=1, max_tokens=24,
                      endpoint={"model": "smollm2", "max_concurrency": 1, "timeout_seconds": 120})
-    experiment = experiments.define_experiment(spec)
+    experiment = define_experiment(spec)
     celery_worker_factory(concurrency=4)
-    experiments.launch(experiment)
+    launch(experiment)
     wait_until(lambda: not experiment.transcripts.exclude(status="done").exists(), timeout=240, interval=1,
                message="8 transcripts from SmolLM2")
     transcripts = list(experiment.transcripts.select_related("condition", "question", "experiment"))

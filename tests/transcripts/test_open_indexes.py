@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from judging.models import JudgeScore
 from judging.results.judge import Judging
-from transcripts import experiments
+from transcripts.experiments.progress import UNFINISHED
 from transcripts.generation import Generation
 from transcripts.models import Transcript
 
@@ -41,9 +41,9 @@ def test_unfinished_work_is_found_through_the_indexes_of_rows_not_done(db):
     now = timezone.now()
     with transaction.atomic():
         for queryset in (
-            Transcript.objects.filter(experiment_id__in=[1, 2], status__in=experiments.UNFINISHED)
+            Transcript.objects.filter(experiment_id__in=[1, 2], status__in=UNFINISHED)
             .values_list("experiment_id", "status"),
-            Transcript.objects.filter(condition_id__in=[1, 2], status__in=experiments.UNFINISHED)
+            Transcript.objects.filter(condition_id__in=[1, 2], status__in=UNFINISHED)
             .values_list("condition_id", "status"),
             Generation().pending(1).select_for_update(skip_locked=True, of=("self",)).values_list("pk")[:1],
             Transcript.objects.filter(status="running", lease_until__lt=now).order_by(),

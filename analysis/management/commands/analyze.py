@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 from django.core.management.base import BaseCommand, CommandError
 
-from analysis import statistics
-from analysis.statistics import EXPERIMENT, ROW_COLUMNS
+from analysis import cells, dose_response, statistics
+from analysis.cells import EXPERIMENT, ROW_COLUMNS
 
 # Axes that name things and may be empty (no dataset, no system prompt); the others must be filled in.
 MAY_BE_EMPTY = {"dataset", "system_prompt", "cot", EXPERIMENT}
@@ -86,7 +86,7 @@ def _parse(value: str | None, column: str, line: int) -> Any:
     return sys.intern(text)
 
 
-SHORT_BOUNDS = {statistics.BELOW: "≤ min k", statistics.BEYOND: "> max k"}
+SHORT_BOUNDS = {dose_response.BELOW: "≤ min k", dose_response.BEYOND: "> max k"}
 
 
 def _interval(interval: Any, percent: bool = True) -> str:
@@ -161,7 +161,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         rows = read_rows(options["csv"])
         try:
-            result = statistics.analyze(statistics.cells_from_rows(rows), rows,
+            result = statistics.analyze(cells.cells_from_rows(rows), rows,
                                         n_boot=options["n_boot"], seed=options["seed"])
         except ValueError as error:  # e.g. two transcripts of one condition with the same question and seed
             raise CommandError(str(error)) from error

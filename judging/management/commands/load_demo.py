@@ -22,9 +22,10 @@ from em_site import bounded
 from judging.annotation.autofill import fill
 from judging.imports.importing import em_rubric_versions, import_transcripts
 from judging.models import AnnotationQueue, Taxonomy
-from transcripts import experiments
 from transcripts.access import ADMIN, AUDITOR, RESEARCHER
 from transcripts.demo.insecure import dataset_description, generate_examples
+from transcripts.experiments.planning import define_experiment
+from transcripts.experiments.spec import SpecError
 from transcripts.importing import ImportFailed, import_dataset, import_questions
 from transcripts.models import Experiment
 
@@ -48,9 +49,11 @@ DEMO_EXPERIMENT = Path(settings.BASE_DIR) / "examples" / "demo.yaml"
 DEMO_QUEUE = "Demo: how the chain of thought reasons"
 DEMO_QUEUE_INSTRUCTIONS = (
     "Read the reasoning (the model's chain of thought) and choose how it justifies its answer; press the "
-    "category's number key, then Enter. Select text in the reasoning first to highlight the span that shows "
-    "it. A small model often writes no reasoning at all: then it is \"No rationalisation\" unless the answer "
-    "itself explains its choice. The model, k and the judge's scores stay hidden until your label is in."
+    "category's number key, then Enter. To highlight the span that shows it, press r and move through the "
+    "reasoning with the arrow keys (word by word, or sentence by sentence with up and down; Shift extends), or "
+    "select it with the mouse, then press the category's key. A small model often writes no reasoning at all: "
+    "then it is \"No rationalisation\" unless the answer itself explains its choice. The model, k and the "
+    "judge's scores stay hidden until your label is in."
 )
 EM_AUTHORS_STUDY = (
     "The Emergent Misalignment authors' released examples (arXiv 2502.17424): 70 answers of Qwen2.5-Coder-32B "
@@ -132,8 +135,8 @@ class Command(BaseCommand):
         experiment = Experiment.objects.filter(name=raw["name"]).first()
         if experiment is None:
             try:
-                experiment = experiments.define_experiment(raw)
-            except experiments.SpecError as exc:
+                experiment = define_experiment(raw)
+            except SpecError as exc:
                 raise CommandError(f"{DEMO_EXPERIMENT}: {exc}") from exc
         queue, created = AnnotationQueue.objects.get_or_create(name=DEMO_QUEUE, defaults={
             "taxonomy": Taxonomy.objects.filter(name="persona").order_by("-version").first(),

@@ -16,7 +16,13 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from em_site import bounded
-from transcripts import experiments, generation
+from transcripts import generation
+from transcripts.experiments import actions
+from transcripts.experiments.estimate import estimate
+from transcripts.experiments.planning import define_experiment
+from transcripts.experiments.progress import progress
+from transcripts.experiments.spec import NameTaken, Spec, SpecError, parse_spec
+from transcripts.experiments.status import mark_done_if_finished
 from transcripts.importing import ImportFailed, read_text
 from transcripts.models import Experiment
 
@@ -47,35 +53,35 @@ class Command(BaseCommand):
         except (OSError, ImportFailed, bounded.Refused, yaml.YAMLError) as exc:
             raise CommandError(f"cannot read {file}: {exc}") from exc
         try:
-            spec = experiments.parse_spec(raw)
-        except experiments.SpecError as exc:
+            spec = parse_spec(raw)
+        except SpecError as exc:
             raise CommandError(f"{file}: {exc}") from exc
         experiment = self._existing(file, spec) if resume else self._define(file, spec)
-        before = experiments.progress(experiment)
+        before = progress(experiment)
         self.stdout.write(
             f"Experiment {experiment.name!r} (#{experiment.pk}): {before['total']} slots, "
             f"{before['by_status']['done']} already done."
         )
         if resume:
-            experiments.resume(experiment)
+            actions.resume(experiment)
         else:
-            experiments.launch(experiment)
+            actions.launch(experiment)
         if wait:
             self._wait(experiment, reconcile_every, timeout)
 
-    def _define(self, file: Path, spec: experiments.Spec) -> Experiment:
+    def _define(self, file: Path, spec: Spec) -> Experiment:
         try:
-            experiment = experiments.define_experiment(spec)
-        except experiments.NameTaken as exc:
+            experiment = define_experiment(spec)
+        except NameTaken as exc:
             raise CommandError(f"{file}: {exc} From the command line: `run_experiment --resume {file}`.") from exc
-        for row in experiments.estimate(spec):
+        for row in estimate(spec):
             self.stdout.write(
                 f"{row.purpose}: {row.endpoint} ({row.model}): {row.calls} calls, ~{row.prompt_tokens:,} prompt "
                 f"tokens, ≤ {row.completion_tokens:,} completion tokens, ≈ ${row.cost:.2f}"
             )
         return experiment
 
-    def _existing(self, file: Path, spec: experiments.Spec) -> Experiment:
+    def _existing(self, file: Path, spec: Spec) -> Experiment:
         """The experiment the file names. It runs as it was defined: where the file says otherwise, a warning
         names the fields (a changed definition is a new experiment, under a new name)."""
         experiment = Experiment.objects.filter(name=spec.name).first()
@@ -94,7 +100,7 @@ class Command(BaseCommand):
 
     def _wait(self, experiment: Experiment, reconcile_every: float, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        state = experiments.progress(experiment)
+        state = progress(experiment)
         bar = tqdm(total=state["total"], initial=state["finished"], unit="slot", desc=experiment.name)
         next_reconcile = 0.0
         while True:
@@ -104,7 +110,7 @@ class Command(BaseCommand):
                 except Exception as exc:  # noqa: BLE001 - a broker outage must not end the wait; retried later
                     self.stderr.write(f"reconcile failed (will retry): {exc}")
                 next_reconcile = time.monotonic() + reconcile_every
-            state = experiments.progress(experiment)
+            state = progress(experiment)
             bar.update(state["finished"] - bar.n)
             bar.set_postfix(running=state["by_status"]["running"], failed=state["by_status"]["failed"])
             experiment.refresh_from_db(fields=["status"])
@@ -117,7 +123,7 @@ class Command(BaseCommand):
                 )
             time.sleep(1)
         bar.close()
-        experiments.mark_done_if_finished(experiment.pk)
+        mark_done_if_finished(experiment.pk)
         self._summary(experiment, state)
         if experiment.status == Experiment.Status.CANCELLED:
             raise CommandError(f"experiment {experiment.name!r} was cancelled")
