@@ -12,7 +12,6 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
-from judging.annotation.taxonomy import category_names
 from judging.imports.provenance import imported_notes
 from judging.models import Label
 from transcripts.access import researcher_required
@@ -90,7 +89,8 @@ def transcript_list(request: HttpRequest) -> HttpResponse:
         "fields": [] if request.htmx else filter_fields(filterset),
         "page": page,
         "sort": sort,
-        "category_names": category_names(),
+        # The persona filter's choices, already read for the form: key → name, no second query.
+        "category_names": dict(filterset.form.fields["judge_category"].choices),
         "filter_qs": _querystring(request, "after", "sort"),
         "page_qs": _querystring(request, "after"),
     }

@@ -34,9 +34,6 @@ def create_version(*, base: Taxonomy, categories: list[dict], description: str) 
     return taxonomy
 
 
-def category_names(taxonomy: Taxonomy | None = None) -> dict[str, str]:
-    """Every category key of the taxonomy to its name, for pages a person reads (the `category_name` filter);
-    without one, the keys of every taxonomy, a newer version's name winning."""
-    categories = (taxonomy.categories.all() if taxonomy is not None
-                  else PersonaCategory.objects.order_by("taxonomy__version", "pk"))
-    return dict(categories.values_list("key", "name"))
+def category_names(taxonomy: Taxonomy | None) -> dict[str, str]:
+    """Every category key of the taxonomy to its name, for pages a person reads (the `category_name` filter)."""
+    return dict(taxonomy.categories.values_list("key", "name")) if taxonomy is not None else {}
