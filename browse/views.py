@@ -90,7 +90,7 @@ def transcript_list(request: HttpRequest) -> HttpResponse:
         "page": page,
         "sort": sort,
         # The persona filter's choices, already read for the form: key → name, no second query.
-        "category_names": dict(filterset.form.fields["judge_category"].choices),
+        "category_names": {key: name for key, name in filterset.form.fields["judge_category"].choices if key},
         "filter_qs": _querystring(request, "after", "sort"),
         "page_qs": _querystring(request, "after"),
     }
