@@ -13,8 +13,9 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
   the whole database) and counts live leases of every job on that server, so `max_concurrency` holds across
   every worker, every broker, generation and judging. A message that finds the server full exits at once.
 - On a one-request-at-a-time server (`max_concurrency` 1, the embedded llama.cpp), jobs that both have claimable
-  rows share its time by their `turn_share` (`_my_turn`): judging keeps pace with generation instead of starting
-  only when generation is over. A thread whose turn is over stops and sends the next job's work message.
+  rows share its time by their `turn_share`, in turns of at least TURN_SECONDS × share (`_my_turn`): judging
+  keeps pace with generation instead of starting only when generation is over. A thread whose turn is over
+  stops and sends the next job's work message.
 - `requests_per_minute` and `tokens_per_minute` are kept by reserving start times on
   `Endpoint.next_request_at` under the same lock; a thread sleeps until its reserved moment.
 - A thread that finishes a row records it and claims the next in the same transaction (`hand_over`), keeping
@@ -210,8 +211,10 @@ def _waiting_on_server(job: Job, server: QuerySet) -> list[int]:
             if _claimable(job, endpoint_id).exists()]
 
 
-# How far back a one-at-a-time server's time is shared out between jobs (see `_my_turn`).
+# How far back a one-at-a-time server's time is shared out between jobs, and how long a turn lasts at least
+# per unit of turn_share (see `_my_turn`).
 TURN_WINDOW = timedelta(minutes=5)
+TURN_SECONDS = 30
 
 
 def _server_seconds(job: Job, server: QuerySet, since: datetime) -> float:
@@ -221,14 +224,18 @@ def _server_seconds(job: Job, server: QuerySet, since: datetime) -> float:
     return (used or 0) / 1000
 
 
-def _my_turn(job: Job, endpoint: Endpoint) -> bool:
+def _my_turn(job: Job, endpoint: Endpoint, turn_started: float | None = None) -> bool:
     """Whether `job` may start a row on the endpoint's server now. A server with room for several requests
     serves every job at once. A one-at-a-time server is shared out by time among the jobs with claimable rows,
     in proportion to their `turn_share`: the job that used the least of its share over the last TURN_WINDOW
     goes next (generation 2, judging 1: a judge verdict of the local model costs several generation calls).
     The price of a turn change: a judge call between two generation calls evicts llama.cpp's cached example
-    prefix, so generation's next turn evaluates its examples again (docs/judging.md, "The judge takes turns")."""
+    prefix, so generation's next turn evaluates its examples again (docs/judging.md, "The judge takes turns").
+    So a turn, once taken (`turn_started`, time.monotonic() of the thread's first claim), lasts at least
+    TURN_SECONDS × turn_share: long enough that the re-evaluated prefix serves many rows, not one."""
     if endpoint.max_concurrency != 1:
+        return True
+    if turn_started is not None and time.monotonic() - turn_started < TURN_SECONDS * job.turn_share:
         return True
     server = endpoint.same_server()
     others = [other for other in _jobs.values() if other is not job and _waiting_on_server(other, server)]
@@ -287,14 +294,15 @@ def claim_next(job: Job, endpoint_id: int) -> Claim | None:
         return _take_next(job, endpoint, now, reserve=True)
 
 
-def hand_over(job: Job, endpoint: Endpoint, record: Callable[[], bool]) -> Claim | None:
+def hand_over(job: Job, endpoint: Endpoint, record: Callable[[], bool], turn_started: float | None = None
+              ) -> Claim | None:
     """Record a row's outcome and claim the endpoint's next row in ONE transaction. The thread keeps its
     concurrency place (one lease ends as the next begins), so the Endpoint row is locked only to reserve a
     start time under a rate limit: claims of many threads don't queue on one lock."""
     with transaction.atomic():
         record()
         now = timezone.now()
-        if not job.may_claim(endpoint) or not _my_turn(job, endpoint):
+        if not job.may_claim(endpoint) or not _my_turn(job, endpoint, turn_started):
             return None
         if not _rate_limited(endpoint):
             return _take_next(job, endpoint, now, reserve=False)
@@ -498,6 +506,7 @@ def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int
     deadline = time.monotonic() + budget
     endpoint = Endpoint.objects.get(pk=endpoint_id)
     handled = 0
+    turn_started = time.monotonic()
     claim = claim_next(job, endpoint_id)
     while claim is not None:
         result = attempt(job, claim)
@@ -513,7 +522,7 @@ def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int
             job.send(endpoint_id)  # keep messages short-lived (a Redis visibility timeout re-delivers)
             break
         else:
-            claim = hand_over(job, endpoint, result[1])
+            claim = hand_over(job, endpoint, result[1], turn_started)
     if handled:
         pass_the_turn(job, endpoint)
     return handled

@@ -3,6 +3,7 @@ rubric version, retries, terminal errors, the verdict cache, and judging on `tra
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,7 @@ from judging.results import judge
 from tests.conftest import wait_until
 from tests.judging.builders import ALIGNED, experiment_with, judge_with_stub, stub_endpoint, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
-from transcripts import generation
+from transcripts import engine, generation
 from transcripts.models import Experiment, Transcript
 from transcripts.signals import transcript_finished
 
@@ -164,6 +165,11 @@ def test_judging_and_generation_share_a_one_at_a_time_server_by_time(db):
     judge.enqueue(done.transcripts.all(), [versions["aligned"]])
 
     assert generation.claim_next(generation_row.pk) is None, "judging has used none of its share: generation waits"
+    # A turn once taken lasts TURN_SECONDS × share (60 s for generation), so a re-read example prefix serves
+    # many rows: a generation thread 10 s into its turn keeps it, one 61 s in hands it over.
+    now_monotonic = time.monotonic()
+    assert engine._my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 10)
+    assert not engine._my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 61)
     claim = judge.claim_next(judge_row.pk)
     assert claim is not None
     # A 6 s verdict: judging has used 6 s of its share 1, generation 10 s of its share 2 (5 each).
