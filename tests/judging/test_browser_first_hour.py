@@ -105,5 +105,5 @@ def test_the_first_hour_counted_verdicts_reasoning_keyboard_labels_and_agreement
 
     researcher.goto(f"{base}{reverse('queue-agreement', args=[queue.pk])}")
     wait_until(lambda: researcher.reload() and FOLLOWS in researcher.locator("#per-category").inner_text(),
-               timeout=60, interval=1, message="the agreement report with the two labels")
+               timeout=180, interval=1, message="the agreement report with the two labels")
     assert "follows_pattern" not in researcher.locator("#per-category").inner_text()
