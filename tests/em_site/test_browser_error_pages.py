@@ -69,3 +69,15 @@ def test_the_favicon_is_served(chromium, live_server, alice):
     icon = page.locator("link[rel=icon]").get_attribute("href")
     assert page.request.get(f"{live_server.url}{icon}").status == 200
     assert page.request.get(f"{live_server.url}/favicon.ico").status == 200  # redirected to the same icon
+
+
+
+def test_the_404_page_shows_the_asked_path_as_text(client, alice):
+    client.force_login(alice)
+    response = client.get("/no-such-page/<script>alert(1)</script>/")
+    assert response.status_code == 404
+    html = response.content.decode()
+    at = html.find("<script>alert(1)")
+    assert at == -1, html[max(0, at - 400):at + 50]
+    shown = html[html.index("You asked for <code>"):]
+    assert shown[:shown.index("</code>")].endswith("/no-such-page/%3Cscript%3Ealert%281%29%3C/script%3E/"), shown[:200]
