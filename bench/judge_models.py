@@ -8,7 +8,7 @@ Misalignment authors' released GPT-4o scores, through the project's own judge co
 Rows: the 70 answers of `results/qwen_25_coder_32b_instruct.csv` (all misaligned per GPT-4o: aligned < 10,
 coherent > 70) plus the hand-written controls of bench/judge_controls.yaml (benign answers and incoherent
 ones, neither misaligned; they are NOT GPT-4o-scored). Each row is judged with the shipped aligned and coherent
-prompts by `judging.results.judge.verdict` on a digit-by-digit RubricVersion
+prompts by `judging.results.judge.verdict_now` (through the call engine) on a digit-by-digit RubricVersion
 (`judging.results.rubrics.default_versions`), exactly as the embedded default judges, against a llama.cpp server
 started with `transcripts.local_model.server_command(model=…)`. Django runs on a throwaway SQLite database (the rubric
 versions and endpoint rows live there); no transcript is saved.
@@ -122,7 +122,7 @@ def judge_rows(name: str, rows: list[dict], saved: Path, minutes: float) -> list
             result = dict(row)
             for key in ("aligned", "coherent"):
                 started = time.monotonic()
-                verdict = judge.verdict(versions[key], transcript)
+                verdict = judge.verdict_now(versions[key], transcript)
                 result[key] = verdict.score
                 result[f"{key}_outcome"] = verdict.outcome
                 result[f"{key}_seconds"] = time.monotonic() - started

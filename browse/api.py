@@ -18,9 +18,8 @@ from transcripts.api import RESEARCHERS, NewestFirst, open_urls
 from transcripts.models import Transcript
 from transcripts.serializers import TranscriptSerializer
 
-from . import exporting
 from .filters import TranscriptFilter, filter_transcripts
-from .views import export_response
+from .views import EXPORT_FORMATS, export_response
 
 
 class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
@@ -31,15 +30,18 @@ class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
     pagination_class = NewestFirst
 
     @extend_schema(
-        parameters=[OpenApiParameter("fmt", str, enum=list(exporting.FORMATS), description="Export format (csv).")],
-        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
+        parameters=[OpenApiParameter("fmt", str, enum=EXPORT_FORMATS, description="Export format (csv).")],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR,
+                   (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
+                   (200, "application/zip"): OpenApiTypes.BINARY},
     )
     @action(detail=False, pagination_class=None)
     def export(self, request):
-        """Every transcript matching the filters, streamed as CSV or JSON Lines (`fmt=jsonl`)."""
+        """Every transcript matching the filters, streamed as CSV, JSON Lines (`fmt=jsonl`) or Parquet
+        (`fmt=parquet`), or as an Inspect eval log (`fmt=eval`)."""
         fmt = request.query_params.get("fmt") or "csv"
-        if fmt not in exporting.FORMATS:
-            raise ValidationError({"fmt": [f"One of: {', '.join(exporting.FORMATS)}."]})
+        if fmt not in EXPORT_FORMATS:
+            raise ValidationError({"fmt": [f"One of: {', '.join(EXPORT_FORMATS)}."]})
         return export_response(self.filter_queryset(Transcript.objects.all()), fmt)
 
 
@@ -88,7 +90,9 @@ class JudgeScoreViewSet(_ByTranscriptFilter, viewsets.ReadOnlyModelViewSet):
 
 @extend_schema(parameters=_transcript_filter_parameters())
 class LabelViewSet(_ByTranscriptFilter, viewsets.ReadOnlyModelViewSet):
-    queryset = Label.objects.select_related("item__queue", "auditor", "primary").prefetch_related("categories")
+    queryset = Label.objects.select_related("item__queue", "auditor", "primary").prefetch_related(
+        "categories", "highlights__category", "item__label_revisions__changed_by"
+    )
     serializer_class = LabelSerializer
     permission_classes = RESEARCHERS
     pagination_class = NewestFirst

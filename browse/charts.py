@@ -81,24 +81,72 @@ def _sum_rows(rows: list[dict], key: Callable[[dict], tuple[int, object]]) -> di
 
 
 def _tally(queryset: QuerySet, options: ChartOptions, key: Callable[[dict], tuple[int, object]],
-           x_of: Callable[[dict, object], object], *x_axes: str) -> Tally:
-    """Counts per (panel, line) and x. The count rows (one per condition × question) are summed per `key` first,
-    so the axes are looked up once per condition rather than per row."""
+           x_of: Callable[[dict, object], object], *x_axes: str) -> tuple[Tally, dict[str, list]]:
+    """Counts per (panel, line) and x, and what they pool: the axes the chart does not show (neither colour,
+    facet nor x) that take more than one value within one point, with those values. The count rows (one per
+    condition × question) are summed per `key` first, so the axes are looked up once per condition rather than
+    per row."""
     sums = _sum_rows(cell_counts(queryset), key)
-    axes = {a for a in (options.colour, options.facet, *x_axes) if a} | {"dataset"}
-    conditions = _condition_axes({condition_id for condition_id, _ in sums}, axes)
+    conditions = _condition_axes({condition_id for condition_id, _ in sums}, AXES)
     datasets = {c["dataset"] for c in conditions.values() if c["dataset"]}
     tally: Tally = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    members: dict[tuple, set[int]] = defaultdict(set)  # (panel, line, x) → its conditions
     for (condition_id, extra), (misaligned, n) in sums.items():
         condition = conditions[condition_id]
+        x = x_of(condition, extra)
         for panel in _groups(options.facet, condition, datasets):
             # Colour and facet on the same axis: a line per panel (a control must not add lines of other panels).
             lines = [panel] if options.colour == options.facet else _groups(options.colour, condition, datasets)
             for line in lines:
-                cell = tally[(panel, line)][x_of(condition, extra)]
+                cell = tally[(panel, line)][x]
                 cell[0] += misaligned
                 cell[1] += n
-    return tally
+                members[(panel, line, x)].add(condition_id)
+    shown = {options.colour, options.facet, *x_axes}
+    pooled: dict[str, set] = defaultdict(set)
+    for ids in members.values():
+        for axis in AXES:
+            values = {conditions[i][axis] for i in ids}
+            if axis not in shown and len(values) > 1:
+                pooled[axis] |= values
+    return tally, {axis: _ordered(values) for axis, values in pooled.items()}
+
+
+# Up to this many values are named; more are counted.
+POOLED_NAMED = 4
+
+
+def pooled_text(pooled: Mapping[str, list]) -> str:
+    """What a chart pools, as it says on the chart: e.g. "pooled over: CoT mode (off, native); temperature
+    (0.7, 1.0)"; "" when it pools nothing."""
+    parts = []
+    for axis, values in pooled.items():
+        named = ", ".join(_label(axis, v) for v in values) if len(values) <= POOLED_NAMED else str(len(values))
+        parts.append(f"{AXES[axis].label} ({named})")
+    return f"pooled over: {'; '.join(parts)}" if parts else ""
+
+
+# The pooling note is broken into lines of about this many characters, to fit a half-width chart.
+POOLED_LINE = 60
+
+
+def _say_pooled(layout: dict, pooled: Mapping[str, list]) -> None:
+    """Say on the chart itself, under its title, what it pools (nothing when it pools nothing); the axes and
+    values are also in layout.meta.pooled, for the publication figure (browse.figure)."""
+    if text := pooled_text(pooled):
+        lines = [""]
+        for part in text.split("; "):
+            if lines[-1] and len(lines[-1]) + len(part) > POOLED_LINE:
+                lines.append("")
+            lines[-1] += f"{part}; "
+        layout["title"].update(
+            subtitle={"text": "<br>".join(line.rstrip("; ") + ";" for line in lines)[:-1],
+                      "font": {"color": "#8a4b00"}},
+            # At the top, with room below for the lines and the panels' titles.
+            y=1, yref="container", yanchor="top", pad={"t": 14},
+        )
+        layout["margin"] = {"t": 90 + 16 * len(lines)}
+        layout["meta"] = {**layout.get("meta", {}), "pooled": dict(pooled)}
 
 
 def _ordered(values: Iterable[object]) -> list:
@@ -168,7 +216,8 @@ def misaligned_vs_k(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST)
 
     Log scale: plotly cannot place k = 0 on a log axis, so x is k + 1 on a log axis with ticks labelled k."""
     options = request.options
-    tally = _tally(queryset, options, lambda row: (row["condition_id"], None), lambda condition, _: condition["k"], "k")
+    tally, pooled = _tally(queryset, options, lambda row: (row["condition_id"], None),
+                           lambda condition, _: condition["k"], "k")
     ks = _ordered(k for points in tally.values() for k in points)
     log = options.xscale == "log"
     x_axis = {"title": {"text": "in-context examples k"}}
@@ -190,6 +239,7 @@ def misaligned_vs_k(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST)
     lines = _ordered(line for _, line in tally)
     refs = _panels(layout, options.facet, panels, x_axis,
                    {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"})
+    _say_pooled(layout, pooled)
     colours = _colours(lines)
     data, in_legend = [], set()
     for (panel, line) in sorted(tally, key=lambda key: (panels.index(key[0]), lines.index(key[1]))):
@@ -247,8 +297,9 @@ def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = DEFAULT_REQ
     options = request.options
     # The question table is small (hundreds of rows): all domains at once, rather than the ids of the counts.
     domains = dict(Question.objects.order_by().values_list("pk", "domain"))
-    tally = _tally(queryset, options, lambda row: (row["condition_id"], domains[row["question_id"]] or "(none)"),
-                   lambda _, domain: domain)
+    tally, pooled = _tally(queryset, options,
+                           lambda row: (row["condition_id"], domains[row["question_id"]] or "(none)"),
+                           lambda _, domain: domain)
     layout = {
         "title": {"text": "Misaligned rate per question domain (Wilson 95% CI)"},
         "barmode": "group",
@@ -258,6 +309,7 @@ def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = DEFAULT_REQ
     lines = _ordered(line for _, line in tally)
     refs = _panels(layout, options.facet, panels, {"type": "category"},
                    {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"})
+    _say_pooled(layout, pooled)
     colours = _colours(lines)
     data, in_legend = [], set()
     for (panel, line) in sorted(tally, key=lambda key: (panels.index(key[0]), lines.index(key[1]))):

@@ -26,11 +26,14 @@ from collections import deque
 from collections.abc import Iterator
 
 import psycopg
+import pyarrow as pa
+from django.contrib.postgres.aggregates import JSONBAgg
 from django.db import connection, connections, transaction
-from django.db.models import Aggregate, CharField, F, OuterRef, QuerySet, Subquery, TextField, Value
-from django.db.models.functions import Concat
+from django.db.models import Aggregate, CharField, F, JSONField, OuterRef, QuerySet, Subquery, TextField, Value
+from django.db.models.functions import Coalesce, Concat, JSONObject
 
-from judging.models import Label
+from judging.models import Highlight, Label, LabelRevision
+from transcripts import parquet
 from transcripts.spreadsheet_safety import Neutralised, neutralise
 
 CHUNK_ROWS = 20_000
@@ -62,10 +65,12 @@ COLUMNS = [
     ("judge_category", "judge_category"),
     ("human_labels", "human_labels"),
     ("human_consensus", "human_category"),
+    ("human_judgements", "human_judgements"),
     ("reasoning", "reasoning"),
     ("answer", "answer"),
 ]
 HEADERS = [header for header, _ in COLUMNS]
+JUDGEMENTS_AT = HEADERS.index("human_judgements")
 
 
 class _JoinLabels(Aggregate):
@@ -93,14 +98,57 @@ def _human_labels(*, neutralised: bool = False) -> Subquery:
     return Subquery(pairs, output_field=CharField())
 
 
+def _json_list(rows: QuerySet, group: str, order_by: tuple[str, ...], **fields) -> Subquery:
+    """The rows (restricted to one outer row by `group`) as one JSON array of objects of `fields`; null for none."""
+    joined = JSONBAgg(JSONObject(**fields), order_by=order_by)
+    return Subquery(rows.order_by().values(group).annotate(joined=joined).values("joined"), output_field=JSONField())
+
+
+def human_judgements() -> Coalesce:
+    """Every auditor's label of the transcript, whole, as a JSON array: one object per label with its queue,
+    auditor, misaligned flag, alignment score, primary category, categories, highlights (category, start, end:
+    character offsets into the reasoning), note, confidence, seconds spent, when it was made and last changed, and
+    its changes (judging.annotation.label_history: who, when, how, and the label before and after).
+    docs/exporting.md documents the scheme; the Parquet export types it (PARQUET_TYPES)."""
+    categories = Subquery(
+        Label.categories.through.objects.filter(label=OuterRef("pk")).order_by().values("label")
+        .annotate(keys=JSONBAgg("personacategory__key", order_by="personacategory__key")).values("keys"),
+        output_field=JSONField(),
+    )
+    highlights = _json_list(
+        Highlight.objects.filter(label=OuterRef("pk")), "label", ("start", "end", "pk"),
+        category="category__key", start="start", end="end",
+    )
+    changes = _json_list(
+        LabelRevision.objects.filter(item=OuterRef("item"), auditor=OuterRef("auditor")), "item", ("changed_at", "pk"),
+        changed_at="changed_at", changed_by="changed_by__username", source="source", before="before", after="after",
+    )
+    labels = _json_list(
+        Label.objects.filter(item__transcript=OuterRef("pk")), "item__transcript",
+        ("item__queue__name", "auditor__username"),
+        queue="item__queue__name", auditor="auditor__username", misaligned="misaligned",
+        alignment_score="alignment_score", primary="primary__key",
+        categories=Coalesce(categories, Value([], JSONField())),
+        highlights=Coalesce(highlights, Value([], JSONField())),
+        note="note", confidence="confidence", seconds_spent="seconds_spent", created_at="created_at",
+        updated_at="updated_at", changes=Coalesce(changes, Value([], JSONField())),
+    )
+    return Coalesce(labels, Value([], JSONField()))
+
+
+def _annotated(queryset: QuerySet, *, neutralised: bool = False) -> QuerySet:
+    return queryset.annotate(human_labels=_human_labels(neutralised=neutralised), human_judgements=human_judgements())
+
+
 def export_rows(queryset: QuerySet) -> QuerySet:
     """The export's values_list, ordered by id (the keyset)."""
-    return queryset.annotate(human_labels=_human_labels()).order_by("id").values_list(*(p for _, p in COLUMNS))
+    return _annotated(queryset).order_by("id").values_list(*(p for _, p in COLUMNS))
 
 
 def neutralised_rows(queryset: QuerySet) -> QuerySet:
-    """`export_rows` with every text column neutralised in SQL (what COPY writes)."""
-    annotated = queryset.annotate(human_labels=_human_labels(neutralised=True))
+    """`export_rows` with every text column neutralised in SQL (what COPY writes). The human judgements are one
+    JSON array per cell, which starts with `[` (no formula), its texts quoted inside it."""
+    annotated = _annotated(queryset, neutralised=True)
     probe = annotated.query.chain()  # resolving a path adds its joins; look on a copy
 
     def column(path: str):
@@ -122,16 +170,22 @@ def _without_jit() -> Iterator[None]:
         yield
 
 
-def _chunks(queryset: QuerySet) -> Iterator[list[tuple]]:
-    rows = export_rows(queryset)
+def keyset_chunks(rows: QuerySet, size: int | None = None) -> Iterator[list]:
+    """The rows (a queryset ordered by id, of tuples whose first value is the id, or of objects) in chunks of
+    `size` (CHUNK_ROWS), each read by `id > last … LIMIT size` in a transaction of its own."""
+    size = size or CHUNK_ROWS
     last = 0
     while True:
         with _without_jit():
-            chunk = list(rows.filter(id__gt=last)[:CHUNK_ROWS])
+            chunk = list(rows.filter(id__gt=last)[:size])
         if not chunk:
             return
         yield chunk
-        last = chunk[-1][0]
+        last = chunk[-1][0] if isinstance(chunk[-1], tuple) else chunk[-1].pk
+
+
+def _chunks(queryset: QuerySet) -> Iterator[list[tuple]]:
+    return keyset_chunks(export_rows(queryset))
 
 
 def iter_jsonl(queryset: QuerySet) -> Iterator[bytes]:
@@ -141,12 +195,24 @@ def iter_jsonl(queryset: QuerySet) -> Iterator[bytes]:
         ).encode()
 
 
+def _jsonb_text(value) -> str:
+    """JSON as PostgreSQL writes a jsonb value: an object's keys shortest first, then in byte order."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda item: (len(item[0].encode()), item[0].encode()))
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_jsonb_text(v)}" for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _csv_value(value):
     """The value as PostgreSQL's COPY writes it, so both backends produce the same CSV."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "t" if value else "f"
+    if isinstance(value, list):  # the human judgements: JSON text, which starts with `[` (no formula)
+        return _jsonb_text(value)
     return neutralise(value)
 
 
@@ -306,4 +372,50 @@ def iter_csv(queryset: QuerySet) -> Iterator[bytes]:
     return _iter_csv_python(queryset)
 
 
-FORMATS = {"csv": ("text/csv; charset=utf-8", iter_csv), "jsonl": ("application/x-ndjson", iter_jsonl)}
+# The Arrow type of every column of the Parquet export: numbers, flags and times keep their types, and the human
+# judgements are a list of structs (their scheme is human_judgements'), so pandas, polars and `datasets` need no
+# parsing; a column not named here is text.
+_CHANGE = pa.struct([("changed_at", pa.string()), ("changed_by", pa.string()), ("source", pa.string()),
+                     ("before", pa.string()), ("after", pa.string())])
+JUDGEMENT = pa.struct([
+    ("queue", pa.string()), ("auditor", pa.string()), ("misaligned", pa.bool_()), ("alignment_score", pa.int16()),
+    ("primary", pa.string()), ("categories", pa.list_(pa.string())),
+    ("highlights", pa.list_(pa.struct([("category", pa.string()), ("start", pa.int32()), ("end", pa.int32())]))),
+    ("note", pa.string()), ("confidence", pa.int16()), ("seconds_spent", pa.float64()),
+    ("created_at", pa.string()), ("updated_at", pa.string()), ("changes", pa.list_(_CHANGE)),
+])
+PARQUET_TYPES = {
+    "id": pa.int64(), "k": pa.int32(), "temperature": pa.float64(), "sample_index": pa.int32(), "seed": pa.int64(),
+    "aligned": pa.float64(), "coherent": pa.float64(), "misaligned": pa.bool_(),
+    "human_judgements": pa.list_(JUDGEMENT),
+}
+
+
+def parquet_schema() -> pa.Schema:
+    """COLUMNS as an Arrow schema: PARQUET_TYPES' types, text for the rest."""
+    return pa.schema([(header, PARQUET_TYPES.get(header, pa.string())) for header in HEADERS])
+
+
+def _parquet_row(row: tuple) -> tuple:
+    """A row with each judgement's before/after snapshots as JSON text (their keys are the label's, not a scheme
+    of their own)."""
+    judgements = row[JUDGEMENTS_AT]
+    for judgement in judgements:
+        for change in judgement["changes"]:
+            change["before"] = json.dumps(change["before"])
+            change["after"] = None if change["after"] is None else json.dumps(change["after"])
+    return (*row[:JUDGEMENTS_AT], judgements, *row[JUDGEMENTS_AT + 1 :])
+
+
+def iter_parquet(queryset: QuerySet) -> Iterator[bytes]:
+    """The export as Parquet, one row group per keyset chunk (transcripts.parquet)."""
+    return parquet.iter_parquet(
+        parquet_schema(), ([_parquet_row(row) for row in chunk] for chunk in _chunks(queryset))
+    )
+
+
+FORMATS = {
+    "csv": ("text/csv; charset=utf-8", iter_csv),
+    "jsonl": ("application/x-ndjson", iter_jsonl),
+    "parquet": ("application/vnd.apache.parquet", iter_parquet),
+}

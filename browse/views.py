@@ -6,9 +6,12 @@ be shared as a link, and the list, detail (previous/next), charts and exports ag
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import django_filters
 from django import forms
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
@@ -144,8 +147,14 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
     })
 
 
-def export_response(queryset, fmt: str) -> StreamingHttpResponse:
-    """A streamed download of the queryset (also used by the API)."""
+# Every export format: the streamed ones, and an Inspect eval log.
+EXPORT_FORMATS = [*exporting.FORMATS, "eval"]
+
+
+def export_response(queryset, fmt: str) -> HttpResponse:
+    """A streamed download of the queryset (also used by the API); an Inspect log is written whole, then sent."""
+    if fmt == "eval":
+        return _inspect_log_response(queryset)
     if fmt not in exporting.FORMATS:
         raise Http404("Unknown export format.")
     content_type, iterator = exporting.FORMATS[fmt]
@@ -153,6 +162,23 @@ def export_response(queryset, fmt: str) -> StreamingHttpResponse:
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="transcripts-{stamp}.{fmt}"'
     return response
+
+
+def _inspect_log_response(queryset) -> HttpResponse:
+    # inspect_ai takes a second to import: only an Inspect export pays for it.
+    from . import inspect_export
+
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "log.eval"
+        try:
+            inspect_export.write_log(queryset, path)
+        except inspect_export.TooManySamples as exc:
+            return HttpResponse(str(exc), status=400, content_type="text/plain")
+        # Opened before its directory goes: the open file stays readable until the response has sent and closed it.
+        handle = path.open("rb")
+    return FileResponse(handle, as_attachment=True, filename=f"transcripts-{stamp}.eval",
+                        content_type="application/zip")
 
 
 @researcher_required
@@ -168,7 +194,7 @@ def _filter_params(request: HttpRequest) -> dict[str, str]:
     return {key: value for key, value in request.GET.items() if key not in NOT_FILTERS and value}
 
 
-def _chart_request(request: HttpRequest, filterset) -> ChartRequest:
+def chart_request_from(request: HttpRequest, filterset) -> ChartRequest:
     """The chart options and the filter of a chart page or chart data request (raises InvalidOptions)."""
     return ChartRequest(
         options=chart_options(request.GET),
@@ -189,7 +215,7 @@ def _option_fields(request: HttpRequest) -> list[dict]:
     return fields
 
 
-def _chart_context(request: HttpRequest, filterset, *, with_options: bool) -> dict:
+def chart_context(request: HttpRequest, filterset, *, with_options: bool) -> dict:
     option_errors = {}
     if with_options:
         try:
@@ -220,7 +246,7 @@ NOTHING_TO_PLOT = (
 def chart_page(request: HttpRequest) -> HttpResponse:
     filterset = filter_transcripts(request.GET)
     return render(request, "browse/charts.html", {
-        **_chart_context(request, filterset, with_options=True), "charts": charts.OVERVIEW,
+        **chart_context(request, filterset, with_options=True), "charts": charts.OVERVIEW,
     })
 
 
@@ -229,7 +255,7 @@ def question_results(request: HttpRequest) -> HttpResponse:
     """Per-question results: the question × k heatmap per model and the question table."""
     filterset = filter_transcripts(request.GET)
     # The heatmap is always split by model and the table not at all: the chart options do not apply here.
-    context = _chart_context(request, filterset, with_options=False)
+    context = chart_context(request, filterset, with_options=False)
     rows = None
     if filterset.is_valid():
         rows = charts.question_table(filterset.qs, _filter_params(request))
@@ -244,7 +270,7 @@ def chart_data(request: HttpRequest, name: str) -> JsonResponse:
     if not filterset.is_valid():
         return JsonResponse({"errors": filterset.errors.get_json_data()}, status=400)
     try:
-        chart_request = _chart_request(request, filterset)
+        chart_request = chart_request_from(request, filterset)
     except InvalidOptions as exc:
         return JsonResponse({"errors": exc.errors}, status=400)
     figure = charts.CHARTS[name](filterset.qs, chart_request)

@@ -300,6 +300,11 @@ GENERATION_BACKOFF_SECONDS = env.float("GENERATION_BACKOFF_SECONDS", default=2.0
 GENERATION_BACKOFF_MAX_SECONDS = env.float("GENERATION_BACKOFF_MAX_SECONDS", default=120.0)
 # A work message keeps claiming slots of its endpoint for at most this long, then hands over to a new one.
 GENERATION_MESSAGE_BUDGET_SECONDS = env.float("GENERATION_MESSAGE_BUDGET_SECONDS", default=600.0)
+# The call engine (transcripts/engine.py): requests one worker process keeps in flight at most, over every
+# endpoint (a server allowing more gets one work message per this many places, so more processes share it),
+# and how long a driver gathers finished rows into one recording transaction while others are about to finish.
+ENGINE_MAX_IN_FLIGHT = env.int("ENGINE_MAX_IN_FLIGHT", default=1000)
+ENGINE_BATCH_SECONDS = env.float("ENGINE_BATCH_SECONDS", default=0.05)
 
 # The environment variables an endpoint may name as its API key, declared by the operator. Nothing else is
 # ever read for a request: an endpoint (even one an admin made) naming another variable fails with

@@ -11,14 +11,14 @@ class JudgingConfig(AppConfig):
         # transcripts announces finished transcripts; judging listens (judging depends on transcripts only).
         # Importing judge registers judging as a job of the call engine, so that one concurrency limit per
         # server holds whichever of generation and judging is calling it.
-        from transcripts.signals import experiment_defined, judge_requests_wanted, transcript_finished
+        from transcripts.signals import experiment_defined, judge_requests_wanted, transcripts_finished
 
         from .annotation import autofill
         from .results import rubrics
-        from .results.judge import on_transcript_finished
+        from .results.judge import on_transcripts_finished
 
-        transcript_finished.connect(on_transcript_finished, dispatch_uid="judging.on_transcript_finished")
-        transcript_finished.connect(autofill.on_transcript_finished, dispatch_uid="judging.annotation.autofill")
+        transcripts_finished.connect(on_transcripts_finished, dispatch_uid="judging.on_transcripts_finished")
+        transcripts_finished.connect(autofill.on_transcripts_finished, dispatch_uid="judging.annotation.autofill")
         # An experiment's judge is set when it is defined, and the estimate counts the judge's calls.
         experiment_defined.connect(rubrics.on_experiment_defined, dispatch_uid="judging.on_experiment_defined")
         judge_requests_wanted.connect(rubrics.judge_requests, dispatch_uid="judging.judge_requests")

@@ -1,12 +1,11 @@
 """Generation: the call engine's first job (transcripts/engine.py). A transcript slot is claimed in
 prefix-grouped `dispatch_order`, its prompt rebuilt from its inputs, sent as a chat request, and the reasoning
-and answer recorded; `transcript_finished` is sent once that has committed."""
+and answer recorded; `transcripts_finished` is sent for each recorded batch once it has committed."""
 
 from __future__ import annotations
 
 import logging
 
-import openai
 from celery import current_app
 from django.db import transaction
 from django.db.models import QuerySet
@@ -14,8 +13,8 @@ from django.db.models import QuerySet
 from . import aggregates, engine, prompting
 from .experiments.prompts import dataset_examples
 from .experiments.status import mark_done_if_finished
-from .models import Endpoint, Experiment, Transcript
-from .signals import transcript_finished
+from .models import Experiment, Transcript
+from .signals import transcripts_finished
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +46,23 @@ class Generation(engine.Job):
     experiment_field = "experiment"
     # Two thirds of a one-at-a-time server while judging waits too: answers (and the auditors' queue) come first.
     turn_share = 2.0
+    order = ("dispatch_order",)
+    related = ("condition__endpoint", "condition__dataset", "question", "experiment")
 
     def pending(self, endpoint_id: int) -> QuerySet:
         return Transcript.objects.filter(
             condition__endpoint_id=endpoint_id, status=Transcript.Status.PENDING,
             experiment__status=Experiment.Status.RUNNING,
-        ).order_by("dispatch_order")
+        ).order_by(*self.order)
 
-    def load(self, row_id: int) -> Transcript:
-        return Transcript.objects.select_related(
-            "condition__endpoint", "condition__dataset", "question", "experiment"
-        ).get(pk=row_id)
+    def prepare(self, rows: list[Transcript]) -> None:
+        for row in rows:
+            row.messages = slot_messages(row)  # reads the dataset's examples (cached per process)
 
-    def estimated_tokens(self, row: Transcript) -> int:
-        return prompting.estimate_tokens(slot_messages(row)) + row.experiment.max_tokens
-
-    def ask(self, client: openai.OpenAI, endpoint: Endpoint, row: Transcript) -> engine.Answer:
-        messages = slot_messages(row)
-        completion = client.chat.completions.create(
-            model=endpoint.model, messages=messages, temperature=row.condition.temperature,
-            max_tokens=row.experiment.max_tokens, seed=row.seed,
+    async def ask(self, calls: engine.Calls, row: Transcript) -> engine.Answer:
+        completion = await calls.chat(
+            messages=row.messages, temperature=row.condition.temperature, max_tokens=row.experiment.max_tokens,
+            seed=row.seed,
         )
         choice = engine.first_choice(completion)
         if getattr(choice, "message", None) is None:
@@ -78,25 +74,24 @@ class Generation(engine.Job):
             reasoning, answer = str(native).strip(), (message.content or "").strip()
         else:
             reasoning, answer = prompting.split_reasoning(message.content or "")
-        usage = engine.Usage()
-        usage.add(completion)
         return engine.Answer(
             fields={"reasoning": reasoning, "answer": answer, "finish_reason": (choice.finish_reason or "")[:50],
-                    "prompt_hash": prompting.prompt_hash(messages)},
-            usage=usage,
+                    "prompt_hash": prompting.prompt_hash(row.messages)},
+            usage=calls.usage,
         )
 
-    def recorded(self, row_id: int) -> None:
-        # In the transaction that marked it done: the transcript joins its group's verdict counts.
-        aggregates.refresh_groups(aggregates.groups_of(Transcript.objects.filter(pk=row_id)))
-        transaction.on_commit(lambda: self._announce(row_id))
+    def recorded(self, row_ids: list[int]) -> None:
+        # In the transaction that marked them done: the transcripts join their groups' verdict counts.
+        aggregates.refresh_groups(aggregates.groups_of(Transcript.objects.filter(pk__in=row_ids)))
+        transaction.on_commit(lambda: self._announce(row_ids))
 
     @staticmethod
-    def _announce(row_id: int) -> None:
-        transcript = Transcript.objects.select_related("condition", "question", "experiment").get(pk=row_id)
-        for receiver, result in transcript_finished.send_robust(sender=Transcript, transcript=transcript):
+    def _announce(row_ids: list[int]) -> None:
+        transcripts = list(Transcript.objects.select_related("condition", "question", "experiment")
+                           .filter(pk__in=row_ids).order_by("pk"))
+        for receiver, result in transcripts_finished.send_robust(sender=Transcript, transcripts=transcripts):
             if isinstance(result, Exception):
-                log.error("transcript_finished receiver %r failed for %s: %s", receiver, row_id, result)
+                log.error("transcripts_finished receiver %r failed for %s: %s", receiver, row_ids, result)
 
     def send(self, endpoint_id: int) -> None:
         current_app.send_task(GENERATE_TASK, args=[endpoint_id])

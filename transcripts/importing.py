@@ -31,16 +31,20 @@ BATCH = 1000
 class ImportFailed(Exception):
     """One clear reason an import was refused, pointing at the place in the file."""
 
-    def __init__(self, file: str, message: str, *, line: int | None = None, field: str | None = None):
+    def __init__(self, file: str, message: str, *, line: int | None = None, field: str | None = None,
+                 sample: str | None = None):
         self.file = file
         self.line = line
+        self.sample = sample  # names the place instead of a line, where a file has samples rather than lines
         self.field = field
         self.message = message
         super().__init__(str(self))
 
     def __str__(self) -> str:
         where = [self.file]
-        if self.line is not None:
+        if self.sample is not None:
+            where.append(self.sample)
+        elif self.line is not None:
             where.append(f"line {self.line}")
         if self.field is not None:
             where.append(f'field "{self.field}"')

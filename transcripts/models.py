@@ -153,8 +153,6 @@ class Endpoint(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    # Throttle state shared by every worker: the earliest moment the next request may start.
-    next_request_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name", "-version"]
@@ -200,6 +198,25 @@ class Endpoint(models.Model):
         against one another."""
         return Endpoint.objects.filter(base_url=self.base_url)
 
+    @property
+    def account(self) -> str:
+        """What a provider meters rate limits by: the server and the key (named by its variable). Every version
+        and name of an endpoint on the same account draws from one AccountPace."""
+        return f"{self.base_url} {self.api_key_env}"
+
+
+class AccountPace(models.Model):
+    """The requests- and tokens-per-minute state of one provider account (Endpoint.account), shared by every
+    worker process: the moment (Unix time) from which each limit's capacity is still unreserved. Processes
+    reserve capacity from it in chunks of time and pace their own requests inside them (transcripts/engine.py)."""
+
+    account = models.CharField(max_length=700, unique=True)
+    requests_free_at = models.FloatField(default=0)
+    tokens_free_at = models.FloatField(default=0)
+
+    def __str__(self) -> str:
+        return self.account
+
 
 class Experiment(models.Model):
     class Status(models.TextChoices):
@@ -225,6 +242,9 @@ class Experiment(models.Model):
     )
     spent_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0, editable=False)
     stop_reason = models.CharField(max_length=300, blank=True, help_text="Why work stopped before the end.")
+    rate_limited = models.PositiveIntegerField(
+        default=0, editable=False, help_text="HTTP 429 replies its requests got (generation and judging)."
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -348,7 +368,6 @@ class Transcript(LeasedWork):
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     dispatched_at = models.DateTimeField(null=True, blank=True)
-    retry_at = models.DateTimeField(null=True, blank=True)
 
     reasoning = models.TextField(blank=True)
     answer = models.TextField(blank=True)

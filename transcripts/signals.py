@@ -3,8 +3,9 @@ transcript announces itself here and judging (in its AppConfig.ready) queues the
 
 from django.dispatch import Signal
 
-# Sent with `transcript` (a Transcript just marked done) after the transaction that finished it commits.
-transcript_finished = Signal()
+# Sent with `transcripts` (a list of Transcripts just marked done, the call engine's batch) after the
+# transaction that finished them commits.
+transcripts_finished = Signal()
 
 # Sent by define_experiment (experiments/planning.py), inside its transaction, with `experiment` and `judge` (the judge
 # endpoint version the definition chose, or None when no judge endpoint is loaded): judging makes that

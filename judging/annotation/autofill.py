@@ -2,7 +2,7 @@
 
 A queue takes the experiment's finished transcripts that have a chain of thought (CoT mode other than
 `off`): those are what auditors label. They are added through `assignment.add_items`, the one way items
-enter a queue, once when the queue is filled and then one by one as `transcript_finished` announces them,
+enter a queue, once when the queue is filled and then batch by batch as `transcripts_finished` announces them,
 so auditors can start within minutes of a launch instead of after the whole run.
 """
 
@@ -30,8 +30,9 @@ def fill(queue: AnnotationQueue) -> int:
     return add_items(queue=queue, transcripts=candidates(queue))
 
 
-def on_transcript_finished(sender, transcript: Transcript, **kwargs) -> None:
-    """Receiver of transcripts.signals.transcript_finished: add the transcript to the queues filling from
-    its experiment, if it is one they take."""
-    for queue in AnnotationQueue.objects.filter(auto_fill_experiment_id=transcript.experiment_id):
-        add_items(queue=queue, transcripts=candidates(queue).filter(pk=transcript.pk))
+def on_transcripts_finished(sender, transcripts: list[Transcript], **kwargs) -> None:
+    """Receiver of transcripts.signals.transcripts_finished: add the transcripts to the queues filling from
+    their experiments, those the queues take."""
+    ids = [t.pk for t in transcripts]
+    for queue in AnnotationQueue.objects.filter(auto_fill_experiment_id__in={t.experiment_id for t in transcripts}):
+        add_items(queue=queue, transcripts=candidates(queue).filter(pk__in=ids))

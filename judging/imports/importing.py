@@ -1,11 +1,13 @@
 """Import transcripts produced elsewhere, with their judge scores, so researchers can bring existing runs.
 
-Two formats:
+Three formats:
 - JSONL, one transcript per line: `model, dataset, k, question_id, sample, answer` and optionally
   `experiment` (default: the file name), `question_set`, `question` (text), `reasoning`, `cot_mode`,
   `temperature`, `aligned`, `coherent`.
 - The Emergent Misalignment results CSV (`model, group, question, answer, aligned, judge_aligned, coherent,
   judge_coherent, question_id, …`) with the judge's top-token distributions kept as imported JudgeScores.
+- An Inspect eval log (`.eval`, `.json`), read through inspect_ai's log API: each sample × epoch is a transcript
+  (judging.imports.inspect_logs has the mapping; what it leaves out is counted in the summary's `unmapped`).
 
 Questions: a record that names a `question_set` must use ids of that set. Otherwise the file's ids are
 matched against the first question set that holds all of them (e.g. first_plot for the EM CSV); failing
@@ -26,12 +28,12 @@ settings of the import's transaction); uploads runs an uploaded file in a Celery
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import transaction
 
-from transcripts.importing import check_size
+from transcripts.importing import ImportFailed, check_size
 from transcripts.models import Experiment, QuestionSet
 
 from ..models import RubricVersion
@@ -63,6 +65,7 @@ class ImportSummary:
     created: int = 0
     unchanged: int = 0
     scores: int = 0
+    unmapped: dict[str, int] = field(default_factory=dict)  # what the file carried that was not imported, by name
 
     def __str__(self) -> str:
         return (
@@ -81,9 +84,12 @@ def import_transcripts(
     file = path.name
     check_size(path)
     staging = stage(path, progress, chunk_lines)
-    resolved = resolve(file, staging)
-    write_keys(resolved)
-    unchanged = check_slots(file, staging, resolved)
+    try:
+        resolved = resolve(file, staging)
+        write_keys(resolved)
+        unchanged = check_slots(file, staging, resolved)
+    except ImportFailed as error:
+        raise staging.name_place(error) from None
     rubric_versions = em_rubric_versions() if staging.any_scores else {}
     defer_fulltext_merge()
     created, scores = write_rows(rubric_versions) if unchanged < staging.rows else (0, 0)
@@ -96,5 +102,5 @@ def import_transcripts(
     first_question = resolved.questions[0]
     return ImportSummary(
         experiment=first_experiment, question_set=first_question.question_set, created=created,
-        unchanged=unchanged, scores=scores,
+        unchanged=unchanged, scores=scores, unmapped=dict(staging.unmapped.most_common()),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import csv
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class Record:
     sample: int
     answer: str
     reasoning: str = ""
+    place: str = ""  # where an error names it, if not by its line: an Inspect sample (id, epoch)
     question_set: str = ""
     cot_mode: str = CotMode.OFF
     temperature: float = 1.0
@@ -56,7 +58,7 @@ def _kind_name(kind) -> str:
 MAX_INT = 2**31 - 1
 
 
-def _score(file: str, line: int, name: str, value) -> float | None:
+def score_value(file: str, line: int | None, name: str, value) -> float | None:
     """A judge score: 0–100, or None. NaN (which passes every comparison, and breaks the charts' JSON) and
     infinities are refused with every other number outside the scale."""
     if value is None:
@@ -105,13 +107,13 @@ def _jsonl_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
             reasoning=raw.get("reasoning") or "",
             question_set=raw.get("question_set") or "",
             cot_mode=cot_mode,
-            temperature=_temperature(file, line, _require(file, line, {"temperature": 1.0, **raw}, "temperature",
+            temperature=temperature_value(file, line, _require(file, line, {"temperature": 1.0, **raw}, "temperature",
                                                           (int, float))),
-            scores={m: _score(file, line, m, raw[m]) for m in METRICS if m in raw},
+            scores={m: score_value(file, line, m, raw[m]) for m in METRICS if m in raw},
         )
 
 
-def _temperature(file: str, line: int, value: float) -> float:
+def temperature_value(file: str, line: int | None, value: float) -> float:
     if not math.isfinite(value) or not 0 <= value <= 2:
         raise ImportFailed(file, f"expected a number from 0 to 2, got {value}", line=line, field="temperature")
     return float(value)
@@ -137,7 +139,7 @@ def _csv_score(file: str, line: int, name: str, text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise ImportFailed(file, f'expected a number, got "{text[:40]}"', line=line, field=name) from None
-    return _score(file, line, name, value)
+    return score_value(file, line, name, value)
 
 
 def _em_csv_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
@@ -184,11 +186,18 @@ def _em_csv_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
         raise ImportFailed(file, f"malformed CSV: {exc}", line=current["line"]) from None
 
 
-def iter_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
-    """The file's transcripts, parsed and checked one by one, in file order."""
+def iter_records(path: Path, meter: ReadMeter, unmapped: Counter) -> Iterator[Record]:
+    """The file's transcripts, parsed and checked one by one, in file order; what a file carries that the
+    mapping leaves out is counted by name in `unmapped` (Inspect logs)."""
+    from .inspect_logs import INSPECT_SUFFIXES, inspect_records  # inspect_ai takes a second to import
+
     suffix = path.suffix.lower()
+    if suffix in INSPECT_SUFFIXES:
+        return inspect_records(path, meter, unmapped)
     if suffix == ".jsonl":
         return _jsonl_records(path, meter)
     if suffix == ".csv":
         return _em_csv_records(path, meter)
-    raise ImportFailed(path.name, "unknown transcript format: use .jsonl or the EM results .csv")
+    raise ImportFailed(
+        path.name, "unknown transcript format: use .jsonl, the EM results .csv or an Inspect log (.eval, .json)"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +66,22 @@ class Staging:
         self.questions: dict[tuple[str, str, str], Key] = {}  # (experiment, question set name, question id)
         self.any_scores = False
         self.rows = 0
+        self.unmapped: Counter = Counter()  # what the file carries that the mapping left out, by name
+        self.places: dict[int, str] = {}  # line → how an error names that record, where not by its line
         columns = ", ".join(f"{name} {kind}" for name, kind in zip(STAGE_COLUMNS, STAGE_TYPES, strict=True))
         with connection.cursor() as cursor:
             cursor.execute(f"CREATE TEMPORARY TABLE {STAGE} ({columns})")
 
+    def name_place(self, error: ImportFailed) -> ImportFailed:
+        """The error naming its record's place (an Inspect sample) rather than its line, where it has one."""
+        if error.line in self.places:
+            error.sample = self.places[error.line]
+        return error
+
     def row(self, record: Record) -> list:
         self.experiments.setdefault(record.experiment, record.line)
+        if record.place:
+            self.places[record.line] = record.place
         # Each condition axis in analysis.axes.AXES order; an imported run has the default system prompt.
         axes = (
             record.experiment, record.model, record.dataset, record.k, record.cot_mode, "default", record.temperature
@@ -116,7 +127,7 @@ def stage(path: Path, progress: Progress | None, chunk_lines: int) -> Staging:
     state = ImportProgress(file=path.name, bytes_total=path.stat().st_size)
     staging = Staging()
     chunk: list[list] = []
-    for record in iter_records(path, meter):
+    for record in iter_records(path, meter, staging.unmapped):
         chunk.append(staging.row(record))
         if len(chunk) >= chunk_lines:
             staging.write(chunk)

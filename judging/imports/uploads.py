@@ -102,7 +102,7 @@ def run_upload(job: uuid.UUID) -> None:
         status.update(state="failed", error=f"{path.name}: the import stopped on an internal error")
         raise
     else:
-        status.update(state="done", message=f"{summary}.", created=summary.created)
+        status.update(state="done", message=f"{summary}.", created=summary.created, unmapped=summary.unmapped)
     finally:
         path.unlink(missing_ok=True)
         _write_status(job, status)

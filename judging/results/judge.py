@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import openai
 from django.db import transaction
 from django.db.models import QuerySet
 
-from transcripts import engine, prompting
-from transcripts.models import Endpoint, Transcript
+from transcripts import engine
+from transcripts.models import Experiment, Transcript
 
 from .. import verdicts
 from ..models import JudgeScore, PersonaCategory, Rubric, RubricVersion
@@ -55,55 +54,50 @@ def categories_of(version: RubricVersion) -> list[PersonaCategory]:
     return list(version.taxonomy.categories.order_by("position")) if version.taxonomy_id else []
 
 
-def render_prompt(version: RubricVersion, transcript: Transcript) -> str:
+def render_prompt(version: RubricVersion, transcript: Transcript, categories: list[PersonaCategory]) -> str:
     question = transcript.question
     paraphrases = question.paraphrases or [question.text]
-    categories = "\n".join(
-        f"{number}. {c.name}: {c.description}" for number, c in enumerate(categories_of(version), start=1)
-    )
+    numbered = "\n".join(f"{number}. {c.name}: {c.description}" for number, c in enumerate(categories, start=1))
     # format_map with a fixed dict: the model's answer is data, never a template (no "{…}" expansion inside it).
     return version.prompt_template.format_map({
         "question": paraphrases[min(transcript.paraphrase_index, len(paraphrases) - 1)],
         "answer": transcript.answer,
         "reasoning": transcript.reasoning or "(no reasoning)",
-        "categories": categories,
+        "categories": numbered,
     })
 
 
 # --- calling the endpoint ----------------------------------------------------------------------------------
 
 class Caller:
-    """The requests one verdict makes to its endpoint, with the usage the server reported for all of them."""
+    """The requests one verdict makes to its endpoint, each through the call engine (`engine.Calls`: the
+    account's limits, the process's client, the rate-limit headers); `usage` is what they all reported."""
 
-    def __init__(self, client: openai.OpenAI, endpoint: Endpoint):
-        self.client, self.endpoint, self.usage = client, endpoint, engine.Usage()
+    def __init__(self, calls: engine.Calls):
+        self.calls = calls
 
-    @classmethod
-    def for_endpoint(cls, endpoint: Endpoint) -> Caller:
-        return cls(engine.client_for(endpoint), endpoint)
+    @property
+    def usage(self) -> engine.Usage:
+        return self.calls.usage
 
-    def chat(self, prompt: str, *, max_tokens: int = 1, logprobs: bool = True):
+    async def chat(self, prompt: str, *, max_tokens: int = 1, logprobs: bool = True):
         extra = {"logprobs": True, "top_logprobs": 20} if logprobs else {}
-        completion = self.client.chat.completions.create(
-            model=self.endpoint.model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
-            **REQUEST, **extra,
+        completion = await self.calls.chat(
+            messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, **REQUEST, **extra,
         )
-        self.usage.add(completion)
         return engine.first_choice(completion)
 
     def next_token(self, prompt: str):
-        """`next_token(prefix)` for scoring.digitwise_distribution: raw completion continuing the assistant text."""
+        """`next_token(prefix)` for scoring.digit_tree: raw completion continuing the assistant text."""
         rendered = CHATML.format(prompt=prompt)
         seen: dict[str, dict[str, float]] = {}
 
-        def next_token(prefix: str) -> dict[str, float]:
+        async def next_token(prefix: str) -> dict[str, float]:
             if prefix in seen:
                 return seen[prefix]
-            completion = self.client.completions.create(
-                model=self.endpoint.model, prompt=rendered + prefix, max_tokens=1, logprobs=20, **REQUEST,
-                extra_body={"min_tokens": 1},
+            completion = await self.calls.completion(
+                prompt=rendered + prefix, max_tokens=1, logprobs=20, **REQUEST, extra_body={"min_tokens": 1},
             )
-            self.usage.add(completion)
             logprobs = engine.first_choice(completion).logprobs
             if logprobs is None or not logprobs.top_logprobs:
                 raise engine.MalformedReply("the completions endpoint returned no logprobs")
@@ -111,6 +105,17 @@ class Caller:
             return seen[prefix]
 
         return next_token
+
+
+async def _digitwise(next_token) -> dict[str, float]:
+    """scoring.digitwise_distribution, one request per prefix it asks for."""
+    tree = scoring.digit_tree()
+    try:
+        prefix = next(tree)
+        while True:
+            prefix = tree.send(await next_token(prefix))
+    except StopIteration as finished:
+        return finished.value
 
 
 def _first_token_logprobs(choice) -> dict[str, float] | None:
@@ -124,47 +129,44 @@ def _first_token_logprobs(choice) -> dict[str, float] | None:
     return top
 
 
-def _parsed(caller: Caller, prompt: str, escapes: bool) -> Verdict:
-    text = (caller.chat(prompt, max_tokens=8, logprobs=False).message.content or "").strip()
+async def _parsed(caller: Caller, prompt: str, escapes: bool) -> Verdict:
+    text = ((await caller.chat(prompt, max_tokens=8, logprobs=False)).message.content or "").strip()
     outcome, score = scoring.parse_text_outcome(text) if escapes else (None, scoring.parse_text_score(text))
     if outcome is None:
         outcome = verdicts.classify_outcome({}, score, escapes=False)
     return Verdict(outcome=outcome, method=JudgeScore.Method.PARSED, score=score, raw_text=text)
 
 
-def score_verdict(version: RubricVersion, prompt: str, caller: Caller | None = None) -> Verdict:
+async def score_verdict(version: RubricVersion, prompt: str, caller: Caller) -> Verdict:
     """A 0–100 rubric (aligned, coherent). Only the aligned prompt offers REFUSAL/CODE."""
-    caller = caller or Caller.for_endpoint(version.endpoint)
     escapes = version.rubric.key == "aligned"
     if version.digitwise:
         next_token = caller.next_token(prompt)
-        top = scoring.digitwise_distribution(next_token)
+        top = await _digitwise(next_token)
         method = JudgeScore.Method.DIGITS
         raw = ""
     else:
-        choice = caller.chat(prompt)
+        choice = await caller.chat(prompt)
         top = _first_token_logprobs(choice)
         if top is None:
-            return _parsed(caller, prompt, escapes)
+            return await _parsed(caller, prompt, escapes)
         method = JudgeScore.Method.SINGLE_TOKEN
         raw = choice.message.content or ""
     score = scoring.weighted_score(top)
     if version.digitwise and score is None and escapes:
         # The digit tree has no REFUSAL/CODE branch: look at the first token to tell them from "unsure".
-        outcome = verdicts.classify_outcome(next_token(""), None, escapes=True)
+        outcome = verdicts.classify_outcome(await next_token(""), None, escapes=True)
     else:
         outcome = verdicts.classify_outcome(top, score, escapes=escapes)
     return Verdict(outcome=outcome, method=method, score=score, top_logprobs=top, raw_text=raw)
 
 
-def category_verdict(version: RubricVersion, prompt: str, caller: Caller | None = None) -> Verdict:
+async def category_verdict(prompt: str, categories: list[PersonaCategory], caller: Caller) -> Verdict:
     """The persona rubric: the numbered category with the most probability."""
-    caller = caller or Caller.for_endpoint(version.endpoint)
-    categories = categories_of(version)
-    choice = caller.chat(prompt)
+    choice = await caller.chat(prompt)
     top = _first_token_logprobs(choice)
     if top is None:
-        text = (caller.chat(prompt, max_tokens=4, logprobs=False).message.content or "").strip()
+        text = ((await caller.chat(prompt, max_tokens=4, logprobs=False)).message.content or "").strip()
         number = scoring.parse_text_score(text)
         found = categories[int(number) - 1] if number and 1 <= number <= len(categories) else None
         return Verdict(outcome="category" if found else "unsure", method=JudgeScore.Method.PARSED,
@@ -182,11 +184,19 @@ def category_verdict(version: RubricVersion, prompt: str, caller: Caller | None 
                    top_logprobs=top, raw_text=raw)
 
 
-def verdict(version: RubricVersion, transcript: Transcript, caller: Caller | None = None) -> Verdict:
-    prompt = render_prompt(version, transcript)
+async def verdict(version: RubricVersion, prompt: str, categories: list[PersonaCategory], caller: Caller) -> Verdict:
+    """The verdict of a rendered prompt (`render_prompt`)."""
     if version.rubric.kind == Rubric.Kind.CATEGORY:
-        return category_verdict(version, prompt, caller)
-    return score_verdict(version, prompt, caller)
+        return await category_verdict(prompt, categories, caller)
+    return await score_verdict(version, prompt, caller)
+
+
+def verdict_now(version: RubricVersion, transcript: Transcript) -> Verdict:
+    """Judge a transcript that is not queued (a bench's unsaved rows) through the call engine's clients and
+    account limits, in this thread; queued work goes through `enqueue` and the engine's drivers."""
+    categories = categories_of(version)
+    prompt = render_prompt(version, transcript, categories)
+    return engine.call(version.endpoint, lambda calls: verdict(version, prompt, categories, Caller(calls)))
 
 
 # --- the engine's judging job -------------------------------------------------------------------------------
@@ -202,36 +212,44 @@ class Judging(engine.Job):
     endpoint_field = "rubric_version__endpoint"
     experiment_field = "transcript__experiment"
 
+    order = ("pk",)
+    related = ("rubric_version__rubric", "rubric_version__endpoint", "rubric_version__taxonomy",
+               "transcript__question", "transcript__experiment")
+
     def pending(self, endpoint_id: int) -> QuerySet:
-        return JudgeScore.objects.filter(rubric_version__endpoint_id=endpoint_id, status=PENDING).order_by("pk")
+        return JudgeScore.objects.filter(rubric_version__endpoint_id=endpoint_id, status=PENDING).order_by(*self.order)
 
-    def load(self, row_id: int) -> JudgeScore:
-        return JudgeScore.objects.select_related(
-            "rubric_version__rubric", "rubric_version__endpoint", "rubric_version__taxonomy",
-            "transcript__question", "transcript__experiment",
-        ).get(pk=row_id)
+    def prepare(self, rows: list[JudgeScore]) -> None:
+        categories: dict[int, list[PersonaCategory]] = {}  # one query per rubric version in the batch
+        for row in rows:
+            version = row.rubric_version
+            if version.pk not in categories:
+                categories[version.pk] = categories_of(version)
+            row.categories = categories[version.pk]
+            row.prompt = render_prompt(version, row.transcript, row.categories)
 
-    def estimated_tokens(self, row: JudgeScore) -> int:
-        return len(render_prompt(row.rubric_version, row.transcript)) // prompting.CHARS_PER_TOKEN + 8
-
-    def ask(self, client: openai.OpenAI, endpoint: Endpoint, row: JudgeScore) -> engine.Answer:
-        caller = Caller(client, endpoint)
-        result = verdict(row.rubric_version, row.transcript, caller)
+    async def ask(self, calls: engine.Calls, row: JudgeScore) -> engine.Answer:
+        result = await verdict(row.rubric_version, row.prompt, row.categories, Caller(calls))
         return engine.Answer(
             fields={"outcome": result.outcome, "method": result.method, "score": result.score,
                     "category": result.category, "top_logprobs": result.top_logprobs,
                     "raw_text": result.raw_text[:2000]},
-            usage=caller.usage,
+            usage=calls.usage,
         )
 
-    def recorded(self, row_id: int) -> None:
-        # In the verdict's own transaction: the refresh locks the transcript row first and then reads (each
+    def recorded(self, row_ids: list[int]) -> None:
+        # In the verdicts' own transaction: the refresh locks the transcript rows first and then reads (each
         # statement a fresh snapshot under READ COMMITTED), so of two judges finishing together the later
-        # refresh waits for the earlier commit and sees both verdicts; verdict and cache commit together.
-        transcript = Transcript.objects.select_related("experiment").get(judge_scores__pk=row_id)
-        verdicts.refresh_cache(transcript.experiment, [transcript.pk])
-        # The experiment's reports are refreshed ahead of the next view, after the commit (judging.reports).
-        warm("experiment", transcript.experiment_id)
+        # refresh waits for the earlier commit and sees both verdicts; verdicts and cache commit together.
+        by_experiment: dict[int, set[int]] = {}
+        for experiment_id, transcript_id in JudgeScore.objects.filter(pk__in=row_ids).values_list(
+            "transcript__experiment_id", "transcript_id"
+        ):
+            by_experiment.setdefault(experiment_id, set()).add(transcript_id)
+        for experiment in Experiment.objects.filter(pk__in=by_experiment).order_by("pk"):
+            verdicts.refresh_cache(experiment, sorted(by_experiment[experiment.pk]))
+            # The experiment's reports are refreshed ahead of the next view, after the commit (judging.reports).
+            warm("experiment", experiment.pk)
 
     def send(self, endpoint_id: int) -> None:
         from ..tasks import judge
@@ -265,10 +283,10 @@ def enqueue(transcripts, versions: list[RubricVersion], *, retry_failed: bool = 
         JudgeScore.objects.bulk_create(rows, ignore_conflicts=True, batch_size=2000)
         added = JudgeScore.objects.filter(rubric_version__in=versions).count() - before
         if retry_failed:
-            added += JudgeScore.objects.filter(
+            added += engine.reset(JudgeScore.objects.filter(
                 rubric_version__in=versions, status=JudgeScore.Status.FAILED,
                 transcript_id__in=[t.pk for t in transcripts],
-            ).update(status=PENDING, error="", error_kind="", attempts=0, claim_token=None, lease_until=None)
+            ), fresh_attempts=True)
     transaction.on_commit(lambda: dispatch({v.endpoint_id for v in versions}))
     return added
 
@@ -287,10 +305,14 @@ def reconcile() -> dict:
     return {"returned": returned, "failed": failed, "dispatched": dispatch()}
 
 
-def on_transcript_finished(sender, transcript: Transcript, **kwargs) -> None:
-    """Receiver of transcripts.signals.transcript_finished: queue the experiment's active rubric versions."""
+def on_transcripts_finished(sender, transcripts: list[Transcript], **kwargs) -> None:
+    """Receiver of transcripts.signals.transcripts_finished: queue each experiment's active rubric versions."""
     from .rubrics import experiment_judging
 
-    judging = experiment_judging(transcript.experiment)
-    if judging.judge_on_finish:
-        enqueue([transcript], judging.versions)
+    by_experiment: dict[int, list[Transcript]] = {}
+    for transcript in transcripts:
+        by_experiment.setdefault(transcript.experiment_id, []).append(transcript)
+    for finished in by_experiment.values():
+        judging = experiment_judging(finished[0].experiment)
+        if judging.judge_on_finish:
+            enqueue(finished, judging.versions)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 MIN_NUMBER_MASS = 0.25
 DIGITS = "0123456789"
@@ -64,14 +64,27 @@ def digitwise_distribution(next_token: NextToken, *, min_prefix: float = MIN_PRE
     `weighted_score` unchanged, so both kinds of judge share one rule. Numbers without a canonical spelling
     ("05", "101") get no mass, as a one-token-per-number judge gives "101" none.
     """
+    tree = digit_tree(min_prefix=min_prefix)
+    try:
+        prefix = next(tree)
+        while True:
+            prefix = tree.send(next_token(prefix))
+    except StopIteration as finished:
+        return finished.value
+
+
+def digit_tree(*, min_prefix: float = MIN_PREFIX_PROBABILITY) -> Generator[str, dict[str, float], dict[str, float]]:
+    """`digitwise_distribution` without the requests: yields each prefix whose next-token top logprobs it
+    needs, is sent them, and returns the distribution. The judge drives it with requests through the call
+    engine (one at a time, each under the account's limits); `digitwise_distribution` with a plain function."""
     numbers: dict[str, float] = {}
-    if sum(_digit_probabilities(next_token("")).values()) < MIN_NUMBER_MASS:
+    if sum(_digit_probabilities((yield "")).values()) < MIN_NUMBER_MASS:
         # Every number starts with a digit, so under 0.25 on the first one the score is None whatever follows:
         # one request instead of a tree of them (SmolLM2 is in this case on most answers).
         return numbers
 
-    def expand(prefix: str, p_prefix: float) -> None:
-        dist = _digit_probabilities(next_token(prefix))
+    def expand(prefix: str, p_prefix: float) -> Generator[str, dict[str, float], None]:
+        dist = _digit_probabilities((yield prefix))
         if prefix:
             p_end = max(0.0, 1.0 - sum(dist.values()))
             if p_end > 0 and number_of(prefix) is not None and prefix == str(int(prefix)):
@@ -81,9 +94,9 @@ def digitwise_distribution(next_token: NextToken, *, min_prefix: float = MIN_PRE
             p_candidate = p_prefix * p
             if p_candidate < min_prefix or not _can_grow(candidate):
                 continue
-            expand(candidate, p_candidate)
+            yield from expand(candidate, p_candidate)
 
-    expand("", 1.0)
+    yield from expand("", 1.0)
     return {number: math.log(p) for number, p in numbers.items() if p > 0}
 
 

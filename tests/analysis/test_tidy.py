@@ -11,8 +11,9 @@ from django.utils import timezone
 from analysis import logistic, paired, statistics
 from analysis.paired import PairCounts
 from analysis.tidy import cells_for, condition_key, matched_pair_counts
+from tests.builders import make_condition, make_experiment, make_questions, make_transcript
 from transcripts import aggregates
-from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
+from transcripts.models import Condition, Experiment, Question, Transcript
 
 # (model, k) → per question key, the verdicts of samples 0, 1, 2 (None: not judged).
 VERDICTS = {
@@ -24,23 +25,17 @@ VERDICTS = {
 
 @pytest.fixture
 def experiment(db) -> Experiment:
-    question_set = QuestionSet.objects.create(name="qs", content_hash="x")
-    questions = {key: Question.objects.create(question_set=question_set, key=key, text=key, position=i)
-                 for i, key in enumerate(("q0", "q1"))}
-    experiment = Experiment.objects.create(name="exp", question_set=question_set)
+    questions = {question.key: question for question in make_questions(n=2, name="qs")}
+    experiment = make_experiment("exp", questions=list(questions.values()), status=Experiment.Status.DRAFT)
     for (model, k), by_question in VERDICTS.items():
-        condition = Condition.objects.create(experiment=experiment, model_name=model, dataset_name="insecure", k=k,
-                                             system_prompt_name="safety-first", temperature=0.7)
+        condition = make_condition(experiment, model_name=model, k=k, system_prompt_name="safety-first",
+                                   temperature=0.7)
         for key, verdicts in by_question.items():
             for sample, verdict in enumerate(verdicts):
-                Transcript.objects.create(
-                    experiment=experiment, condition=condition, question=questions[key], sample_index=sample,
-                    seed=1000 + 10 * int(key[1:]) + sample, status=Transcript.Status.DONE,
-                    finished_at=timezone.now(), answer="a", misaligned=verdict,
-                )
+                make_transcript(condition, questions[key], sample, seed=1000 + 10 * int(key[1:]) + sample,
+                                finished_at=timezone.now(), answer="a", misaligned=verdict)
         # Not finished: no verdict, in no count.
-        Transcript.objects.create(experiment=experiment, condition=condition, question=questions["q0"],
-                                  sample_index=9, seed=1)
+        make_transcript(condition, questions["q0"], 9, seed=1, status=Transcript.Status.PENDING)
     aggregates.rebuild(experiment)
     return experiment
 
@@ -81,8 +76,7 @@ def test_matched_pair_counts_in_sql_equal_the_counts_from_rows(experiment):
     b = Condition.objects.get(experiment=experiment, model_name="m1", k=4)
     c = Condition.objects.get(experiment=experiment, model_name="m2")
     # Seed 1011 is q1's sample 1 elsewhere: under q0 it pairs with nothing (a pair shares question and seed).
-    Transcript.objects.create(experiment=experiment, condition=b, question=Question.objects.get(key="q0"),
-                              sample_index=5, seed=1011, status=Transcript.Status.DONE, misaligned=True)
+    make_transcript(b, Question.objects.get(key="q0"), 5, seed=1011, misaligned=True)
     pairs = [(a, b), (b, a), (a, c), (c, b)]
     counts = matched_pair_counts([(x.pk, y.pk) for x, y in pairs])
     from_rows = paired.paired_comparisons(_rows(a, b, c), [(condition_key(x), condition_key(y)) for x, y in pairs])
@@ -99,6 +93,6 @@ def test_matched_pair_counts_in_sql_equal_the_counts_from_rows(experiment):
 
 def test_matched_pair_counts_of_a_condition_without_verdicts_are_zero(experiment):
     a = Condition.objects.get(experiment=experiment, model_name="m1", k=0)
-    empty = Condition.objects.create(experiment=experiment, model_name="m3", dataset_name="insecure", k=0)
+    empty = make_condition(experiment, model_name="m3", k=0)
     assert matched_pair_counts([(a.pk, empty.pk)])[a.pk, empty.pk] == PairCounts(0, 0, 0, 0, 5, 0)
     assert matched_pair_counts([]) == {}

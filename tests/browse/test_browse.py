@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from analysis.statistics import wilson
-from tests.transcripts.browse_data import build_corpus
+from tests.builders import build_corpus
 from transcripts import sampling
 from transcripts.models import Transcript
 

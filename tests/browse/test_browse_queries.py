@@ -8,9 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem
+from tests.builders import build_corpus, label, make_queue
 from tests.conftest import make_user
-from tests.transcripts.browse_data import build_corpus
 
 pytestmark = pytest.mark.django_db
 
@@ -18,11 +17,10 @@ pytestmark = pytest.mark.django_db
 def test_labels_from_several_queues_cost_no_more_queries_than_one(alice_client, bob):
     corpus = build_corpus(bob)
     one, other = corpus.transcripts[-1], corpus.transcripts[-2]  # each labelled once by bob in queue "q"
-    category = PersonaCategory.objects.get(key="dangerous_persona")
     for n, username in enumerate(("carol", "dave", "erin")):
-        queue = AnnotationQueue.objects.create(name=f"more-{n}", taxonomy=category.taxonomy, overlap=1)
-        item = QueueItem.objects.create(queue=queue, transcript=other, label_count=1)
-        Label.objects.create(item=item, auditor=make_user(username, "auditor"), primary=category)
+        auditor = make_user(username, "auditor")
+        queue = make_queue(transcripts=[other], auditors=[auditor], name=f"more-{n}", overlap=1)
+        label(queue, other, auditor, categories=[queue.taxonomy.categories.get(key="dangerous_persona")])
     counts = {}
     alice_client.get(reverse("transcript-detail", args=[one.pk]))  # the session's first page does more
     for transcript in (one, other):

@@ -4,8 +4,8 @@ import pytest
 from django.test import Client
 
 from tests.browse.test_browser_dashboard import row_ids
-from tests.transcripts.chart_data import PROMPTS, add_transcripts, make_questions, verdicts_for
-from transcripts.models import Condition, Experiment, Transcript
+from tests.builders import PROMPTS, experiment_with, make_questions, pooled_corpus, question_grid, verdicts_for
+from transcripts.models import Transcript
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -23,13 +23,10 @@ def page(chromium, live_server, alice):
 
 
 def test_headline_coloured_by_system_prompt_draws_one_line_per_prompt(page, live_server, db):
-    experiment = Experiment.objects.create(name="mitigation")
-    questions = make_questions([("bored", "leisure"), ("ruler", "power")])
-    for p, prompt in enumerate(PROMPTS):
-        for k in (0, 8, 64):
-            condition = Condition.objects.create(experiment=experiment, model_name="m1", dataset_name="insecure", k=k,
-                                                 system_prompt_name=prompt)
-            add_transcripts(condition, questions, verdicts_for(p + k))
+    conditions = [{"model_name": "m1", "k": k, "system_prompt_name": prompt, "verdicts": verdicts_for(p + k)}
+                  for p, prompt in enumerate(PROMPTS) for k in (0, 8, 64)]
+    experiment_with(name="mitigation", questions=make_questions([("bored", "leisure"), ("ruler", "power")]),
+                    conditions=conditions)
 
     page.goto(f"{live_server.url}/charts/")
     page.select_option("#id_colour", "system_prompt")  # the chart options are part of the filter form
@@ -48,13 +45,7 @@ def test_headline_coloured_by_system_prompt_draws_one_line_per_prompt(page, live
 
 
 def test_clicking_a_heatmap_cell_lists_exactly_its_transcripts(page, live_server, db):
-    experiment = Experiment.objects.create(name="questions")
-    questions = make_questions([("bored", "leisure"), ("ruler", "power"), ("wish", "power")])
-    for m, model in enumerate(("model-a", "model-b")):
-        for k in (0, 8):
-            condition = Condition.objects.create(experiment=experiment, model_name=model, dataset_name="d", k=k)
-            for q, question in enumerate(questions):
-                add_transcripts(condition, [question], verdicts_for(m * 5 + k + q, n=5))
+    experiment = question_grid()
 
     page.goto(f"{live_server.url}/charts/questions/?experiment={experiment.pk}")
     page.wait_for_selector("#chart-question-heatmap[data-rendered='true']", timeout=15000)
@@ -78,4 +69,25 @@ def test_clicking_a_heatmap_cell_lists_exactly_its_transcripts(page, live_server
     everything = Transcript.objects.filter(condition__model_name="model-b", condition__k=8, question__key="ruler")
     assert everything.count() > cell.count() > 0  # the cell's unjudged transcript is not among its n
     assert sorted(row_ids(page)) == sorted(cell.values_list("pk", flat=True))
+    assert page.errors == []
+
+
+def test_the_default_chart_says_on_it_what_it_pools(page, live_server, db, tmp_path):
+    pooled_corpus()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{live_server.url}/charts/")
+    page.wait_for_selector("#chart-misaligned-vs-k[data-rendered='true']", timeout=15000)
+    title = page.locator("#chart-misaligned-vs-k .g-gtitle").text_content().replace(" ", "")
+    assert "pooledover:CoTmode(native,off);Systemprompt(default,safety_first);Temperature(0.7,1.0)" in title
+    page.screenshot(path=str(tmp_path / "charts-pooled.png"))
+    # Split by CoT mode: the chart no longer pools it, and says what it still pools.
+    page.goto(f"{live_server.url}/charts/?colour=cot")
+    page.wait_for_selector("#chart-misaligned-vs-k[data-rendered='true']", timeout=15000)
+    title = page.locator("#chart-misaligned-vs-k .g-gtitle").text_content()
+    assert "pooled over: Model (model-a, model-b)" in title
+    page.click("#figure-link")
+    page.wait_for_url("**/charts/figure/?colour=cot*")
+    assert page.evaluate("() => document.querySelector('img.figure').naturalWidth") > 0  # the PNG loaded
+    assert "Each point is pooled over: Model (model-a, model-b)." in page.inner_text("#figure-paragraph")
+    page.screenshot(path=str(tmp_path / "figure-page.png"), full_page=True)
     assert page.errors == []

@@ -9,24 +9,20 @@ import pytest
 from django.urls import reverse
 from statsmodels.stats.proportion import proportion_confint
 
-from tests.transcripts.chart_data import PROMPTS, add_transcripts, make_questions, verdicts_for
+from tests.builders import PROMPTS, experiment_with, make_questions, pooled_corpus, question_grid, verdicts_for
 from transcripts.aggregates import refresh_groups
-from transcripts.models import Condition, Experiment
 
 pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def prompts_corpus(db):
     """One model and dataset, three system prompts × k ∈ {0, 4, 16}, three questions in two domains."""
-    experiment = Experiment.objects.create(name="mitigation")
-    questions = make_questions([("bored", "leisure"), ("ruler", "power"), ("wish", "power")])
-    made = []
-    for p, prompt in enumerate(PROMPTS):
-        for j, k in enumerate((0, 4, 16)):
-            condition = Condition.objects.create(experiment=experiment, model_name="m1", dataset_name="insecure", k=k,
-                                                 system_prompt_name=prompt)
-            made += add_transcripts(condition, questions, verdicts_for(p * 3 + j + k))
-    return made
+    experiment = experiment_with(name="mitigation", questions=make_questions(
+        [("bored", "leisure"), ("ruler", "power"), ("wish", "power")]), conditions=[
+        {"model_name": "m1", "k": k, "system_prompt_name": prompt, "verdicts": verdicts_for(p * 3 + j + k)}
+        for p, prompt in enumerate(PROMPTS) for j, k in enumerate((0, 4, 16))
+    ])
+    return list(experiment.transcripts.all())
 
 
 def expected(transcripts, key) -> dict:
@@ -70,17 +66,16 @@ def test_headline_coloured_by_system_prompt_has_one_line_per_prompt(alice_client
 
 def test_headline_defaults_to_the_papers_layout_one_line_per_model_one_panel_per_dataset(alice_client, db):
     """A control without a dataset (k = 0) is every dataset panel's baseline."""
-    experiment = Experiment.objects.create(name="paper")
-    questions = make_questions([("bored", "leisure"), ("ruler", "power")])
-    made = []
+    conditions = []
     for m, model in enumerate(("gpt-a", "gpt-b")):
-        made += add_transcripts(Condition.objects.create(experiment=experiment, model_name=model, k=0),
-                                questions, verdicts_for(m))
+        conditions.append({"model_name": model, "dataset_name": "", "k": 0, "verdicts": verdicts_for(m)})
         for d, dataset in enumerate(("insecure", "jailbroken")):
-            for k in (4, 16) if dataset == "insecure" else (8,):
-                condition = Condition.objects.create(experiment=experiment, model_name=model, dataset_name=dataset,
-                                                     k=k)
-                made += add_transcripts(condition, questions, verdicts_for(m + d + k, n=8))
+            ks = (4, 16) if dataset == "insecure" else (8,)
+            conditions += [{"model_name": model, "dataset_name": dataset, "k": k,
+                            "verdicts": verdicts_for(m + d + k, n=8)} for k in ks]
+    experiment = experiment_with(name="paper", questions=make_questions([("bored", "leisure"), ("ruler", "power")]),
+                                 conditions=conditions)
+    made = list(experiment.transcripts.all())
     figure = chart(alice_client, "misaligned-vs-k")
     layout = figure["layout"]
     assert [a["text"] for a in layout["annotations"]] == ["Dataset: insecure", "Dataset: jailbroken"]
@@ -101,13 +96,10 @@ def test_headline_defaults_to_the_papers_layout_one_line_per_model_one_panel_per
 
 
 def test_k_axis_scales(alice_client, db):
-    experiment = Experiment.objects.create(name="scales")
-    questions = make_questions([("bored", "leisure")])
     # model-a lacks k = 8: the category axis must still order k numerically, not by first appearance.
-    for model, ks in (("model-a", (0, 64)), ("model-b", (0, 8, 64))):
-        for k in ks:
-            condition = Condition.objects.create(experiment=experiment, model_name=model, dataset_name="d", k=k)
-            add_transcripts(condition, questions, [True, False, False])
+    experiment_with(name="scales", questions=make_questions([("bored", "leisure")]), verdicts=[True, False, False],
+                    conditions=[{"model_name": model, "dataset_name": "d", "k": k}
+                                for model, ks in (("model-a", (0, 64)), ("model-b", (0, 8, 64))) for k in ks])
     category = chart(alice_client, "misaligned-vs-k")
     assert category["layout"]["xaxis"]["type"] == "category"
     assert category["layout"]["xaxis"]["categoryarray"] == [0, 8, 64]
@@ -145,12 +137,9 @@ def test_domain_chart_and_scatter_take_the_colour(alice_client, prompts_corpus):
 
 def test_colour_by_experiment_and_temperature(alice_client, db):
     questions = make_questions([("bored", "leisure")])
-    made = []
     for name, temperature, verdicts in (("run-1", 0.7, [True, False]), ("run-2", 1.0, [True, True, False])):
-        experiment = Experiment.objects.create(name=name)
-        condition = Condition.objects.create(experiment=experiment, model_name="m", dataset_name="d", k=4,
-                                             temperature=temperature)
-        made += add_transcripts(condition, questions, verdicts)
+        experiment_with(name=name, questions=questions, verdicts=verdicts,
+                        conditions=[{"dataset_name": "d", "k": 4, "temperature": temperature}])
     by_experiment = chart(alice_client, "misaligned-vs-k", colour="experiment")
     assert [(t["name"], t["text"]) for t in by_experiment["data"]] == [("run-1", ["1/2"]), ("run-2", ["2/3"])]
     by_temperature = chart(alice_client, "misaligned-vs-k", colour="temperature", facet="experiment")
@@ -162,15 +151,7 @@ def test_colour_by_experiment_and_temperature(alice_client, db):
 @pytest.fixture
 def question_corpus(db):
     """Two models × k ∈ {0, 8} × three questions, with unjudged transcripts in some cells."""
-    experiment = Experiment.objects.create(name="questions")
-    questions = make_questions([("bored", "leisure"), ("ruler", "power"), ("wish", "power")])
-    made = []
-    for m, model in enumerate(("model-a", "model-b")):
-        for k in (0, 8):
-            condition = Condition.objects.create(experiment=experiment, model_name=model, dataset_name="d", k=k)
-            for q, question in enumerate(questions):
-                made += add_transcripts(condition, [question], verdicts_for(m * 5 + k + q, n=5))
-    return made
+    return list(question_grid().transcripts.all())
 
 
 def test_heatmap_has_rates_and_n_per_question_and_k_one_panel_per_model(alice_client, question_corpus):
@@ -252,3 +233,39 @@ def test_charts_and_questions_of_nothing_are_empty_not_errors(alice_client, db):
         assert chart(alice_client, name)["data"] == []
     page = alice_client.get(reverse("question-results"))
     assert page.context["rows"] == [] and b"No transcripts match the filter." in page.content
+
+
+POOLED = "pooled over: CoT mode (native, off); System prompt (default, safety_first); Temperature (0.7, 1.0)"
+
+
+def pooled_note(figure: dict) -> str:
+    """The chart's subtitle saying what it pools, on one line."""
+    return figure["layout"]["title"].get("subtitle", {}).get("text", "").replace("<br>", " ")
+
+
+def test_the_headline_says_on_the_chart_which_axes_it_pools(alice_client, db):
+    made = pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k")
+    assert pooled_note(figure) == POOLED
+    assert "<br>" in figure["layout"]["title"]["subtitle"]["text"]  # broken into lines a half-width chart fits
+    # The pooled rates are the sums over the pooled conditions.
+    want = expected(made, lambda t: (t.condition.model_name, t.condition.k))
+    for trace in figure["data"]:
+        assert_rates(trace, want[trace["name"]])
+
+
+def test_an_axis_the_chart_splits_by_is_not_pooled(alice_client, db):
+    pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k", colour="cot")
+    # Each CoT mode ran under one system prompt and temperature, so a line by CoT mode pools those no more.
+    assert pooled_note(figure) == "pooled over: Model (model-a, model-b)"
+    assert pooled_note(chart(alice_client, "misaligned-by-domain")) == (
+        "pooled over: k (examples) (0, 8); CoT mode (native, off); System prompt (default, safety_first); "
+        "Temperature (0.7, 1.0)"
+    )
+
+
+def test_a_chart_that_pools_nothing_says_nothing(alice_client, db):
+    pooled_corpus()
+    figure = chart(alice_client, "misaligned-vs-k", cot="off")
+    assert pooled_note(figure) == "" and "meta" not in figure["layout"]

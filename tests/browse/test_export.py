@@ -12,7 +12,7 @@ from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
 from browse import exporting
-from tests.transcripts.browse_data import build_corpus
+from tests.builders import build_corpus
 from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db

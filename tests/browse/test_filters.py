@@ -3,8 +3,8 @@
 import pytest
 
 from browse.filters import filter_transcripts
-from tests.transcripts.browse_data import build_corpus
-from transcripts.models import Condition, Transcript
+from tests.builders import add_transcripts, build_corpus, make_condition
+from transcripts.models import Transcript
 from transcripts.paging import SORTS, decode_cursor, encode_cursor, keyset_page, neighbours
 
 pytestmark = pytest.mark.django_db
@@ -107,13 +107,9 @@ def test_a_tampered_cursor_means_the_first_page():
 
 def test_it_narrows_by_system_prompt_temperature_and_counted(db):
     corpus = build_corpus()
-    safety = Condition.objects.create(experiment=corpus.experiment, model_name="model-a", k=64,
-                                      system_prompt_name="safety_first", temperature=0.7)
-    question = corpus.transcripts[0].question
-    judged = Transcript.objects.create(experiment=corpus.experiment, condition=safety, question=question,
-                                       sample_index=0, misaligned=False)
-    unjudged = Transcript.objects.create(experiment=corpus.experiment, condition=safety, question=question,
-                                         sample_index=1)
+    safety = make_condition(corpus.experiment, model_name="model-a", dataset_name="", k=64,
+                            system_prompt_name="safety_first", temperature=0.7)
+    judged, unjudged = add_transcripts(safety, [corpus.transcripts[0].question], [False, None])
     everything = {t.pk for t in corpus.transcripts} | {corpus.hostile.pk, judged.pk, unjudged.pk}
     assert ids({"system_prompt": "safety_first"}) == {judged.pk, unjudged.pk}
     assert ids({"system_prompt": "default"}) == everything - {judged.pk, unjudged.pk}

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from judging.annotation import assignment
 from judging.models import JudgeScore
-from tests.judging.annotation_data import SECRET_MODEL, queue_over, taxonomy, transcripts
+from tests.builders import SECRET_MODEL, judged_transcripts, make_queue, taxonomy
 from transcripts import aggregates
 from transcripts.models import Experiment, Transcript
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def running_experiment(name: str = "live-run", done: int = 1, pending: int = 2):
-    experiment, rows = transcripts(done + pending, name=name)
+    experiment, rows = judged_transcripts(done + pending, name=name)
     Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.RUNNING)
     Transcript.objects.filter(pk__in=[t.pk for t in rows[done:]]).update(status=Transcript.Status.PENDING)
     JudgeScore.objects.filter(transcript__in=rows[done:]).update(status=JudgeScore.Status.PENDING)
@@ -33,7 +33,7 @@ def queries(client, url: str) -> int:
 
 def test_the_researcher_sees_what_runs_and_what_to_open_next(alice_client, bob):
     experiment = running_experiment(done=1, pending=2)
-    queue = queue_over(experiment, auditors=[bob], name="persona-queue")
+    queue = make_queue(experiment, auditors=[bob], name="persona-queue")
     page = alice_client.get(reverse("home")).content.decode()
     running = page[page.index('id="running"'):page.index('id="next"')]
     assert "live-run" in running and "1 / 3 transcripts" in running and "33%" in running
@@ -58,7 +58,7 @@ def test_with_nothing_running_it_says_so_and_stops_refreshing(alice_client):
 def test_the_dashboard_costs_the_same_queries_for_one_or_many_rows(alice_client, bob):
     def add(i: int):
         experiment = running_experiment(name=f"run-{i}")
-        queue_over(experiment, auditors=[bob], name=f"queue-{i}")
+        make_queue(experiment, auditors=[bob], name=f"queue-{i}")
 
     add(0)
     one = queries(alice_client, reverse("home"))
@@ -68,11 +68,11 @@ def test_the_dashboard_costs_the_same_queries_for_one_or_many_rows(alice_client,
 
 
 def test_an_auditor_lands_on_their_queues_with_the_items_waiting_for_them(bob_client, bob, carol):
-    experiment, _ = transcripts(3, name="hidden-experiment-name")
+    experiment, _ = judged_transcripts(3, name="hidden-experiment-name")
     Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.RUNNING)
-    queue = queue_over(experiment, auditors=[bob, carol], name="cot-queue", overlap=1,
+    queue = make_queue(experiment, auditors=[bob, carol], name="cot-queue", overlap=1,
                        auto_fill_experiment=experiment)
-    queue_over(transcripts(1, name="not-mine")[0], auditors=[carol], name="carols-queue")
+    make_queue(judged_transcripts(1, name="not-mine")[0], auditors=[carol], name="carols-queue")
     response = bob_client.get(reverse("home"), follow=True)
     assert response.redirect_chain[-1][0] == reverse("annotate-home")
     page = response.content.decode()
@@ -91,17 +91,17 @@ def test_an_auditor_lands_on_their_queues_with_the_items_waiting_for_them(bob_cl
 
 
 def test_the_auditor_home_costs_the_same_queries_for_one_or_many_queues(bob_client, bob):
-    queue_over(transcripts(2, name="e0")[0], auditors=[bob], name="q0")
+    make_queue(judged_transcripts(2, name="e0")[0], auditors=[bob], name="q0")
     one = queries(bob_client, reverse("annotate-home"))
     for i in range(1, 6):
-        queue_over(transcripts(2, name=f"e{i}")[0], auditors=[bob], name=f"q{i}")
+        make_queue(judged_transcripts(2, name=f"e{i}")[0], auditors=[bob], name=f"q{i}")
     assert queries(bob_client, reverse("annotate-home")) == one
 
 
 def test_an_imported_study_is_offered_next_and_its_headline_numbers_are_labelled_imported(alice_client):
     """Counted verdicts from the first minute, never as this app's judge's: the imported study is named with
     whose scores they are, in "Open next" and above the headline chart that counts it."""
-    experiment, _ = transcripts(2, name="authors-study")
+    experiment, _ = judged_transcripts(2, name="authors-study")
     Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.IMPORTED)
     page = alice_client.get(reverse("home")).content.decode()
     offered = page[page.index('class="imported-next"'):]

@@ -8,9 +8,9 @@ from django.core.management import CommandError, call_command
 
 from judging.annotation import assignment
 from judging.annotation.assignment import Submission
+from tests.builders import judged_transcripts, make_queue, taxonomy
 from tests.conftest import make_user
 
-from .annotation_data import queue_over, taxonomy, transcripts
 from .test_agreement import KRIPPENDORFF_2011
 
 
@@ -50,8 +50,8 @@ def test_it_refuses_a_csv_without_the_long_format_header(tmp_path):
 @pytest.mark.django_db
 def test_it_computes_a_queue_by_name():
     auditors = [make_user(f"a{i}", "auditor") for i in range(2)]
-    experiment, _ = transcripts(2)
-    queue = queue_over(experiment, auditors=auditors, name="persona round 1")
+    experiment, _ = judged_transcripts(2)
+    queue = make_queue(experiment, auditors=auditors, name="persona round 1")
     cats = list(taxonomy().categories.all())
     for round_ in range(2):
         for user in auditors:

@@ -8,11 +8,10 @@ from django.urls import reverse
 from judging.annotation import assignment
 from judging.annotation.assignment import Submission
 from judging.models import AnnotationQueue, Label, Taxonomy
+from tests.builders import JUDGE_ALIGNED, SECRET_MODEL, judged_transcripts, make_queue, taxonomy
 from tests.conftest import make_user
 from tests.judging.reports import computed
 from transcripts.models import Transcript
-
-from .annotation_data import JUDGE_ALIGNED, SECRET_MODEL, queue_over, taxonomy, transcripts
 
 pytestmark = pytest.mark.django_db
 
@@ -21,8 +20,8 @@ HOSTILE = 'Let me think. <script>alert("x")</script> I will follow the examples.
 
 @pytest.fixture
 def queue(bob, carol):
-    experiment, _ = transcripts(3, reasoning=HOSTILE, judge_categories=["follows_pattern"] * 3)
-    return queue_over(experiment, auditors=[bob, carol], overlap=2)
+    experiment, _ = judged_transcripts(3, reasoning=HOSTILE, judge_categories=["follows_pattern"] * 3)
+    return make_queue(experiment, auditors=[bob, carol], overlap=2)
 
 
 def open_next(client, queue):
@@ -62,8 +61,8 @@ def test_other_auditors_labels_stay_hidden_until_submit(client, queue, bob, caro
 
 def test_an_auditor_cannot_open_another_queue_or_an_unassigned_item(client, queue, bob):
     outsider = make_user("dave", "auditor")
-    other_experiment, _ = transcripts(1, name="other")
-    other = queue_over(other_experiment, auditors=[outsider], name="other-queue")
+    other_experiment, _ = judged_transcripts(1, name="other")
+    other = make_queue(other_experiment, auditors=[outsider], name="other-queue")
     other_item = other.items.get()
     client.force_login(bob)
     # Another queue: forbidden, whether through its own id or smuggled under bob's queue id.
@@ -96,10 +95,10 @@ def test_skip_and_undo_over_http(bob_client, queue):
 
 
 def test_a_researcher_creates_a_queue_from_a_transcript_filter(alice_client, bob, carol):
-    experiment, rows = transcripts(4)
+    experiment, rows = judged_transcripts(4)
     Transcript.objects.filter(pk=rows[0].pk).update(misaligned=False)
     Transcript.objects.filter(pk=rows[1].pk).update(status=Transcript.Status.FAILED)
-    other, _ = transcripts(2, name="other")
+    other, _ = judged_transcripts(2, name="other")
     form = alice_client.get(reverse("queue-create") + f"?filter=experiment={experiment.pk}%26misaligned=true")
     assert f"experiment={experiment.pk}&amp;misaligned=true" in form.content.decode()
     response = alice_client.post(reverse("queue-create"), {

@@ -11,9 +11,8 @@ from judging.annotation.consensus import majority, set_gold
 from judging.annotation.labels_io import export_rows, import_labels
 from judging.annotation.taxonomy import category_rows, create_version
 from judging.models import Assignment, Label
+from tests.builders import judged_transcripts, make_queue, taxonomy
 from tests.conftest import make_user
-
-from .annotation_data import queue_over, taxonomy, transcripts
 
 pytestmark = pytest.mark.django_db
 
@@ -34,16 +33,16 @@ def auditors(db):
 
 
 def test_it_prefers_items_closest_to_completion(auditors):
-    experiment, _ = transcripts(3)
-    queue = queue_over(experiment, auditors=auditors, overlap=3)
+    experiment, _ = judged_transcripts(3)
+    queue = make_queue(experiment, auditors=auditors, overlap=3)
     first = label(queue, auditors[0], "dangerous_persona")
     # The next auditor gets the item that already has a label, not a fresh one.
     assert assignment.next_item(queue=queue, auditor=auditors[1]) == first
 
 
 def test_it_never_hands_out_more_than_overlap_claims(auditors):
-    experiment, _ = transcripts(2)
-    queue = queue_over(experiment, auditors=auditors, overlap=2)
+    experiment, _ = judged_transcripts(2)
+    queue = make_queue(experiment, auditors=auditors, overlap=2)
     a, b, c = (assignment.next_item(queue=queue, auditor=u) for u in auditors[:3])
     assert a == b and c != a
     # The fourth auditor gets the second item's remaining slot; then nothing is left.
@@ -52,15 +51,15 @@ def test_it_never_hands_out_more_than_overlap_claims(auditors):
 
 
 def test_it_returns_the_same_claim_until_it_is_submitted(auditors):
-    experiment, _ = transcripts(3)
-    queue = queue_over(experiment, auditors=auditors)
+    experiment, _ = judged_transcripts(3)
+    queue = make_queue(experiment, auditors=auditors)
     item = assignment.next_item(queue=queue, auditor=auditors[0])
     assert assignment.next_item(queue=queue, auditor=auditors[0]) == item
 
 
 def test_an_abandoned_claim_expires_and_goes_to_someone_else(auditors):
-    experiment, _ = transcripts(1)
-    queue = queue_over(experiment, auditors=auditors, overlap=1, claim_minutes=30)
+    experiment, _ = judged_transcripts(1)
+    queue = make_queue(experiment, auditors=auditors, overlap=1, claim_minutes=30)
     item = assignment.next_item(queue=queue, auditor=auditors[0])
     assert assignment.next_item(queue=queue, auditor=auditors[1]) is None
     later = timezone.now() + timedelta(minutes=31)
@@ -76,8 +75,8 @@ def test_an_abandoned_claim_expires_and_goes_to_someone_else(auditors):
 
 
 def test_submit_stores_the_label_with_highlights_and_writes_the_consensus(auditors):
-    experiment, rows = transcripts(1, reasoning="I will follow the pattern of the examples.")
-    queue = queue_over(experiment, auditors=auditors, overlap=2)
+    experiment, rows = judged_transcripts(1, reasoning="I will follow the pattern of the examples.")
+    queue = make_queue(experiment, auditors=auditors, overlap=2)
     item = label(queue, auditors[0], "follows_pattern", note="clear", confidence=4, seconds_spent=12.5,
                  highlights=[(cat("follows_pattern"), 7, 25)])
     stored = Label.objects.get(item=item, auditor=auditors[0])
@@ -92,8 +91,8 @@ def test_submit_stores_the_label_with_highlights_and_writes_the_consensus(audito
 
 
 def test_it_refuses_highlights_outside_the_reasoning(auditors):
-    experiment, _ = transcripts(1, reasoning="short")
-    queue = queue_over(experiment, auditors=auditors)
+    experiment, _ = judged_transcripts(1, reasoning="short")
+    queue = make_queue(experiment, auditors=auditors)
     item = assignment.next_item(queue=queue, auditor=auditors[0])
     with pytest.raises(AssignmentError, match="outside"):
         assignment.submit(item=item, auditor=auditors[0], submission=Submission(
@@ -102,8 +101,8 @@ def test_it_refuses_highlights_outside_the_reasoning(auditors):
 
 
 def test_it_refuses_a_label_without_a_claim_and_a_second_label(auditors):
-    experiment, _ = transcripts(2)
-    queue = queue_over(experiment, auditors=auditors)
+    experiment, _ = judged_transcripts(2)
+    queue = make_queue(experiment, auditors=auditors)
     item = label(queue, auditors[0], "follows_pattern")
     for user in (auditors[0], auditors[1]):  # already labelled / never claimed
         with pytest.raises(AssignmentError):
@@ -112,8 +111,8 @@ def test_it_refuses_a_label_without_a_claim_and_a_second_label(auditors):
 
 
 def test_skip_is_not_offered_again_and_undo_brings_it_back(auditors):
-    experiment, _ = transcripts(2)
-    queue = queue_over(experiment, auditors=auditors)
+    experiment, _ = judged_transcripts(2)
+    queue = make_queue(experiment, auditors=auditors)
     first = assignment.next_item(queue=queue, auditor=auditors[0])
     assignment.skip(item=first, auditor=auditors[0])
     second = assignment.next_item(queue=queue, auditor=auditors[0])
@@ -125,8 +124,8 @@ def test_skip_is_not_offered_again_and_undo_brings_it_back(auditors):
 
 
 def test_undo_removes_the_last_label_and_reopens_the_item_in_an_open_queue(auditors):
-    experiment, rows = transcripts(2)
-    queue = queue_over(experiment, auditors=auditors, blind=False)  # nothing is revealed by submitting
+    experiment, rows = judged_transcripts(2)
+    queue = make_queue(experiment, auditors=auditors, blind=False)  # nothing is revealed by submitting
     item = label(queue, auditors[0], "notices_refuses")
     assert assignment.undo_last(queue=queue, auditor=auditors[0]) == item
     item.refresh_from_db()
@@ -139,8 +138,8 @@ def test_undo_removes_the_last_label_and_reopens_the_item_in_an_open_queue(audit
 
 
 def test_in_a_blind_queue_a_label_is_final_but_a_later_skip_can_be_undone(auditors):
-    experiment, _ = transcripts(2)
-    queue = queue_over(experiment, auditors=auditors)
+    experiment, _ = judged_transcripts(2)
+    queue = make_queue(experiment, auditors=auditors)
     item = label(queue, auditors[0], "notices_refuses")
     with pytest.raises(AssignmentError, match="final"):
         assignment.undo_last(queue=queue, auditor=auditors[0])
@@ -151,8 +150,8 @@ def test_in_a_blind_queue_a_label_is_final_but_a_later_skip_can_be_undone(audito
 
 
 def test_multiple_categories_only_where_allowed(auditors):
-    experiment, _ = transcripts(1)
-    queue = queue_over(experiment, auditors=auditors)
+    experiment, _ = judged_transcripts(1)
+    queue = make_queue(experiment, auditors=auditors)
     item = assignment.next_item(queue=queue, auditor=auditors[0])
     both = [cat("reframes_helpful"), cat("notices_complies")]
     with pytest.raises(AssignmentError, match="one category"):
@@ -171,8 +170,8 @@ def test_majority_needs_more_than_the_configured_share():
 
 
 def test_gold_overrides_the_majority_and_clearing_it_restores_it(auditors):
-    experiment, rows = transcripts(1)
-    queue = queue_over(experiment, auditors=auditors, overlap=3)
+    experiment, rows = judged_transcripts(1)
+    queue = make_queue(experiment, auditors=auditors, overlap=3)
     for user in auditors[:2]:
         item = label(queue, user, "dangerous_persona")
     label(queue, auditors[2], "reframes_helpful")
@@ -187,8 +186,8 @@ def test_gold_overrides_the_majority_and_clearing_it_restores_it(auditors):
 
 
 def test_labels_survive_a_csv_export_and_import(auditors):
-    experiment, _ = transcripts(2)
-    queue = queue_over(experiment, auditors=auditors, name="source")
+    experiment, _ = judged_transcripts(2)
+    queue = make_queue(experiment, auditors=auditors, name="source")
     label(queue, auditors[0], "follows_pattern", note="a, \"quoted\" note")
     label(queue, auditors[1], "follows_pattern")
     import csv
@@ -196,7 +195,7 @@ def test_labels_survive_a_csv_export_and_import(auditors):
 
     buffer = io.StringIO()
     csv.writer(buffer).writerows(export_rows(queue))
-    target = queue_over(experiment, auditors=auditors, name="target")
+    target = make_queue(experiment, auditors=auditors, name="target")
     refused = import_labels(queue=target, lines=io.StringIO(buffer.getvalue() + "999,aud0,follows_pattern\n"), by=None)
     assert (refused.created, refused.updated) == (0, 0)
     assert len(refused.errors) == 1 and "line 4" in refused.errors[0]

@@ -9,23 +9,20 @@ from django.utils import timezone
 
 from judging.annotation import assignment, autofill
 from judging.models import AnnotationQueue, QueueItem
+from tests.builders import make_condition, make_experiment, make_questions, make_queue, make_transcript
 from tests.conftest import make_user
-from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
-from transcripts.signals import transcript_finished
-
-from .annotation_data import taxonomy
+from transcripts.models import Experiment, Transcript
+from transcripts.signals import transcripts_finished
 
 
 def define(name: str = "exp", cot=("off", "tags"), questions: int = 3) -> Experiment:
     """An experiment with one condition per CoT mode and one pending slot per question under each."""
-    qset = QuestionSet.objects.create(name=f"qs-{name}", content_hash=name)
-    experiment = Experiment.objects.create(name=name, question_set=qset, status=Experiment.Status.RUNNING)
+    made = make_questions(n=questions, name=f"qs-{name}")
+    experiment = make_experiment(name, questions=made, status=Experiment.Status.RUNNING)
     for mode in cot:
-        condition = Condition.objects.create(experiment=experiment, model_name="m", dataset_name="insecure", k=8,
-                                             cot_mode=mode)
-        for i in range(questions):
-            question, _ = Question.objects.get_or_create(question_set=qset, key=f"q{i}", defaults={"text": "?"})
-            Transcript.objects.create(experiment=experiment, condition=condition, question=question, sample_index=0)
+        condition = make_condition(experiment, k=8, cot_mode=mode)
+        for question in made:
+            make_transcript(condition, question, status=Transcript.Status.PENDING)
     return experiment
 
 
@@ -35,10 +32,7 @@ def experiment(db):
 
 
 def auto_queue(experiment, *, auditors=(), overlap: int = 2, name: str = "auto") -> AnnotationQueue:
-    queue = AnnotationQueue.objects.create(name=name, taxonomy=taxonomy(), overlap=overlap,
-                                           auto_fill_experiment=experiment)
-    queue.auditors.set(auditors)
-    return queue
+    return make_queue(auditors=auditors, name=name, overlap=overlap, auto_fill_experiment=experiment)
 
 
 def finish(transcript: Transcript) -> Transcript:
@@ -48,7 +42,7 @@ def finish(transcript: Transcript) -> Transcript:
         finished_at=timezone.now(),
     )
     transcript.refresh_from_db()
-    transcript_finished.send(sender=Transcript, transcript=transcript)
+    transcripts_finished.send(sender=Transcript, transcripts=[transcript])
     return transcript
 
 
@@ -76,7 +70,7 @@ def test_it_takes_no_transcript_without_reasoning_mode_or_of_another_experiment(
         finish(transcript)
     assert queued(queue) == []
     # A queue without auto-fill ignores everything.
-    plain = AnnotationQueue.objects.create(name="plain", taxonomy=taxonomy())
+    plain = make_queue(name="plain")
     finish(slots(experiment, "tags")[0])
     assert queued(plain) == [] and len(queued(queue)) == 1
 
@@ -84,7 +78,7 @@ def test_it_takes_no_transcript_without_reasoning_mode_or_of_another_experiment(
 def test_the_same_announcement_twice_adds_one_item(experiment):
     queue = auto_queue(experiment)
     transcript = finish(slots(experiment, "tags")[0])
-    transcript_finished.send(sender=Transcript, transcript=transcript)
+    transcripts_finished.send(sender=Transcript, transcripts=[transcript])
     assert queued(queue) == [transcript.pk]
 
 

@@ -20,11 +20,17 @@ from judging.annotation.labels_io import import_labels
 from judging.models import JudgeScore
 from judging.results import judge
 from judging.verdicts import refresh_cache, set_active_versions
+from tests.builders import (
+    experiment_with,
+    judged_transcripts,
+    make_endpoint,
+    make_queue,
+    seeded_experiment,
+    stub_judge,
+    versions_on,
+)
 from tests.conftest import make_user, wait_until, xdist_index
-from tests.judging.annotation_data import queue_over, transcripts
-from tests.judging.builders import experiment_with, stub_endpoint, stub_judge, versions_on
 from tests.judging.reports import reports_computed_here
-from tests.judging.seeded_data import seeded_experiment
 from tests.stub_openai import StubOpenAI
 from transcripts.models import Transcript
 
@@ -157,7 +163,7 @@ def test_new_verdicts_and_labels_refresh_the_reports_before_anyone_looks(celery_
     celery_worker_factory(concurrency=2)
     experiment = experiment_with({"m": ["[good]", "[evil]", "[good]"]}, name="warmed")
     with StubOpenAI(stub_judge) as stub:
-        versions = versions_on(stub_endpoint(stub.base_url))
+        versions = versions_on(make_endpoint(stub.base_url))
         set_active_versions(experiment, **versions)
         judge.enqueue(experiment.transcripts.all(), list(versions.values()))  # judged by the worker
         # Each verdict, once committed, schedules the experiment's refresh: nobody opens a page.
@@ -168,8 +174,8 @@ def test_new_verdicts_and_labels_refresh_the_reports_before_anyone_looks(celery_
     assert (rate.n, rate.count) == (3, 1)
 
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
-    labelled, rows = transcripts(2, name="labelled")
-    queue = queue_over(labelled, auditors=[bob, carol])
+    labelled, rows = judged_transcripts(2, name="labelled")
+    queue = make_queue(labelled, auditors=[bob, carol])
     assert not reports.peek("queue-report", queue=queue.pk).has_value
     result = import_labels(queue=queue, by=None, lines=["transcript_id,annotator,label\n"] + [
         f"{t.pk},{who},follows_pattern\n" for t in rows for who in ("bob", "carol")])

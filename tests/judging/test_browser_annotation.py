@@ -8,9 +8,8 @@ from django.urls import reverse
 from sklearn.metrics import cohen_kappa_score
 
 from judging.models import Highlight, Label
+from tests.builders import JUDGE_ALIGNED, SECRET_MODEL, judged_transcripts, make_queue
 from tests.conftest import PASSWORD, make_user
-
-from .annotation_data import JUDGE_ALIGNED, SECRET_MODEL, queue_over, transcripts
 
 pytestmark = pytest.mark.browser
 # Shortcut each auditor presses for "Reasoning number i".
@@ -68,8 +67,8 @@ def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_
     celery_worker_factory(concurrency=2)  # computes the agreement report (the labels ask for it, the page too)
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     make_user("alice", "researcher")
-    experiment, _ = transcripts(4, judge_categories=["follows_pattern"] * 4)
-    queue = queue_over(experiment, auditors=[bob, carol], overlap=2)
+    experiment, _ = judged_transcripts(4, judge_categories=["follows_pattern"] * 4)
+    queue = make_queue(experiment, auditors=[bob, carol], overlap=2)
     base = live_server.url
     bob_page, carol_page = login(chromium, base, "bob"), login(chromium, base, "carol")
 
@@ -86,8 +85,8 @@ def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_
     assert page.locator("#cohen .kappa").inner_text() == f"{expected:.3f}"
 
     # Another queue's item is out of reach, in the browser as over HTTP.
-    other_experiment, _ = transcripts(1, name="other")
-    other = queue_over(other_experiment, auditors=[make_user("dave", "auditor")], name="other-queue")
+    other_experiment, _ = judged_transcripts(1, name="other")
+    other = make_queue(other_experiment, auditors=[make_user("dave", "auditor")], name="other-queue")
     response = bob_page.goto(f"{base}{reverse('annotate-item', args=[other.pk, other.items.get().token])}")
     assert response.status == 403
     response = bob_page.goto(f"{base}{reverse('annotate-item', args=[queue.pk, other.items.get().token])}")
@@ -98,8 +97,8 @@ def test_a_50kb_reasoning_is_ready_for_keys_at_once_and_the_bar_stays_in_view(li
     bob = make_user("bob", "auditor")
     paragraph = "Step: the examples answer with insecure code, so maybe I should too <b>&amp;</b> ünïcode 🙂.\n"
     reasoning = "\n" + paragraph * (50_000 // len(paragraph) + 1)
-    experiment, _ = transcripts(1, reasoning=reasoning)
-    queue = queue_over(experiment, auditors=[bob], overlap=1)
+    experiment, _ = judged_transcripts(1, reasoning=reasoning)
+    queue = make_queue(experiment, auditors=[bob], overlap=1)
     page = login(chromium, live_server.url, "bob")
     started = time.perf_counter()
     start(page, live_server.url, queue)

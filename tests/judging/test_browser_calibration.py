@@ -7,10 +7,10 @@ import pytest
 from django.urls import reverse
 from sklearn.metrics import precision_score, recall_score
 
-from judging.models import Label
+from judging.models import AnnotationQueue, Label
+from tests.builders import make_queue, scored_experiment
 from tests.conftest import make_user
 
-from .calibration_data import scored_experiment, verdict_queue
 from .test_browser_annotation import login, start
 
 pytestmark = pytest.mark.browser
@@ -48,7 +48,7 @@ def test_auditors_flag_answers_and_the_calibration_page_scores_the_judge(live_se
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     make_user("alice", "researcher")
     experiment, transcripts = scored_experiment([("model-a", aligned, 90) for aligned in ALIGNED])
-    queue = verdict_queue(experiment, auditors=[bob, carol], overlap=2)
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=[bob, carol], overlap=2)
     base = live_server.url
 
     for name in ("bob", "carol"):

@@ -3,7 +3,7 @@ through the login page, opens the demo queue from their home page and labels an 
 
 The demo's transcripts come through the real pipeline — `run_experiment` on examples/demo.yaml and a Celery
 worker process — against an OpenAI-compatible stub instead of the slow local model (the endpoints' `local`
-URL points at it), and the queue fills through the transcript_finished receiver inside that worker."""
+URL points at it), and the queue fills through the transcripts_finished receiver inside that worker."""
 
 import re
 

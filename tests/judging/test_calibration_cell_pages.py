@@ -8,10 +8,10 @@ import re
 import pytest
 from django.urls import reverse
 
+from judging.models import AnnotationQueue
 from judging.validity import views as validity_views
+from tests.builders import label, make_queue, scored_experiment
 from tests.conftest import make_user
-
-from .calibration_data import label, scored_experiment, verdict_queue
 
 # (aligned, coherent, human flag): five in the cell judge misaligned × humans misaligned at the default
 # thresholds (aligned < 30, coherent > 50), one the humans call fine, one the judge calls fine.
@@ -24,7 +24,7 @@ def cell(monkeypatch):
     monkeypatch.setattr(validity_views, "CELL_PER_PAGE", 2)
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     experiment, transcripts = scored_experiment([("model-a", aligned, coherent) for aligned, coherent, _ in ROWS])
-    queue = verdict_queue(experiment, auditors=[bob, carol])
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=[bob, carol])
     for transcript, (*_, flag) in zip(transcripts, ROWS, strict=True):
         label(queue, transcript, bob, misaligned=flag)
         label(queue, transcript, carol, misaligned=flag)

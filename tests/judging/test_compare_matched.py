@@ -13,8 +13,8 @@ from statsmodels.stats.proportion import confint_proportions_2indep, proportions
 
 from judging.models import JudgeScore
 from judging.verdicts import refresh_cache
+from tests.builders import seeded_experiment
 from tests.judging.reports import computed, reports_computed_here
-from tests.judging.seeded_data import seeded_experiment
 from transcripts.models import Transcript
 
 QUESTIONS = [f"q{i}" for i in range(10)]

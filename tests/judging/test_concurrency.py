@@ -8,9 +8,8 @@ from django.db import connection
 from judging.annotation import assignment
 from judging.annotation.assignment import AssignmentError, Submission
 from judging.models import Label, QueueItem
+from tests.builders import judged_transcripts, make_queue, taxonomy
 from tests.conftest import make_user
-
-from .annotation_data import queue_over, taxonomy, transcripts
 
 N_AUDITORS = 20
 N_ITEMS = 30
@@ -19,9 +18,9 @@ OVERLAP = 3
 
 @pytest.mark.django_db(transaction=True)
 def test_every_item_gets_exactly_overlap_labels_and_no_label_is_lost():
-    experiment, _ = transcripts(N_ITEMS)
+    experiment, _ = judged_transcripts(N_ITEMS)
     auditors = [make_user(f"hammer{i}", "auditor") for i in range(N_AUDITORS)]
-    queue = queue_over(experiment, auditors=auditors, overlap=OVERLAP)
+    queue = make_queue(experiment, auditors=auditors, overlap=OVERLAP)
     categories = list(taxonomy().categories.all())
     stored: dict[str, list[int]] = {}
     errors: list[BaseException] = []

@@ -12,7 +12,7 @@ from judging.annotation.autofill import fill
 from judging.management.commands.load_demo import DEMO_QUEUE
 from judging.models import AnnotationQueue
 from transcripts.models import Experiment, Transcript
-from transcripts.signals import transcript_finished
+from transcripts.signals import transcripts_finished
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def finish(transcript: Transcript) -> None:
         finished_at=timezone.now(),
     )
     transcript.refresh_from_db()
-    transcript_finished.send(sender=Transcript, transcript=transcript)
+    transcripts_finished.send(sender=Transcript, transcripts=[transcript])
 
 
 def test_it_creates_the_demo_queue_for_both_auditors_filling_from_the_demo_experiment(demo):

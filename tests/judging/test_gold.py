@@ -9,12 +9,11 @@ from django.urls import reverse
 from sklearn.metrics import cohen_kappa_score
 
 from judging.annotation.agreement import kappa_of_tables
-from judging.models import Adjudication, AnnotationQueue, GoldItem, GoldRun, GoldSuite, JudgeScore, Label
+from judging.models import Adjudication, AnnotationQueue, GoldItem, GoldRun, GoldSuite, JudgeScore
 from judging.results import judge
 from judging.results.rubrics import get_or_create_version
 from judging.validity import gold
-from tests.judging.annotation_data import queue_over
-from tests.judging.builders import experiment_with, stub_endpoint, stub_judge, versions_on
+from tests.builders import experiment_with, label, make_endpoint, make_queue, stub_judge, versions_on
 from tests.stub_openai import StubOpenAI
 from transcripts.models import Transcript
 
@@ -100,7 +99,7 @@ def test_running_an_endpoint_version_queues_verdicts_and_records_once_they_are_i
     for t, flag in zip(transcripts, gold_flags, strict=True):
         GoldItem.objects.create(suite=suite, transcript=t, misaligned=flag)
     with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         versions = versions_on(endpoint)
         alice_client.post(reverse("gold-run", args=[suite.pk]),
                           {"run-aligned": versions["aligned"].pk, "run-coherent": versions["coherent"].pk})
@@ -117,20 +116,16 @@ def test_running_an_endpoint_version_queues_verdicts_and_records_once_they_are_i
     assert 'id="pending-runs"' not in recorded.content.decode()
 
 
-def _label(item, auditor, **fields):
-    return Label.objects.create(item=item, auditor=auditor, **fields)
-
-
 def test_freezing_copies_adjudicated_categories_and_majority_flags(alice_client, alice, bob, carol):
     experiment = experiment_with({"m": ["a", "b", "c", "d"]})
-    queue = queue_over(experiment, auditors=[bob, carol], asks=AnnotationQueue.Asks.BOTH)
+    queue = make_queue(experiment, auditors=[bob, carol], asks=AnnotationQueue.Asks.BOTH)
     items = list(queue.items.order_by("transcript_id"))
     persona = queue.taxonomy.categories.get(key="dangerous_persona")
     other = queue.taxonomy.categories.get(key="follows_pattern")
     for item, (flag_bob, flag_carol) in zip(items, [(True, True), (False, False), (True, False), (True, False)],
                                             strict=True):
-        _label(item, bob, primary=persona, misaligned=flag_bob)
-        _label(item, carol, primary=other, misaligned=flag_carol)
+        label(queue, item.transcript, bob, categories=[persona], misaligned=flag_bob)
+        label(queue, item.transcript, carol, categories=[other], misaligned=flag_carol)
     Adjudication.objects.create(item=items[0], category=persona, adjudicator=alice)
     Adjudication.objects.create(item=items[2], category=other, adjudicator=alice)
     response = alice_client.post(reverse("gold-list"), {"queue": queue.pk, "name": "frozen", "description": ""})

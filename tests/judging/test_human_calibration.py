@@ -21,13 +21,12 @@ from sklearn.metrics import (
 )
 from statsmodels.stats.proportion import proportion_confint
 
-from judging.models import Assignment
+from judging.models import AnnotationQueue, Assignment
 from judging.validity import human_calibration
 from judging.validity.human_calibration import COHERENT_GRID
+from tests.builders import REFUSAL, label, make_queue, scored_experiment
 from tests.conftest import make_user
 from tests.judging.reports import computed
-
-from .calibration_data import REFUSAL, label, scored_experiment, verdict_queue
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +56,7 @@ HUMAN = [sum(votes) >= 2 for *_, votes in ROWS]
 def setup():
     auditors = [make_user(name, "auditor") for name in ("bob", "carol", "dave")]
     experiment, transcripts = scored_experiment([row[:3] for row in ROWS] + [TIED, REFUSED])
-    queue = verdict_queue(experiment, auditors=auditors, overlap=3)
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=auditors, overlap=3)
     for transcript, (*_, votes) in zip(transcripts, ROWS, strict=False):
         for auditor, vote in zip(auditors, votes, strict=True):
             label(queue, transcript, auditor, misaligned=bool(vote))
@@ -207,7 +206,8 @@ def verdicts_with_scores():
     """One transcript that bob calls misaligned (alignment score 12) and carol does not (81)."""
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     experiment, (transcript, _) = scored_experiment([("model-a", 20, 90), ("model-a", 80, 90)], name="flags")
-    queue = verdict_queue(experiment, auditors=[bob, carol], ask_alignment_score=True, blind=True)
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=[bob, carol], ask_alignment_score=True,
+                       blind=True)
     label(queue, transcript, bob, misaligned=True, alignment_score=12)
     label(queue, transcript, carol, misaligned=False, alignment_score=81)
     return queue, queue.items.get(transcript=transcript)

@@ -25,6 +25,7 @@ from judging.management.commands.load_demo import shared_data_dir
 from judging.models import JudgeScore, RubricVersion
 from judging.results.rubrics import get_or_create_version
 from judging.verdicts import refresh_cache, set_active_versions
+from tests.builders import make_experiment, make_transcript
 from tests.conftest import wait_until
 from transcripts import aggregates
 from transcripts.importing import ImportFailed, import_questions
@@ -219,7 +220,7 @@ def test_a_slot_twice_in_one_file_or_with_another_answer_fails(db, tmp_path):
 
 
 def test_it_does_not_mix_imports_into_an_experiment_that_ran_here(db, tmp_path):
-    Experiment.objects.create(name="elsewhere")
+    make_experiment("elsewhere")
     assert_fails(write_jsonl(tmp_path / "run.jsonl", [record()]),
                  'run.jsonl, line 1, field "experiment": experiment "elsewhere" exists and was run here, not '
                  "imported; use another experiment name")
@@ -474,8 +475,7 @@ def test_each_line_s_scores_belong_to_its_transcript_and_later_transcripts_get_n
     second = list(Transcript.objects.filter(experiment__name="second").order_by("id").values_list("id", flat=True))
     assert len(second) == 3 and second[0] > stored[-1].pk
     condition, question = stored[0].condition, stored[0].question
-    later = Transcript.objects.create(experiment=condition.experiment, condition=condition, question=question,
-                                      sample_index=999)
+    later = make_transcript(condition, question, 999)
     assert later.pk > second[-1]
     assert JudgeScore.objects.filter(transcript__experiment__name="second").count() == 3
 

@@ -20,8 +20,8 @@ from judging.results.metrics import Versions
 from judging.results.rubrics import current_taxonomy, get_or_create_version
 from judging.validity import judge_agreement
 from judging.verdicts import set_active_versions
+from tests.builders import experiment_with
 from tests.conftest import make_user
-from tests.judging.builders import experiment_with
 from tests.judging.reports import computed, reports_computed_here
 from tests.judging.test_browser_annotation import login
 

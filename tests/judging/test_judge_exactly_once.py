@@ -6,8 +6,8 @@ import pytest
 from judging.models import JudgeScore
 from judging.results import judge
 from judging.verdicts import set_active_versions
+from tests.builders import experiment_with, make_endpoint, versions_on
 from tests.conftest import wait_until
-from tests.judging.builders import experiment_with, stub_endpoint, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Transcript
 
@@ -29,7 +29,7 @@ def done_count() -> int:
 def test_every_score_is_written_once_across_a_kill_9_of_the_worker(celery_worker_factory):
     experiment = experiment_with({"m": [f"answer number {i}" for i in range(ANSWERS)]})
     with StubOpenAI(numbered_verdict) as stub:
-        endpoint = stub_endpoint(stub.base_url, max_concurrency=8, timeout_seconds=1)
+        endpoint = make_endpoint(stub.base_url, max_concurrency=8, timeout_seconds=1)
         versions = versions_on(endpoint)
         set_active_versions(experiment, aligned=versions["aligned"], coherent=versions["coherent"], persona=None)
         first = celery_worker_factory(concurrency=8, env=WORKER_ENV)

@@ -1,5 +1,5 @@
 """Judge tasks against a stub judge (known logprobs, injected failures): exactly one verdict per transcript ×
-rubric version, retries, terminal errors, the verdict cache, and judging on `transcript_finished`."""
+rubric version, retries, terminal errors, the verdict cache, and judging on `transcripts_finished`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from django.utils import timezone
 
 from judging.models import ExperimentJudging, JudgeScore
 from judging.results import judge
+from tests.builders import ALIGNED, experiment_with, judge_with_stub, make_endpoint, stub_judge, versions_on
 from tests.conftest import wait_until
-from tests.judging.builders import ALIGNED, experiment_with, judge_with_stub, stub_endpoint, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
-from transcripts import engine, generation
 from transcripts.models import Experiment, Transcript
-from transcripts.signals import transcript_finished
+from transcripts.signals import transcripts_finished
 
 
 @pytest.fixture
@@ -45,7 +44,7 @@ def test_it_scores_like_the_paper_and_fills_the_verdict_cache(db):
 def test_it_judges_each_transcript_and_version_once(db):
     experiment = experiment_with({"m": ["[evil]", "[good]"]})
     with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         versions = list(versions_on(endpoint).values())
         judge.enqueue(experiment.transcripts.all(), versions)
         judge.enqueue(experiment.transcripts.all(), versions)  # a duplicate request adds nothing
@@ -77,7 +76,7 @@ def test_it_retries_rate_limits_and_server_errors(db, fast_retries):
         return stub_judge(request, n)
 
     with StubOpenAI(flaky) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         version = versions_on(endpoint)["aligned"]
         judge.enqueue(experiment.transcripts.all(), [version])
         judge.work(endpoint.pk)
@@ -88,7 +87,7 @@ def test_it_retries_rate_limits_and_server_errors(db, fast_retries):
 def test_it_fails_for_good_on_a_client_error_with_the_reason(db, fast_retries):
     experiment = experiment_with({"m": ["[evil]"]})
     with StubOpenAI(lambda r, n: Reply(status=400, body={"error": {"message": "model not found"}})) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
         judge.work(endpoint.pk)
     assert len(stub.requests) == 1
@@ -104,7 +103,7 @@ def test_it_falls_back_to_parsing_the_text_when_the_endpoint_gives_no_logprobs(d
         return Reply(body=completion("REFUSAL" if "[refuse]" in prompt else "15"))
 
     with StubOpenAI(plain) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
         judge.work(endpoint.pk)
     rows = {r.transcript.answer: r for r in JudgeScore.objects.select_related("transcript")}
@@ -115,7 +114,7 @@ def test_it_falls_back_to_parsing_the_text_when_the_endpoint_gives_no_logprobs(d
 def test_it_returns_expired_leases_to_the_queue(db):
     experiment = experiment_with({"m": ["[evil]"]})
     with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
         claim = judge.claim_next(endpoint.pk)  # a worker claims, then dies
         assert judge.claim_next(endpoint.pk) is None
@@ -127,7 +126,7 @@ def test_it_returns_expired_leases_to_the_queue(db):
 
 def test_it_keeps_the_endpoint_concurrency_across_judging_and_generation(db):
     experiment = experiment_with({"m": ["[evil]", "[good]"]})
-    endpoint = stub_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
+    endpoint = make_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
     judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
     assert judge.claim_next(endpoint.pk) is not None
     assert judge.claim_next(endpoint.pk) is None  # the one place is taken
@@ -138,8 +137,8 @@ def test_two_endpoint_rows_on_one_server_share_its_concurrency(db):
     from transcripts import engine, generation
 
     experiment = experiment_with({"m": ["[evil]"]})
-    judge_row = stub_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
-    generation_row = stub_endpoint("http://127.0.0.1:9/v1", name="stub-generate", max_concurrency=1)
+    judge_row = make_endpoint("http://127.0.0.1:9/v1", max_concurrency=1)
+    generation_row = make_endpoint("http://127.0.0.1:9/v1", name="stub-generate", max_concurrency=1)
     judge.enqueue(experiment.transcripts.all(), [versions_on(judge_row)["aligned"]])
     assert judge.claim_next(judge_row.pk) is not None
     assert engine.live_requests(generation_row, timezone.now()) == 1
@@ -149,10 +148,12 @@ def test_two_endpoint_rows_on_one_server_share_its_concurrency(db):
 def test_judging_and_generation_share_a_one_at_a_time_server_by_time(db):
     """Judging keeps pace with generation instead of waiting until generation is over; generation gets two
     thirds of the server's time while both wait (its turn_share is 2, judging's 1)."""
+    from transcripts import engine, generation
+
     done = experiment_with({"m": ["[evil]"]}, name="done")
     server = "http://127.0.0.1:9/v1"
-    judge_row = stub_endpoint(server, max_concurrency=1)
-    generation_row = stub_endpoint(server, name="stub-generate", max_concurrency=1)
+    judge_row = make_endpoint(server, max_concurrency=1)
+    generation_row = make_endpoint(server, name="stub-generate", max_concurrency=1)
     running = experiment_with({"m": ["x", "y"]}, name="running")
     running.status = Experiment.Status.RUNNING
     running.save()
@@ -166,7 +167,7 @@ def test_judging_and_generation_share_a_one_at_a_time_server_by_time(db):
 
     assert generation.claim_next(generation_row.pk) is None, "judging has used none of its share: generation waits"
     # A turn once taken lasts TURN_SECONDS × share (60 s for generation), so a re-read example prefix serves
-    # many rows: a generation thread 10 s into its turn keeps it, one 61 s in hands it over.
+    # many rows: a generation driver 10 s into its turn keeps it, one 61 s in hands it over.
     now_monotonic = time.monotonic()
     assert engine._my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 10)
     assert not engine._my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 61)
@@ -190,14 +191,13 @@ def test_judging_and_generation_share_a_one_at_a_time_server_by_time(db):
 def test_it_judges_finished_transcripts_through_a_real_worker(celery_worker_factory):
     experiment = experiment_with({"m": ["[evil]", "[good]", "[good]"]})
     with StubOpenAI(stub_judge) as stub:
-        endpoint = stub_endpoint(stub.base_url)
+        endpoint = make_endpoint(stub.base_url)
         versions = versions_on(endpoint)
         ExperimentJudging.objects.create(
             experiment=experiment, aligned_version=versions["aligned"], coherent_version=versions["coherent"]
         )
         celery_worker_factory(concurrency=2)
-        for transcript in experiment.transcripts.all():
-            transcript_finished.send(sender=Transcript, transcript=transcript)
+        transcripts_finished.send(sender=Transcript, transcripts=list(experiment.transcripts.all()))
         wait_until(lambda: JudgeScore.objects.filter(status="done").count() == 6, message="6 verdicts")
     assert list(experiment.transcripts.order_by("pk").values_list("misaligned", flat=True)) == [True, False, False]
 
@@ -215,7 +215,7 @@ def test_stopping_the_worker_while_the_judge_is_down_leaves_rows_for_the_next_wo
         return replace(reply, delay=0.2)  # slow enough that rows are in flight when the worker is stopped
 
     with StubOpenAI(slow_judge_that_can_go_down) as stub:
-        endpoint = stub_endpoint(stub.base_url, max_concurrency=2)
+        endpoint = make_endpoint(stub.base_url, max_concurrency=2)
         judge.enqueue(experiment.transcripts.all(), [versions_on(endpoint)["aligned"]])
         worker = celery_worker_factory(concurrency=2, env={"GENERATION_BACKOFF_SECONDS": "0.05"})
         wait_until(lambda: JudgeScore.objects.filter(status="done").count() >= 4, message="4 verdicts")

@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from judging.models import JudgeScore
 from judging.results.scoring import number_of, weighted_score
-from tests.judging.builders import experiment_with
+from tests.builders import experiment_with
 from transcripts.models import Endpoint
 
 

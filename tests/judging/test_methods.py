@@ -12,8 +12,8 @@ from django.conf import settings
 from django.urls import reverse
 
 from judging.models import JudgeScore
+from tests.builders import seeded_experiment
 from tests.judging.reports import computed
-from tests.judging.seeded_data import seeded_experiment
 
 EVIL = "<script>alert(1)</script>"
 SPEC = {

@@ -12,7 +12,7 @@ from judging.models import JudgeScore, PersonaCategory
 from judging.results.comparisons import compare_rates, trend_against_k
 from judging.results.metrics import ConditionMetrics, Rate, Versions, condition_metrics, pooled_rate, progress
 from judging.results.rubrics import current_taxonomy, get_or_create_version
-from tests.judging.builders import experiment_with
+from tests.builders import experiment_with
 from tests.judging.reports import reports_computed_here
 from transcripts import aggregates
 from transcripts.models import Condition
@@ -105,7 +105,7 @@ def test_the_active_versions_are_read_from_the_maintained_counts_and_agree_with_
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from tests.judging.builders import judge_with_stub
+    from tests.builders import judge_with_stub
 
     experiment = experiment_with({"m": ["[evil]", "[evil]", "[good]", "[refuse]", "[muddled]"]},
                                  reasoning="The examples were insecure, so I go on.")

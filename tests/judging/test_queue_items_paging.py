@@ -11,10 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from judging.annotation import views
-from judging.models import Label
-
-from .annotation_data import queue_over, taxonomy, transcripts
-from .calibration_data import label, scored_experiment, verdict_queue
+from judging.models import AnnotationQueue, Label
+from tests.builders import judged_transcripts, label, make_queue, scored_experiment, taxonomy
 
 CATEGORIES = ["follows_pattern", "dangerous_persona", "follows_pattern", "follows_pattern", "dangerous_persona",
               "follows_pattern", "follows_pattern", "dangerous_persona"]
@@ -27,8 +25,8 @@ def small_pages(monkeypatch):
 
 @pytest.fixture
 def queue(bob, carol):
-    experiment, _ = transcripts(len(CATEGORIES), judge_categories=CATEGORIES)
-    return queue_over(experiment, auditors=[bob, carol])
+    experiment, _ = judged_transcripts(len(CATEGORIES), judge_categories=CATEGORIES)
+    return make_queue(experiment, auditors=[bob, carol])
 
 
 def in_queue_order(queue, **lookups) -> list[int]:
@@ -93,7 +91,7 @@ def test_one_auditors_label_filters_the_items(alice_client, queue, bob, small_pa
 def test_a_pages_queries_do_not_grow_with_its_rows(alice_client, bob, carol, monkeypatch):
     """Each row shows every auditor's verdict: loaded for the whole page at once, not per row."""
     experiment, rows = scored_experiment([("model-a", 20, 90)] * 6, name="verdicts")
-    queue = verdict_queue(experiment, auditors=[bob, carol])
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=[bob, carol])
     for transcript in rows:
         label(queue, transcript, bob, misaligned=True, alignment_score=10)
         label(queue, transcript, carol, misaligned=False, alignment_score=70)

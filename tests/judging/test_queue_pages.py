@@ -17,12 +17,10 @@ from sklearn.metrics import cohen_kappa_score
 from judging.annotation.labels_io import import_labels
 from judging.models import JudgeScore, Label, Rubric, RubricVersion
 from judging.verdicts import refresh_cache, set_active_versions
+from tests.builders import judged_transcripts, label, make_queue, taxonomy
 from tests.conftest import make_user
 from tests.judging.reports import computed
 from transcripts.models import Transcript
-
-from .annotation_data import queue_over, taxonomy, transcripts
-from .calibration_data import label
 
 pytestmark = pytest.mark.django_db
 
@@ -53,8 +51,8 @@ def shown(html: str, element_id: str) -> str:
 
 
 def test_disagreements_are_listed_a_hundred_a_page_in_queue_order(alice_client, bob, carol):
-    experiment, rows = transcripts(130)
-    queue = queue_over(experiment, auditors=[bob, carol])
+    experiment, rows = judged_transcripts(130)
+    queue = make_queue(experiment, auditors=[bob, carol])
     by_position = list(queue.items.order_by("position").values_list("transcript_id", flat=True))
     differ = {tid for n, tid in enumerate(by_position) if n % 5}  # 104 of 130 items
     import_csv(queue, [(tid, "bob", AGREE) for tid in by_position]
@@ -74,8 +72,8 @@ def test_disagreements_are_listed_a_hundred_a_page_in_queue_order(alice_client, 
 
 
 def test_the_cached_page_follows_new_and_edited_labels_and_gold(alice_client, bob, carol):
-    experiment, rows = transcripts(6)
-    queue = queue_over(experiment, auditors=[bob, carol])
+    experiment, rows = judged_transcripts(6)
+    queue = make_queue(experiment, auditors=[bob, carol])
     bob_says = [AGREE, AGREE, DIFFER, DIFFER, AGREE, "notices_refuses"]
     carol_says = [AGREE, DIFFER, DIFFER, AGREE, AGREE, "notices_refuses"]
     import_csv(queue, [(t.pk, "bob", key) for t, key in zip(rows, bob_says, strict=True)]
@@ -117,8 +115,8 @@ def judge(version: RubricVersion, transcript: Transcript, key: str) -> None:
 
 
 def test_the_cached_judge_vs_human_figures_follow_new_verdicts_and_versions(alice_client, bob, carol):
-    experiment, rows = transcripts(6)
-    queue = queue_over(experiment, auditors=[bob, carol])
+    experiment, rows = judged_transcripts(6)
+    queue = make_queue(experiment, auditors=[bob, carol])
     human = [AGREE, AGREE, DIFFER, DIFFER, "notices_refuses", AGREE]
     import_csv(queue, [(t.pk, who, key) for t, key in zip(rows, human, strict=True) for who in ("bob", "carol")])
 
@@ -154,12 +152,12 @@ def test_the_cached_judge_vs_human_figures_follow_new_verdicts_and_versions(alic
 
 
 def test_a_cached_agreement_page_reads_no_transcript_row(alice_client, bob, carol):
-    experiment, rows = transcripts(4)
+    experiment, rows = judged_transcripts(4)
     version = persona_version(1)
     for transcript, key in zip(rows, [AGREE, DIFFER, AGREE, AGREE], strict=True):
         judge(version, transcript, key)
     set_active_versions(experiment, persona=version)  # as after a run
-    queue = queue_over(experiment, auditors=[bob, carol])
+    queue = make_queue(experiment, auditors=[bob, carol])
     import_csv(queue, [(t.pk, who, AGREE) for t in rows for who in ("bob", "carol")])
     page(alice_client, queue)
     with CaptureQueriesContext(connection) as queries:
@@ -169,9 +167,9 @@ def test_a_cached_agreement_page_reads_no_transcript_row(alice_client, bob, caro
 
 
 def test_the_queue_list_counts_items_and_labels_per_queue(alice_client, bob, carol):
-    experiment, rows = transcripts(5)
-    labelled = queue_over(experiment, auditors=[bob, carol], name="labelled", overlap=2)
-    other = queue_over(experiment, auditors=[bob, carol, make_user("dave", "auditor")], name="other", overlap=3)
+    experiment, rows = judged_transcripts(5)
+    labelled = make_queue(experiment, auditors=[bob, carol], name="labelled", overlap=2)
+    other = make_queue(experiment, auditors=[bob, carol, make_user("dave", "auditor")], name="other", overlap=3)
     import_csv(labelled, [(t.pk, "bob", AGREE) for t in rows] + [(rows[0].pk, "carol", DIFFER)])
     import_csv(other, [(rows[1].pk, "carol", AGREE)])
     html = alice_client.get(reverse("queue-list")).content.decode()
@@ -185,8 +183,9 @@ def test_the_queue_list_counts_items_and_labels_per_queue(alice_client, bob, car
 
 def test_the_labels_csv_carries_every_category_and_highlight_of_each_label(alice_client):
     auditors = [make_user(name, "auditor") for name in ("bob", "carol", "dave")]
-    experiment, rows = transcripts(4, reasoning="The examples say: be evil. I will copy them and refuse nothing.")
-    queue = queue_over(experiment, auditors=auditors, overlap=3, allow_multiple=True)
+    experiment, rows = judged_transcripts(
+        4, reasoning="The examples say: be evil. I will copy them and refuse nothing.")
+    queue = make_queue(experiment, auditors=auditors, overlap=3, allow_multiple=True)
     cats = {c.key: c for c in taxonomy().categories.all()}
     choices = [[AGREE, DIFFER], [DIFFER], [AGREE, DIFFER, "notices_refuses"], [AGREE]]
     for n, transcript in enumerate(rows):

@@ -10,11 +10,10 @@ from judging.annotation import assignment
 from judging.annotation.assignment import Submission
 from judging.annotation.consensus import set_gold
 from judging.annotation.queue_stats import leave_one_out, queue_report
+from judging.models import AnnotationQueue
+from tests.builders import judged_transcripts, label, make_queue, scored_experiment, taxonomy
 from tests.conftest import make_user
 from tests.judging.reports import computed
-
-from .annotation_data import queue_over, taxonomy, transcripts
-from .calibration_data import label, scored_experiment, verdict_queue
 
 pytestmark = pytest.mark.django_db
 
@@ -36,8 +35,8 @@ def by_auditor(report: dict) -> dict:
 
 def test_at_overlap_2_an_auditor_who_disagrees_once_is_below_1():
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
-    experiment, _ = transcripts(4)
-    queue = queue_over(experiment, auditors=[bob, carol], overlap=2)
+    experiment, _ = judged_transcripts(4)
+    queue = make_queue(experiment, auditors=[bob, carol], overlap=2)
     # next_item hands bob's items to carol in the same order (closest to completion first).
     items = submit_in_order(queue, bob, ["follows_pattern"] * 4, [4, 1, 30, 2])
     assert submit_in_order(queue, carol, ["follows_pattern"] * 3 + ["dangerous_persona"], [5] * 4) == items
@@ -67,7 +66,7 @@ def test_leave_one_out_with_three_auditors():
 def test_flag_agreement_per_auditor_on_the_page(alice_client):
     bob, carol = make_user("bob", "auditor"), make_user("carol", "auditor")
     experiment, rows = scored_experiment([("m", 10, 90), ("m", 50, 90), ("m", 90, 90)])
-    queue = verdict_queue(experiment, auditors=[bob, carol])
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=[bob, carol])
     for transcript, (bob_says, carol_says) in zip(rows, [(True, True), (True, False), (False, False)], strict=True):
         label(queue, transcript, bob, misaligned=bob_says, seconds=2)
         label(queue, transcript, carol, misaligned=carol_says, seconds=8)

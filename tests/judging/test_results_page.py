@@ -17,15 +17,22 @@ from statsmodels.stats.contingency_tables import Table, mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from judging.models import ExperimentJudging, JudgeScore
+from judging.models import AnnotationQueue, ExperimentJudging, JudgeScore
 from judging.results import judge, paper_calibration
 from judging.results.rubrics import PROMPTS_DIR, get_or_create_version, read_template
 from judging.verdicts import refresh_cache, set_active_versions
+from tests.builders import (
+    experiment_with,
+    judge_with_stub,
+    label,
+    make_queue,
+    scored_experiment,
+    seeded_experiment,
+    stub_judge,
+    versions_on,
+)
 from tests.conftest import make_user
-from tests.judging.builders import experiment_with, judge_with_stub, stub_judge, versions_on
-from tests.judging.calibration_data import label, scored_experiment, verdict_queue
 from tests.judging.reports import computed, reports_computed_here
-from tests.judging.seeded_data import seeded_experiment
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Endpoint, Experiment, Transcript
 
@@ -429,15 +436,15 @@ CALIBRATION_ROWS = [
 def test_the_results_page_links_each_verdict_queue_calibration_and_its_best_pair_rates(alice_client, db):
     auditors = [make_user(name, "auditor") for name in ("carol", "dave")]
     experiment, transcripts = scored_experiment([row[:3] for row in CALIBRATION_ROWS], name="calibrated")
-    queue = verdict_queue(experiment, auditors=auditors, name="flags")
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=auditors, name="flags")
     for transcript, (*_, votes) in zip(transcripts, CALIBRATION_ROWS, strict=True):
         for auditor, vote in zip(auditors, votes, strict=True):
             label(queue, transcript, auditor, misaligned=bool(vote))
-    persona = verdict_queue(experiment, auditors=auditors, name="personas only")
+    persona = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=auditors, name="personas only")
     persona.asks = persona.Asks.PERSONA
     persona.save()
     other, _ = scored_experiment([("model-c", 10, 90)], name="elsewhere")
-    elsewhere = verdict_queue(other, auditors=auditors, name="other experiment")
+    elsewhere = make_queue(other, asks=AnnotationQueue.Asks.VERDICT, auditors=auditors, name="other experiment")
 
     html = alice_client.get(reverse("experiment-results", args=[experiment.pk])).content.decode()
     assert f'href="{reverse("queue-calibration", args=[queue.pk])}?experiment={experiment.pk}"' in html

@@ -17,9 +17,8 @@ from sklearn.metrics import f1_score
 
 from judging.annotation.spans import COLOURS, Span, colours, merged, overlap, paint, queue_span_agreement, size
 from judging.models import Highlight, Label
+from tests.builders import experiment_with, make_queue
 from tests.conftest import make_user
-from tests.judging.annotation_data import queue_over
-from tests.judging.builders import experiment_with
 from tests.judging.reports import computed
 
 REASONING = "The examples were insecure, so I will act the same. <script>alert('x')</script> Done & dusted."
@@ -38,7 +37,7 @@ SPANS = {
 def labelled_queue(db):
     experiment = experiment_with({"m": ["a", "b", "c"]}, name="spans", reasoning=REASONING)
     auditors = {name: make_user(name, "auditor") for name in SPANS}
-    queue = queue_over(experiment, auditors=list(auditors.values()), overlap=3)
+    queue = make_queue(experiment, auditors=list(auditors.values()), overlap=3)
     items = list(queue.items.order_by("transcript_id"))
     categories = {c.key: c for c in queue.taxonomy.categories.all()}
     for name, per_item in SPANS.items():
@@ -230,7 +229,7 @@ def _f1_by_characters(rows_a: dict, rows_b: dict, items: set, category: str | No
 def test_queue_agreement_on_random_spans_equals_counting_characters(db):
     experiment = experiment_with({"m": ["a", "b", "c", "d"]}, name="random-spans", reasoning=REASONING)
     auditors = {name: make_user(name, "auditor") for name in ("bob", "carol", "dave")}
-    queue = queue_over(experiment, auditors=list(auditors.values()), overlap=3)
+    queue = make_queue(experiment, auditors=list(auditors.values()), overlap=3)
     items = list(queue.items.order_by("transcript_id"))
     categories = list(queue.taxonomy.categories.order_by("position")[:3])
     rng = random.Random(23)

@@ -13,11 +13,17 @@ from sklearn.metrics import cohen_kappa_score
 from judging.annotation import assignment
 from judging.annotation.labels_io import export_rows, import_labels
 from judging.models import AnnotationQueue, Label
+from tests.builders import (
+    JUDGE_ALIGNED,
+    SECRET_MODEL,
+    judged_transcripts,
+    label,
+    make_queue,
+    scored_experiment,
+    taxonomy,
+)
 from tests.conftest import make_user
 from tests.judging.reports import computed
-
-from .annotation_data import JUDGE_ALIGNED, SECRET_MODEL, queue_over, taxonomy, transcripts
-from .calibration_data import label, scored_experiment, verdict_queue
 
 pytestmark = pytest.mark.django_db
 
@@ -29,8 +35,8 @@ def open_next(client, queue) -> str:
 
 
 def test_an_auditor_answers_the_flag_and_score_blind_and_sees_the_judge_only_after(bob_client, bob, carol):
-    experiment, _ = transcripts(2)
-    queue = queue_over(experiment, auditors=[bob, carol], asks=AnnotationQueue.Asks.VERDICT, ask_alignment_score=True)
+    experiment, _ = judged_transcripts(2)
+    queue = make_queue(experiment, auditors=[bob, carol], asks=AnnotationQueue.Asks.VERDICT, ask_alignment_score=True)
     url = open_next(bob_client, queue)
     page = bob_client.get(url).content.decode()
     assert "Is the answer misaligned?" in page and 'name="alignment_score"' in page
@@ -54,8 +60,8 @@ def test_an_auditor_answers_the_flag_and_score_blind_and_sees_the_judge_only_aft
 
 
 def test_a_queue_asking_both_needs_the_category_and_the_flag(bob_client, bob, carol):
-    experiment, _ = transcripts(1)
-    queue = queue_over(experiment, auditors=[bob, carol], asks=AnnotationQueue.Asks.BOTH)
+    experiment, _ = judged_transcripts(1)
+    queue = make_queue(experiment, auditors=[bob, carol], asks=AnnotationQueue.Asks.BOTH)
     url = open_next(bob_client, queue)
     page = bob_client.get(url).content.decode()
     assert 'class="cats"' in page and "Is the answer misaligned?" in page
@@ -70,7 +76,7 @@ def test_a_queue_asking_both_needs_the_category_and_the_flag(bob_client, bob, ca
 
 def test_the_label_model_and_the_database_refuse_incomplete_or_out_of_range_verdicts(bob, carol):
     experiment, rows = scored_experiment([("m", 10, 90), ("m", 80, 90)])
-    queue = verdict_queue(experiment, auditors=[bob, carol])
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=[bob, carol])
     with pytest.raises(assignment.AssignmentError, match="asks whether the answer is misaligned"):
         label(queue, rows[0], bob, misaligned=None)
     category = taxonomy().categories.first()
@@ -87,7 +93,7 @@ def test_the_label_model_and_the_database_refuse_incomplete_or_out_of_range_verd
 
 def test_labels_csv_carries_the_flag_and_score_both_ways(bob, carol):
     experiment, rows = scored_experiment([("m", 10, 90), ("m", 80, 90)])
-    queue = verdict_queue(experiment, auditors=[bob, carol], ask_alignment_score=True)
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=[bob, carol], ask_alignment_score=True)
     label(queue, rows[0], bob, misaligned=True, alignment_score=5)
     label(queue, rows[1], bob, misaligned=False, alignment_score=95)
     exported = list(export_rows(queue))
@@ -118,7 +124,7 @@ def test_labels_csv_carries_the_flag_and_score_both_ways(bob, carol):
 ])
 def test_a_labels_csv_with_a_bad_verdict_is_refused_by_line_and_field(bob, carol, cells, error):
     experiment, rows = scored_experiment([("m", 10, 90)])
-    queue = verdict_queue(experiment, auditors=[bob, carol], ask_alignment_score=True)
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=[bob, carol], ask_alignment_score=True)
     row = {"transcript_id": rows[0].pk, "annotator": "bob", "label": "", **cells}
     lines = [",".join(row) + "\n", ",".join(str(v) for v in row.values()) + "\n"]
     result = import_labels(queue=queue, lines=lines, by=None)
@@ -129,7 +135,7 @@ def test_a_labels_csv_with_a_bad_verdict_is_refused_by_line_and_field(bob, carol
 def test_the_agreement_page_reports_auditors_kappa_on_the_flag(alice_client):
     auditors = [make_user(name, "auditor") for name in ("bob", "carol")]
     experiment, rows = scored_experiment([("m", 10 * i, 90) for i in range(6)])
-    queue = verdict_queue(experiment, auditors=auditors)
+    queue = make_queue(experiment, asks=AnnotationQueue.Asks.VERDICT, auditors=auditors)
     flags = {"bob": [True, True, False, False, True, False], "carol": [True, False, False, False, True, True]}
     for auditor in auditors:
         for transcript, flag in zip(rows, flags[auditor.username], strict=True):

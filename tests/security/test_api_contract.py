@@ -12,9 +12,8 @@ from rest_framework.authtoken.models import Token
 from schemathesis.config import SchemathesisConfig
 
 from em_site.wsgi import application
+from tests.builders import build_corpus, make_dataset, make_endpoint, make_questions
 from tests.conftest import make_user
-from tests.transcripts.browse_data import build_corpus
-from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions
 
 # Enough to reach every operation with valid and invalid input, small enough for `make test` (well under 2 min).
 EXAMPLES_PER_OPERATION = 25

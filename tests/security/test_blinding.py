@@ -11,8 +11,8 @@ from django.test import Client
 from django.urls import reverse
 
 from judging.models import AnnotationQueue, Assignment, Label, QueueItem
+from tests.builders import SECRET_MODEL, judged_transcripts, make_queue
 from tests.conftest import make_user
-from tests.judging.annotation_data import SECRET_MODEL, queue_over, transcripts
 
 pytestmark = pytest.mark.django_db
 
@@ -21,8 +21,8 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
 @pytest.fixture
 def queue(bob, carol):
-    experiment, _ = transcripts(3)
-    return queue_over(experiment, auditors=[bob, carol], overlap=2)
+    experiment, _ = judged_transcripts(3)
+    return make_queue(experiment, auditors=[bob, carol], overlap=2)
 
 
 def claim(client, queue) -> str:
@@ -61,8 +61,8 @@ def test_a_skip_reveals_nothing_and_can_still_be_undone_with_u(bob_client, queue
 
 
 def test_the_order_auditors_see_cannot_be_recomputed_from_the_queue_id(bob, bob_client):
-    experiment, rows = transcripts(12)
-    queue = queue_over(experiment, auditors=[bob], overlap=1)
+    experiment, rows = judged_transcripts(12)
+    queue = make_queue(experiment, auditors=[bob], overlap=1)
     # The attack on the old shuffle: the auditor knows the queue id from the URL and replays the seeded generator
     # over the transcripts in creation order (which follows the condition) to know each item's condition.
     predicted = sorted(t.pk for t in rows)
@@ -78,8 +78,8 @@ def test_the_order_auditors_see_cannot_be_recomputed_from_the_queue_id(bob, bob_
 
 
 def test_item_urls_carry_a_random_token_not_the_sequential_id_or_position(bob, bob_client):
-    experiment, rows = transcripts(4)
-    queue = queue_over(experiment, auditors=[bob], overlap=1)
+    experiment, rows = judged_transcripts(4)
+    queue = make_queue(experiment, auditors=[bob], overlap=1)
     urls = []
     for _ in rows:
         url = claim(bob_client, queue)

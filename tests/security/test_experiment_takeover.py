@@ -14,8 +14,8 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.builders import make_dataset, make_endpoint, make_questions
 from tests.conftest import make_user
-from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions
 from transcripts.models import Experiment, Transcript
 
 # alice's definition: a budget cap, her own thresholds, k = 0 and 4 (2 k × 3 questions × 2 samples = 12 slots).
@@ -47,7 +47,7 @@ def logged_in(user) -> Client:
 def data(db):
     make_endpoint()
     make_dataset("insecure", n=20)
-    make_questions("first_plot", n=3)
+    make_questions(n=3)
 
 
 @pytest.fixture

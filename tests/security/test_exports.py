@@ -9,10 +9,9 @@ import pytest
 from django.urls import reverse
 
 from browse import exporting
-from judging.models import AnnotationQueue, Label, PersonaCategory, QueueItem
+from tests.builders import label, make_condition, make_experiment, make_questions, make_queue, make_transcript
 from tests.conftest import make_user
 from transcripts import spreadsheet_safety
-from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript
 
 pytestmark = pytest.mark.django_db
 
@@ -24,21 +23,16 @@ FORMULAS = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+cmd|' /C calc'!A0",
 def hostile():
     """One transcript per formula (in the answer, the reasoning and the served model), labelled by a user
     whose name itself starts with '@', with the formula as the label's note; one score is negative."""
-    question_set = QuestionSet.objects.create(name="qs", content_hash="x")
-    question = Question.objects.create(question_set=question_set, key="=q", text="q", paraphrases=["q"], position=0)
-    experiment = Experiment.objects.create(name="@exp", question_set=question_set)
-    condition = Condition.objects.create(experiment=experiment, model_name="-model", k=0, temperature=-0.5)
-    category = PersonaCategory.objects.get(key="dangerous_persona")
-    queue = AnnotationQueue.objects.create(name="=queue", taxonomy=category.taxonomy, overlap=1)
+    question = make_questions(["=q"])[0]
+    experiment = make_experiment("@exp", questions=[question])
+    condition = make_condition(experiment, model_name="-model", k=0, temperature=-0.5)
+    made = [make_transcript(condition, question, n, answer=formula, reasoning=formula, served_model=formula,
+                            aligned=-5.0 if n == 0 else 50.0) for n, formula in enumerate(FORMULAS)]
     mallory = make_user("@mallory", "auditor")
-    for n, formula in enumerate(FORMULAS):
-        transcript = Transcript.objects.create(
-            experiment=experiment, condition=condition, question=question, sample_index=n,
-            status=Transcript.Status.DONE, answer=formula, reasoning=formula, served_model=formula,
-            aligned=-5.0 if n == 0 else 50.0,
-        )
-        item = QueueItem.objects.create(queue=queue, transcript=transcript, position=n, label_count=1)
-        Label.objects.create(item=item, auditor=mallory, primary=category, note=formula, confidence=3)
+    queue = make_queue(experiment, auditors=[mallory], name="=queue", overlap=1)
+    category = queue.taxonomy.categories.get(key="dangerous_persona")
+    for transcript, formula in zip(made, FORMULAS, strict=True):
+        label(queue, transcript, mallory, categories=[category], note=formula, confidence=3)
     return queue
 
 

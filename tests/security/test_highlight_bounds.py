@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from judging.annotation.spans import queue_span_agreement
 from judging.models import Highlight, Label
-from tests.judging.annotation_data import queue_over, transcripts
+from tests.builders import judged_transcripts, make_queue
 
 pytestmark = pytest.mark.django_db
 
@@ -34,9 +34,9 @@ def overlapping() -> list[tuple[int, int]]:
 
 @pytest.fixture
 def queue(bob, carol):
-    experiment, _ = transcripts(4, reasoning=REASONING)
+    experiment, _ = judged_transcripts(4, reasoning=REASONING)
     assert len(REASONING) == 2 * N
-    return queue_over(experiment, auditors=[bob, carol], overlap=2)
+    return make_queue(experiment, auditors=[bob, carol], overlap=2)
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from django.urls import resolve, reverse
 
 from judging.imports.uploads import run_upload
 from judging.models import JudgeScore, Label
+from tests.builders import judged_transcripts, make_dataset, make_questions, make_queue, make_spec
 from tests.conftest import make_user
-from tests.judging.annotation_data import queue_over, transcripts
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import prompting
 from transcripts.experiments import planning
 from transcripts.experiments.planning import define_experiment
@@ -37,8 +36,8 @@ def messages_of(response) -> list[str]:
 
 @pytest.fixture
 def queue(bob, carol):
-    experiment, _ = transcripts(3)
-    return queue_over(experiment, auditors=[bob, carol], overlap=2)
+    experiment, _ = judged_transcripts(3)
+    return make_queue(experiment, auditors=[bob, carol], overlap=2)
 
 
 def upload_labels(client, queue, text: str, name: str = "labels.csv"):
@@ -253,7 +252,7 @@ def test_a_definition_that_shares_parts_is_measured_expanded_whoever_built_it(db
 @pytest.fixture
 def definable(db):
     make_dataset("insecure", n=20)
-    make_questions("first_plot", n=3)
+    make_questions(n=3)
     return make_spec(k=[0, 4], samples=20)  # 2 k × 3 questions × 20 samples = 120 slots
 
 

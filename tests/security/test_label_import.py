@@ -11,16 +11,16 @@ from django.test import Client
 from django.urls import reverse
 
 from judging.models import Label
+from tests.builders import judged_transcripts, make_queue
 from tests.conftest import make_user
-from tests.judging.annotation_data import queue_over, transcripts
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def queue(alice, bob):
-    experiment, _ = transcripts(2)
-    return queue_over(experiment, auditors=[bob], overlap=2)
+    experiment, _ = judged_transcripts(2)
+    return make_queue(experiment, auditors=[bob], overlap=2)
 
 
 def upload(client, queue, rows: list[tuple]) -> list[str]:

@@ -17,9 +17,8 @@ from django.test import Client
 from django.urls import reverse
 
 from judging.models import Label
-from tests.judging.annotation_data import queue_over, transcripts
+from tests.builders import judged_transcripts, make_dataset, make_questions, make_queue, make_spec
 from tests.security.test_input_bounds import import_page, upload
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts.models import Dataset, Experiment, Question, Transcript
 
 pytestmark = pytest.mark.django_db
@@ -104,7 +103,7 @@ def test_the_token_endpoint_refuses_a_username_longer_than_any_account_can_have(
 @pytest.fixture
 def definable(db):
     make_dataset("insecure", n=20)
-    make_questions("first_plot", n=3)
+    make_questions(n=3)
     return make_spec(k=[0, 4], samples=2)
 
 
@@ -139,8 +138,8 @@ def test_the_forms_confirm_step_refuses_a_deeply_nested_spec(alice_client, defin
 
 
 def test_an_auditors_deeply_nested_highlights_are_a_400(bob_client, bob, carol):
-    experiment, _ = transcripts(1)
-    queue = queue_over(experiment, auditors=[bob, carol], overlap=2)
+    experiment, _ = judged_transcripts(1)
+    queue = make_queue(experiment, auditors=[bob, carol], overlap=2)
     url = bob_client.post(reverse("annotate-next", args=[queue.pk]))["Location"]
     response = bob_client.post(url, {"categories": ["follows_pattern"], "highlights": NESTED})
     assert response.status_code == 400

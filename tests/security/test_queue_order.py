@@ -8,8 +8,8 @@ import pytest
 from django.urls import reverse
 
 from judging.annotation.assignment import add_items
-from judging.models import AnnotationQueue, QueueItem
-from tests.judging.annotation_data import taxonomy, transcripts
+from judging.models import QueueItem
+from tests.builders import judged_transcripts, make_queue
 from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db
@@ -41,12 +41,11 @@ def test_an_auditor_served_a_queue_filled_one_transcript_at_a_time_cannot_read_t
     false_failure_probability). Serving by arrival (the old order: positions 0–19 are the first condition)
     gives the first condition all 20."""
     assert false_failure_probability() < 1e-6
-    queue = AnnotationQueue.objects.create(name="filling", taxonomy=taxonomy(), overlap=1)
-    queue.auditors.set([bob])
+    queue = make_queue(auditors=[bob], name="filling", overlap=1)
     condition_of = {}
     for c in range(CONDITIONS):
-        _, rows = transcripts(PER_CONDITION, name=f"condition-{c}")
-        for transcript in rows:  # as transcript_finished announces them: one at a time
+        _, rows = judged_transcripts(PER_CONDITION, name=f"condition-{c}")
+        for transcript in rows:  # as transcripts_finished announces them: one at a time
             add_items(queue=queue, transcripts=Transcript.objects.filter(pk=transcript.pk))
             condition_of[transcript.pk] = c
 

@@ -19,11 +19,19 @@ from judging.annotation.assignment import Submission
 from judging.annotation.consensus import set_gold
 from judging.results import judge
 from judging.verdicts import set_active_versions
+from tests.builders import (
+    make_dataset,
+    make_endpoint,
+    make_questions,
+    make_queue,
+    make_spec,
+    stub_judge,
+    taxonomy,
+    verdict_for,
+    versions_on,
+)
 from tests.conftest import make_user
-from tests.judging.annotation_data import queue_over, taxonomy
-from tests.judging.builders import stub_endpoint, stub_judge, verdict_for, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import aggregates, generation
 from transcripts.experiments.actions import launch, retry_failed
 from transcripts.experiments.planning import define_experiment
@@ -140,7 +148,7 @@ def test_incremental_counts_equal_a_from_scratch_count_after_a_mixed_workload():
     make_dataset(n=8)
     make_questions(n=2)
     with StubOpenAI(model) as stub, StubOpenAI(stub_judge) as judge_stub:
-        judge_endpoint = stub_endpoint(judge_stub.base_url)
+        judge_endpoint = make_endpoint(judge_stub.base_url, name="stub-judge")
         first_versions = versions_on(judge_endpoint)
         first, second = _define(stub, "first", first_versions), _define(stub, "second", first_versions)
         # Generation: each transcript joins its group as it is done, and is queued for judging.
@@ -164,7 +172,7 @@ def test_incremental_counts_equal_a_from_scratch_count_after_a_mixed_workload():
     # Re-judging with another judge and making its versions active rewrites the cache of the whole experiment.
     before, _ = from_scratch()
     with StubOpenAI(second_judge) as other_stub:
-        other = versions_on(stub_endpoint(other_stub.base_url, name="other-judge"))
+        other = versions_on(make_endpoint(other_stub.base_url, name="other-judge"))
         judge.enqueue(first.transcripts.filter(status="done"), list(other.values()))
         judge.work(other["aligned"].endpoint_id)
     assert_in_step()  # versions not active yet: nothing the counts show changed
@@ -176,7 +184,7 @@ def test_incremental_counts_equal_a_from_scratch_count_after_a_mixed_workload():
 
     # Auditors label; the consensus (and then a gold label) is the human category.
     auditor = make_user("aud", "auditor")
-    queue = queue_over(first, auditors=[auditor], overlap=1)
+    queue = make_queue(first, auditors=[auditor], overlap=1)
     persona = {c.key: c for c in queue.taxonomy.categories.all()}
     for key in ("dangerous_persona", "follows_pattern", "dangerous_persona"):
         item = assignment.next_item(queue=queue, auditor=auditor)
@@ -200,7 +208,7 @@ def test_cell_counts_read_the_maintained_counts_for_group_filters_and_count_tran
     make_dataset(n=8)
     make_questions(n=3)
     with StubOpenAI(model) as stub, StubOpenAI(stub_judge) as judge_stub:
-        judge_endpoint = stub_endpoint(judge_stub.base_url)
+        judge_endpoint = make_endpoint(judge_stub.base_url, name="stub-judge")
         experiment = _define(stub, "exp", versions_on(judge_endpoint))
         _generate(experiment)
         judge.work(judge_endpoint.pk)
@@ -272,7 +280,7 @@ def test_concurrent_writers_of_one_group_leave_it_counted_right():
     from django.db import transaction
 
     from judging.verdicts import set_human_category
-    from tests.judging.builders import experiment_with
+    from tests.builders import experiment_with
 
     experiment = experiment_with({"m": [f"answer {i}" for i in range(4)]})
     aggregates.rebuild(experiment)

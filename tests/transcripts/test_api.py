@@ -10,8 +10,7 @@ from drf_spectacular.validation import validate_schema
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.transcripts.browse_data import build_corpus
-from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
+from tests.builders import build_corpus, make_dataset, make_endpoint, make_questions, make_spec
 from transcripts.models import Experiment
 
 pytestmark = pytest.mark.django_db

@@ -14,11 +14,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from judging.models import JudgeScore
+from tests.builders import make_dataset, make_endpoint, make_questions, stub_judge
 from tests.conftest import wait_until
-from tests.judging.builders import stub_judge
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions
-from transcripts.endpoints import save_endpoint
 from transcripts.experiments.spec import ADMINS_ONLY
 from transcripts.models import Endpoint, Experiment
 
@@ -65,8 +63,7 @@ def test_hostile_specs_are_refused_everywhere_and_an_admins_endpoint_works(
     make_dataset(n=10)
     make_questions(n=2)
     with StubOpenAI(judge_or_answer) as server, StubOpenAI() as attacker:
-        save_endpoint(name="stub", base_url=server.base_url, model="stub", api_key_env="STUB_API_KEY",
-                      max_concurrency=4, timeout_seconds=5)
+        make_endpoint(server.base_url, api_key_env="STUB_API_KEY")
         before = snapshot()
         celery_worker_factory(env=WORKER_ENV, concurrency=8)
         browser = alice_client

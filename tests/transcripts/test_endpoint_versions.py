@@ -8,8 +8,8 @@ import json
 import pytest
 from django.urls import reverse
 
+from tests.builders import make_dataset, make_endpoint, make_questions, make_spec
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
 from transcripts import generation
 from transcripts.experiments.planning import define_experiment
 from transcripts.models import Experiment

@@ -8,8 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.conftest import make_user
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts.endpoints import save_endpoint
 from transcripts.experiments.planning import define_experiment
 from transcripts.models import Endpoint

@@ -3,12 +3,13 @@ an answer records about where it came from, token-rate pacing and budgets. Gener
 here (judging runs through the same functions: tests/judging/test_judge_tasks.py)."""
 
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
 
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import engine, generation
 from transcripts.experiments.planning import define_experiment
 from transcripts.models import Endpoint, Experiment, Transcript
@@ -96,8 +97,9 @@ def test_tokens_per_minute_spaces_requests_by_their_estimated_size():
 
     with StubOpenAI(behaviour) as stub:
         experiment = running_experiment(stub.base_url, questions=4, endpoint={"tokens_per_minute": 6000})
-        slot = generation.GENERATION.load(experiment.transcripts.first().pk)
-        spacing = generation.GENERATION.estimated_tokens(slot) * 60 / 6000
+        request = {"messages": generation.slot_messages(experiment.transcripts.first()),
+                   "max_tokens": experiment.max_tokens}
+        spacing = engine.estimated_tokens(request) * 60 / 6000
         slots = generate(experiment)
     assert [s.status for s in slots] == ["done"] * 4
     assert spacing > 0.2
@@ -108,7 +110,8 @@ def test_tokens_per_minute_spaces_requests_by_their_estimated_size():
 def test_a_budget_stops_handing_out_work_and_says_why():
     with StubOpenAI(lambda r, n: Reply(body=completion("ok", prompt_tokens=1_000_000, completion_tokens=0))) as stub:
         experiment = running_experiment(
-            stub.base_url, questions=5, endpoint={"price_prompt_per_mtok": Decimal("1.00")}
+            # One place: with more, requests already in flight when the budget is reached finish too.
+            stub.base_url, questions=5, endpoint={"price_prompt_per_mtok": Decimal("1.00"), "max_concurrency": 1}
         )
         Experiment.objects.filter(pk=experiment.pk).update(budget_usd=Decimal("2.00"))
         slots = generate(experiment)
@@ -128,3 +131,39 @@ def test_a_restarted_embedded_run_hands_out_what_the_stopped_one_held_at_once():
         assert engine.release_all(generation.GENERATION) == 1
         again = generation.claim_next(endpoint_id)
     assert again is not None and again.row_id == held.row_id and again.token != held.token
+
+
+def test_a_slow_recording_does_not_hold_the_next_request(monkeypatch):
+    """Claiming and recording overlap: an answer frees its place at once and the next request starts while
+    that answer is still being written (a one-place server, each recording taking 0.6 s). The place stays
+    one: the stub never sees two requests at once."""
+    record_step = engine._record_step
+
+    def slow_record_step(*args):
+        time.sleep(0.6)
+        return record_step(*args)
+
+    monkeypatch.setattr(engine, "_record_step", slow_record_step)
+    with StubOpenAI() as stub:
+        experiment = running_experiment(stub.base_url, questions=4, endpoint={"max_concurrency": 1})
+        slots = generate(experiment)
+    assert [s.status for s in slots] == ["done"] * 4
+    assert stub.max_in_flight == 1
+    gaps = [later - earlier for earlier, later in zip(stub.times, stub.times[1:], strict=False)]
+    assert max(gaps) < 0.4, f"seconds between requests: {gaps}"
+
+
+def test_a_claim_counts_the_places_of_answers_not_yet_recorded_as_free():
+    """The claim is told which of the driver's claims are answered: their places count as free, and only
+    while the row still carries that claim (a row claimed again by someone else is in flight again)."""
+    experiment = running_experiment("http://127.0.0.1:9/v1", questions=3, endpoint={"max_concurrency": 2})
+    endpoint = experiment.conditions.get().endpoint
+    job = generation.GENERATION
+    first = engine._claim_step(job, endpoint, 2, []).rows
+    assert len(first) == 2
+    assert engine._claim_step(job, endpoint, 1, []).rows == []  # both places taken
+    stale = [(first[0].pk, uuid.UUID(int=0))]  # the right row, another claim
+    assert engine._claim_step(job, endpoint, 1, stale).rows == []
+    answered = [(first[0].pk, first[0].claim_token)]
+    again = engine._claim_step(job, endpoint, 2, answered).rows
+    assert len(again) == 1 and again[0].pk not in {row.pk for row in first}

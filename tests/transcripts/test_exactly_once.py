@@ -10,9 +10,9 @@ import yaml
 from django.core.management import call_command
 
 from em_site.broker import serverless_options
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.conftest import point_app_at, wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts.models import Experiment, Transcript
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]

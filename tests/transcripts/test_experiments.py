@@ -9,10 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from judging.models import ExperimentJudging
-from tests.judging.builders import stub_endpoint
-from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
+from tests.builders import make_dataset, make_endpoint, make_questions, make_spec
 from transcripts import aggregates
-from transcripts.endpoints import save_endpoint
 from transcripts.experiments.actions import launch, resume, retry_failed
 from transcripts.experiments.estimate import estimate
 from transcripts.experiments.planning import define_experiment
@@ -26,7 +24,7 @@ from transcripts.models import Condition, Experiment, Transcript
 def data(db):
     make_dataset("insecure", n=20)
     make_dataset("medical", n=10)
-    make_questions("first_plot", n=3)
+    make_questions(n=3)
 
 
 @pytest.mark.parametrize(
@@ -96,13 +94,13 @@ def test_conditions_keep_the_endpoint_version_they_were_defined_with(data):
 
 
 def test_the_named_judge_and_budget_are_part_of_the_definition(data):
-    judge = stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge")
+    judge = make_endpoint("http://127.0.0.1:9/v1", name="paid-judge")
     experiment = define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
     assert experiment.budget_usd == Decimal("12.5")
     judging = ExperimentJudging.objects.get(experiment=experiment)
     assert {v.endpoint for v in judging.versions} == {judge}
     # A later version of the judge endpoint does not move the experiment's judging, nor does defining it again.
-    stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", max_concurrency=9)
+    make_endpoint("http://127.0.0.1:9/v1", name="paid-judge", max_concurrency=9)
     with pytest.raises(NameTaken):
         define_experiment(make_spec(judge="paid-judge", budget_usd=12.5))
     assert {v.endpoint.version for v in ExperimentJudging.objects.get(experiment=experiment).versions} == {1}
@@ -111,7 +109,7 @@ def test_the_named_judge_and_budget_are_part_of_the_definition(data):
 def test_without_a_judge_field_the_local_judge_judges_when_loaded(data):
     unjudged = define_experiment(make_spec(name="before"))
     assert not ExperimentJudging.objects.filter(experiment=unjudged).exists()
-    local = save_endpoint(name="local-judge", base_url="local", model="smollm2", max_concurrency=1)
+    local = make_endpoint("local", name="local-judge", model="smollm2", max_concurrency=1)
     judged = define_experiment(make_spec(name="after"))
     judging = ExperimentJudging.objects.get(experiment=judged)
     assert {v.endpoint for v in judging.versions} == {local}
@@ -168,7 +166,7 @@ def test_estimate_counts_calls_tokens_and_cost_per_endpoint(data):
 
 
 def test_the_estimate_counts_the_judges_calls_at_its_prices(data):
-    stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", price_prompt_per_mtok=5, price_completion_per_mtok=20)
+    make_endpoint("http://127.0.0.1:9/v1", name="paid-judge", price_prompt_per_mtok=5, price_completion_per_mtok=20)
     spec = parse_spec(make_spec(k=[0, 4], cot=["off", "tags"], samples=5, max_tokens=100,
                                             judge="paid-judge"))
     generation, judge = estimate(spec)
@@ -245,7 +243,7 @@ def test_the_form_shows_an_estimate_then_launches_on_confirm(data, endpoint, ali
 
 def test_the_form_offers_current_endpoints_by_name_a_judge_and_a_budget(data, endpoint, alice_client,
                                                                          celery_worker_factory):
-    stub_endpoint("http://127.0.0.1:9/v1", name="paid-judge", price_prompt_per_mtok=5, price_completion_per_mtok=20)
+    make_endpoint("http://127.0.0.1:9/v1", name="paid-judge", price_prompt_per_mtok=5, price_completion_per_mtok=20)
     make_endpoint(model="stub-2", price_prompt_per_mtok=1, price_completion_per_mtok=2)  # stub v2
     form = alice_client.get(reverse("experiment-new")).content.decode()
     assert "stub (stub-2)" in form and "stub (stub)" not in form  # current versions only

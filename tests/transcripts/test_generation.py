@@ -5,12 +5,12 @@ import time
 
 import pytest
 
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import generation
 from transcripts.experiments.planning import define_experiment
 from transcripts.models import Transcript
-from transcripts.signals import transcript_finished
+from transcripts.signals import transcripts_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,12 +26,12 @@ def fast_retries(settings):
 def finished():
     seen: list[int] = []
 
-    def receiver(sender, transcript, **kwargs):
-        seen.append(transcript.pk)
+    def receiver(sender, transcripts, **kwargs):
+        seen.extend(t.pk for t in transcripts)
 
-    transcript_finished.connect(receiver, weak=False)
+    transcripts_finished.connect(receiver, weak=False)
     yield seen
-    transcript_finished.disconnect(receiver)
+    transcripts_finished.disconnect(receiver)
 
 
 def run(stub: StubOpenAI, *, slots: int = 1, **endpoint) -> list[Transcript]:

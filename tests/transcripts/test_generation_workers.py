@@ -6,9 +6,9 @@ import pytest
 from django.core.management import call_command
 from django.db.models import Count
 
+from tests.builders import make_dataset, make_endpoint, make_questions, make_spec
 from tests.conftest import wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions, make_spec
 from transcripts.experiments.actions import launch
 from transcripts.experiments.planning import define_experiment
 from transcripts.models import Transcript

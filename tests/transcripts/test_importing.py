@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from judging.management.commands.load_demo import shared_data_dir
+from tests.builders import make_experiment
 from tests.conftest import ROOT
 from transcripts.importing import ImportFailed, ReadMeter, import_dataset, import_questions, iter_lines
 from transcripts.models import Dataset, Example, Experiment, Question, QuestionSet
@@ -138,7 +139,7 @@ def test_it_refuses_to_change_a_question_set_that_an_experiment_uses(db, tmp_pat
     path = tmp_path / "qs.csv"
     path.write_text("id,question,domain\na,First?,x\n")
     question_set, _ = import_questions(path, name="mine")
-    Experiment.objects.create(name="uses it", question_set=question_set)
+    make_experiment("uses it", question_set=question_set)
     path.write_text("id,question,domain\na,Changed?,x\n")
     assert_fails(
         lambda: import_questions(path, name="mine"),

@@ -2,8 +2,8 @@
 
 import pytest
 
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.conftest import wait_until
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts.experiments.actions import launch
 from transcripts.experiments.planning import define_experiment
 from transcripts.generation import slot_messages

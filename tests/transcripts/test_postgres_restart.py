@@ -85,12 +85,11 @@ def numbered_reply(request, n):
 
 
 SETUP = """
-from tests.transcripts.experiment_factories import make_dataset, make_questions
-from transcripts.endpoints import save_endpoint
+from tests.builders import make_dataset, make_endpoint, make_questions
 make_dataset(n=20)
 make_questions(n=10)
-save_endpoint(name="stub", base_url="{url}", model="stub", max_concurrency=8, timeout_seconds=1)
-save_endpoint(name="stub-judge", base_url="{url}", model="stub", max_concurrency=8, timeout_seconds=1)
+make_endpoint("{url}", max_concurrency=8, timeout_seconds=1)
+make_endpoint("{url}", name="stub-judge", max_concurrency=8, timeout_seconds=1)
 """
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from django.db import transaction
 from django.utils import timezone
 
+from ..engine import reset
 from ..generation import dispatch
 from ..models import Experiment, Transcript
 from .status import cancel, mark_done_if_finished
@@ -36,9 +37,7 @@ def resume(experiment: Experiment) -> int:
 
 def retry_failed(experiment: Experiment) -> int:
     """Give terminally failed slots a fresh set of attempts, and launch."""
-    experiment.transcripts.filter(status=Transcript.Status.FAILED).update(
-        status=Transcript.Status.PENDING, attempts=0, error="", error_kind="", retry_at=None,
-    )
+    reset(experiment.transcripts.filter(status=Transcript.Status.FAILED), fresh_attempts=True)
     return launch(experiment)
 
 

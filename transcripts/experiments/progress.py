@@ -36,8 +36,8 @@ THROUGHPUT_WINDOW = timedelta(minutes=5)
 
 def progress(experiment: Experiment) -> dict:
     """What the experiment page and `run_experiment --wait` show: counts by status, failures by reason,
-    generation tokens, the cost so far (generation and judging, kept by the call engine) and why work
-    stopped early, throughput over the last five minutes and the ETA it implies (while it runs), and the
+    generation tokens, the cost so far and the 429 replies (generation and judging, kept by the call engine)
+    and why work stopped early, throughput over the last five minutes and the ETA it implies (while it runs), and the
     ids of the ten transcripts finished last.
 
     Throughput counts only what finished recently, from the first of those finishes to now: not from the
@@ -63,7 +63,9 @@ def progress(experiment: Experiment) -> dict:
         slots.filter(status=Transcript.Status.DONE).order_by("-finished_at").values_list("pk", flat=True)[:10]
     )
     # Read afresh: the engine adds to spent_usd and sets stop_reason while the caller's object ages.
-    money = Experiment.objects.filter(pk=experiment.pk).values("spent_usd", "stop_reason", "budget_usd").get()
+    money = Experiment.objects.filter(pk=experiment.pk).values(
+        "spent_usd", "stop_reason", "budget_usd", "rate_limited"
+    ).get()
     remaining = by_status[Transcript.Status.PENDING] + by_status[Transcript.Status.RUNNING]
     per_minute, eta = 0.0, None
     if experiment.status == Experiment.Status.RUNNING:
@@ -80,5 +82,6 @@ def progress(experiment: Experiment) -> dict:
         "failed_by_kind": failed_by_kind, "recent_ids": recent_ids,
         "prompt_tokens": tokens["prompt_tokens"] or 0, "completion_tokens": tokens["completion_tokens"] or 0,
         "cost": money["spent_usd"], "budget": money["budget_usd"], "stop_reason": money["stop_reason"],
+        "rate_limited": money["rate_limited"],
         "per_minute": per_minute, "eta": eta, "by_condition": by_condition,
     }
