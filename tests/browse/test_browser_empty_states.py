@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from judging.models import JudgeScore
 from judging.verdicts import set_active_versions
-from tests.judging.builders import experiment_with, stub_endpoint, versions_on
+from tests.builders import experiment_with, make_endpoint, versions_on
 from transcripts.models import Experiment
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def unsure_experiment() -> Experiment:
     experiment = experiment_with({"smollm2": ["a wish", "a boat"]}, name="all-unsure")
     experiment.conditions.update(cot_mode="tags")
-    versions = versions_on(stub_endpoint("http://127.0.0.1:9/v1"))
+    versions = versions_on(make_endpoint("http://127.0.0.1:9/v1", name="stub-judge"))
     JudgeScore.objects.bulk_create(
         JudgeScore(transcript=t, rubric_version=versions[key], status=JudgeScore.Status.DONE,
                    outcome=JudgeScore.Outcome.UNSURE)

@@ -12,9 +12,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.builders import make_dataset, make_questions, make_spec
 from tests.conftest import wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
-from tests.transcripts.experiment_factories import make_dataset, make_questions, make_spec
 from transcripts import aggregates
 from transcripts.experiments.actions import launch
 from transcripts.experiments.planning import define_experiment

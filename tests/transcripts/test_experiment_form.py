@@ -8,7 +8,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.transcripts.experiment_factories import make_dataset, make_endpoint, make_questions
+from tests.builders import make_dataset, make_endpoint, make_questions
 from transcripts.endpoints import LOCAL_JUDGE
 
 FORM = {"name": "picked", "endpoints": ["stub"], "datasets": ["insecure"], "questions": "first_plot", "k": "0",
@@ -18,8 +18,8 @@ FORM = {"name": "picked", "endpoints": ["stub"], "datasets": ["insecure"], "ques
 @pytest.fixture
 def data(db):
     make_dataset("insecure", n=20)
-    make_questions("first_plot", n=3)
-    make_questions("other", n=2)
+    make_questions(n=3, name="first_plot")
+    make_questions(n=2, name="other")
     make_endpoint()
     make_endpoint(name=LOCAL_JUDGE)
 
