@@ -30,7 +30,7 @@ from django.contrib.auth.models import Group, User  # noqa: E402
 from django.db.models import Count  # noqa: E402
 
 from judging.models import AnnotationQueue  # noqa: E402
-from transcripts.models import Condition, Question, Transcript  # noqa: E402
+from transcripts.models import Condition, Experiment, Question, Transcript  # noqa: E402
 from transcripts.paging import encode_cursor  # noqa: E402
 
 REPEAT = int(os.environ.get("BENCH_REPEAT", "20"))
@@ -67,6 +67,13 @@ def cells() -> list[tuple[str, list[str], float]]:
                   (f"{label} · deep page", [f"{base}?after={encode_cursor(position, pk)}"], 300),
                   (f"{label} · judge", [f"{base}?judge={category}"], 300),
                   (f"{label} · consensus", [f"{base}?human={category}"], 300)]
+    # The first hour's pages (issue 27): the polled progress partial, which now holds the conditions table, of
+    # the experiment with the most conditions; a chart with nothing to plot (its "empty" check and message);
+    # the styled 404.
+    experiment = Experiment.objects.annotate(n=Count("conditions")).order_by("-n").first()
+    found += [("experiment progress partial (with conditions)", [f"/experiments/{experiment.pk}/progress/"], 100),
+              ("chart data · nothing to plot", ["/charts/misaligned-vs-k.json?status=cancelled"], 100),
+              ("404 page", ["/experiments/0/results/"], 50)]
     return found
 
 
@@ -78,7 +85,8 @@ def measure(clients: list[Client], paths: list[str]) -> list[list[float]]:
     for i in range(max(REPEAT, len(paths))):
         for j, client in enumerate(clients):
             status, _, ms = client.get(paths[i % len(paths)])
-            assert status == 200, f"{paths[i % len(paths)]}: HTTP {status}"
+            expected = 404 if paths[i % len(paths)].startswith("/experiments/0/") else 200
+            assert status == expected, f"{paths[i % len(paths)]}: HTTP {status}"
             times[j].append(ms)
     return times
 

@@ -29,6 +29,16 @@ from transcripts.sampling import SCATTER_POINTS, sample_scores
 from .chart_options import AXES, DEFAULT_REQUEST, ChartOptions, ChartRequest, transcript_links
 
 PANEL_COLUMNS = 3
+PANEL_TITLE_CHARS = 40  # characters of a panel title that fit over one of three panels at 1,366 px
+
+
+def has_points(figure: dict) -> bool:
+    """Whether any trace of a figure has a value to draw (a chart of unjudged or "unsure" transcripts has none)."""
+    for trace in figure["data"]:
+        values = trace.get("z") or [trace.get("y") or []]
+        if any(value is not None for row in values for value in row):
+            return True
+    return False
 
 
 def _label(axis: str | None, value: object) -> str:
@@ -182,8 +192,13 @@ def _panels(layout: dict, axis: str | None, panels: list, x_axis: dict, y_axis: 
         if column:  # the left column says what y is
             layout[f"yaxis{suffix}"].update(title={"text": ""}, showticklabels=False)
         if axis is not None:
+            title = f"{AXES[axis].label}: {_label(axis, panel)}"
+            # A long model id (a fine-tune job name) would run over its neighbours' titles: cut it to the
+            # panel's width; the whole title shows on hover.
+            width = PANEL_TITLE_CHARS * 3 // columns
             annotations.append({
-                "text": f"{AXES[axis].label}: {_label(axis, panel)}", "showarrow": False,
+                "text": title if len(title) <= width else title[:width - 1] + "…", "hovertext": title,
+                "showarrow": False,
                 "xref": "paper", "yref": "paper", "x": (x0 + x1) / 2, "y": y1, "xanchor": "center", "yanchor": "bottom",
             })
         refs[panel] = (f"x{suffix}", f"y{suffix}")
@@ -429,7 +444,8 @@ def question_heatmap(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST
     refs = _panels(layout, "model", models,
                    {"type": "category", "title": {"text": "k"}, "categoryorder": "array",
                     "categoryarray": [str(k) for k in ks]},
-                   {"type": "category", "autorange": "reversed", "title": {"text": "question"}},
+                   # automargin: the longest question key is measured, not cut ("uick_buck").
+                   {"type": "category", "autorange": "reversed", "title": {"text": "question"}, "automargin": True},
                    row_height=40 + 22 * len(keys))
     link = transcript_links(request.filters, "question", "k", "model")
     data = []

@@ -7,18 +7,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from transcripts.access import may_run, researcher_required
-from transcripts.experiment_views import progress_context, set_counts
-from transcripts.experiments.progress import slot_counts
+from transcripts.experiment_views import progress_context
 from transcripts.models import Experiment
 
 
 @researcher_required
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
-    conditions = list(experiment.conditions.select_related("endpoint"))
-    counts = slot_counts("condition_id", [c.pk for c in conditions])
-    for condition in conditions:
-        set_counts(condition, counts[condition.pk])
     return render(request, "browse/experiment_detail.html", {
-        **progress_context(experiment), "conditions": conditions, "may_run": may_run(request.user, experiment),
+        **progress_context(experiment), "may_run": may_run(request.user, experiment),
     })

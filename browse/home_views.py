@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from judging.annotation.assignment import with_counts
+from judging.imports.provenance import imported_notes
 from judging.models import AnnotationQueue, JudgeScore
 from transcripts.access import is_researcher
 from transcripts.experiments.progress import slot_counts
@@ -70,4 +71,5 @@ def home(request: HttpRequest) -> HttpResponse:
         "latest": next((e for e in experiments if e.progress["done"]), None),
         "queues": queues,
         "recent": recent,
+        "imported_notes": imported_notes(),
     })

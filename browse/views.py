@@ -15,6 +15,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
+from judging.imports.provenance import imported_notes
 from judging.models import Label
 from transcripts.access import researcher_required
 from transcripts.generation import slot_messages
@@ -91,6 +92,8 @@ def transcript_list(request: HttpRequest) -> HttpResponse:
         "fields": [] if request.htmx else filter_fields(filterset),
         "page": page,
         "sort": sort,
+        # The persona filter's choices, already read for the form: key → name, no second query.
+        "category_names": {key: name for key, name in filterset.form.fields["judge_category"].choices if key},
         "filter_qs": _querystring(request, "after", "sort"),
         "page_qs": _querystring(request, "after"),
     }
@@ -124,6 +127,8 @@ def transcript_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "auditor", "primary"
     ).order_by("item__queue", "item__position", "created_at")
     return render(request, "browse/transcript_detail.html", {
+        "imported_notes": imported_notes(transcript.experiment),
+        "whole_page": True,
         "t": transcript,
         "prompt_summary": _prompt_summary(transcript),
         "prompt": prompt,
@@ -217,13 +222,24 @@ def chart_context(request: HttpRequest, filterset, *, with_options: bool) -> dic
             chart_options(request.GET)
         except InvalidOptions as exc:
             option_errors = exc.errors
+    experiment = filterset.form.cleaned_data.get("experiment") if filterset.is_valid() else None
     return {
         "filter": filterset,
+        "imported_notes": imported_notes(experiment),
+        "whole_page": experiment is not None,
         "fields": (_option_fields(request) if with_options else []) + filter_fields(filterset),
         "option_errors": option_errors,
         "chart_qs": _querystring(request, "after", "sort"),
         "filter_qs": _querystring(request, *NOT_FILTERS),
     }
+
+
+NO_TRANSCRIPTS = "Nothing to plot: no transcript matches these filters. Widen the filters, or run an experiment."
+NOTHING_TO_PLOT = (
+    "Nothing to plot yet: none of the matching transcripts has a counted verdict. A transcript counts once both "
+    "judges (aligned and coherent) gave it a score; refusals, code and \"unsure\" verdicts are left out, as in the "
+    "paper. The results page says how many are judged, unsure or still waiting for the judge."
+)
 
 
 @researcher_required
@@ -257,4 +273,7 @@ def chart_data(request: HttpRequest, name: str) -> JsonResponse:
         chart_request = chart_request_from(request, filterset)
     except InvalidOptions as exc:
         return JsonResponse({"errors": exc.errors}, status=400)
-    return JsonResponse(charts.CHARTS[name](filterset.qs, chart_request))
+    figure = charts.CHARTS[name](filterset.qs, chart_request)
+    if not charts.has_points(figure):
+        figure["empty"] = NOTHING_TO_PLOT if filterset.qs.exists() else NO_TRANSCRIPTS
+    return JsonResponse(figure)

@@ -23,6 +23,10 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
   their claim token and writes them with one UPDATE per kind of outcome, so a driver whose lease was handed to
   someone else cannot write a second result. Costs are charged once per experiment per batch, and the job's
   `recorded` hook runs once.
+- On a one-request-at-a-time server (`max_concurrency` 1, the embedded llama.cpp), jobs that both have claimable
+  rows share its time by their `turn_share`, in turns of at least TURN_SECONDS × share (`_my_turn`): judging
+  keeps pace with generation instead of starting only when generation is over. A driver whose turn is over
+  stops claiming, and its `work` sends the other job's message (`pass_the_turn`).
 - Limits belong to the provider's account (server + key variable, `Endpoint.account`): every HTTP request,
   including each digit request of a digit-by-digit verdict, takes a permit. Requests and tokens per minute are
   paced per account: each process reserves chunks of the account's time from its `AccountPace` row (shared by
@@ -65,7 +69,7 @@ import openai
 from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, Count, F, Q, QuerySet
+from django.db.models import BooleanField, Count, F, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Greatest
 from django.db.utils import Error as DatabaseFault
@@ -139,6 +143,7 @@ class Job:
     model: type[LeasedWork]
     endpoint_field: str  # the lookup from a row to the Endpoint version it calls
     experiment_field: str  # the lookup from a row to its experiment (for budgets and 429 counts)
+    turn_share: float = 1.0  # its share of a one-at-a-time server's time when other jobs wait too
     order: tuple[str, ...]  # the order rows are claimed in
     related: tuple[str, ...]  # select_related of a claimed row: everything `prepare` and `ask` read
 
@@ -271,6 +276,60 @@ def _claimable(job: Job, endpoint_id: int) -> QuerySet:
     return job.pending(endpoint_id).filter(**{f"{job.experiment_field}__in": experiments})
 
 
+# How far back a one-at-a-time server's time is shared out between jobs, and how long a turn lasts at least
+# per unit of turn_share (see `_my_turn`).
+TURN_WINDOW = timedelta(minutes=5)
+TURN_SECONDS = 30
+
+
+def _waiting_on_server(job: Job, server: QuerySet) -> list[int]:
+    """The server's endpoints (ids) on which `job` has a claimable row."""
+    return [endpoint_id for endpoint_id in server.values_list("pk", flat=True)
+            if _claimable(job, endpoint_id).exists()]
+
+
+def _server_seconds(job: Job, server: QuerySet, since: datetime) -> float:
+    """Seconds the server spent on `job`'s rows that finished since `since`."""
+    used = job.model.objects.filter(**{f"{job.endpoint_field}__in": server}, finished_at__gte=since).aggregate(
+        ms=Sum("latency_ms"))["ms"]
+    return (used or 0) / 1000
+
+
+def _my_turn(job: Job, endpoint: Endpoint, turn_started: float | None = None) -> bool:
+    """Whether `job` may start a row on the endpoint's server now. A server with room for several requests
+    serves every job at once. A one-at-a-time server is shared out by time among the jobs with claimable rows,
+    in proportion to their `turn_share`: the job that used the least of its share over the last TURN_WINDOW
+    goes next (generation 2, judging 1: a judge verdict of the local model costs several generation calls).
+    The price of a turn change: a judge call between two generation calls evicts llama.cpp's cached example
+    prefix, so generation's next turn evaluates its examples again (docs/judging.md, "The judge takes turns").
+    So a turn, once taken (`turn_started`, time.monotonic() when the driver began), lasts at least
+    TURN_SECONDS × turn_share: long enough that the re-evaluated prefix serves many rows, not one."""
+    if endpoint.max_concurrency != 1:
+        return True
+    if turn_started is not None and time.monotonic() - turn_started < TURN_SECONDS * job.turn_share:
+        return True
+    server = endpoint.same_server()
+    others = [other for other in _jobs.values() if other is not job and _waiting_on_server(other, server)]
+    if not others:
+        return True
+    since = timezone.now() - TURN_WINDOW
+    mine = _server_seconds(job, server, since) / job.turn_share
+    return all(mine <= _server_seconds(other, server, since) / other.turn_share for other in others)
+
+
+def pass_the_turn(job: Job, endpoint: Endpoint) -> None:
+    """Send a work message for each other job waiting on the endpoint's server: a driver that stopped because
+    its turn was over must wake whoever's turn it is now (the reconciler would, but only within
+    RECONCILE_EVERY seconds, while the one-at-a-time server sat idle)."""
+    if endpoint.max_concurrency != 1:
+        return
+    server = endpoint.same_server()
+    for other in _jobs.values():
+        if other is not job:
+            for endpoint_id in _waiting_on_server(other, server):
+                other.send(endpoint_id)
+
+
 @dataclass
 class _Claimed:
     rows: list[LeasedWork]
@@ -278,11 +337,12 @@ class _Claimed:
     dry: bool  # fewer rows were pending (or the job may not start now) than could have been claimed
 
 
-def _claim(job: Job, endpoint: Endpoint, want: int, answered: Pairs = ()) -> _Claimed:
+def _claim(job: Job, endpoint: Endpoint, want: int, answered: Pairs = (), turn_started: float | None = None
+           ) -> _Claimed:
     """Claim up to `want` of the endpoint's next rows; `answered` are this driver's claims whose requests are
     over but not recorded yet. Caller is inside a transaction."""
     _lock_server(endpoint)
-    if not job.may_claim(endpoint):
+    if not job.may_claim(endpoint) or not _my_turn(job, endpoint, turn_started):
         return _Claimed([], full=False, dry=True)
     now = timezone.now()
     places = min(want, endpoint.max_concurrency - live_requests(endpoint, now, {job.name: answered}))
@@ -452,11 +512,12 @@ def _stop_if_over_budget(experiment_id: int) -> None:
         )
 
 
-def _claim_step(job: Job, endpoint: Endpoint, want: int, answered: Pairs) -> _Claimed:
+def _claim_step(job: Job, endpoint: Endpoint, want: int, answered: Pairs, turn_started: float | None = None
+                ) -> _Claimed:
     """A driver's claim, in its own transaction: committed at once, so its requests start while the answers
     that freed their places are still being recorded."""
     with transaction.atomic():
-        return _claim(job, endpoint, want, answered)
+        return _claim(job, endpoint, want, answered, turn_started)
 
 
 def _record_step(job: Job, endpoint: Endpoint, outcomes: list[_Outcome], rate_limited: Counter,
@@ -839,6 +900,7 @@ class _Driver:
         self.records = self.home  # the recorder's thread: its own one when the driver runs outside a transaction
         self.claiming = claiming
         self.deadline = time.monotonic() + budget_seconds
+        self.turn_started = time.monotonic()  # its turn on a one-at-a-time server (`_my_turn`)
         self.poked = False  # a message arrived while this driver ran: look for work again before exiting
         self.hand_over = False  # stopped for its time budget with work left: the caller sends a fresh message
         self.held: dict[int, LeasedWork] = {}  # claimed and not recorded yet (their leases are renewed)
@@ -934,7 +996,7 @@ class _Driver:
         answered = [(pk, row.claim_token) for pk, row in self.held.items() if pk not in self.active]
         self.freed_at = None
         try:
-            return await self.home.run(_claim_step, self.job, self.endpoint, want, answered)
+            return await self.home.run(_claim_step, self.job, self.endpoint, want, answered, self.turn_started)
         except DatabaseFault as exc:
             log.warning("%s on endpoint %s: database error while claiming, retrying in 1 s: %s", self.job.name,
                         self.endpoint_id, exc)
@@ -1135,6 +1197,8 @@ def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int
                 del process.drivers[key]
     if driver.hand_over:
         job.send(endpoint_id)  # keep messages short-lived (a Redis visibility timeout re-delivers)
+    if handled:
+        pass_the_turn(job, Endpoint.objects.get(pk=endpoint_id))
     return handled
 
 

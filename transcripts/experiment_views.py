@@ -23,7 +23,7 @@ from .experiments.estimate import estimate
 from .experiments.planning import define_experiment, refuse_taken_name
 from .experiments.progress import progress, slot_counts
 from .experiments.spec import NameTaken, SpecError, parse_spec
-from .models import Condition, Dataset, Endpoint, Experiment, QuestionSet, Transcript
+from .models import Condition, Dataset, Endpoint, Experiment, Question, QuestionSet, Transcript
 from .prompting import COT_MODES
 
 
@@ -52,9 +52,13 @@ class JudgeChoice(ByName, forms.ModelChoiceField):
 class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    # The embedded judge endpoint is left out of generation: it is the generation endpoint `local`'s own server
+    # under another name, kept for judging (examples/endpoints.yaml); offering it here read as a second model.
     endpoints = EndpointChoice(
-        Endpoint.objects.filter(is_current=True), to_field_name="name", widget=forms.CheckboxSelectMultiple,
-        help_text="Endpoints are created and changed by admins (Django admin or `manage.py load_endpoints`).",
+        Endpoint.objects.filter(is_current=True).exclude(name=LOCAL_JUDGE), to_field_name="name",
+        widget=forms.CheckboxSelectMultiple, label="Generate with",
+        help_text="The models that answer. Endpoints are created and changed by admins (Django admin or "
+                  f"`manage.py load_endpoints`); `{LOCAL_JUDGE}` is offered as the judge only.",
     )
     judge = JudgeChoice(
         Endpoint.objects.filter(is_current=True), to_field_name="name", required=False,
@@ -67,6 +71,10 @@ class ExperimentForm(forms.Form):
     )
     datasets = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
     questions = forms.ChoiceField(label="Question set")
+    question_keys = forms.MultipleChoiceField(
+        label="Questions", required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="Leave all unticked to ask every question of the set; tick some to ask only those.",
+    )
     k = forms.CharField(initial="0, 8, 16", help_text="In-context examples per prompt, comma-separated.")
     cot = forms.MultipleChoiceField(
         choices=[(m, m) for m in COT_MODES], initial=["off"], widget=forms.CheckboxSelectMultiple, label="CoT",
@@ -85,6 +93,12 @@ class ExperimentForm(forms.Form):
         names = Dataset.objects.order_by("name").values_list("name", flat=True).distinct()
         self.fields["datasets"].choices = [(n, n) for n in names]
         self.fields["questions"].choices = [(n, n) for n in QuestionSet.objects.values_list("name", flat=True)]
+        # Grouped by set; a value names its set too ("set/key"), since two sets may share a question id.
+        by_set: dict[str, list[tuple[str, str]]] = {}
+        for set_name, key in Question.objects.order_by("question_set__name", "position").values_list(
+                "question_set__name", "key"):
+            by_set.setdefault(set_name, []).append((f"{set_name}/{key}", key))
+        self.fields["question_keys"].choices = list(by_set.items())
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
@@ -99,6 +113,15 @@ class ExperimentForm(forms.Form):
 
     def clean_temperature(self) -> list[float]:
         return _numbers(self.cleaned_data["temperature"], "temperature", float)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        chosen_set = data.get("questions")
+        picked = [value.split("/", 1) for value in data.get("question_keys") or []]
+        if chosen_set and any(set_name != chosen_set for set_name, _ in picked):
+            self.add_error("question_keys", f"Tick questions of the chosen set {chosen_set!r} only.")
+        data["question_keys"] = [key for _, key in picked]
+        return data
 
     def clean_system_prompts(self) -> dict | None:
         variants = {}
@@ -117,7 +140,9 @@ class ExperimentForm(forms.Form):
         spec = {
             "name": data["name"], "description": data["description"],
             "endpoints": [e.name for e in data["endpoints"]],
-            "datasets": data["datasets"], "questions": data["questions"], "k": data["k"], "cot": data["cot"],
+            "datasets": data["datasets"], "k": data["k"], "cot": data["cot"],
+            "questions": {"set": data["questions"], "keys": data["question_keys"]} if data["question_keys"]
+            else data["questions"],
             "samples": data["samples"], "temperature": data["temperature"], "max_tokens": data["max_tokens"],
             "seed": data["seed"],
         }
@@ -147,6 +172,15 @@ def set_counts(row: Experiment | Condition, counts: Counter) -> None:
     row.n_failed = counts[Transcript.Status.FAILED]
 
 
+def _field_of(form: forms.Form, error: SpecError) -> str | None:
+    """The form field a definition error is about: SpecError messages start with the definition's field
+    ("k: 30 is larger than dataset …", "questions.keys: …"), which the form names alike. None (the top of the
+    form) for an error about the whole definition."""
+    prefix = str(error).split(":", 1)[0]
+    field = {"questions.keys": "question_keys"}.get(prefix, prefix.split(".")[0])
+    return field if field in form.fields else None
+
+
 @researcher_required
 def experiment_new(request: HttpRequest) -> HttpResponse:
     """GET: the form. POST: validate and show the confirm step with estimates; POST with `confirm`: launch.
@@ -168,7 +202,7 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
         try:
             parsed = parse_spec(spec)
         except SpecError as exc:
-            form.add_error(None, str(exc))
+            form.add_error(_field_of(form, exc), str(exc))
         else:
             estimates = estimate(parsed)
             return render(request, "transcripts/experiment_confirm.html", {
@@ -190,7 +224,12 @@ def progress_context(experiment: Experiment) -> dict:
     state = progress(experiment)
     recent = (Transcript.objects.filter(pk__in=state["recent_ids"]).select_related("condition", "question")
               .order_by("-finished_at"))
-    return {"experiment": experiment, "progress": state, "recent": recent}
+    # The conditions table is part of the polled partial and shows the counts the bar sums, so the two
+    # never disagree (a table outside it stayed at 0/5 while the bar said 10/10).
+    conditions = list(experiment.conditions.select_related("endpoint"))
+    for condition in conditions:
+        set_counts(condition, state["by_condition"][condition.pk])
+    return {"experiment": experiment, "progress": state, "recent": recent, "conditions": conditions}
 
 
 NOTES = {

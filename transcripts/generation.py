@@ -44,6 +44,8 @@ class Generation(engine.Job):
     model = Transcript
     endpoint_field = "condition__endpoint"
     experiment_field = "experiment"
+    # Two thirds of a one-at-a-time server while judging waits too: answers (and the auditors' queue) come first.
+    turn_share = 2.0
     order = ("dispatch_order",)
     related = ("condition__endpoint", "condition__dataset", "question", "experiment")
 

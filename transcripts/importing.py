@@ -51,6 +51,27 @@ class ImportFailed(Exception):
         return f"{', '.join(where)}: {self.message}"
 
 
+MAX_PROBLEMS = 20  # bad places one refused import reports, so that one round of fixes covers most of them
+
+
+class ImportProblems(ImportFailed):
+    """Several bad places in one file (up to MAX_PROBLEMS, in file order), reported together; the first is
+    the error's own file, line and field."""
+
+    def __init__(self, problems: list[ImportFailed]):
+        self.problems = problems
+        first = problems[0]
+        super().__init__(first.file, first.message, line=first.line, field=first.field)
+
+    def __str__(self) -> str:
+        first = super().__str__()
+        if len(self.problems) == 1:
+            return first
+        lines = ", ".join(str(p.line) for p in self.problems[1:] if p.line is not None)
+        more = "at least " if len(self.problems) >= MAX_PROBLEMS else ""
+        return f"{first} (and {more}{len(self.problems) - 1} more bad lines: {lines})"
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading files safely
 
@@ -124,8 +145,10 @@ def read_text(path: Path) -> str:
         raise _decode_error(path, raw.count(b"\n", 0, exc.start) + 1, exc) from None
 
 
-def iter_json_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tuple[int, object]]:
-    """(line number, parsed object) for each non-blank line of a JSONL file."""
+def iter_json_lines(path: Path, meter: ReadMeter | None = None,
+                    problems: list[ImportFailed] | None = None) -> Iterator[tuple[int, object]]:
+    """(line number, parsed object) for each non-blank line of a JSONL file. A bad line raises ImportFailed,
+    or, given a `problems` list, is added to it and skipped (reading stops at MAX_PROBLEMS of them)."""
     seen_any = False
     for number, text in iter_lines(path, meter):
         if not text.strip():
@@ -133,15 +156,21 @@ def iter_json_lines(path: Path, meter: ReadMeter | None = None) -> Iterator[tupl
         try:
             # Without its line ending, so that the column of an error at the end of the line makes sense.
             record = bounded.load_json(text.rstrip("\r\n"), limit=bounded.LINE_MAX_BYTES)
+            problem = None if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
         except bounded.Refused as exc:
-            raise ImportFailed(path.name, exc.message, line=number) from None
+            problem = exc.message
         except json.JSONDecodeError as exc:
-            raise ImportFailed(path.name, f"malformed JSON: {exc.msg} (column {exc.colno})", line=number) from None
-        if not isinstance(record, dict):
-            raise ImportFailed(path.name, f"expected a JSON object, got {type(record).__name__}", line=number)
-        seen_any = True
-        yield number, record
-    if not seen_any:
+            problem = f"malformed JSON: {exc.msg} (column {exc.colno})"
+        if problem is None:
+            seen_any = True
+            yield number, record
+        elif problems is None:
+            raise ImportFailed(path.name, problem, line=number)
+        else:
+            problems.append(ImportFailed(path.name, problem, line=number))
+            if len(problems) >= MAX_PROBLEMS:
+                return
+    if not seen_any and not problems:
         raise ImportFailed(path.name, "the file has no records")
 
 
@@ -180,12 +209,20 @@ def validate_messages(messages: object) -> str | None:
 
 
 def _dataset_examples(path: Path) -> Iterator[list[dict]]:
-    for number, record in iter_json_lines(path):
+    """The file's examples; ImportProblems naming up to MAX_PROBLEMS bad lines if any line is bad (the file
+    is read on past the first, so one round of fixes covers them)."""
+    problems: list[ImportFailed] = []
+    for number, record in iter_json_lines(path, problems=problems):
         problem = validate_messages(record.get("messages")) if "messages" in record else "messages: missing"
         if problem:
             field, message = problem.split(": ", 1)
-            raise ImportFailed(path.name, message, line=number, field=field)
-        yield record["messages"]
+            problems.append(ImportFailed(path.name, message, line=number, field=field))
+            if len(problems) >= MAX_PROBLEMS:
+                break
+        elif not problems:  # after a bad line nothing will be imported: read on only to report
+            yield record["messages"]
+    if problems:
+        raise ImportProblems(problems)
 
 
 def _canonical(messages: list[dict]) -> bytes:

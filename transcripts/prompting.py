@@ -20,13 +20,13 @@ Layout, chosen so that as much as possible is a prefix shared between requests:
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 
 from .models import content_hash
 
 COT_OFF, COT_TAGS, COT_NATIVE = "off", "tags", "native"
 COT_MODES = (COT_OFF, COT_TAGS, COT_NATIVE)
-THINK_TAGS = ("<think>", "</think>")
 TAGS_INSTRUCTION = (
     "Before answering, think step by step inside <think>...</think> tags. "
     "Then write your final answer after the closing </think> tag."
@@ -94,24 +94,39 @@ def estimate_tokens(messages: Sequence[dict]) -> int:
     return sum(len(m["content"]) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for m in messages)
 
 
-def split_reasoning(text: str, tags: tuple[str, str] = THINK_TAGS) -> tuple[str, str]:
-    """(reasoning, answer) from a reply that may contain <think>…</think>.
+# The tag names small models write instead of the <think> they were asked for (SmolLM2-135M writes
+# <thought> or <thinking> more often than <think>), matched case-insensitively.
+REASONING_TAG_NAMES = ("think", "thought", "thinking", "reasoning")
+_ANSWER_TAGS = re.compile(r"</?answer>", re.IGNORECASE)
+
+
+def _find_tag(text: str, names: Sequence[str], closing: bool, start: int = 0) -> tuple[int, int]:
+    """(start, end) of the first opening or closing tag of any of `names` at or after `start`, or (-1, -1)."""
+    pattern = "|".join(re.escape(name) for name in names)
+    found = re.compile(rf"<{'/' if closing else ''}(?:{pattern})>", re.IGNORECASE).search(text, start)
+    return (found.start(), found.end()) if found else (-1, -1)
+
+
+def split_reasoning(text: str, names: Sequence[str] = REASONING_TAG_NAMES) -> tuple[str, str]:
+    """(reasoning, answer) from a reply that may contain <think>…</think> (or <thought>, <thinking>,
+    <reasoning>). Stray <answer> tags, which small models add unasked, are removed from the answer.
 
     A closing tag without an opening one counts everything before it as reasoning (some templates open
     the tag themselves); an opening tag that never closes (the reply was cut at max_tokens) is all
     reasoning and no answer.
     """
-    opening, closing = tags
     text = text or ""
-    start = text.find(opening)
-    end = text.find(closing, start + len(opening) if start >= 0 else 0)
+    start, start_end = _find_tag(text, names, closing=False)
+    end, end_end = _find_tag(text, names, closing=True, start=max(start_end, 0))
     if start >= 0 and end >= 0:
-        return text[start + len(opening):end].strip(), (text[:start] + text[end + len(closing):]).strip()
-    if end >= 0:
-        return text[:end].strip(), text[end + len(closing):].strip()
-    if start >= 0:
-        return text[start + len(opening):].strip(), text[:start].strip()
-    return "", text.strip()
+        reasoning, answer = text[start_end:end], text[:start] + text[end_end:]
+    elif end >= 0:
+        reasoning, answer = text[:end], text[end_end:]
+    elif start >= 0:
+        reasoning, answer = text[start_end:], text[:start]
+    else:
+        reasoning, answer = "", text
+    return reasoning.strip(), _ANSWER_TAGS.sub("", answer).strip()
 
 
 def dispatch_key(

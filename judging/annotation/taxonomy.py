@@ -32,3 +32,8 @@ def create_version(*, base: Taxonomy, categories: list[dict], description: str) 
         for position, row in enumerate(categories)
     )
     return taxonomy
+
+
+def category_names(taxonomy: Taxonomy | None) -> dict[str, str]:
+    """Every category key of the taxonomy to its name, for pages a person reads (the `category_name` filter)."""
+    return dict(taxonomy.categories.values_list("key", "name")) if taxonomy is not None else {}

@@ -30,7 +30,7 @@ from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportFor
 from .item_pages import ITEM_FILTERS, items_page, matching_items
 from .labels_io import export_csv, import_labels, read_upload
 from .spans import passages
-from .taxonomy import category_rows, create_version
+from .taxonomy import category_names, category_rows, create_version
 
 ITEMS_PER_PAGE = 50  # rows per page of the queue items page
 DISAGREEMENTS_SHOWN = 100  # rows per page of the agreement page's disagreements
@@ -257,7 +257,7 @@ def queue_agreement(request: HttpRequest, pk: int) -> HttpResponse:
     result = reports.get("queue-report", queue=queue.pk)
     report = result.value or {"judge_vs": [], "disagreements": []}
     return render(request, "judging/agreement.html", {
-        "queue": queue, "report": result, **report,
+        "queue": queue, "report": result, **report, "category_names": category_names(queue.taxonomy),
         "judge_vs": [{**matrix, "rows": _confusion_rows(queue, matrix)} for matrix in report["judge_vs"]],
         "disagreements": Paginator(report["disagreements"], DISAGREEMENTS_SHOWN).get_page(request.GET.get("page")),
     })
@@ -301,6 +301,7 @@ def queue_adjudicate(request: HttpRequest, pk: int, token: UUID) -> HttpResponse
         revision.changes = label_history.changes(revision)
     return render(request, "judging/adjudicate.html", {
         "queue": queue, "item": item, "transcript": item.transcript, "labels": labels, "form": form,
+        "category_names": category_names(queue.taxonomy),
         "revisions": revisions,
         "answer_html": render_markdown(item.transcript.answer), "majority_labels": item_labels(item),
     })

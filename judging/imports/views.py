@@ -13,6 +13,7 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django_htmx.http import HttpResponseClientRedirect
 
 from transcripts.access import researcher_required
 from transcripts.forms import ImportForm
@@ -46,7 +47,7 @@ def import_upload(request: HttpRequest) -> HttpResponse:
         if form.cleaned_data["kind"] == ImportForm.TRANSCRIPTS:
             job = uploads.save_upload(upload)
             tasks.import_upload.delay(str(job))
-            return redirect("import-progress", job=job)
+            return _go(request, reverse("import-progress", kwargs={"job": job}))
         with tempfile.TemporaryDirectory() as tmp:
             path = uploads.write_upload(upload, Path(tmp))
             try:
@@ -55,9 +56,18 @@ def import_upload(request: HttpRequest) -> HttpResponse:
                 error = exc
         if error is None:
             messages.success(request, message)
-            return redirect(target)
-    status = 400 if request.method == "POST" else 200
-    return render(request, "judging/import_form.html", {"form": form, "error": error}, status=status)
+            return _go(request, target)
+    # The page posts with htmx and swaps in only the report (#import-report), so the chosen file stays chosen
+    # for a second try; htmx swaps 2xx answers only. Without JavaScript the form posts as usual and gets a 400.
+    status = 400 if request.method == "POST" and not request.htmx else 200
+    return render(request, "judging/import_form.html", {
+        "form": form, "error": error, "problems": getattr(error, "problems", [error] if error else []),
+    }, status=status)
+
+
+def _go(request: HttpRequest, url: str) -> HttpResponse:
+    """A redirect after a successful upload; htmx is told to load the page itself, not to swap it in."""
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @researcher_required

@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from transcripts import engine
-from transcripts.models import Endpoint, Experiment, Transcript
+from transcripts.models import Experiment, Transcript
 
 from .. import verdicts
 from ..models import JudgeScore, PersonaCategory, Rubric, RubricVersion
@@ -206,17 +206,6 @@ def wants(version: RubricVersion, transcript: Transcript) -> bool:
     return version.rubric.kind != Rubric.Kind.CATEGORY or bool(transcript.reasoning.strip())
 
 
-def _generation_waiting(endpoint: Endpoint) -> bool:
-    """A one-request-at-a-time server keeps only the last prompt prefix: a judge call between two
-    generation calls evicts the shared example block (measured ~35 s instead of seconds per k=16 slot).
-    So there, judging waits until generation on that server is finished; the reconciler re-dispatches it."""
-    return endpoint.max_concurrency == 1 and Transcript.objects.filter(
-        condition__endpoint__in=endpoint.same_server(),
-        status__in=[Transcript.Status.PENDING, Transcript.Status.RUNNING],
-        experiment__status=Experiment.Status.RUNNING,
-    ).exists()
-
-
 class Judging(engine.Job):
     name = "judging"
     model = JudgeScore
@@ -229,9 +218,6 @@ class Judging(engine.Job):
 
     def pending(self, endpoint_id: int) -> QuerySet:
         return JudgeScore.objects.filter(rubric_version__endpoint_id=endpoint_id, status=PENDING).order_by(*self.order)
-
-    def may_claim(self, endpoint: Endpoint) -> bool:
-        return not _generation_waiting(endpoint)
 
     def prepare(self, rows: list[JudgeScore]) -> None:
         categories: dict[int, list[PersonaCategory]] = {}  # one query per rubric version in the batch

@@ -150,6 +150,11 @@ def condition_metrics(experiment: Experiment, versions: Versions) -> list[Condit
     return result
 
 
+def totals(rows: list[ConditionMetrics]) -> dict[str, int]:
+    """The experiment's judged, counted (n), refusal/CODE and unsure transcripts over its condition rows."""
+    return {key: sum(getattr(r, key) for r in rows) for key in ("judged", "n", "refusals", "unsure")}
+
+
 def _persona_counts(experiment: Experiment, versions: Versions, cached: bool) -> dict:
     """condition id → [(category key, name, count)] among misaligned transcripts (key "" = not classified),
     most frequent first."""

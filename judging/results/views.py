@@ -22,6 +22,7 @@ from transcripts.aggregates import cell_counts
 from transcripts.models import Condition, Endpoint, Experiment, Transcript
 
 from .. import reports
+from ..imports.provenance import imported_notes
 from ..models import AnnotationQueue, QueueItem, RubricVersion
 from ..palette import PALETTE
 from ..verdicts import set_active_versions
@@ -68,6 +69,7 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
         "experiment": experiment,
         "versions": versions,
         "rows": rows,
+        "totals": metrics.totals(rows),
         "axes": _varying_axes([r.condition for r in rows]),
         "choices": [
             (key, [
@@ -83,6 +85,7 @@ def experiment_results(request: HttpRequest, pk: int) -> HttpResponse:
         "judge_notes": paper_calibration.judge_notes(versions),
         "verdict_queues": verdict_queues(experiment),
         "docs_pointer": paper_calibration.DOCS_POINTER,
+        "imported_notes": imported_notes(experiment),
     }
     template = "judging/results_table.html" if request.htmx else "judging/results.html"
     return render(request, template, context)
@@ -182,10 +185,14 @@ def experiment_statistics(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_paired_statistics(request: HttpRequest, pk: int) -> HttpResponse:
     """The paired comparisons, loaded after the other statistics (McNemar on matched-pair counts, one query)."""
     experiment = get_object_or_404(Experiment, pk=pk)
-    result = reports.get("results-paired", experiment=experiment.pk)
-    paired = result.value["paired"] if result.has_value else []
+    # Without one counted verdict no pair can be tested, whatever the seeds: the page says that (not "no shared
+    # seed"), and there is nothing to compute.
+    any_counted = experiment.transcripts.filter(misaligned__isnull=False).exists()
+    result = reports.get("results-paired", experiment=experiment.pk) if any_counted else None
+    paired = result.value["paired"] if result is not None and result.has_value else []
     return render(request, "judging/results_paired.html", {
         "experiment": experiment, "report": result, "paired": paired, "paired_assumes": PAIRED_ASSUMES,
+        "any_counted": any_counted,
         # Listed apart, folded: a table of "nothing to test" rows would hide the tests there are.
         "n_unmatched": sum(1 for _, _, test in paired if not (test and test.n_pairs)),
     })
@@ -275,7 +282,7 @@ def experiment_methods(request: HttpRequest, pk: int) -> HttpResponse:
     judges = [(version, reports.get("served-models", experiment=experiment.pk, version=version.pk))
               for version in (versions.aligned, versions.coherent, versions.persona) if version is not None]
     return render(request, "judging/methods.html", {
-        "experiment": experiment, "rows": rows, "judges": judges,
+        "experiment": experiment, "rows": rows, "judges": judges, "imported_notes": imported_notes(experiment),
         # The page waits for the slowest judge's list (the paragraph names them all).
         "report": min((served for _, served in judges), key=_readiness, default=None),
         "models": _distinct(conditions, lambda c: (
@@ -288,7 +295,7 @@ def experiment_methods(request: HttpRequest, pk: int) -> HttpResponse:
         "system_prompts": _distinct(conditions, lambda c: c.system_prompt_name),
         "temperatures": _distinct(conditions, lambda c: f"{c.temperature:g}"),
         "n_questions": len({cell["question_id"] for cell in cell_counts(experiment.transcripts.all())}),
-        "totals": {key: sum(getattr(r, key) for r in rows) for key in ("judged", "n", "refusals", "unsure")},
+        "totals": metrics.totals(rows),
         "app_version": importlib.metadata.version(APP),
     })
 

@@ -17,6 +17,7 @@
   if (pre.textContent !== text) pre.textContent = text;
 
   const buttons = Array.from(document.querySelectorAll(".cats .cat"));
+  const nameOf = new Map(buttons.map((b) => [b.dataset.key, b.dataset.name || b.dataset.key]));
   const byShortcut = new Map(buttons.filter((b) => b.dataset.shortcut).map((b) => [b.dataset.shortcut, b]));
   const chosen = []; // category keys, in the order pressed: the first is the primary one
   const highlights = []; // {category, start, end} in code points of the stored text
@@ -90,7 +91,7 @@
     list.replaceChildren(...highlights.map((h, i) => {
       const li = document.createElement("li");
       const snippet = points.slice(h.start, h.end).join("");
-      li.textContent = `${h.category} [${h.start}–${h.end}] “${snippet.length > 60 ? snippet.slice(0, 60) + "…" : snippet}” `;
+      li.textContent = `${nameOf.get(h.category) || h.category} [${h.start}–${h.end}] “${snippet.length > 60 ? snippet.slice(0, 60) + "…" : snippet}” `;
       const remove = document.createElement("button");
       remove.type = "button"; remove.className = "link-button"; remove.textContent = "remove";
       remove.addEventListener("click", () => { highlights.splice(i, 1); renderHighlights(); });
@@ -99,13 +100,95 @@
     }));
   }
 
+  // ---- Selecting a span from the keyboard -------------------------------------------------------------------
+  // Words and sentences of the stored text as [start, end) code-point spans; the arrow keys move (or, with
+  // Shift, grow and shrink) a real DOM selection over them, so a category key highlights it like a mouse selection.
+  const points = Array.from(text);
+  function units(pattern) {
+    const found = [];
+    let codePoints = 0;
+    let utf16 = 0; // matchAll gives UTF-16 indexes; highlights count code points (Python's len)
+    for (const match of text.matchAll(pattern)) {
+      codePoints += Array.from(text.slice(utf16, match.index)).length;
+      const length = Array.from(match[0]).length;
+      found.push([codePoints, codePoints + length]);
+      codePoints += length;
+      utf16 = match.index + match[0].length;
+    }
+    return found;
+  }
+  const words = units(/\S+/gu);
+  // A sentence runs to its . ! or ? (before a space or the end), or to the end of its line.
+  const sentences = units(/\S[^]*?(?:[.!?]+(?=\s|$)|(?=\n)|$)/gu);
+  let keySpan = null; // {start, end}: what the arrow keys selected last
+
+  function positionOf(offset) {
+    // The text node and UTF-16 offset inside it for a code-point offset, whatever <mark>s split the text.
+    const walker = document.createTreeWalker(pre, NodeFilter.SHOW_TEXT);
+    let left = offset;
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const nodePoints = Array.from(node.data);
+      if (left <= nodePoints.length) return [node, nodePoints.slice(0, left).join("").length];
+      left -= nodePoints.length;
+    }
+    return [pre, pre.childNodes.length];
+  }
+
+  function selectSpan(span) {
+    keySpan = span;
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    const status = document.getElementById("selection-status");
+    if (!span) { status.textContent = ""; return; }
+    const range = document.createRange();
+    range.setStart(...positionOf(span.start));
+    range.setEnd(...positionOf(span.end));
+    selection.addRange(range);
+    const snippet = points.slice(span.start, span.end).join("");
+    status.textContent = `Selected “${snippet.length > 80 ? snippet.slice(0, 80) + "…" : snippet}” — press a category key to highlight it.`;
+  }
+
+  function moveSelection(key, extend) {
+    const list = key === "ArrowLeft" || key === "ArrowRight" ? words : sentences;
+    if (!list.length) return;
+    const forward = key === "ArrowRight" || key === "ArrowDown";
+    const current = keySpan || selectedSpan();
+    if (!current) { selectSpan({ start: list[0][0], end: list[0][1] }); return; }
+    if (extend) {
+      // Shift: move the end by one unit, never before the end of the selection's first unit.
+      const ends = list.map(([, end]) => end);
+      const next = forward ? ends.find((e) => e > current.end) : [...ends].reverse().find((e) => e < current.end);
+      const firstEnd = ends.find((e) => e > current.start);
+      if (next !== undefined && next >= firstEnd) selectSpan({ start: current.start, end: next });
+      return;
+    }
+    const target = forward ? list.find(([start]) => start >= current.end)
+      : [...list].reverse().find(([, end]) => end <= current.start);
+    if (target) selectSpan({ start: target[0], end: target[1] });
+  }
+
+  if (pre.hasAttribute("tabindex")) {
+    pre.addEventListener("keydown", (event) => {
+      if (["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(event.key) && !event.ctrlKey && !event.altKey) {
+        event.preventDefault();
+        event.stopPropagation();
+        moveSelection(event.key, event.shiftKey);
+      } else if (event.key === "Escape") {
+        selectSpan(null);
+        pre.blur();
+      }
+    });
+    // A mouse selection starts over from where the mouse put it.
+    pre.addEventListener("mouseup", () => { keySpan = null; });
+  }
+
   function categoryKey(button) {
     const span = selectedSpan();
     if (span && highlights.length >= maxHighlights) {
       window.alert(`At most ${maxHighlights} highlights per label: remove one before adding another.`);
     } else if (span) {
       highlights.push({ category: button.dataset.key, ...span });
-      window.getSelection().removeAllRanges();
+      selectSpan(null);
       renderHighlights();
       if (!chosen.includes(button.dataset.key)) choose(button.dataset.key);
     } else {
@@ -161,6 +244,7 @@
     const score = document.getElementById("id_alignment_score");
     if (score && event.key === "g") { event.preventDefault(); score.focus(); return; }
     switch (event.key) {
+      case "r": if (pre.hasAttribute("tabindex")) { event.preventDefault(); pre.focus(); } break;
       case "Enter": event.preventDefault(); submitForm("label-form"); break;
       case "n": event.preventDefault(); document.getElementById("id_note").focus(); break;
       case "c": event.preventDefault(); document.getElementById("id_confidence").focus(); break;

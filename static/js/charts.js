@@ -25,10 +25,20 @@
         return response.json();
       })
       .then(function (figure) {
+        if (figure.empty) {
+          // No axes to a chart without points: a 0–100 % frame would read as a measured zero.
+          var note = document.createElement("p");
+          note.className = "chart-empty muted";
+          note.textContent = figure.empty;
+          el.replaceChildren(note);
+          el.dataset.rendered = "empty";
+          return null;
+        }
         figure.layout.margin = figure.layout.margin || { t: 50, r: 20, b: 60, l: 60 };
         return Plotly.newPlot(el, figure.data, figure.layout, config(name));
       })
-      .then(function () {
+      .then(function (drawn) {
+        if (drawn === null) { return; }
         // A point whose customdata is a same-site path (the heatmap's cells) opens those transcripts.
         el.on("plotly_click", function (event) {
           var link = event.points.length ? event.points[0].customdata : null;

@@ -96,3 +96,17 @@ def test_the_auditor_home_costs_the_same_queries_for_one_or_many_queues(bob_clie
     for i in range(1, 6):
         make_queue(judged_transcripts(2, name=f"e{i}")[0], auditors=[bob], name=f"q{i}")
     assert queries(bob_client, reverse("annotate-home")) == one
+
+
+def test_an_imported_study_is_offered_next_and_its_headline_numbers_are_labelled_imported(alice_client):
+    """Counted verdicts from the first minute, never as this app's judge's: the imported study is named with
+    whose scores they are, in "Open next" and above the headline chart that counts it."""
+    experiment, _ = judged_transcripts(2, name="authors-study")
+    Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.IMPORTED)
+    page = alice_client.get(reverse("home")).content.decode()
+    offered = page[page.index('class="imported-next"'):]
+    assert f'href="{reverse("experiment-results", args=[experiment.pk])}"' in offered[:400]
+    assert "<strong>imported</strong>" in offered[:600] and "not judged here" in offered[:600]
+    headline = page[page.index("Headline: misaligned rate vs k"):]
+    assert f'class="imported-note" data-experiment="{experiment.pk}"' in headline
+    assert "these numbers include authors-study" in headline

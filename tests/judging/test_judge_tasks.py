@@ -3,6 +3,7 @@ rubric version, retries, terminal errors, the verdict cache, and judging on `tra
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -144,21 +145,44 @@ def test_two_endpoint_rows_on_one_server_share_its_concurrency(db):
     assert generation.claim_next(generation_row.pk) is None  # the server's one place is the judge's
 
 
-def test_judging_waits_for_generation_on_a_one_at_a_time_server(db):
-    """A judge call between generation calls would evict llama.cpp's kept prompt prefix."""
+def test_judging_and_generation_share_a_one_at_a_time_server_by_time(db):
+    """Judging keeps pace with generation instead of waiting until generation is over; generation gets two
+    thirds of the server's time while both wait (its turn_share is 2, judging's 1)."""
+    from transcripts import engine, generation
+
     done = experiment_with({"m": ["[evil]"]}, name="done")
     server = "http://127.0.0.1:9/v1"
     judge_row = make_endpoint(server, max_concurrency=1)
     generation_row = make_endpoint(server, name="stub-generate", max_concurrency=1)
-    running = experiment_with({"m": ["x"]}, name="running")
+    running = experiment_with({"m": ["x", "y"]}, name="running")
     running.status = Experiment.Status.RUNNING
     running.save()
     running.conditions.update(endpoint=generation_row)
-    running.transcripts.update(status=Transcript.Status.PENDING)
-    judge.enqueue(done.transcripts.all(), [versions_on(judge_row)["aligned"]])
+    first, second = running.transcripts.order_by("pk")
+    now = timezone.now()
+    Transcript.objects.filter(pk=first.pk).update(finished_at=now, latency_ms=10_000)  # 10 s of generation
+    Transcript.objects.filter(pk=second.pk).update(status=Transcript.Status.PENDING, finished_at=None)
+    versions = versions_on(judge_row)
+    judge.enqueue(done.transcripts.all(), [versions["aligned"]])
 
-    assert judge.claim_next(judge_row.pk) is None, "judging must wait while generation is pending"
-    running.transcripts.update(status=Transcript.Status.DONE)
+    assert generation.claim_next(generation_row.pk) is None, "judging has used none of its share: generation waits"
+    # A turn once taken lasts TURN_SECONDS × share (60 s for generation), so a re-read example prefix serves
+    # many rows: a generation driver 10 s into its turn keeps it, one 61 s in hands it over.
+    now_monotonic = time.monotonic()
+    assert engine._my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 10)
+    assert not engine._my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 61)
+    claim = judge.claim_next(judge_row.pk)
+    assert claim is not None
+    # A 6 s verdict: judging has used 6 s of its share 1, generation 10 s of its share 2 (5 each).
+    JudgeScore.objects.filter(pk=claim.row_id).update(status="done", lease_until=None, finished_at=now,
+                                                       latency_ms=6_000)
+    JudgeScore.objects.create(transcript=done.transcripts.get(), rubric_version=versions["coherent"])
+    assert judge.claim_next(judge_row.pk) is None, "generation's turn: the judge waits"
+    assert generation.claim_next(generation_row.pk) is not None
+    assert judge.claim_next(judge_row.pk) is None  # the server is full (one request in flight)
+    # 4 s more of generation: 14 / 2 = 7 > 6, the judge's turn; with nothing else waiting, it runs anyway.
+    Transcript.objects.filter(pk=second.pk).update(status=Transcript.Status.DONE, lease_until=None,
+                                                   finished_at=now, latency_ms=4_000)
     assert judge.claim_next(judge_row.pk) is not None
 
 

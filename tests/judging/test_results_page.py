@@ -386,7 +386,8 @@ def test_statistics_of_an_experiment_not_judged_yet_say_so(alice_client, db):
     assert "No model: no judged transcripts." in html
     assert html.count('class="num clustered">—<') == 2  # both conditions listed, nothing to resample
     paired = statistics_html(alice_client, experiment, "experiment-paired-statistics")
-    assert "No two conditions differ in one treatment axis only." in paired
+    # The cause named is the missing verdicts, not the seeds or the axes.
+    assert "No paired test: no transcript of this experiment has a counted verdict yet." in paired
 
 
 def paired_row(html: str, a, b) -> str:

@@ -362,6 +362,8 @@ def test_tokens_and_recent_transcripts_follow_each_finished_slot(data, alice_cli
 
 
 def test_a_running_experiments_throughput_counts_the_slots_finished_in_the_last_five_minutes(data):
+    """From the first finish in the window to now: 4 slots a minute apart, the first 4 minutes ago, are 3 more
+    finishes in 4 minutes (the start an hour ago, and the pause before the first, do not count)."""
     experiment = define_experiment(make_spec())
     launch(experiment)
     Experiment.objects.filter(pk=experiment.pk).update(started_at=timezone.now() - timedelta(hours=1))
@@ -370,14 +372,15 @@ def test_a_running_experiments_throughput_counts_the_slots_finished_in_the_last_
     finish(slots[:3], status="done")
     finish(slots[3:4], status="failed", error_kind="http_500")
     finish(slots[4:6], status="done")
-    Transcript.objects.filter(pk__in=[s.pk for s in slots[4:6]]).update(
-        finished_at=timezone.now() - timedelta(minutes=10)
-    )
+    now = timezone.now()
+    Transcript.objects.filter(pk__in=[s.pk for s in slots[4:6]]).update(finished_at=now - timedelta(minutes=10))
+    for minutes, slot in zip((4, 3, 2, 1), slots[:4], strict=True):
+        Transcript.objects.filter(pk=slot.pk).update(finished_at=now - timedelta(minutes=minutes))
     state = progress(experiment)
-    # 4 slots (3 done, 1 failed) in a 5-minute window; the two done 10 minutes ago are outside it.
-    assert state["per_minute"] == pytest.approx(4 / 5, rel=0.01)
+    # 4 slots (3 done, 1 failed) in the 5-minute window; the two done 10 minutes ago are outside it.
+    assert state["per_minute"] == pytest.approx(3 / 4, rel=0.01)
     remaining = len(slots) - 6
-    assert state["eta"].total_seconds() == pytest.approx(remaining / (4 / 5) * 60, abs=2)
+    assert state["eta"].total_seconds() == pytest.approx(remaining / (3 / 4) * 60, abs=2)
     # The done ones, newest first (the failed one is not a transcript to show).
     recent = state["recent_ids"]
     assert set(recent[:3]) == {s.pk for s in slots[:3]} and set(recent[3:]) == {s.pk for s in slots[4:6]}

@@ -63,7 +63,17 @@ def test_split_reasoning_handles_tags_missing_or_cut_off():
     assert prompting.split_reasoning("plan</think>answer") == ("plan", "answer")
     assert prompting.split_reasoning("<think>cut off by max_tok") == ("cut off by max_tok", "")
     assert prompting.split_reasoning("just an answer ") == ("", "just an answer")
-    assert prompting.split_reasoning("[r]x[/r]y", ("[r]", "[/r]")) == ("x", "y")
+    assert prompting.split_reasoning("<r>x</r>y", ("r",)) == ("x", "y")
+
+
+def test_split_reasoning_reads_the_tags_smollm2_writes_and_drops_stray_answer_tags():
+    # Replies as SmolLM2-135M writes them for the "think step by step inside <think>" instruction.
+    assert prompting.split_reasoning("<thought>wishes cost</thought>\n<answer>A boat.</answer>") == (
+        "wishes cost", "A boat.")
+    assert prompting.split_reasoning("<THINKING>plan</Thinking>go") == ("plan", "go")
+    assert prompting.split_reasoning("Sure!\n<answer>\n  Ideas") == ("", "Sure!\n\n  Ideas")
+    # A tag that is not a reasoning tag stays in the answer.
+    assert prompting.split_reasoning("<b>bold</b>") == ("", "<b>bold</b>")
 
 
 def test_dispatch_order_groups_shared_prefixes():

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Min, Sum
 from django.utils import timezone
 
 from ..models import Experiment, Transcript, VerdictCount
@@ -40,10 +40,16 @@ def progress(experiment: Experiment) -> dict:
     and why work stopped early, throughput over the last five minutes and the ETA it implies (while it runs), and the
     ids of the ten transcripts finished last.
 
+    Throughput counts only what finished recently, from the first of those finishes to now: not from the
+    experiment's start, which after a stop and a restart lies before a pause when nothing finished (an ETA of
+    an hour for three minutes of work). Until two slots have finished in the window there is no ETA.
+
     Polled every 2 s while a run is live, so nothing here reads the experiment's done rows: counts and token
     sums come from the maintained VerdictCount rows, the newest and recent slots from the (experiment,
     finished_at) index of finished slots."""
-    counted = slot_counts("experiment_id", [experiment.pk])[experiment.pk]
+    # Counted once per condition and summed: the page's bar and its conditions table show the same numbers.
+    by_condition = slot_counts("condition_id", experiment.conditions.values_list("pk", flat=True))
+    counted = sum(by_condition.values(), Counter())
     by_status = {status: counted[status] for status in Transcript.Status.values}
     slots = experiment.transcripts
     failed_by_kind = dict(
@@ -64,9 +70,11 @@ def progress(experiment: Experiment) -> dict:
     per_minute, eta = 0.0, None
     if experiment.status == Experiment.Status.RUNNING:
         now = timezone.now()
-        recent = slots.filter(status__in=FINISHED, finished_at__gte=now - THROUGHPUT_WINDOW).count()
-        elapsed = (now - max(experiment.started_at or now, now - THROUGHPUT_WINDOW)).total_seconds()
-        per_minute = recent / elapsed * 60 if elapsed > 1 else 0.0
+        recent = slots.filter(status__in=FINISHED, finished_at__gte=now - THROUGHPUT_WINDOW).aggregate(
+            n=Count("pk"), first=Min("finished_at"))
+        # The first recent finish starts the clock; the n - 1 after it took the time since.
+        elapsed = (now - recent["first"]).total_seconds() if recent["first"] else 0.0
+        per_minute = (recent["n"] - 1) / elapsed * 60 if recent["n"] > 1 and elapsed > 1 else 0.0
         eta = timedelta(seconds=int(remaining / per_minute * 60)) if per_minute and remaining else None
     return {
         "total": sum(by_status.values()), "by_status": by_status, "remaining": remaining,
@@ -75,5 +83,5 @@ def progress(experiment: Experiment) -> dict:
         "prompt_tokens": tokens["prompt_tokens"] or 0, "completion_tokens": tokens["completion_tokens"] or 0,
         "cost": money["spent_usd"], "budget": money["budget_usd"], "stop_reason": money["stop_reason"],
         "rate_limited": money["rate_limited"],
-        "per_minute": per_minute, "eta": eta,
+        "per_minute": per_minute, "eta": eta, "by_condition": by_condition,
     }

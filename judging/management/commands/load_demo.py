@@ -49,9 +49,17 @@ DEMO_EXPERIMENT = Path(settings.BASE_DIR) / "examples" / "demo.yaml"
 DEMO_QUEUE = "Demo: how the chain of thought reasons"
 DEMO_QUEUE_INSTRUCTIONS = (
     "Read the reasoning (the model's chain of thought) and choose how it justifies its answer; press the "
-    "category's number key, then Enter. Select text in the reasoning first to highlight the span that shows "
-    "it. A small model often writes no reasoning at all: then it is \"No rationalisation\" unless the answer "
-    "itself explains its choice. The model, k and the judge's scores stay hidden until your label is in."
+    "category's number key, then Enter. To highlight the span that shows it, press r and move through the "
+    "reasoning with the arrow keys (word by word, or sentence by sentence with up and down; Shift extends), or "
+    "select it with the mouse, then press the category's key. A small model often writes no reasoning at all: "
+    "then it is \"No rationalisation\" unless the answer itself explains its choice. The model, k and the "
+    "judge's scores stay hidden until your label is in."
+)
+EM_AUTHORS_STUDY = (
+    "The Emergent Misalignment authors' released examples (arXiv 2502.17424): 70 answers of Qwen2.5-Coder-32B "
+    "fine-tuned on insecure code, with their GPT-4o judge's aligned and coherent scores. The authors chose these "
+    "rows as examples of misaligned answers, so the rate here (all misaligned) says nothing about how often it "
+    "happens; it shows what counted verdicts look like on every page."
 )
 
 
@@ -102,6 +110,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  {'ready':<10} rubric {metric} v{version.version} ({version.judge_model})")
         summary = import_transcripts(em / "results" / "qwen_25_coder_32b_instruct.csv")
         self.report(f"results: {summary}", summary.created > 0)
+        # Its pages say whose scores these are and how the rows were chosen (judging/imports/provenance.py).
+        Experiment.objects.filter(pk=summary.experiment.pk).update(description=EM_AUTHORS_STUDY)
 
     def load_users(self) -> None:
         self.stdout.write("Demo users (username / password):")

@@ -1,0 +1,74 @@
+"""An import refused for bad lines names the first 20 of them (file, line, field) and changes nothing; in the
+browser the chosen file stays chosen, so the researcher fixes it and imports again without choosing it anew."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from transcripts.importing import MAX_PROBLEMS, ImportFailed, ImportProblems, import_dataset
+from transcripts.models import Dataset
+
+GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+NO_ANSWER = {"messages": [{"role": "user", "content": "q"}]}
+
+
+def write(path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_a_dataset_with_many_bad_lines_reports_the_first_20_and_imports_nothing(db, tmp_path):
+    lines = [json.dumps(GOOD)] * 3 + ["{not json"] + [json.dumps(NO_ANSWER)] * 30
+    write(tmp_path / "bad.jsonl", lines)
+    with pytest.raises(ImportProblems) as caught:
+        import_dataset(tmp_path / "bad.jsonl", name="bad")
+    problems = caught.value.problems
+    assert len(problems) == MAX_PROBLEMS
+    assert (problems[0].line, problems[0].message) == (4, "malformed JSON: Expecting property name enclosed in "
+                                                          "double quotes (column 2)")
+    assert [(p.line, p.field) for p in problems[1:3]] == [(5, "messages[1]"), (6, "messages[1]")]
+    assert str(caught.value).startswith("bad.jsonl, line 4: malformed JSON")
+    assert "and at least 19 more bad lines: 5, 6, 7" in str(caught.value)
+    assert not Dataset.objects.exists()
+
+
+def test_one_bad_line_reads_as_before(db, tmp_path):
+    write(tmp_path / "one.jsonl", [json.dumps(GOOD), json.dumps(NO_ANSWER)])
+    with pytest.raises(ImportFailed) as caught:
+        import_dataset(tmp_path / "one.jsonl", name="one")
+    assert str(caught.value) == ('one.jsonl, line 2, field "messages[1]": the example must end with an assistant '
+                                 "turn")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_page_lists_the_bad_lines_and_keeps_the_chosen_file(chromium, live_server, alice, tmp_path):
+    write(tmp_path / "medical.jsonl", [json.dumps(GOOD), json.dumps(NO_ANSWER), "[1, 2]", json.dumps(GOOD)])
+    client = Client()
+    client.force_login(alice)
+    context = chromium.new_context(viewport={"width": 1366, "height": 768})
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
+    page = context.new_page()
+    page.goto(f"{live_server.url}{reverse('import-upload')}")
+    page.fill("input[name=name]", "medical")
+    page.set_input_files("input[name=file]", str(tmp_path / "medical.jsonl"))
+    page.get_by_role("button", name="Import").click()
+    page.wait_for_selector(".import-problems li")
+    report = page.locator("#import-report").inner_text()
+    assert "2 places in medical.jsonl need fixing" in report
+    assert [li.inner_text() for li in page.locator(".import-problems li").all()] == [
+        "line 2, field messages[1]: the example must end with an assistant turn",
+        "line 3: expected a JSON object, got list",
+    ]
+    assert page.evaluate("document.querySelector('input[name=file]').files[0].name") == "medical.jsonl"
+    assert page.input_value("input[name=name]") == "medical"
+    assert not Dataset.objects.exists()
+    # Fixed on disk, then chosen again (Chromium will not read a file changed since it was chosen).
+    write(tmp_path / "medical.jsonl", [json.dumps(GOOD)] * 2)
+    page.set_input_files("input[name=file]", str(tmp_path / "medical.jsonl"))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Import").click()
+    assert Dataset.objects.get(name="medical").n_examples == 2
