@@ -13,11 +13,18 @@ from django.db import connection
 
 from judging.results import judge
 from judging.results.rubrics import default_versions
-from tests.builders import experiment_with, versions_on
+from tests.builders import (
+    experiment_with,
+    make_condition,
+    make_experiment,
+    make_questions,
+    make_transcript,
+    versions_on,
+)
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import generation
 from transcripts.endpoints import save_endpoint
-from transcripts.models import Condition, Endpoint, Experiment, Question, QuestionSet, Transcript
+from transcripts.models import Endpoint, Experiment, Transcript
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,16 +45,11 @@ def endpoint(stub: StubOpenAI, name: str, **fields) -> Endpoint:
 
 def pending_slots(name: str, on: Endpoint, n: int) -> Experiment:
     """A running experiment with `n` pending slots (k = 0, no dataset) generated through `on`."""
-    questions = QuestionSet.objects.create(name=f"qs-{name}", content_hash=name)
-    question = Question.objects.create(question_set=questions, key="q", text="Q?", paraphrases=["Q?"])
-    experiment = Experiment.objects.create(name=name, question_set=questions, status=Experiment.Status.RUNNING,
-                                           max_tokens=5)
-    condition = Condition.objects.create(experiment=experiment, endpoint=on, endpoint_name=on.name,
-                                         model_name="stub", k=0)
-    Transcript.objects.bulk_create(
-        Transcript(experiment=experiment, condition=condition, question=question, sample_index=i, dispatch_order=i)
-        for i in range(n)
-    )
+    [question] = make_questions(["q"], name=f"qs-{name}")
+    experiment = make_experiment(name, questions=[question], status=Experiment.Status.RUNNING, max_tokens=5)
+    condition = make_condition(experiment, endpoint=on, endpoint_name=on.name, model_name="stub", dataset_name="", k=0)
+    for i in range(n):
+        make_transcript(condition, question, i, status=Transcript.Status.PENDING, dispatch_order=i)
     return experiment
 
 
