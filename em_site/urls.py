@@ -13,7 +13,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Browsers ask for /favicon.ico on pages without the <link rel="icon"> of base.html (JSON, files).
     # An icon, not a page: no login (the static file it points at is served before authentication anyway).
-    path("favicon.ico", login_not_required(RedirectView.as_view(url=static("favicon.svg"), permanent=True))),
+    path("favicon.ico", login_not_required(RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
+         name="favicon"),
     path("api/", include("em_site.api_urls")),
     path("", include("transcripts.urls")),
     path("", include("judging.urls")),

@@ -5,8 +5,9 @@ import re
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-# Pages that must stay reachable without a login.
-PUBLIC = {"login", "api-token"}
+# What must stay reachable without a login: the login page, the token endpoint, and the icon a browser asks
+# for on the login page (a redirect to a static file, which is served before authentication anyway).
+PUBLIC = {"login", "api-token", "favicon"}
 
 
 def _walk(patterns, prefix=""):
