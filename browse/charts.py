@@ -207,6 +207,24 @@ def _panels(layout: dict, axis: str | None, panels: list, x_axis: dict, y_axis: 
     return refs
 
 
+def _rate_traces(tally: dict, panels: list, lines: list, refs: dict, name_of: Callable[[object], str],
+                 trace_of: Callable[[list, object], dict]) -> list[dict]:
+    """One plotly trace per (panel, line) of rates with their Wilson error bars, in panel then line order, each
+    line in the legend once; `trace_of(xs, line)` adds what the chart type draws (its x, type, colour, hover)."""
+    data, in_legend = [], set()
+    for (panel, line) in sorted(tally, key=lambda key: (panels.index(key[0]), lines.index(key[1]))):
+        xs, ys, plus, minus, texts = _rate_points(tally[(panel, line)])
+        name = name_of(line)
+        data.append({
+            "name": name, "legendgroup": name, "showlegend": name not in in_legend, "y": ys, "text": texts,
+            "xaxis": refs[panel][0], "yaxis": refs[panel][1],
+            "error_y": {"type": "data", "array": plus, "arrayminus": minus, "visible": True},
+            **trace_of(xs, line),
+        })
+        in_legend.add(name)
+    return data
+
+
 def _colours(lines: list) -> dict[object, str]:
     return {line: PALETTE[index % len(PALETTE)] for index, line in enumerate(lines)}
 
@@ -241,19 +259,12 @@ def misaligned_vs_k(queryset: QuerySet, request: ChartRequest = DEFAULT_REQUEST)
                    {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"})
     _say_pooled(layout, pooled)
     colours = _colours(lines)
-    data, in_legend = [], set()
-    for (panel, line) in sorted(tally, key=lambda key: (panels.index(key[0]), lines.index(key[1]))):
-        xs, ys, plus, minus, texts = _rate_points(tally[(panel, line)])
-        name = _label(options.colour, line)
-        data.append({
-            "type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": name,
-            "showlegend": name not in in_legend, "line": {"color": colours[line]},
-            "x": [k + 1 for k in xs] if log else xs, "customdata": xs, "y": ys, "text": texts,
-            "xaxis": refs[panel][0], "yaxis": refs[panel][1],
-            "error_y": {"type": "data", "array": plus, "arrayminus": minus, "visible": True},
-            "hovertemplate": "k=%{customdata}: %{y:.1%} (%{text})<extra>%{fullData.name}</extra>",
-        })
-        in_legend.add(name)
+    data = _rate_traces(tally, panels, lines, refs, lambda line: _label(options.colour, line),
+                        lambda xs, line: {
+                            "type": "scatter", "mode": "lines+markers", "line": {"color": colours[line]},
+                            "x": [k + 1 for k in xs] if log else xs, "customdata": xs,
+                            "hovertemplate": "k=%{customdata}: %{y:.1%} (%{text})<extra>%{fullData.name}</extra>",
+                        })
     return {"data": data, "layout": layout}
 
 
@@ -311,18 +322,12 @@ def misaligned_by_domain(queryset: QuerySet, request: ChartRequest = DEFAULT_REQ
                    {"title": {"text": "misaligned rate"}, "tickformat": ".0%", "rangemode": "tozero"})
     _say_pooled(layout, pooled)
     colours = _colours(lines)
-    data, in_legend = [], set()
-    for (panel, line) in sorted(tally, key=lambda key: (panels.index(key[0]), lines.index(key[1]))):
-        xs, ys, plus, minus, texts = _rate_points(tally[(panel, line)])
-        name = _label(options.colour, line) if options.colour else "misaligned"
-        data.append({
-            "type": "bar", "x": xs, "y": ys, "text": texts, "textposition": "none", "name": name,
-            "legendgroup": name, "showlegend": name not in in_legend, "marker": {"color": colours[line]},
-            "xaxis": refs[panel][0], "yaxis": refs[panel][1],
-            "error_y": {"type": "data", "array": plus, "arrayminus": minus, "visible": True},
-            "hovertemplate": "%{x}: %{y:.1%} (%{text})<extra>%{fullData.name}</extra>",
-        })
-        in_legend.add(name)
+    data = _rate_traces(tally, panels, lines, refs,
+                        lambda line: _label(options.colour, line) if options.colour else "misaligned",
+                        lambda xs, line: {
+                            "type": "bar", "x": xs, "textposition": "none", "marker": {"color": colours[line]},
+                            "hovertemplate": "%{x}: %{y:.1%} (%{text})<extra>%{fullData.name}</extra>",
+                        })
     return {"data": data, "layout": layout}
 
 
