@@ -127,7 +127,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 elif env.int("DATABASE_POOL_SIZE", default=0):
     # A worker with hundreds of threads: each thread gives its connection back while it waits on a model
-    # server (transcripts/engine.py), so a small pool serves them all (PostgreSQL allows 100 by default).
+    # server (transcripts/engine/), so a small pool serves them all (PostgreSQL allows 100 by default).
     DATABASES["default"]["OPTIONS"] = {
         "pool": {"min_size": 2, "max_size": env.int("DATABASE_POOL_SIZE"), "timeout": 120},
     }
@@ -300,7 +300,7 @@ GENERATION_BACKOFF_SECONDS = env.float("GENERATION_BACKOFF_SECONDS", default=2.0
 GENERATION_BACKOFF_MAX_SECONDS = env.float("GENERATION_BACKOFF_MAX_SECONDS", default=120.0)
 # A work message keeps claiming slots of its endpoint for at most this long, then hands over to a new one.
 GENERATION_MESSAGE_BUDGET_SECONDS = env.float("GENERATION_MESSAGE_BUDGET_SECONDS", default=600.0)
-# The call engine (transcripts/engine.py): requests one worker process keeps in flight at most, over every
+# The call engine (transcripts/engine/): requests one worker process keeps in flight at most, over every
 # endpoint (a server allowing more gets one work message per this many places, so more processes share it),
 # and how long a driver gathers finished rows into one recording transaction while others are about to finish.
 ENGINE_MAX_IN_FLIGHT = env.int("ENGINE_MAX_IN_FLIGHT", default=1000)

@@ -6,5 +6,5 @@ class TranscriptsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers generation as a job of the call engine (transcripts/engine.py) in every process.
+        # Registers generation as a job of the call engine (transcripts/engine/) in every process.
         from . import generation  # noqa: F401

@@ -1,4 +1,4 @@
-"""Generation: the call engine's first job (transcripts/engine.py). A transcript slot is claimed in
+"""Generation: the call engine's first job (transcripts/engine/). A transcript slot is claimed in
 prefix-grouped `dispatch_order`, its prompt rebuilt from its inputs, sent as a chat request, and the reasoning
 and answer recorded; `transcripts_finished` is sent for each recorded batch once it has committed."""
 

@@ -208,7 +208,7 @@ class Endpoint(models.Model):
 class AccountPace(models.Model):
     """The requests- and tokens-per-minute state of one provider account (Endpoint.account), shared by every
     worker process: the moment (Unix time) from which each limit's capacity is still unreserved. Processes
-    reserve capacity from it in chunks of time and pace their own requests inside them (transcripts/engine.py)."""
+    reserve capacity from it in chunks of time and pace their own requests inside them (transcripts/engine/)."""
 
     account = models.CharField(max_length=700, unique=True)
     requests_free_at = models.FloatField(default=0)
@@ -293,7 +293,7 @@ class Condition(models.Model):
 
 
 class LeasedWork(models.Model):
-    """What a worker claims with a lease and finishes exactly once (transcripts/engine.py): a transcript slot
+    """What a worker claims with a lease and finishes exactly once (transcripts/engine/): a transcript slot
     or a judge score. The call's provenance lives here too: what the server said it was and what it cost."""
 
     attempts = models.PositiveIntegerField(default=0)

@@ -1,6 +1,6 @@
 """Judging: ask a rubric version's endpoint about one transcript and record the verdict, exactly once.
 
-Judging is the call engine's second job (transcripts/engine.py: claims, leases, server-wide limits, retries,
+Judging is the call engine's second job (transcripts/engine/: claims, leases, server-wide limits, retries,
 exactly-once recording, reconcile are all there). One JudgeScore row per (transcript, rubric version) is the
 unit of work (unique in the database); rows are created `pending` by `enqueue`. This module says what to ask
 and how to record it.

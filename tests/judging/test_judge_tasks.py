@@ -169,8 +169,8 @@ def test_judging_and_generation_share_a_one_at_a_time_server_by_time(db):
     # A turn once taken lasts TURN_SECONDS × share (60 s for generation), so a re-read example prefix serves
     # many rows: a generation driver 10 s into its turn keeps it, one 61 s in hands it over.
     now_monotonic = time.monotonic()
-    assert engine._my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 10)
-    assert not engine._my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 61)
+    assert engine.claims.my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 10)
+    assert not engine.claims.my_turn(generation.GENERATION, generation_row, turn_started=now_monotonic - 61)
     claim = judge.claim_next(judge_row.pk)
     assert claim is not None
     # A 6 s verdict: judging has used 6 s of its share 1, generation 10 s of its share 2 (5 each).

@@ -137,13 +137,13 @@ def test_a_slow_recording_does_not_hold_the_next_request(monkeypatch):
     """Claiming and recording overlap: an answer frees its place at once and the next request starts while
     that answer is still being written (a one-place server, each recording taking 0.6 s). The place stays
     one: the stub never sees two requests at once."""
-    record_step = engine._record_step
+    record_step = engine.driver.record_step
 
     def slow_record_step(*args):
         time.sleep(0.6)
         return record_step(*args)
 
-    monkeypatch.setattr(engine, "_record_step", slow_record_step)
+    monkeypatch.setattr(engine.driver, "record_step", slow_record_step)
     with StubOpenAI() as stub:
         experiment = running_experiment(stub.base_url, questions=4, endpoint={"max_concurrency": 1})
         slots = generate(experiment)
@@ -159,11 +159,11 @@ def test_a_claim_counts_the_places_of_answers_not_yet_recorded_as_free():
     experiment = running_experiment("http://127.0.0.1:9/v1", questions=3, endpoint={"max_concurrency": 2})
     endpoint = experiment.conditions.get().endpoint
     job = generation.GENERATION
-    first = engine._claim_step(job, endpoint, 2, []).rows
+    first = engine.claims.claim_step(job, endpoint, 2, []).rows
     assert len(first) == 2
-    assert engine._claim_step(job, endpoint, 1, []).rows == []  # both places taken
+    assert engine.claims.claim_step(job, endpoint, 1, []).rows == []  # both places taken
     stale = [(first[0].pk, uuid.UUID(int=0))]  # the right row, another claim
-    assert engine._claim_step(job, endpoint, 1, stale).rows == []
+    assert engine.claims.claim_step(job, endpoint, 1, stale).rows == []
     answered = [(first[0].pk, first[0].claim_token)]
-    again = engine._claim_step(job, endpoint, 2, answered).rows
+    again = engine.claims.claim_step(job, endpoint, 2, answered).rows
     assert len(again) == 1 and again[0].pk not in {row.pk for row in first}

@@ -1,0 +1,129 @@
+"""The HTTP requests of one row (`Calls`), and the worker process's event loop with its `openai` clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httpx2
+import openai
+from django.conf import settings
+
+from ..models import Endpoint
+from .failures import retry_after
+from .jobs import Usage
+from .limits import Account, Db, estimated_tokens
+
+if TYPE_CHECKING:
+    from .driver import Driver
+
+CONNECTIONS_PER_CLIENT = 50  # requests in flight per HTTP connection pool (see Process.client)
+
+
+class Calls:
+    """The HTTP requests made for one row: each waits for the account's limits, is sent with the process's
+    client for the endpoint, has its rate-limit headers read, and adds to the row's usage."""
+
+    def __init__(self, process: Process, endpoint: Endpoint, account: Account, db: Db,
+                 on_start: Callable[[], None] = lambda: None, on_rate_limited: Callable[[], None] = lambda: None):
+        self.endpoint, self.usage = endpoint, Usage()
+        self._process, self._account, self._db = process, account, db
+        self._on_start, self._on_rate_limited = on_start, on_rate_limited
+
+    async def chat(self, **request):
+        """`chat.completions.create` with the endpoint's model."""
+        return await self._send(lambda client: client.chat.completions.with_raw_response.create, request)
+
+    async def completion(self, **request):
+        """`completions.create` (raw text continuation) with the endpoint's model."""
+        return await self._send(lambda client: client.completions.with_raw_response.create, request)
+
+    async def _send(self, method, request: dict):
+        client = self._process.client(self.endpoint)
+        tokens = estimated_tokens(request)
+        await self._account.permit(tokens, self._db)
+        self._on_start()
+        account = self._account
+        account.in_flight += 1
+        account.in_flight_tokens += tokens
+        try:
+            try:
+                raw = await method(client)(model=self.endpoint.model, **request)
+            finally:
+                account.in_flight -= 1
+                account.in_flight_tokens -= tokens
+        except openai.APIStatusError as exc:
+            account.observe(exc.response.headers)
+            if exc.status_code == 429:
+                self._on_rate_limited()
+                account.hold(retry_after(exc.response) or 0.0)
+            raise
+        account.observe(raw.headers)
+        completion = raw.parse()
+        self.usage.add(completion)
+        return completion
+
+
+class Process:
+    """The event loop of this worker process (a daemon thread), with what it shares between drivers: one
+    `openai` client per endpoint configuration, the accounts' limits, the running drivers."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.clients: dict[tuple, list[openai.AsyncOpenAI]] = {}
+        self.turn = 0  # which of an endpoint's clients takes the next request
+        self.tls: ssl.SSLContext | None = None
+        self.accounts: dict[str, Account] = {}
+        self.drivers: dict[tuple[str, int], Driver] = {}
+        self.active = 0  # requests not over, of every driver of this process
+        self.lock = threading.Lock()
+        threading.Thread(target=self.loop.run_forever, daemon=True, name="call-engine").start()
+
+    def client(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
+        """A client (and connection pool) for an endpoint configuration, in turn: one per
+        CONNECTIONS_PER_CLIENT of the places this process may fill, because the HTTP pool looks at each of its
+        connections whenever it places a request or gets one back (one pool of 500 cost a fifth of the loop's
+        time at 500 in flight). Retries are ours (max_retries=0): they renew the lease and respect the
+        account's limits. Redirects are not followed: a server must not send our key on to another host. The
+        pools are unbounded: the engine bounds what is in flight."""
+        api_key = endpoint.read_api_key()
+        clients = self.clients.setdefault((endpoint.base_url, api_key, endpoint.timeout_seconds), [])
+        places = min(endpoint.max_concurrency, settings.ENGINE_MAX_IN_FLIGHT)
+        while len(clients) < -(-places // CONNECTIONS_PER_CLIENT):
+            clients.append(openai.AsyncOpenAI(
+                base_url=endpoint.base_url, api_key=api_key, timeout=endpoint.timeout_seconds, max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(
+                    follow_redirects=False, verify=self._tls(),
+                    limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None),
+                ),
+            ))
+        self.turn += 1
+        return clients[self.turn % len(clients)]
+
+    def _tls(self) -> ssl.SSLContext:
+        """One TLS context for every client of the process (each takes ~40 ms to build, on the loop)."""
+        if self.tls is None:
+            self.tls = httpx2.create_ssl_context()
+        return self.tls
+
+    def account(self, endpoint: Endpoint, limits: tuple[int | None, int | None]) -> Account:
+        account = self.accounts.setdefault(endpoint.account, Account(endpoint.account))
+        account.configure(*limits)
+        return account
+
+
+_process_lock = threading.Lock()
+_current: Process | None = None
+
+
+def the_process() -> Process:
+    global _current
+    with _process_lock:
+        if _current is None or _current.pid != os.getpid():  # none yet, or a forked child's copy
+            _current = Process()
+        return _current

@@ -1,0 +1,153 @@
+"""Limits per provider account (server + key variable): requests and tokens per minute paced across every
+process, and the provider's rate-limit headers read to slow down before a 429."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.db import transaction
+
+from .. import prompting
+from ..models import AccountPace, Endpoint
+
+PACE_CHUNK_SECONDS = 1.0  # how much of an account's time a process reserves at once (at least one request's)
+
+
+Db = Callable[..., Awaitable[Any]]  # runs a function on the driver's home thread: `await db(fn, *args)`
+
+
+def _reserve(account: str, resource: str, seconds: float) -> tuple[float, float]:
+    """Reserve `seconds` of the account's `resource` ("requests" or "tokens") capacity: the span from the
+    moment nothing is reserved any more (or now). Every process reserves from the same row."""
+    column = f"{resource}_free_at"
+    with transaction.atomic():
+        pace, _ = AccountPace.objects.select_for_update().get_or_create(account=account)
+        start = max(time.time(), getattr(pace, column))
+        AccountPace.objects.filter(pk=pace.pk).update(**{column: start + seconds})
+    return start, start + seconds
+
+
+class _Pacer:
+    """One limit of one account (per minute) as this process sees it: spans of the account's time reserved in
+    the database, spent locally one request at a time (a request of n units takes n × 60 / limit seconds)."""
+
+    def __init__(self, account: str, resource: str, per_minute: int):
+        self.account, self.resource, self.per_minute = account, resource, per_minute
+        self.spacing = 60 / per_minute
+        self.spans: list[list[float]] = []
+        self.lock = asyncio.Lock()
+
+    async def take(self, units: float, db: Db) -> float:
+        """The moment a request of `units` may start."""
+        need = units * self.spacing
+        async with self.lock:
+            start = None
+            while need > 1e-9:
+                if not self.spans:
+                    seconds = max(need, PACE_CHUNK_SECONDS)
+                    self.spans.append(list(await db(_reserve, self.account, self.resource, seconds)))
+                span = self.spans[0]
+                span[0] = max(span[0], time.time())  # time that passed unused is not saved up for a burst
+                if span[0] >= span[1]:
+                    self.spans.pop(0)
+                    continue
+                start = span[0] if start is None else start
+                used = min(need, span[1] - span[0])
+                span[0] += used
+                need -= used
+            return start if start is not None else time.time()
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
+_UNIT_SECONDS = {"ms": 0.001, "h": 3600, "m": 60, "s": 1, None: 1}
+
+
+def _duration(value: str | None) -> float | None:
+    """OpenAI's reset headers: "1s", "6m0s", "59.32s", "20ms" (or plain seconds)."""
+    if not value:
+        return None
+    parts = _DURATION.findall(value.strip())
+    if not parts:
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit or None] for number, unit in parts)
+
+
+def _count(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class Account:
+    """What this process knows of one provider account's limits: its pacers, the requests and (estimated)
+    tokens it has in flight there, and until when the provider's headers say to hold new requests."""
+
+    def __init__(self, account: str):
+        self.account = account
+        self.requests: _Pacer | None = None
+        self.tokens: _Pacer | None = None
+        self.hold_until = 0.0
+        self.in_flight = 0
+        self.in_flight_tokens = 0
+
+    def configure(self, requests_per_minute: int | None, tokens_per_minute: int | None) -> None:
+        if (self.requests and self.requests.per_minute) != requests_per_minute:
+            self.requests = _Pacer(self.account, "requests", requests_per_minute) if requests_per_minute else None
+        if (self.tokens and self.tokens.per_minute) != tokens_per_minute:
+            self.tokens = _Pacer(self.account, "tokens", tokens_per_minute) if tokens_per_minute else None
+
+    async def permit(self, tokens: int, db: Db) -> None:
+        """Wait until a request of about `tokens` tokens may start."""
+        while True:
+            if self.hold_until > time.time():
+                await asyncio.sleep(self.hold_until - time.time())
+            start = time.time()
+            if self.requests:
+                start = max(start, await self.requests.take(1, db))
+            if self.tokens:
+                start = max(start, await self.tokens.take(tokens, db))
+            if start > time.time():
+                await asyncio.sleep(start - time.time())
+            if self.hold_until <= time.time():  # else a reply meanwhile said to wait: wait, then take anew
+                return
+
+    def hold(self, seconds: float) -> None:
+        self.hold_until = max(self.hold_until, time.time() + seconds)
+
+    def observe(self, headers) -> None:
+        """Slow down before a 429: when what the provider says remains would not cover what is already in
+        flight, hold new requests until its window resets."""
+        remaining, reset = _count(headers.get("x-ratelimit-remaining-requests")), \
+            _duration(headers.get("x-ratelimit-reset-requests"))
+        if remaining is not None and reset and remaining <= self.in_flight:
+            self.hold(reset)
+        remaining, reset = _count(headers.get("x-ratelimit-remaining-tokens")), \
+            _duration(headers.get("x-ratelimit-reset-tokens"))
+        if remaining is not None and reset and remaining <= self.in_flight_tokens:
+            self.hold(reset)
+
+
+def account_limits(endpoint: Endpoint) -> tuple[int | None, int | None]:
+    """The account's limits: the strictest of the current versions of every endpoint on it (this one's own when
+    none is current), so two names on one key cannot each spend the whole allowance."""
+    rows = Endpoint.objects.filter(base_url=endpoint.base_url, api_key_env=endpoint.api_key_env, is_current=True)
+    figures = list(rows.values_list("requests_per_minute", "tokens_per_minute")) or [
+        (endpoint.requests_per_minute, endpoint.tokens_per_minute)
+    ]
+    requests = [r for r, _ in figures if r]
+    tokens = [t for _, t in figures if t]
+    return (min(requests) if requests else None), (min(tokens) if tokens else None)
+
+
+def estimated_tokens(request: dict) -> int:
+    """Prompt + completion tokens a request may use, as the tokens-per-minute limit counts it."""
+    if "messages" in request:
+        prompt = prompting.estimate_tokens(request["messages"])
+    else:
+        prompt = len(request.get("prompt", "")) // prompting.CHARS_PER_TOKEN
+    return prompt + (request.get("max_tokens") or 0)

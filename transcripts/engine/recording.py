@@ -1,0 +1,153 @@
+"""Recording answers (on the driver's recording thread): each row written once, under its claim token, with
+its cost charged to its experiment."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from ..experiments.status import cancel
+from ..models import Endpoint, Experiment, LeasedWork
+from .failures import ERROR_TEXT_LIMIT, Failure
+from .jobs import DONE, FAILED, RUNNING, Answer, Job, attribute_of, lease_length, reset
+
+
+@dataclass
+class Outcome:
+    """What became of one held row, recorded at the driver's next step."""
+
+    row: LeasedWork
+    kind: str  # "done", "failed", "give_back" or "renew"
+    answer: Answer | None = None
+    latency_ms: int = 0
+    failure: Failure | None = None
+    attempts: int = 0
+    delay: float = 0.0  # renew: the backoff the new lease must cover
+    kept: asyncio.Future | None = None  # renew: set to whether the claim was still held
+
+
+USAGE_FIELDS = ("served_model", "system_fingerprint", "prompt_tokens", "completion_tokens")
+
+
+def _record(job: Job, endpoint: Endpoint, outcomes: list[Outcome], rate_limited: Counter,
+            heartbeat: list[LeasedWork]) -> tuple[set[int], set[int]]:
+    """Write the outcomes of rows whose claim still holds, charge their cost, count 429s and renew the leases
+    of rows still held. Returns (ids recorded done or failed, ids renewed). Caller is inside a transaction."""
+    now = timezone.now()
+    lease = lease_length(endpoint)
+    if outcomes:
+        held = {(o.row.pk, o.row.claim_token) for o in outcomes}
+        locked = job.model.objects.select_for_update().filter(
+            pk__in=[pk for pk, _ in held], claim_token__in={token for _, token in held}, status=RUNNING,
+        ).values_list("pk", "claim_token")
+        still = {pk for pk, token in locked if (pk, token) in held}
+    else:
+        still = set()
+    mine = [o for o in outcomes if o.row.pk in still]
+    done = [o for o in mine if o.kind == "done"]
+    _update_each(job.model, [
+        {**o.answer.fields, **{name: getattr(o.answer.usage, name) for name in USAGE_FIELDS}, "pk": o.row.pk,
+         "latency_ms": o.latency_ms, "status": DONE, "error_kind": "", "error": "", "lease_until": None,
+         "finished_at": now}
+        for o in done
+    ])
+    failed = [o for o in mine if o.kind == "failed"]
+    _update_each(job.model, [
+        {"pk": o.row.pk, "status": FAILED, "error_kind": o.failure.kind, "lease_until": None, "finished_at": now,
+         "error": ((f"gave up after {o.attempts} attempts: " if o.failure.retryable else "")
+                   + o.failure.message)[:ERROR_TEXT_LIMIT + 100]}
+        for o in failed
+    ])
+    given_back = [o.row.pk for o in mine if o.kind == "give_back"]
+    if given_back:
+        reset(job.model.objects.filter(pk__in=given_back))
+    renewed = set()
+    for o in mine:
+        if o.kind == "renew":
+            job.model.objects.filter(pk=o.row.pk).update(
+                lease_until=now + lease + timedelta(seconds=o.delay), attempts=F("attempts") + 1
+            )
+            renewed.add(o.row.pk)
+    if heartbeat:
+        job.model.objects.filter(
+            pk__in=[row.pk for row in heartbeat], claim_token__in={row.claim_token for row in heartbeat},
+            status=RUNNING,
+        ).update(lease_until=Greatest(F("lease_until"), now + lease))
+    _charge(job, endpoint, done, rate_limited)
+    if done:
+        job.recorded([o.row.pk for o in done])
+    return {o.row.pk for o in done + failed}, renewed
+
+
+def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
+    """Write each row's own values (dicts of field name → value with the same names, and "pk"): on PostgreSQL
+    one `UPDATE … FROM unnest(…)` with one array parameter per column, elsewhere one UPDATE per row (SQLite
+    serialises writers anyway). Not `bulk_update` (its CASE per field and row cost ~0.5 s of Python for 50
+    rows) nor a VALUES list (the driver parses a parameter per row and field: 0.2 s for 500 rows)."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        for row in rows:
+            values = dict(row)
+            model.objects.filter(pk=values.pop("pk")).update(**values)
+        return
+    fields = [model._meta.get_field(name) for name in rows[0] if name != "pk"]
+    instances = [model(**row) for row in rows]
+    params = [[row["pk"] for row in rows]] + [
+        [field.get_db_prep_save(getattr(instance, field.attname), connection) for instance in instances]
+        for field in fields
+    ]
+    arrays = ", ".join(["%s::bigint[]", *(f"%s::{field.cast_db_type(connection)}[]" for field in fields)])
+    quote = connection.ops.quote_name
+    columns = [quote(field.column) for field in fields]
+    # S608: the text holds only the model's quoted table and column names; every value is a parameter.
+    assignments = ", ".join(f"{c} = v.{c}" for c in columns)
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} "  # noqa: S608
+        f"FROM unnest({arrays}) AS v(id, {', '.join(columns)}) WHERE t.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _charge(job: Job, endpoint: Endpoint, done: list[Outcome], rate_limited: Counter) -> None:
+    """Add the step's cost and 429s to each experiment (one UPDATE each); stop an experiment once its budget is
+    reached."""
+    costs: dict[int, Decimal] = defaultdict(Decimal)
+    for o in done:
+        usage = o.answer.usage
+        costs[attribute_of(o.row, job.experiment_field)] += endpoint.cost(usage.prompt_tokens or 0,
+                                                                        usage.completion_tokens or 0)
+    for experiment_id in sorted({*(pk for pk, cost in costs.items() if cost), *rate_limited}):
+        cost = costs.get(experiment_id, Decimal(0))
+        Experiment.objects.filter(pk=experiment_id).update(
+            spent_usd=F("spent_usd") + cost, rate_limited=F("rate_limited") + rate_limited.get(experiment_id, 0)
+        )
+        if cost:
+            _stop_if_over_budget(experiment_id)
+
+
+def _stop_if_over_budget(experiment_id: int) -> None:
+    over = Experiment.objects.filter(pk=experiment_id, budget_usd__isnull=False, spent_usd__gte=F("budget_usd"))
+    experiment = over.filter(status=Experiment.Status.RUNNING).first()
+    if experiment is not None:
+        cancel(experiment)
+        Experiment.objects.filter(pk=experiment_id).update(
+            stop_reason=f"Budget of ${experiment.budget_usd:.2f} reached (spent ${experiment.spent_usd:.4f}); "
+            "no more requests are sent. Raise the budget and resume to continue."
+        )
+
+
+def record_step(job: Job, endpoint: Endpoint, outcomes: list[Outcome], rate_limited: Counter,
+                 heartbeat: list[LeasedWork]) -> tuple[set[int], set[int]]:
+    """A driver's recording, in its own transaction (see `_record`)."""
+    with transaction.atomic():
+        return _record(job, endpoint, outcomes, rate_limited, heartbeat)
