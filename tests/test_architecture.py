@@ -18,7 +18,7 @@ CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlin
 
 # One planted violation per contract: (module that gets the line, the offending import).
 PLANTS = {
-    "layers": ("transcripts/models.py", "import judging.verdicts"),
+    "layers": ("transcripts/models/transcripts.py", "import judging.verdicts"),
     "experiments-one-way": ("transcripts/generation.py", "import transcripts.experiments.actions"),
     "pure-statistics": ("analysis/paired.py", "import django.db"),
 }
