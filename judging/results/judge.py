@@ -96,7 +96,7 @@ class Caller:
             if prefix in seen:
                 return seen[prefix]
             completion = await self.calls.completion(
-                prompt=rendered + prefix, max_tokens=1, logprobs=20, **REQUEST, extra_body={"min_tokens": 1},
+                prompt=rendered + prefix, max_tokens=1, logprobs=20, min_tokens=1, **REQUEST,
             )
             logprobs = engine.first_choice(completion).logprobs
             if logprobs is None or not logprobs.top_logprobs:

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 import httpx2
 import openai
 from django.conf import settings
+from openai.types import Completion
+from openai.types.chat import ChatCompletion
 
 from ..models import Endpoint
-from .failures import retry_after
+from .failures import MalformedReply, retry_after
 from .jobs import Usage
 from .limits import Account, Db, estimated_tokens
 
@@ -34,15 +36,20 @@ class Calls:
         self._process, self._account, self._db = process, account, db
         self._on_start, self._on_rate_limited = on_start, on_rate_limited
 
-    async def chat(self, **request):
-        """`chat.completions.create` with the endpoint's model."""
-        return await self._send(lambda client: client.chat.completions.with_raw_response.create, request)
+    async def chat(self, **request) -> ChatCompletion:
+        """A chat completion (`/chat/completions`) from the endpoint's model."""
+        return await self._send("/chat/completions", ChatCompletion, request)
 
-    async def completion(self, **request):
-        """`completions.create` (raw text continuation) with the endpoint's model."""
-        return await self._send(lambda client: client.completions.with_raw_response.create, request)
+    async def completion(self, **request) -> Completion:
+        """A raw text continuation (`/completions`) from the endpoint's model."""
+        return await self._send("/completions", Completion, request)
 
-    async def _send(self, method, request: dict):
+    async def _send(self, path: str, reply_type: type[ChatCompletion | Completion], request: dict):
+        """POST the request as it is, with the client's documented `post` for a path: the typed `create` methods
+        first walk every message through the SDK's parameter transform (resolving a union of TypedDicts per
+        message), which cost a third of the event loop's time at 500 in flight with k = 2 and grows with the
+        messages: k = 256 sends over 500 of them. Our requests are plain JSON already. Status errors are the
+        client's own (`openai.APIStatusError` and its kinds); the reply is built with the SDK's own types."""
         client = self._process.client(self.endpoint)
         tokens = estimated_tokens(request)
         await self._account.permit(tokens, self._db)
@@ -52,7 +59,8 @@ class Calls:
         account.in_flight_tokens += tokens
         try:
             try:
-                raw = await method(client)(model=self.endpoint.model, **request)
+                response = await client.post(path, cast_to=httpx2.Response,
+                                             body={"model": self.endpoint.model, **request})
             finally:
                 account.in_flight -= 1
                 account.in_flight_tokens -= tokens
@@ -62,8 +70,14 @@ class Calls:
                 self._on_rate_limited()
                 account.hold(retry_after(exc.response) or 0.0)
             raise
-        account.observe(raw.headers)
-        completion = raw.parse()
+        account.observe(response.headers)
+        try:
+            reply = response.json()
+        except ValueError as exc:
+            raise MalformedReply(f"the reply is not JSON: {response.text[:300]!r}") from exc
+        if not isinstance(reply, dict):
+            raise MalformedReply(f"the reply is not a JSON object: {response.text[:300]!r}")
+        completion = reply_type.construct(**reply)
         self.usage.add(completion)
         return completion
 
