@@ -47,6 +47,7 @@ django.setup()
 import httpx2  # noqa: E402
 import openai  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from openai.types.chat import ChatCompletion  # noqa: E402
 
 from em_site.celery import app  # noqa: E402
 from judging.models import JudgeScore  # noqa: E402
@@ -97,8 +98,10 @@ def stub_alone(base_url: str) -> float:
         queue = iter(range(SLOTS))
 
         async def lane(client: openai.AsyncOpenAI) -> None:
-            for n in queue:
-                await client.chat.completions.create(model="stub", messages=[{"role": "user", "content": f"Q{n}"}])
+            for n in queue:  # the request and reply handling of the engine's Calls._send, without the engine
+                response = await client.post("/chat/completions", cast_to=httpx2.Response, body={
+                    "model": "stub", "messages": [{"role": "user", "content": f"Q{n}"}]})
+                ChatCompletion.model_validate(response.json())
 
         started = time.monotonic()
         await asyncio.gather(*(lane(clients[i % len(clients)]) for i in range(CONCURRENCY)))
@@ -165,6 +168,7 @@ def main() -> None:
             time.sleep(1)
             queries_before, cpu_before = queries(count_files), cpu_seconds(workers)
             started = time.monotonic()
+            stub.times.clear()
             launch(experiment)
             while Transcript.objects.filter(experiment=experiment, status="done").count() < total:
                 time.sleep(0.05)
@@ -181,8 +185,12 @@ def main() -> None:
           f"load average at start {load:.1f}")
     print(f"stub alone: {alone:.2f} s   ratio: {alone / ideal:.3f}   peak in flight {stub_peak}")
     print(f"peak requests in flight at the stub: {stub.max_in_flight}")
-    print(f"wall time: {wall:.2f} s   ideal: {ideal:.2f} s   ratio: {wall / ideal:.3f}")
+    print(f"wall time: {wall:.2f} s   ideal: {ideal:.2f} s   ratio: {wall / ideal:.3f}   "
+          f"against the stub alone: {wall / alone:.3f}")
     print(f"SQL statements in the workers: {counted}  ({counted / total:.2f} per slot)")
+    arrivals = sorted(stub.times)
+    seconds = [sum(1 for a in arrivals if start <= a - arrivals[0] < start + 1) for start in range(math.ceil(wall))]
+    print(f"requests started per second of the run: {seconds}")
     print(f"CPU time of the workers: {cpu:.1f} s  ({cpu / total * 1000:.2f} ms per slot; "
           f"{cpu / wall:.2f} cores over the run)")
 

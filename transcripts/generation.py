@@ -80,18 +80,18 @@ class Generation(engine.Job):
             usage=calls.usage,
         )
 
-    def recorded(self, row_ids: list[int]) -> None:
+    def recorded(self, rows: list[Transcript]) -> None:
         # In the transaction that marked them done: the transcripts join their groups' verdict counts.
-        aggregates.refresh_groups(aggregates.groups_of(Transcript.objects.filter(pk__in=row_ids)))
-        transaction.on_commit(lambda: self._announce(row_ids))
+        aggregates.refresh_groups({(row.condition_id, row.question_id) for row in rows})
+        transaction.on_commit(lambda: self._announce(rows))
 
     @staticmethod
-    def _announce(row_ids: list[int]) -> None:
-        transcripts = list(Transcript.objects.select_related("condition", "question", "experiment")
-                           .filter(pk__in=row_ids).order_by("pk"))
+    def _announce(transcripts: list[Transcript]) -> None:
+        transcripts = sorted(transcripts, key=lambda transcript: transcript.pk)
         for receiver, result in transcripts_finished.send_robust(sender=Transcript, transcripts=transcripts):
             if isinstance(result, Exception):
-                log.error("transcripts_finished receiver %r failed for %s: %s", receiver, row_ids, result)
+                log.error("transcripts_finished receiver %r failed for %s: %s", receiver,
+                          [transcript.pk for transcript in transcripts], result)
 
     def send(self, endpoint_id: int) -> None:
         current_app.send_task(GENERATE_TASK, args=[endpoint_id])

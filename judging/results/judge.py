@@ -237,12 +237,12 @@ class Judging(engine.Job):
             usage=calls.usage,
         )
 
-    def recorded(self, row_ids: list[int]) -> None:
+    def recorded(self, rows: list[JudgeScore]) -> None:
         # In the verdicts' own transaction: the refresh locks the transcript rows first and then reads (each
         # statement a fresh snapshot under READ COMMITTED), so of two judges finishing together the later
         # refresh waits for the earlier commit and sees both verdicts; verdicts and cache commit together.
         by_experiment: dict[int, set[int]] = {}
-        for experiment_id, transcript_id in JudgeScore.objects.filter(pk__in=row_ids).values_list(
+        for experiment_id, transcript_id in JudgeScore.objects.filter(pk__in=[row.pk for row in rows]).values_list(
             "transcript__experiment_id", "transcript_id"
         ):
             by_experiment.setdefault(experiment_id, set()).add(transcript_id)

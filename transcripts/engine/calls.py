@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx2
 import openai
+import pydantic
 from django.conf import settings
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
@@ -49,7 +50,7 @@ class Calls:
         first walk every message through the SDK's parameter transform (resolving a union of TypedDicts per
         message), which cost a third of the event loop's time at 500 in flight with k = 2 and grows with the
         messages: k = 256 sends over 500 of them. Our requests are plain JSON already. Status errors are the
-        client's own (`openai.APIStatusError` and its kinds); the reply is built with the SDK's own types."""
+        client's own (`openai.APIStatusError` and its kinds); the reply is built as the SDK's own types."""
         client = self._process.client(self.endpoint)
         tokens = estimated_tokens(request)
         await self._account.permit(tokens, self._db)
@@ -77,7 +78,12 @@ class Calls:
             raise MalformedReply(f"the reply is not JSON: {response.text[:300]!r}") from exc
         if not isinstance(reply, dict):
             raise MalformedReply(f"the reply is not a JSON object: {response.text[:300]!r}")
-        completion = reply_type.construct(**reply)
+        try:
+            # pydantic-core validates a reply in microseconds; the SDK's lenient `construct` (what its own
+            # `create` uses, so a provider's unexpected value is kept, not refused) takes ~20 times longer.
+            completion = reply_type.model_validate(reply)
+        except pydantic.ValidationError:
+            completion = reply_type.construct(**reply)
         self.usage.add(completion)
         return completion
 

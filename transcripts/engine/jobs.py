@@ -81,8 +81,9 @@ class Job:
     async def ask(self, calls: Calls, row: LeasedWork) -> Answer:
         raise NotImplementedError
 
-    def recorded(self, row_ids: list[int]) -> None:
-        """Called inside the transaction that recorded these rows done (defer with on_commit what must wait)."""
+    def recorded(self, rows: list[LeasedWork]) -> None:
+        """Called inside the transaction that recorded these rows done, with the rows as claimed (their `related`
+        loaded) and the written fields set (defer with on_commit what must wait)."""
 
     def send(self, endpoint_id: int) -> None:
         """Send one work message for the endpoint (the job's Celery task)."""

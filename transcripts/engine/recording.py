@@ -53,12 +53,13 @@ def _record(job: Job, endpoint: Endpoint, outcomes: list[Outcome], rate_limited:
         still = set()
     mine = [o for o in outcomes if o.row.pk in still]
     done = [o for o in mine if o.kind == "done"]
-    _update_each(job.model, [
-        {**o.answer.fields, **{name: getattr(o.answer.usage, name) for name in USAGE_FIELDS}, "pk": o.row.pk,
-         "latency_ms": o.latency_ms, "status": DONE, "error_kind": "", "error": "", "lease_until": None,
-         "finished_at": now}
+    values_done = {
+        o.row.pk: {**o.answer.fields, **{name: getattr(o.answer.usage, name) for name in USAGE_FIELDS},
+                   "latency_ms": o.latency_ms, "status": DONE, "error_kind": "", "error": "", "lease_until": None,
+                   "finished_at": now}
         for o in done
-    ])
+    }
+    _update_each(job.model, [{"pk": pk, **values} for pk, values in values_done.items()])
     failed = [o for o in mine if o.kind == "failed"]
     _update_each(job.model, [
         {"pk": o.row.pk, "status": FAILED, "error_kind": o.failure.kind, "lease_until": None, "finished_at": now,
@@ -83,7 +84,10 @@ def _record(job: Job, endpoint: Endpoint, outcomes: list[Outcome], rate_limited:
         ).update(lease_until=Greatest(F("lease_until"), now + lease))
     _charge(job, endpoint, done, rate_limited)
     if done:
-        job.recorded([o.row.pk for o in done])
+        for o in done:  # the rows as written, so `recorded` need not read them back
+            for name, value in values_done[o.row.pk].items():
+                setattr(o.row, name, value)
+        job.recorded([o.row for o in done])
     return {o.row.pk for o in done + failed}, renewed
 
 
@@ -100,10 +104,8 @@ def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
             model.objects.filter(pk=values.pop("pk")).update(**values)
         return
     fields = [model._meta.get_field(name) for name in rows[0] if name != "pk"]
-    instances = [model(**row) for row in rows]
     params = [[row["pk"] for row in rows]] + [
-        [field.get_db_prep_save(getattr(instance, field.attname), connection) for instance in instances]
-        for field in fields
+        [field.get_db_prep_save(row[field.name], connection) for row in rows] for field in fields
     ]
     arrays = ", ".join(["%s::bigint[]", *(f"%s::{field.cast_db_type(connection)}[]" for field in fields)])
     quote = connection.ops.quote_name
