@@ -10,8 +10,7 @@ from sklearn.metrics import precision_score, recall_score
 from judging.models import AnnotationQueue, Label
 from tests.builders import make_queue, scored_experiment
 from tests.conftest import make_user
-
-from .test_browser_annotation import login, start
+from tests.judging.annotation.test_browser_annotation import login, start
 
 pytestmark = pytest.mark.browser
 
