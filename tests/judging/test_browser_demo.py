@@ -12,7 +12,7 @@ from django.core.management import call_command
 
 from judging.management.commands.load_demo import DEMO_EXPERIMENT, DEMO_QUEUE
 from judging.models import AnnotationQueue, Label
-from tests.conftest import wait_until
+from tests.conftest import AUDITOR_HOME, log_in, wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("processes")]
@@ -35,12 +35,7 @@ def test_auditor1_opens_the_demo_queue_from_home_and_labels_an_item(live_server,
         queue = AnnotationQueue.objects.get(name=DEMO_QUEUE)
         wait_until(lambda: queue.items.exists(), timeout=120, message="demo transcripts in the demo queue")
 
-        page = chromium.new_context().new_page()
-        page.goto(f"{live_server.url}/login/")
-        page.fill("input[name=username]", "auditor1")
-        page.fill("input[name=password]", "auditor-demo")
-        page.press("input[name=password]", "Enter")
-        page.wait_for_url(re.compile(r"/annotate/$"))
+        page = log_in(chromium, live_server.url, "auditor1", "auditor-demo", lands_on=AUDITOR_HOME)
         card = page.locator(f".queue[data-queue='{queue.pk}']")
         assert re.search(r"\d+ items? waiting for you", card.inner_text())
         with page.expect_navigation():

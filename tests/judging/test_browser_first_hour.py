@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from judging.management.commands.load_demo import DEMO_EXPERIMENT, DEMO_QUEUE
 from judging.models import AnnotationQueue, Highlight, Label
-from tests.conftest import wait_until
+from tests.conftest import log_in, wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Experiment
 
@@ -30,16 +30,6 @@ FOLLOWS = "Follows the examples' pattern"
 
 def smollm2_like(request: dict, n: int) -> Reply:
     return Reply(body=completion(f"<thought>{REASONING}</thought>\n<answer>Here is answer {n}.</answer>"))
-
-
-def login(browser, base: str, username: str, password: str):
-    page = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    with page.expect_navigation():
-        page.press("input[name=password]", "Enter")
-    return page
 
 
 def label_one_by_keyboard(page) -> None:
@@ -72,7 +62,7 @@ def test_the_first_hour_counted_verdicts_reasoning_keyboard_labels_and_agreement
         queue = AnnotationQueue.objects.get(name=DEMO_QUEUE)
         wait_until(lambda: queue.items.count() >= 2, timeout=120, message="demo transcripts in the demo queue")
 
-        researcher = login(chromium, base, "researcher", "researcher-demo")
+        researcher = log_in(chromium, base, "researcher", "researcher-demo")
         # Counted verdicts from the first minute: the authors' study, never shown as this app's judge's.
         study = Experiment.objects.get(status=Experiment.Status.IMPORTED)
         researcher.goto(f"{base}{reverse('experiment-results', args=[study.pk])}")
@@ -95,7 +85,7 @@ def test_the_first_hour_counted_verdicts_reasoning_keyboard_labels_and_agreement
         assert "<answer>" not in researcher.locator("#answer").inner_text()
 
         for auditor in ("auditor1", "auditor2"):
-            label_one_by_keyboard(login(chromium, base, auditor, "auditor-demo"))
+            label_one_by_keyboard(log_in(chromium, base, auditor, "auditor-demo"))
 
     labels = Label.objects.filter(item__queue=queue)
     assert sorted(labels.values_list("auditor__username", "primary__key")) == [
