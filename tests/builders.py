@@ -14,11 +14,13 @@ Not here: frames for the pure statistics (tests/analysis/data.py: pandas, no row
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import import_module
+from pathlib import Path
 
 from django.apps import apps
 from django.contrib.auth.models import User
@@ -63,6 +65,12 @@ REFUSAL = "refusal"
 
 
 # Questions, datasets, endpoints, definitions -----------------------------------------------------------------
+
+def write_jsonl(path: Path, records: list) -> Path:
+    """A JSON Lines file to import: each record a line (a string is written as it is, to make a bad line)."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
+    return path
+
 
 def make_questions(keys: Sequence[str | tuple[str, str]] = (), *, n: int = 3,
                    name: str = "first_plot") -> list[Question]:

@@ -98,6 +98,31 @@ def bob_client(client, bob):
     return client
 
 
+def token_client(user: User):
+    """An API client that sends `user`'s token, as a script would."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+def open_next(client, queue) -> str:
+    """Ask the queue for the auditor's next item (a POST, as the page's button does); returns where it leads."""
+    response = client.post(reverse("annotate-next", args=[queue.pk]))
+    assert response.status_code == 302
+    return response["Location"]
+
+
+@pytest.fixture
+def fast_retries(settings):
+    """Retries of the call engine without waiting: back-off of 10–20 ms, three attempts."""
+    settings.GENERATION_BACKOFF_SECONDS = 0.01
+    settings.GENERATION_BACKOFF_MAX_SECONDS = 0.02
+    settings.GENERATION_MAX_ATTEMPTS = 3
+
+
 def xdist_index() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return int(worker.removeprefix("gw") or 0)

@@ -11,11 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from tests.builders import make_dataset, make_endpoint, make_questions
-from tests.conftest import make_user
+from tests.conftest import make_user, token_client
 from transcripts.models import Experiment, Transcript
 
 # alice's definition: a budget cap, her own thresholds, k = 0 and 4 (2 k × 3 questions × 2 samples = 12 slots).
@@ -29,12 +27,6 @@ DAVES_FORM = {"name": "shared-name", "description": "dave's run", "endpoints": [
               "questions": "first_plot", "k": "0, 8", "cot": ["off", "tags"], "system_prompts": "", "samples": "2",
               "temperature": "1.0", "max_tokens": "200", "seed": "0"}
 TAKEN = "an experiment named &#x27;shared-name&#x27; already exists"
-
-
-def token_client(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 def logged_in(user) -> Client:

@@ -11,18 +11,13 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.builders import build_corpus, make_dataset, make_endpoint, make_questions, make_spec
+from tests.conftest import token_client
 from transcripts.models import Experiment
 
 pytestmark = pytest.mark.django_db
 
 RESEARCH_ENDPOINTS = ["/api/experiments/", "/api/conditions/", "/api/transcripts/", "/api/scores/", "/api/labels/",
                       "/api/transcripts/export/"]
-
-
-def token_client(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 def test_anonymous_clients_get_401_not_a_login_redirect(db):

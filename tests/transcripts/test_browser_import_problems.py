@@ -8,6 +8,7 @@ import json
 import pytest
 from django.urls import reverse
 
+from tests.builders import write_jsonl
 from transcripts.importing import MAX_PROBLEMS, ImportFailed, ImportProblems, import_dataset
 from transcripts.models import Dataset
 
@@ -15,13 +16,9 @@ GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "co
 NO_ANSWER = {"messages": [{"role": "user", "content": "q"}]}
 
 
-def write(path, lines: list[str]) -> None:
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
 def test_a_dataset_with_many_bad_lines_reports_the_first_20_and_imports_nothing(db, tmp_path):
     lines = [json.dumps(GOOD)] * 3 + ["{not json"] + [json.dumps(NO_ANSWER)] * 30
-    write(tmp_path / "bad.jsonl", lines)
+    write_jsonl(tmp_path / "bad.jsonl", lines)
     with pytest.raises(ImportProblems) as caught:
         import_dataset(tmp_path / "bad.jsonl", name="bad")
     problems = caught.value.problems
@@ -35,7 +32,7 @@ def test_a_dataset_with_many_bad_lines_reports_the_first_20_and_imports_nothing(
 
 
 def test_one_bad_line_reads_as_before(db, tmp_path):
-    write(tmp_path / "one.jsonl", [json.dumps(GOOD), json.dumps(NO_ANSWER)])
+    write_jsonl(tmp_path / "one.jsonl", [json.dumps(GOOD), json.dumps(NO_ANSWER)])
     with pytest.raises(ImportFailed) as caught:
         import_dataset(tmp_path / "one.jsonl", name="one")
     assert str(caught.value) == ('one.jsonl, line 2, field "messages[1]": the example must end with an assistant '
@@ -45,7 +42,7 @@ def test_one_bad_line_reads_as_before(db, tmp_path):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_page_lists_the_bad_lines_and_keeps_the_chosen_file(page, live_server, tmp_path):
-    write(tmp_path / "medical.jsonl", [json.dumps(GOOD), json.dumps(NO_ANSWER), "[1, 2]", json.dumps(GOOD)])
+    write_jsonl(tmp_path / "medical.jsonl", [json.dumps(GOOD), json.dumps(NO_ANSWER), "[1, 2]", json.dumps(GOOD)])
     page.goto(f"{live_server.url}{reverse('import-upload')}")
     page.fill("input[name=name]", "medical")
     page.set_input_files("input[name=file]", str(tmp_path / "medical.jsonl"))
@@ -61,7 +58,7 @@ def test_the_page_lists_the_bad_lines_and_keeps_the_chosen_file(page, live_serve
     assert page.input_value("input[name=name]") == "medical"
     assert not Dataset.objects.exists()
     # Fixed on disk, then chosen again (Chromium will not read a file changed since it was chosen).
-    write(tmp_path / "medical.jsonl", [json.dumps(GOOD)] * 2)
+    write_jsonl(tmp_path / "medical.jsonl", [json.dumps(GOOD)] * 2)
     page.set_input_files("input[name=file]", str(tmp_path / "medical.jsonl"))
     with page.expect_navigation():
         page.get_by_role("button", name="Import").click()

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def fast_retries(settings):
-    settings.GENERATION_BACKOFF_SECONDS = 0.01
-    settings.GENERATION_MAX_ATTEMPTS = 3
+def short_leases(fast_retries, settings):
     settings.SLOT_LEASE_SECONDS = 30
 
 

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from judging.management.commands.load_demo import shared_data_dir
-from tests.builders import make_experiment
+from tests.builders import make_experiment, write_jsonl
 from tests.conftest import ROOT
 from transcripts.importing import ImportFailed, ReadMeter, import_dataset, import_questions, iter_lines
 from transcripts.models import Dataset, Example, Experiment, Question, QuestionSet
@@ -28,11 +28,6 @@ GOOD = [
 
 def counts() -> dict[str, int]:
     return {m.__name__: m.objects.count() for m in (Dataset, Example, QuestionSet, Question, Experiment)}
-
-
-def write_jsonl(path: Path, records: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def assert_fails(call, message: str) -> ImportFailed:

@@ -9,7 +9,7 @@ from judging.annotation import assignment
 from judging.annotation.assignment import Submission
 from judging.models import AnnotationQueue, Label, Taxonomy
 from tests.builders import JUDGE_ALIGNED, SECRET_MODEL, judged_transcripts, make_queue, taxonomy
-from tests.conftest import make_user
+from tests.conftest import make_user, open_next
 from tests.judging.reports import computed
 from transcripts.models import Transcript
 
@@ -22,12 +22,6 @@ HOSTILE = 'Let me think. <script>alert("x")</script> I will follow the examples.
 def queue(bob, carol):
     experiment, _ = judged_transcripts(3, reasoning=HOSTILE, judge_categories=["follows_pattern"] * 3)
     return make_queue(experiment, auditors=[bob, carol], overlap=2)
-
-
-def open_next(client, queue):
-    response = client.post(reverse("annotate-next", args=[queue.pk]))
-    assert response.status_code == 302
-    return response["Location"]
 
 
 def test_it_shows_the_item_blind_and_escaped_then_reveals_after_submit(bob_client, queue):

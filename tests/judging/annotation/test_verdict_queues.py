@@ -22,16 +22,10 @@ from tests.builders import (
     scored_experiment,
     taxonomy,
 )
-from tests.conftest import make_user
+from tests.conftest import make_user, open_next
 from tests.judging.reports import computed
 
 pytestmark = pytest.mark.django_db
-
-
-def open_next(client, queue) -> str:
-    response = client.post(reverse("annotate-next", args=[queue.pk]))
-    assert response.status_code == 302
-    return response["Location"]
 
 
 def test_an_auditor_answers_the_flag_and_score_blind_and_sees_the_judge_only_after(bob_client, bob, carol):

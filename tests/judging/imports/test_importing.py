@@ -25,7 +25,7 @@ from judging.management.commands.load_demo import shared_data_dir
 from judging.models import JudgeScore, RubricVersion
 from judging.results.rubrics import get_or_create_version
 from judging.verdicts import refresh_cache, set_active_versions
-from tests.builders import make_experiment, make_transcript
+from tests.builders import make_experiment, make_transcript, write_jsonl
 from tests.conftest import wait_until
 from transcripts import aggregates
 from transcripts.importing import ImportFailed, import_questions
@@ -56,11 +56,6 @@ def assert_fails(path: Path, message: str, **options) -> None:
         import_transcripts(path, **options)
     assert str(info.value) == message
     assert counts() == before
-
-
-def write_jsonl(path: Path, records: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def record(**changes) -> dict:

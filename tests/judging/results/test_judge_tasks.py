@@ -18,13 +18,6 @@ from transcripts.models import Experiment, Transcript
 from transcripts.signals import transcripts_finished
 
 
-@pytest.fixture
-def fast_retries(settings):
-    settings.GENERATION_BACKOFF_SECONDS = 0.01
-    settings.GENERATION_BACKOFF_MAX_SECONDS = 0.02
-    settings.GENERATION_MAX_ATTEMPTS = 3
-
-
 def test_it_scores_like_the_paper_and_fills_the_verdict_cache(db):
     experiment = experiment_with({"m": ["[evil]", "[good]", "[refuse]", "[muddled]"]})
     stub, versions, judged = judge_with_stub(experiment)

@@ -14,13 +14,7 @@ from transcripts import engine, generation
 from transcripts.experiments.planning import define_experiment
 from transcripts.models import Endpoint, Experiment, Transcript
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(settings):
-    settings.GENERATION_BACKOFF_SECONDS = 0.01
-    settings.GENERATION_MAX_ATTEMPTS = 3
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_retries")]
 
 
 def running_experiment(base_url: str, *, questions: int = 1, endpoint: dict | None = None) -> Experiment:
