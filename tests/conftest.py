@@ -188,6 +188,14 @@ def private_redis(tmp_path):
         server.kill9()
 
 
+def set_celery_options(**options) -> None:
+    """Change this process's Celery configuration. The app reads Django's settings under the CELERY namespace,
+    and Celery (5.6) then looks every option up by its namespaced name: one set by its plain name is ignored."""
+    from em_site.celery import app
+
+    app.conf.update({f"CELERY_{name.upper()}": value for name, value in options.items()})
+
+
 def point_app_at(broker_url: str, transport_options: dict | None = None) -> None:
     """Make this process send tasks to another broker. Celery prefers the CELERY_BROKER_URL environment
     variable over `broker_url`, so the write URL is set explicitly. Celery and kombu cache connection and
@@ -197,10 +205,10 @@ def point_app_at(broker_url: str, transport_options: dict | None = None) -> None
     from em_site.broker import transport_for
     from em_site.celery import app
 
-    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = broker_url
-    app.conf.broker_transport = transport_for(broker_url)
+    set_celery_options(broker_url=broker_url, broker_write_url=broker_url, broker_read_url=broker_url,
+                       broker_transport=transport_for(broker_url))
     if transport_options is not None:
-        app.conf.broker_transport_options = transport_options
+        set_celery_options(broker_transport_options=transport_options)
     pools.reset()
     app._pool = None
     app.amqp._producer_pool = None

@@ -112,6 +112,7 @@ class Driver:
         self.stopped = False
         self.wake: asyncio.Event | None = None  # the claimer's: a place freed, a row recorded, a message
         self.posted: asyncio.Event | None = None  # the recorder's: an outcome to record
+        self.recorder: asyncio.Task | None = None  # writes outcomes; ends by itself only once stopped
 
     # Created in the loop: asyncio objects belong to the loop they are made in.
     async def run(self, seed: list[Claim]) -> int:
@@ -126,18 +127,20 @@ class Driver:
         self.batch = max(1, min(self.endpoint.max_concurrency, settings.ENGINE_MAX_IN_FLIGHT) // 8)
         if seed:
             self._start(await self.home.run(load_claims, self.job, seed))
-        recorder = asyncio.create_task(self._recorder())
+        self.recorder = asyncio.create_task(self._recorder())
         try:
             await self._claimer()
         finally:
             self.stopped = True
             self.posted.set()
-            await recorder
+            await self.recorder
         return self.handled
 
     async def _claimer(self) -> None:
         dry, full_until = False, 0.0
         while True:
+            if self.recorder.done():  # it ends by itself only when stopped: a recorder that failed fails the driver
+                self.recorder.result()
             if worker_stopping():
                 self.claiming = False
                 self._give_back_unstarted()

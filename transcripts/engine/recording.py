@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -91,6 +91,11 @@ def _record(job: Job, endpoint: Endpoint, outcomes: list[Outcome], rate_limited:
     return {o.row.pk for o in done + failed}, renewed
 
 
+def _column_value(field: models.Field, value):
+    """What a row's value stores in the field's column: a related object's key for a foreign key."""
+    return value.pk if field.is_relation and isinstance(value, models.Model) else value
+
+
 def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
     """Write each row's own values (dicts of field name → value with the same names, and "pk"): on PostgreSQL
     one `UPDATE … FROM unnest(…)` with one array parameter per column, elsewhere one UPDATE per row (SQLite
@@ -105,7 +110,8 @@ def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
         return
     fields = [model._meta.get_field(name) for name in rows[0] if name != "pk"]
     params = [[row["pk"] for row in rows]] + [
-        [field.get_db_prep_save(row[field.name], connection) for row in rows] for field in fields
+        [field.get_db_prep_save(_column_value(field, row[field.name]), connection) for row in rows]
+        for field in fields
     ]
     arrays = ", ".join(["%s::bigint[]", *(f"%s::{field.cast_db_type(connection)}[]" for field in fields)])
     quote = connection.ops.quote_name
