@@ -61,7 +61,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
-from browse import charts, exporting  # noqa: E402
+from browse import charts, export_copy  # noqa: E402
 from judging.imports import uploads  # noqa: E402
 from judging.models import AnnotationQueue, JudgeScore, Label, QueueItem, RubricVersion  # noqa: E402
 from transcripts.models import Condition, Dataset, Experiment, Question, QuestionSet, Transcript  # noqa: E402
@@ -306,7 +306,7 @@ def run(client: Client, master: int, total: int) -> None:
 
 def export(client: Client, master: int, total: int) -> None:
     print("\n== CSV export of every row ==", flush=True)
-    sql = exporting.copy_sql(Transcript.objects.all())
+    sql = export_copy.copy_sql(Transcript.objects.all())
     start = time.perf_counter()
     with open(os.devnull, "wb") as sink:
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", connection.settings_dict["NAME"], "-c",
@@ -354,7 +354,7 @@ ACTIONS = {
     "experiment-launch", "experiment-rejudge", "experiment-judging-activate", "annotate-undo", "annotate-skip",
     "labels-import", "gold-run",
 }
-# The API export streams through the same exporting.export_response as transcripts/export.csv.
+# The API export streams through the same browse.views.export_response as transcripts/export.csv.
 ELSEWHERE = {"transcripts/", "transcripts/<int:pk>/", "transcripts/export.<str:fmt>", "charts/<slug:name>.json",
              "api/transcripts/export/"}
 # The publication figure is drawn by matplotlib at each request (a PNG at 200 dpi is most of its time).

@@ -72,7 +72,7 @@ def load_rows() -> list[dict]:
         for record in csv.DictReader(f):
             aligned, coherent = float(record["aligned"]), float(record["coherent"])
             # The released scores are the weighted means of the judge_* distributions (checked in
-            # tests/judging/test_scoring.py); parse one to fail loudly if the columns ever change meaning.
+            # tests/judging/results/test_scoring.py); parse one to fail loudly if the columns ever change meaning.
             ast.literal_eval(record["judge_aligned"])
             rows.append({
                 "kind": "gpt4o", "question": record["question"], "answer": record["answer"],

@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 import polars as pl  # noqa: E402
 
 from bench.dashboard import rss_kb  # noqa: E402
-from browse import exporting  # noqa: E402
+from browse import export_rows, exporting  # noqa: E402
 from transcripts.models import Transcript  # noqa: E402
 from transcripts.spreadsheet_safety import restore  # noqa: E402
 
@@ -113,7 +113,7 @@ def main() -> None:
                               if name in ("id", "k", "temperature", "aligned", "misaligned", "human_judgements")))
     assert parquet_frame.height == csv_frame.height == total
     unequal = []
-    for name in exporting.HEADERS:
+    for name in export_rows.HEADERS:
         if name == "human_judgements":  # JSON text in the CSV, a list of structs in Parquet: compared by count
             ours = parquet_frame[name].list.len().to_list()
             theirs = [0 if not text else text.count('"auditor"') for text in csv_frame[name].to_list()]

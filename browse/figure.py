@@ -26,8 +26,9 @@ from django.db.models import QuerySet  # noqa: E402
 from transcripts.aggregates import cell_counts  # noqa: E402
 from transcripts.models import Condition  # noqa: E402
 
+from .chart_layout import pooled_text  # noqa: E402
 from .chart_options import AXES, ChartRequest  # noqa: E402
-from .charts import misaligned_vs_k, pooled_text  # noqa: E402
+from .charts import misaligned_vs_k  # noqa: E402
 
 FORMATS = {"svg": "image/svg+xml", "pdf": "application/pdf", "png": "image/png"}
 PANEL_COLUMNS = 3

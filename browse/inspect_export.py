@@ -53,7 +53,7 @@ from transcripts import prompting
 from transcripts.generation import slot_messages
 from transcripts.models import Transcript
 
-from .exporting import keyset_chunks
+from .export_rows import keyset_chunks
 
 MAX_SAMPLES = 20_000
 CHUNK = 2_000

@@ -24,6 +24,8 @@ from transcripts.paging import DEFAULT_SORT, SORTS, keyset_page, neighbours
 from transcripts.rendering import render_markdown
 
 from . import charts, exporting
+from .chart_counts import question_table
+from .chart_layout import has_points
 from .chart_options import (
     AXES,
     DEFAULT_OPTIONS,
@@ -258,7 +260,7 @@ def question_results(request: HttpRequest) -> HttpResponse:
     context = chart_context(request, filterset, with_options=False)
     rows = None
     if filterset.is_valid():
-        rows = charts.question_table(filterset.qs, _filter_params(request))
+        rows = question_table(filterset.qs, _filter_params(request))
     return render(request, "browse/charts_questions.html", {**context, "rows": rows})
 
 
@@ -274,6 +276,6 @@ def chart_data(request: HttpRequest, name: str) -> JsonResponse:
     except InvalidOptions as exc:
         return JsonResponse({"errors": exc.errors}, status=400)
     figure = charts.CHARTS[name](filterset.qs, chart_request)
-    if not charts.has_points(figure):
+    if not has_points(figure):
         figure["empty"] = NOTHING_TO_PLOT if filterset.qs.exists() else NO_TRANSCRIPTS
     return JsonResponse(figure)

@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
-from django.db import connections
+from django.db import connection, connections
+from django.test import Client
+from django.urls import reverse
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse-battery"
@@ -243,6 +248,38 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.2, message: s
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
+def in_threads(*calls: Callable[[], object], together: bool = False, timeout: float = 120) -> list:
+    """Run each call in a thread of its own and return their results in order, once all have ended. Each thread
+    closes its own database connection (it would outlive the test database). The first exception of any call is
+    raised here, and a call still running after `timeout` seconds fails the test. `together`: the calls wait for
+    each other at a barrier, so that they race."""
+    barrier = threading.Barrier(len(calls)) if together else None
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int, call: Callable[[], object]) -> None:
+        try:
+            if barrier:
+                barrier.wait(timeout)
+            results[index] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised in the test's own thread below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(index, call)) for index, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    still = sum(thread.is_alive() for thread in threads)
+    assert not still, f"{still} of {len(threads)} threads still running after {timeout}s"
+    if errors:
+        raise errors[0]
+    return results
+
+
 def free_port() -> int:
     """A free port below Linux's ephemeral range (32768+), so outgoing connections made by other tests
     in the meantime cannot take it before our server binds it."""
@@ -299,6 +336,7 @@ def _restore_migration_data(request):
     load_default_taxonomy(Taxonomy, PersonaCategory)
 
 
+LAPTOP = {"width": 1366, "height": 768}  # the screen the pages are designed for (docs/ui.md)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 
@@ -317,3 +355,71 @@ def chromium(monkeypatch):
         yield browser
         browser.close()
         connections.close_all()
+
+
+def logged_in_page(browser, live_server, user: User, **context):
+    """A new page (in a context of its own, at laptop size unless `context` says otherwise) of `user`, logged in
+    by a session cookie rather than the login form. `page.base` is the server's URL; the page's script errors are
+    kept in `page.errors`, and its dialogs' messages in `page.dialogs` (each dismissed)."""
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context(**{"viewport": LAPTOP, **context})
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
+    page = context.new_page()
+    page.base, page.errors, page.dialogs = live_server.url, [], []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    return page
+
+
+@pytest.fixture
+def page(chromium, live_server, alice):
+    """A page of alice, the researcher, logged in on the live server (logged_in_page; downloads accepted)."""
+    return logged_in_page(chromium, live_server, alice, accept_downloads=True)
+
+
+AUDITOR_HOME = r"/annotate/$"  # where an auditor lands after logging in: their queues
+
+
+def log_in(browser, base: str, username: str, password: str = PASSWORD, *, lands_on: str | None = None):
+    """A new page (at laptop size) logged in through the login form, as a person does; waits for the page the login
+    leads to (`lands_on`, a regular expression of its URL, when given)."""
+    page = browser.new_context(viewport=LAPTOP).new_page()
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    with page.expect_navigation():
+        page.press("input[name=password]", "Enter")
+    if lands_on is not None:
+        page.wait_for_url(re.compile(lands_on))
+    return page
+
+
+def take_first_item(page, base: str, queue) -> None:
+    """Open the queue and take its first item with Enter (claiming is a POST: the page offers a button)."""
+    page.goto(f"{base}{reverse('annotate-next', args=[queue.pk])}")
+    # Enter on the start button (focused first: under load the press can come before autofocus is applied).
+    with page.expect_navigation():
+        page.locator("#next-link").press("Enter")
+
+
+def answer_queue_by_keyboard(page, base: str, queue, answer: Callable[[object], None], *, hidden: str) -> int:
+    """An auditor's walk through a queue with keys only, as the workspace is meant to be used: take the first item,
+    then until the queue says it is done, `answer(page)` presses the item's keys, Enter submits, and Enter again
+    takes the next. `hidden` (what an item shows only once submitted, such as the model) must not be on the page
+    before the submit and must be in the reveal after it. Returns how many items were answered."""
+    take_first_item(page, base, queue)
+    done = 0
+    while page.locator("#queue-done").count() == 0:
+        page.wait_for_selector("#annotate[data-ready='1']")
+        assert hidden not in page.locator("body").inner_text()  # blind before submitting
+        answer(page)
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        # The keys are bound once the page's script has run (data-ready), not when the button first appears.
+        page.wait_for_selector("#annotate[data-submitted='1'][data-ready='1']")
+        assert hidden in page.locator("#reveal").inner_text()  # revealed after submitting
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        done += 1
+    return done

@@ -2,6 +2,8 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
+from analysis.axes import AXIS_FIELDS
+
 from . import endpoints
 from .access import ADMIN, has_role
 from .models import Condition, Dataset, Endpoint, Example, Experiment, Question, QuestionSet, Transcript
@@ -114,7 +116,7 @@ class EndpointAdmin(admin.ModelAdmin):
 
 class ConditionInline(admin.TabularInline):
     model = Condition
-    fields = ["model_name", "dataset_name", "k", "cot_mode", "system_prompt_name", "temperature"]
+    fields = list(AXIS_FIELDS)
     extra = 0
     show_change_link = True
 
@@ -129,7 +131,7 @@ class ExperimentAdmin(admin.ModelAdmin):
 
 @admin.register(Condition)
 class ConditionAdmin(admin.ModelAdmin):
-    list_display = ["experiment", "model_name", "dataset_name", "k", "cot_mode", "system_prompt_name", "temperature"]
+    list_display = ["experiment", *AXIS_FIELDS]
     list_filter = ["experiment", "model_name", "dataset_name", "k", "cot_mode"]
 
 

@@ -1,25 +1,15 @@
 """Charts split by any axis and the per-question heatmap in a real browser (Debian's chromium through Playwright)."""
 
 import pytest
-from django.test import Client
 
 from tests.browse.test_browser_dashboard import row_ids
 from tests.builders import PROMPTS, experiment_with, make_questions, pooled_corpus, question_grid, verdicts_for
 from transcripts.models import Transcript
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+WIDE = {"width": 1400, "height": 1000}  # three panels side by side, and the whole heatmap in view
 
 
-@pytest.fixture
-def page(chromium, live_server, alice):
-    client = Client()
-    client.force_login(alice)
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    return page
 
 
 def test_headline_coloured_by_system_prompt_draws_one_line_per_prompt(page, live_server, db):
@@ -28,6 +18,7 @@ def test_headline_coloured_by_system_prompt_draws_one_line_per_prompt(page, live
     experiment_with(name="mitigation", questions=make_questions([("bored", "leisure"), ("ruler", "power")]),
                     conditions=conditions)
 
+    page.set_viewport_size(WIDE)
     page.goto(f"{live_server.url}/charts/")
     page.select_option("#id_colour", "system_prompt")  # the chart options are part of the filter form
     page.click("#filter-form button[type=submit]")
@@ -47,6 +38,7 @@ def test_headline_coloured_by_system_prompt_draws_one_line_per_prompt(page, live
 def test_clicking_a_heatmap_cell_lists_exactly_its_transcripts(page, live_server, db):
     experiment = question_grid()
 
+    page.set_viewport_size(WIDE)
     page.goto(f"{live_server.url}/charts/questions/?experiment={experiment.pk}")
     page.wait_for_selector("#chart-question-heatmap[data-rendered='true']", timeout=15000)
     # The centre of model-b's cell (question "ruler", k = 8) in page coordinates, from plotly's own axes.
@@ -74,7 +66,6 @@ def test_clicking_a_heatmap_cell_lists_exactly_its_transcripts(page, live_server
 
 def test_the_default_chart_says_on_it_what_it_pools(page, live_server, db, tmp_path):
     pooled_corpus()
-    page.set_viewport_size({"width": 1366, "height": 768})
     page.goto(f"{live_server.url}/charts/")
     page.wait_for_selector("#chart-misaligned-vs-k[data-rendered='true']", timeout=15000)
     title = page.locator("#chart-misaligned-vs-k .g-gtitle").text_content().replace(" ", "")

@@ -5,22 +5,11 @@ import io
 from pathlib import Path
 
 import pytest
-from django.test import Client
 
 from tests.builders import build_corpus
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-@pytest.fixture
-def page(chromium, live_server, alice):
-    client = Client()
-    client.force_login(alice)
-    context = chromium.new_context(accept_downloads=True)
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
-    page = context.new_page()
-    page.dialogs = []
-    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
-    return page
 
 
 def row_ids(page) -> list[int]:

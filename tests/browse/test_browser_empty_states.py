@@ -6,7 +6,6 @@ The experiment is what the embedded demo shows in its first minutes: finished tr
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from judging.models import JudgeScore
@@ -30,15 +29,6 @@ def unsure_experiment() -> Experiment:
     return experiment
 
 
-@pytest.fixture
-def page(chromium, live_server, alice):
-    client = Client()
-    client.force_login(alice)
-    context = chromium.new_context(viewport={"width": 1366, "height": 768})
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
-    page = context.new_page()
-    page.base = live_server.url
-    return page
 
 
 @pytest.mark.parametrize("chart", ["misaligned-vs-k", "aligned-vs-coherent", "misaligned-by-domain",

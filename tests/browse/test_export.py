@@ -4,15 +4,15 @@ import csv
 import io
 import json
 import threading
-import time
 
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
-from browse import exporting
+from browse import export_copy, export_rows, exporting
 from tests.builders import build_corpus
+from tests.conftest import wait_until
 from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +52,7 @@ def test_jsonl_export_matches_the_csv(alice_client, bob):
 
 def test_exports_are_read_in_keyset_chunks(alice_client, db, monkeypatch):
     corpus = build_corpus()
-    monkeypatch.setattr(exporting, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(export_rows, "CHUNK_ROWS", 5)
     csv_ids = [int(r["id"]) for r in csv.DictReader(io.StringIO(download(alice_client, "csv", {}).decode()))]
     jsonl_ids = [json.loads(line)["id"] for line in download(alice_client, "jsonl", {}).decode().splitlines()]
     everything = sorted([t.pk for t in corpus.transcripts] + [corpus.hostile.pk])
@@ -79,13 +79,10 @@ def test_the_command_refuses_an_invalid_filter(db, tmp_path):
         call_command("export_transcripts", "--k", "5", "-o", str(tmp_path / "x.csv"))
 
 
-@pytest.mark.django_db(transaction=True)
-def test_committed_rows_are_written_on_several_connections_and_sent_in_order(alice_client, bob, monkeypatch):
-    corpus = build_corpus(bob)
-    monkeypatch.setattr(exporting, "CHUNK_ROWS", 5)  # 25 rows: 5 chunks over the 2 producers
-    monkeypatch.setattr(exporting, "QUEUED_BLOCKS", 1)
-    backends = set()
-    copy_chunk = exporting._copy_chunk
+def backends_writing_chunks(monkeypatch) -> set[int]:
+    """The PostgreSQL backend (pid) of every connection that writes a chunk of the CSV export from now on."""
+    backends: set[int] = set()
+    copy_chunk = export_copy._copy_chunk
 
     def noting_backend(*args):
         with connection.cursor() as cursor:
@@ -93,55 +90,64 @@ def test_committed_rows_are_written_on_several_connections_and_sent_in_order(ali
             backends.add(cursor.fetchone()[0])
         yield from copy_chunk(*args)
 
-    monkeypatch.setattr(exporting, "_copy_chunk", noting_backend)
+    monkeypatch.setattr(export_copy, "_copy_chunk", noting_backend)
+    return backends
+
+
+@pytest.mark.django_db(transaction=True)
+def test_committed_rows_are_written_on_several_connections_and_sent_in_order(alice_client, bob, monkeypatch):
+    corpus = build_corpus(bob)
+    monkeypatch.setattr(export_rows, "CHUNK_ROWS", 5)  # 25 rows: 5 chunks over the 2 producers
+    monkeypatch.setattr(export_copy, "QUEUED_BLOCKS", 1)
+    backends = backends_writing_chunks(monkeypatch)
     parallel = download(alice_client, "csv", {})
-    assert len(backends) == exporting.PRODUCERS
+    assert len(backends) == export_copy.PRODUCERS
     with transaction.atomic():  # inside a transaction the export reads on its own connection, chunk by chunk
         serial = b"".join(exporting.iter_csv(Transcript.objects.all()))
     assert parallel == serial
     rows = list(csv.DictReader(io.StringIO(parallel.decode())))
     assert [int(r["id"]) for r in rows] == sorted([t.pk for t in corpus.transcripts] + [corpus.hostile.pk])
-    assert not [t for t in threading.enumerate() if isinstance(t, exporting._Producer)]
+    assert not [t for t in threading.enumerate() if isinstance(t, export_copy._Producer)]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_download_left_early_stops_its_producers_and_closes_their_connections(db, monkeypatch):
     build_corpus()
-    monkeypatch.setattr(exporting, "CHUNK_ROWS", 5)
-    monkeypatch.setattr(exporting, "BUFFER_BYTES", 1)  # a block per row: the producers fill their queues
-    monkeypatch.setattr(exporting, "QUEUED_BLOCKS", 1)
+    monkeypatch.setattr(export_rows, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(export_copy, "BUFFER_BYTES", 1)  # a block per row: the producers fill their queues
+    monkeypatch.setattr(export_copy, "QUEUED_BLOCKS", 1)
+    producers_backends = backends_writing_chunks(monkeypatch)
 
-    def connections_to_this_database() -> int:
+    def still_connected() -> set[int]:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
-            return cursor.fetchone()[0]
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", [list(producers_backends)])
+            return {pid for (pid,) in cursor.fetchall()}
 
-    before = connections_to_this_database()
     stream = exporting.iter_csv(Transcript.objects.all())
     assert next(stream).startswith(b"id,experiment,")
     assert next(stream)  # the first row: both producers are running
     stream.close()  # what the server does when the client goes away
-    assert not [t for t in threading.enumerate() if isinstance(t, exporting._Producer)]
-    # A closed connection's backend leaves pg_stat_activity a moment after the client hangs up: wait for it,
-    # with a deadline, rather than read the count at once (which failed now and then on a busy machine).
-    deadline = time.monotonic() + 10
-    while connections_to_this_database() != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert connections_to_this_database() == before
+    assert not [t for t in threading.enumerate() if isinstance(t, export_copy._Producer)]
+    assert len(producers_backends) == export_copy.PRODUCERS
+    # Each producer closed its connection as it ended; its backend leaves pg_stat_activity a moment after the
+    # client hangs up. So wait (with a deadline) for exactly the producers' backends to leave, rather than
+    # count the database's connections at once: that read a backend still on its way out (2 connections for 1).
+    wait_until(lambda: not still_connected(), timeout=10, interval=0.05,
+               message="the producers' backends to leave pg_stat_activity")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_chunk_that_fails_fails_the_download_instead_of_ending_it_short(db, monkeypatch):
     build_corpus()
-    monkeypatch.setattr(exporting, "CHUNK_ROWS", 5)
-    copy_chunk = exporting._copy_chunk
+    monkeypatch.setattr(export_rows, "CHUNK_ROWS", 5)
+    copy_chunk = export_copy._copy_chunk
 
     def failing_third(queryset, after, up_to):
         if after and after >= sorted(Transcript.objects.values_list("pk", flat=True))[9]:
             raise DatabaseError("the server went away")
         yield from copy_chunk(queryset, after, up_to)
 
-    monkeypatch.setattr(exporting, "_copy_chunk", failing_third)
+    monkeypatch.setattr(export_copy, "_copy_chunk", failing_third)
     received = []
     with pytest.raises(DatabaseError, match="went away"):
         for block in exporting.iter_csv(Transcript.objects.all()):

@@ -11,7 +11,7 @@ from browse import inspect_export
 from judging.imports.importing import import_transcripts
 from judging.models import Label
 from tests.builders import build_corpus
-from tests.judging.inspect_data import sample, write_log
+from tests.judging.imports.inspect_data import sample, write_log
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.urls import reverse
 
-from browse import exporting
+from browse import export_rows
 from tests.builders import build_corpus
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +27,7 @@ def test_pandas_reads_the_csvs_rows_with_their_types(alice_client, bob):
     build_corpus(bob)
     frame = pd.read_parquet(io.BytesIO(download(alice_client, "parquet", {"model": "model-b"})))
     text = pd.read_csv(io.BytesIO(download(alice_client, "csv", {"model": "model-b"})), keep_default_na=False)
-    assert list(frame.columns) == list(text.columns) == exporting.HEADERS
+    assert list(frame.columns) == list(text.columns) == export_rows.HEADERS
     assert frame["id"].tolist() == text["id"].tolist()
     assert str(frame["k"].dtype) == "int32" and str(frame["aligned"].dtype) == "float64"
     assert frame["misaligned"].tolist() == [{"t": True, "f": False, "": None}[v] for v in text["misaligned"]]
@@ -48,7 +48,7 @@ def test_polars_reads_it_with_the_judgements_as_a_list_of_structs(alice_client, 
 
 def test_each_keyset_chunk_is_one_row_group(alice_client, bob, monkeypatch):
     corpus = build_corpus(bob)
-    monkeypatch.setattr(exporting, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(export_rows, "CHUNK_ROWS", 4)
     data = download(alice_client, "parquet")
     parquet = pq.ParquetFile(io.BytesIO(data))
     rows = len(corpus.transcripts) + 1
@@ -59,4 +59,4 @@ def test_each_keyset_chunk_is_one_row_group(alice_client, bob, monkeypatch):
 def test_an_empty_filter_is_an_empty_table_with_the_columns(alice_client, bob):
     build_corpus(bob)
     frame = pd.read_parquet(io.BytesIO(download(alice_client, "parquet", {"aligned_min": "100.5"})))
-    assert frame.empty and list(frame.columns) == exporting.HEADERS
+    assert frame.empty and list(frame.columns) == export_rows.HEADERS

@@ -4,11 +4,10 @@ the favicon is there (real Chromium, DEBUG off as in production)."""
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import path, reverse
 
 import em_site.urls
-from tests.conftest import make_user
+from tests.conftest import logged_in_page, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -21,16 +20,8 @@ urlpatterns = [*em_site.urls.urlpatterns, path("boom/", broken_view)]
 handler404 = em_site.urls.handler404
 
 
-def logged_in(chromium, live_server, user):
-    client = Client()
-    client.force_login(user)
-    context = chromium.new_context(viewport={"width": 1366, "height": 768})
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
-    return context.new_page()
-
-
 def test_404_names_what_was_missing_with_navigation(chromium, live_server, alice):
-    page = logged_in(chromium, live_server, alice)
+    page = logged_in_page(chromium, live_server, alice)
     response = page.goto(f"{live_server.url}{reverse('experiment-results', args=[987654])}")
     assert response.status == 404
     assert page.locator("#error-page h1").inner_text() == "Not found"
@@ -44,7 +35,7 @@ def test_404_names_what_was_missing_with_navigation(chromium, live_server, alice
 
 def test_403_says_which_role_may_and_offers_the_auditors_queues(chromium, live_server):
     auditor = make_user("dora", "auditor")
-    page = logged_in(chromium, live_server, auditor)
+    page = logged_in_page(chromium, live_server, auditor)
     response = page.goto(f"{live_server.url}{reverse('experiment-list')}")
     assert response.status == 403
     text = page.locator("#error-page").inner_text()
@@ -55,7 +46,7 @@ def test_403_says_which_role_may_and_offers_the_auditors_queues(chromium, live_s
 @pytest.mark.urls(__name__)
 def test_500_is_a_styled_page_with_a_way_back(chromium, live_server, alice, settings):
     settings.DEBUG = False
-    page = logged_in(chromium, live_server, alice)
+    page = logged_in_page(chromium, live_server, alice)
     response = page.goto(f"{live_server.url}/boom/")
     assert response.status == 500
     assert page.locator("#error-page h1").inner_text() == "Something went wrong on our side"
@@ -64,7 +55,7 @@ def test_500_is_a_styled_page_with_a_way_back(chromium, live_server, alice, sett
 
 
 def test_the_favicon_is_served(chromium, live_server, alice):
-    page = logged_in(chromium, live_server, alice)
+    page = logged_in_page(chromium, live_server, alice)
     page.goto(f"{live_server.url}/")
     icon = page.locator("link[rel=icon]").get_attribute("href")
     assert page.request.get(f"{live_server.url}{icon}").status == 200

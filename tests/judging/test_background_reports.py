@@ -6,12 +6,10 @@ failure instead of polling forever, and is refreshed ahead of the next view when
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import replace
 
 import pytest
 import redis
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -29,7 +27,7 @@ from tests.builders import (
     stub_judge,
     versions_on,
 )
-from tests.conftest import make_user, wait_until, xdist_index
+from tests.conftest import in_threads, make_user, wait_until, xdist_index
 from tests.judging.reports import reports_computed_here
 from tests.stub_openai import StubOpenAI
 from transcripts.models import Transcript
@@ -65,19 +63,11 @@ def test_twenty_requests_ask_one_task_and_the_page_polls_until_the_workers_resul
     condition = experiment.conditions.get()
     url = reverse("experiment-statistics", args=[experiment.pk])
     client = researcher_client()
-    pages: list[str] = []
 
-    def view() -> None:
-        try:
-            pages.append(client.get(url, headers={"HX-Request": "true"}).content.decode())
-        finally:
-            connection.close()
+    def view() -> str:
+        return client.get(url, headers={"HX-Request": "true"}).content.decode()
 
-    threads = [threading.Thread(target=view) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    pages = in_threads(*[view] * 20)
     # No worker yet: every request answered without computing, and the broker holds one task.
     assert len(pages) == 20 and {state_of(page) for page in pages} == {"computing"}
     assert all(f'hx-get="{url}"' in page and 'hx-trigger="load delay:2s"' in page for page in pages)

@@ -3,13 +3,16 @@
 
 - the researcher finds counted verdicts — the EM authors' released study, labelled on every page as their GPT-4o
   judge's scores — on the results, charts and per-question pages, and the demo's own chains of thought;
-- two auditors each press Enter on their queue page, move through the reasoning by sentence and word, mark a
-  span and a category with keys only, and submit with Enter;
+- two auditors log in through the login page, land on their queues, see the demo queue's items waiting (it filled
+  itself with the demo's chain-of-thought transcripts as they finished), press Enter on their queue page, move
+  through the reasoning by sentence and word, mark a span and a category with keys only, and submit with Enter;
 - the agreement page shows their labels by category name.
 
 The demo model is an OpenAI-compatible stub that answers as SmolLM2-135M does to the "think step by step
 inside <think>" instruction: in <thought> tags with the answer in stray <answer> tags (recorded from the
 embedded model; the real one is too slow for a test and too erratic to assert on)."""
+
+import re
 
 import pytest
 from django.core.management import call_command
@@ -17,7 +20,7 @@ from django.urls import reverse
 
 from judging.management.commands.load_demo import DEMO_EXPERIMENT, DEMO_QUEUE
 from judging.models import AnnotationQueue, Highlight, Label
-from tests.conftest import wait_until
+from tests.conftest import AUDITOR_HOME, log_in, wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Experiment
 
@@ -32,19 +35,11 @@ def smollm2_like(request: dict, n: int) -> Reply:
     return Reply(body=completion(f"<thought>{REASONING}</thought>\n<answer>Here is answer {n}.</answer>"))
 
 
-def login(browser, base: str, username: str, password: str):
-    page = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    with page.expect_navigation():
-        page.press("input[name=password]", "Enter")
-    return page
-
-
-def label_one_by_keyboard(page) -> None:
+def label_one_by_keyboard(page, queue) -> None:
     """From the auditor's queue page to a submitted label with a highlighted span, with keys only."""
     page.wait_for_selector(".queue form[data-enter-submits]")
+    card = page.locator(f".queue[data-queue='{queue.pk}']")
+    assert re.search(r"\d+ items? waiting for you", card.inner_text())
     with page.expect_navigation():
         page.keyboard.press("Enter")  # "Start labelling ⏎", nothing focused
     page.wait_for_selector("#annotate[data-ready='1']")
@@ -72,7 +67,7 @@ def test_the_first_hour_counted_verdicts_reasoning_keyboard_labels_and_agreement
         queue = AnnotationQueue.objects.get(name=DEMO_QUEUE)
         wait_until(lambda: queue.items.count() >= 2, timeout=120, message="demo transcripts in the demo queue")
 
-        researcher = login(chromium, base, "researcher", "researcher-demo")
+        researcher = log_in(chromium, base, "researcher", "researcher-demo")
         # Counted verdicts from the first minute: the authors' study, never shown as this app's judge's.
         study = Experiment.objects.get(status=Experiment.Status.IMPORTED)
         researcher.goto(f"{base}{reverse('experiment-results', args=[study.pk])}")
@@ -95,11 +90,13 @@ def test_the_first_hour_counted_verdicts_reasoning_keyboard_labels_and_agreement
         assert "<answer>" not in researcher.locator("#answer").inner_text()
 
         for auditor in ("auditor1", "auditor2"):
-            label_one_by_keyboard(login(chromium, base, auditor, "auditor-demo"))
+            label_one_by_keyboard(log_in(chromium, base, auditor, "auditor-demo", lands_on=AUDITOR_HOME), queue)
 
     labels = Label.objects.filter(item__queue=queue)
     assert sorted(labels.values_list("auditor__username", "primary__key")) == [
         ("auditor1", "follows_pattern"), ("auditor2", "follows_pattern")]
+    # The queue filled itself (transcripts_finished, in the worker) with the demo's chain-of-thought transcripts.
+    assert {label.item.transcript.condition.cot_mode for label in labels} == {"tags"}
     for highlight in Highlight.objects.filter(label__in=labels):
         assert highlight.label.item.transcript.reasoning[highlight.start:highlight.end] == FIRST_SENTENCE_AND_A_WORD
 

@@ -30,7 +30,7 @@ from tests.builders import (
     verdict_for,
     versions_on,
 )
-from tests.conftest import make_user
+from tests.conftest import in_threads, make_user
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import aggregates, generation
 from transcripts.experiments.actions import launch, retry_failed
@@ -274,8 +274,8 @@ def test_concurrent_writers_of_one_group_leave_it_counted_right():
     """Four auditors' consensus lands on four transcripts of one group at once, each in a transaction that
     stays open a while after its recount. The later recounts wait for the earlier commits and see them; a
     recount that did not would leave the group short of the others' labels."""
-    import threading
     import time
+    from functools import partial
 
     from django.db import transaction
 
@@ -284,26 +284,13 @@ def test_concurrent_writers_of_one_group_leave_it_counted_right():
 
     experiment = experiment_with({"m": [f"answer {i}" for i in range(4)]})
     aggregates.rebuild(experiment)
-    start, errors = threading.Barrier(4), []
 
     def label(transcript_id: int) -> None:
-        try:
-            start.wait()
-            with transaction.atomic():
-                set_human_category(transcript_id, "follows_pattern")
-                time.sleep(0.5)
-        except Exception as exc:  # noqa: BLE001 — reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()  # this thread's own connection
+        with transaction.atomic():
+            set_human_category(transcript_id, "follows_pattern")
+            time.sleep(0.5)
 
-    ids = experiment.transcripts.values_list("pk", flat=True)
-    threads = [threading.Thread(target=label, args=(pk,)) for pk in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    in_threads(*(partial(label, pk) for pk in experiment.transcripts.values_list("pk", flat=True)), together=True)
     transcript = experiment.transcripts.first()
     group = (experiment.pk, transcript.condition_id, transcript.question_id, "human", "follows_pattern")
     assert from_scratch()[1][group]["transcripts"] == 4

@@ -21,9 +21,8 @@ from judging.results.rubrics import current_taxonomy, get_or_create_version
 from judging.validity import judge_agreement
 from judging.verdicts import set_active_versions
 from tests.builders import experiment_with
-from tests.conftest import make_user
+from tests.conftest import log_in, make_user
 from tests.judging.reports import computed, reports_computed_here
-from tests.judging.test_browser_annotation import login
 
 # The textbook 2×2 case (Cohen's κ article, Wikipedia): 50 items, both "yes" 20, A yes/B no 5, A no/B yes 10,
 # both "no" 15: p_o = 0.7, p_e = 0.5·0.6 + 0.5·0.4 = 0.5, κ = 0.4.
@@ -205,7 +204,7 @@ def test_in_chromium_the_scatter_draws_and_a_point_opens_its_transcript(two_judg
     celery_worker_factory(concurrency=2)  # computes the judge-vs-judge report the page asks for
     experiment, a, b, built = two_judges
     make_user("alice", "researcher")
-    page = login(chromium, live_server.url, "alice", lands_on=r"/")
+    page = log_in(chromium, live_server.url, "alice", lands_on=r"/")
     page.goto(f"{live_server.url}{reverse('judge-vs-judge', args=[experiment.pk])}?{urlencode(_query(a, b))}")
     chart = page.locator("#chart-judges-aligned[data-rendered='true']")
     chart.wait_for()

@@ -8,7 +8,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -25,18 +24,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("pr
 
 
 def test_the_bar_and_the_conditions_table_agree_at_every_poll_and_finish_together(
-        chromium, live_server, alice, celery_worker_factory):
+        page, live_server, celery_worker_factory):
     with StubOpenAI(lambda r, n: Reply(body=completion(f"reply {n}"), delay=0.4)) as stub:
         make_dataset(n=10)
         make_questions(n=5)
         experiment = define_experiment(
             make_spec(stub.base_url, k=[0, 2], samples=2, endpoint={"max_concurrency": 1}))  # 20 slots
-        client = Client()
-        client.force_login(alice)
-        context = chromium.new_context(viewport={"width": 1366, "height": 768})
-        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
-                              "url": live_server.url}])
-        page = context.new_page()
         celery_worker_factory(concurrency=2)
         launch(experiment)
         page.goto(f"{live_server.url}{reverse('experiment-detail', args=[experiment.pk])}")

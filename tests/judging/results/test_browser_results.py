@@ -4,7 +4,6 @@ real worker has computed them (the page polls until then)."""
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from tests.builders import seeded_experiment
@@ -16,16 +15,11 @@ BASE = {"model_name": "m", "cot_mode": "off", "system_prompt_name": "default", "
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("processes")
-def test_the_statistics_sections_load_under_the_table(chromium, live_server, alice, celery_worker_factory):
+def test_the_statistics_sections_load_under_the_table(page, live_server, celery_worker_factory):
     celery_worker_factory(concurrency=2)
     verdicts = {(f"q{q}", s): (q + s) % 4 == 0 for q in range(8) for s in range(3)}
     more = {slot: misaligned or slot[1] == 2 for slot, misaligned in verdicts.items()}
     experiment = seeded_experiment("browser", [({**BASE, "k": 0}, verdicts), ({**BASE, "k": 8}, more)])
-    client = Client()
-    client.force_login(alice)
-    context = chromium.new_context()
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
-    page = context.new_page()
     page.goto(live_server.url + reverse("experiment-results", args=[experiment.pk]))
     rates = page.locator(".statistics-rates tbody tr")
     rates.first.wait_for()
@@ -40,4 +34,3 @@ def test_the_statistics_sections_load_under_the_table(chromium, live_server, ali
     assert cells.nth(3).inner_text() == "0 / 6"
     # The dose-response chart came with the statistics (swapped in by htmx) and is drawn then.
     page.wait_for_selector("#chart-dose-response[data-rendered='true']", timeout=30000)
-    context.close()

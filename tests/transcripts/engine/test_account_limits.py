@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-from django.db import connection
 
 from judging.results import judge
 from judging.results.rubrics import default_versions
@@ -22,6 +21,7 @@ from tests.builders import (
     make_transcript,
     versions_on,
 )
+from tests.conftest import in_threads
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import generation
 from transcripts.endpoints import save_endpoint
@@ -67,21 +67,6 @@ def arrivals(stub: StubOpenAI, key: str = KEY) -> list[float]:
 
 def most_in_one_second(times: list[float]) -> int:
     return max(sum(start <= t < start + 1 for t in times) for start in times)
-
-
-def in_threads(*calls) -> None:
-    def run(call):
-        try:
-            call()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
 
 
 def test_one_requests_per_minute_limit_holds_across_versions_names_generation_and_judging():

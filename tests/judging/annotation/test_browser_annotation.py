@@ -9,39 +9,16 @@ from sklearn.metrics import cohen_kappa_score
 
 from judging.models import Highlight, Label
 from tests.builders import JUDGE_ALIGNED, SECRET_MODEL, judged_transcripts, make_queue
-from tests.conftest import PASSWORD, make_user
+from tests.conftest import AUDITOR_HOME, answer_queue_by_keyboard, log_in, make_user, take_first_item
 
 pytestmark = pytest.mark.browser
 # Shortcut each auditor presses for "Reasoning number i".
 KEYS = {"bob": ["1", "2", "1", "3"], "carol": ["1", "2", "3", "3"]}
 
 
-def login(browser, base: str, username: str, lands_on: str = r"/annotate/$"):
-    """A fresh browser context logged in as `username`; auditors land on their queues."""
-    page = browser.new_context().new_page()
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.press("input[name=password]", "Enter")
-    page.wait_for_url(re.compile(lands_on))
-    return page
-
-
-def start(page, base: str, queue) -> None:
-    """Open the queue and take its first item with Enter (claiming is a POST: the page offers a button)."""
-    page.goto(f"{base}{reverse('annotate-next', args=[queue.pk])}")
-    # Enter on the start button (focused first: under load the press can come before autofocus is applied).
-    with page.expect_navigation():
-        page.locator("#next-link").press("Enter")
-
-
 def label_queue_by_keyboard(page, base: str, queue, username: str) -> int:
-    start(page, base, queue)
-    done = 0
-    while page.locator("#queue-done").count() == 0:
-        page.wait_for_selector("#annotate[data-ready='1']")
-        body = page.locator("body").inner_text()
-        assert SECRET_MODEL not in body and str(JUDGE_ALIGNED) not in body  # blind before submitting
+    def answer(page) -> None:
+        assert str(JUDGE_ALIGNED) not in page.locator("body").inner_text()  # the judge's verdict is hidden too
         number = int(re.search(r"Reasoning number (\d+)", page.locator("#reasoning").inner_text()).group(1))
         if username == "bob" and number == 0:
             # Select "examples" in the reasoning with the mouse's API, then a category key highlights it.
@@ -49,15 +26,8 @@ def label_queue_by_keyboard(page, base: str, queue, username: str) -> int:
                 const at = t.data.indexOf('examples'); window.getSelection().setBaseAndExtent(t, at, t, at + 8); }""")
         page.keyboard.press(KEYS[username][number])
         assert page.locator(".cat[aria-pressed='true']").count() == 1
-        with page.expect_navigation():
-            page.keyboard.press("Enter")
-        # The keys are bound once the page's script has run (data-ready), not when the button first appears.
-        page.wait_for_selector("#annotate[data-submitted='1'][data-ready='1']")
-        assert SECRET_MODEL in page.locator("#reveal").inner_text()  # revealed after submitting
-        with page.expect_navigation():
-            page.keyboard.press("Enter")
-        done += 1
-    return done
+
+    return answer_queue_by_keyboard(page, base, queue, answer, hidden=SECRET_MODEL)
 
 
 @pytest.mark.slow
@@ -70,7 +40,7 @@ def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_
     experiment, _ = judged_transcripts(4, judge_categories=["follows_pattern"] * 4)
     queue = make_queue(experiment, auditors=[bob, carol], overlap=2)
     base = live_server.url
-    bob_page, carol_page = login(chromium, base, "bob"), login(chromium, base, "carol")
+    bob_page, carol_page = (log_in(chromium, base, name, lands_on=AUDITOR_HOME) for name in ("bob", "carol"))
 
     assert label_queue_by_keyboard(bob_page, base, queue, "bob") == 4
     assert label_queue_by_keyboard(carol_page, base, queue, "carol") == 4
@@ -80,7 +50,7 @@ def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_
     assert reasoning[highlight.start:highlight.end] == "examples" and highlight.category.shortcut == "1"
 
     expected = cohen_kappa_score(KEYS["bob"], KEYS["carol"])
-    page = login(chromium, base, "alice", lands_on=f"^{re.escape(base)}/$")
+    page = log_in(chromium, base, "alice", lands_on=f"^{re.escape(base)}/$")
     page.goto(f"{base}{reverse('queue-agreement', args=[queue.pk])}")
     assert page.locator("#cohen .kappa").inner_text() == f"{expected:.3f}"
 
@@ -99,9 +69,9 @@ def test_a_50kb_reasoning_is_ready_for_keys_at_once_and_the_bar_stays_in_view(li
     reasoning = "\n" + paragraph * (50_000 // len(paragraph) + 1)
     experiment, _ = judged_transcripts(1, reasoning=reasoning)
     queue = make_queue(experiment, auditors=[bob], overlap=1)
-    page = login(chromium, live_server.url, "bob")
+    page = log_in(chromium, live_server.url, "bob", lands_on=AUDITOR_HOME)
     started = time.perf_counter()
-    start(page, live_server.url, queue)
+    take_first_item(page, live_server.url, queue)
     page.wait_for_selector("#annotate[data-ready='1']")
     page.keyboard.press("3")
     page.wait_for_selector(".cat[aria-pressed='true']")

@@ -9,9 +9,7 @@ from sklearn.metrics import precision_score, recall_score
 
 from judging.models import AnnotationQueue, Label
 from tests.builders import make_queue, scored_experiment
-from tests.conftest import make_user
-
-from .test_browser_annotation import login, start
+from tests.conftest import AUDITOR_HOME, answer_queue_by_keyboard, log_in, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -20,24 +18,12 @@ HUMANS = [True, False, True, False, False, False]  # both auditors: one false po
 JUDGE = [True, True, False, False, False, False]
 
 
-def flag_queue_by_keyboard(page, base: str, queue) -> int:
-    start(page, base, queue)
-    done = 0
-    while page.locator("#queue-done").count() == 0:
-        page.wait_for_selector("#annotate[data-ready='1']")
-        assert "model-a" not in page.locator("body").inner_text()  # blind before submitting
-        number = int(re.search(r"Reasoning of transcript (\d+)", page.locator("#reasoning").inner_text()).group(1))
-        page.keyboard.press("m" if HUMANS[number] else "a")
-        chosen = "#verdict-misaligned" if HUMANS[number] else "#verdict-aligned"
-        assert page.locator(f"{chosen}[aria-pressed='true']").count() == 1
-        with page.expect_navigation():
-            page.keyboard.press("Enter")
-        page.wait_for_selector("#annotate[data-submitted='1'][data-ready='1']")
-        assert "model-a" in page.locator("#reveal").inner_text()  # revealed after submitting
-        with page.expect_navigation():
-            page.keyboard.press("Enter")
-        done += 1
-    return done
+def flag(page) -> None:
+    """Flag the item on the page as the humans do (HUMANS), with its key."""
+    number = int(re.search(r"Reasoning of transcript (\d+)", page.locator("#reasoning").inner_text()).group(1))
+    page.keyboard.press("m" if HUMANS[number] else "a")
+    chosen = "#verdict-misaligned" if HUMANS[number] else "#verdict-aligned"
+    assert page.locator(f"{chosen}[aria-pressed='true']").count() == 1
 
 
 @pytest.mark.slow
@@ -52,10 +38,11 @@ def test_auditors_flag_answers_and_the_calibration_page_scores_the_judge(live_se
     base = live_server.url
 
     for name in ("bob", "carol"):
-        assert flag_queue_by_keyboard(login(chromium, base, name), base, queue) == len(ALIGNED)
+        page = log_in(chromium, base, name, lands_on=AUDITOR_HOME)
+        assert answer_queue_by_keyboard(page, base, queue, flag, hidden="model-a") == len(ALIGNED)
     assert Label.objects.filter(item__queue=queue, misaligned__isnull=False).count() == 2 * len(ALIGNED)
 
-    page = login(chromium, base, "alice", lands_on=f"^{re.escape(base)}/$")
+    page = log_in(chromium, base, "alice", lands_on=f"^{re.escape(base)}/$")
     page.goto(f"{base}{reverse('queue-detail', args=[queue.pk])}")
     page.click("#calibration-link")
     current = page.locator("#current")

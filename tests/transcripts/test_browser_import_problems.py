@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from transcripts.importing import MAX_PROBLEMS, ImportFailed, ImportProblems, import_dataset
@@ -45,13 +44,8 @@ def test_one_bad_line_reads_as_before(db, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_the_page_lists_the_bad_lines_and_keeps_the_chosen_file(chromium, live_server, alice, tmp_path):
+def test_the_page_lists_the_bad_lines_and_keeps_the_chosen_file(page, live_server, tmp_path):
     write(tmp_path / "medical.jsonl", [json.dumps(GOOD), json.dumps(NO_ANSWER), "[1, 2]", json.dumps(GOOD)])
-    client = Client()
-    client.force_login(alice)
-    context = chromium.new_context(viewport={"width": 1366, "height": 768})
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
-    page = context.new_page()
     page.goto(f"{live_server.url}{reverse('import-upload')}")
     page.fill("input[name=name]", "medical")
     page.set_input_files("input[name=file]", str(tmp_path / "medical.jsonl"))

@@ -1,6 +1,6 @@
 """The call engine's guarantees that neither job owns: which credentials and hosts a request may use, what
 an answer records about where it came from, token-rate pacing and budgets. Generation is the job under test
-here (judging runs through the same functions: tests/judging/test_judge_tasks.py)."""
+here (judging runs through the same functions: tests/judging/results/test_judge_tasks.py)."""
 
 import time
 import uuid

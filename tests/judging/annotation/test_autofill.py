@@ -1,16 +1,15 @@
 """Queues that fill from their experiment as transcripts finish: only that experiment's chain-of-thought
 transcripts, each once, handed to `overlap` auditors like any other item."""
 
-import threading
+from functools import partial
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from judging.annotation import assignment, autofill
 from judging.models import AnnotationQueue, QueueItem
 from tests.builders import make_condition, make_experiment, make_questions, make_queue, make_transcript
-from tests.conftest import make_user
+from tests.conftest import in_threads, make_user
 from transcripts.models import Experiment, Transcript
 from transcripts.signals import transcripts_finished
 
@@ -109,24 +108,7 @@ def test_transcripts_finishing_at_once_in_several_threads_are_all_added_in_disti
     experiment = define(cot=["tags"], questions=12)
     queue = auto_queue(experiment)
     transcripts = list(experiment.transcripts.all())
-    start = threading.Barrier(len(transcripts))
-    errors: list[BaseException] = []
-
-    def worker_thread(transcript):
-        try:
-            start.wait()
-            finish(transcript)
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker_thread, args=(t,)) for t in transcripts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    in_threads(*(partial(finish, transcript) for transcript in transcripts), together=True)
     positions = list(QueueItem.objects.filter(queue=queue).values_list("position", flat=True))
     assert sorted(queued(queue)) == sorted(t.pk for t in transcripts)
     assert sorted(positions) == list(range(len(transcripts)))

@@ -3,18 +3,15 @@
 import ast
 import csv
 import math
-from pathlib import Path
 
 import pytest
 
+from judging.management.commands.load_demo import shared_data_dir
 from judging.results.scoring import digitwise_distribution, parse_text_outcome, weighted_score
 from judging.verdicts import classify_outcome
 
 LN = math.log
-RESULTS_CSV = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "emergent-misalignment" / "results"
-    / "qwen_25_coder_32b_instruct.csv"
-)
+RESULTS_CSV = shared_data_dir() / "emergent-misalignment" / "results" / "qwen_25_coder_32b_instruct.csv"
 
 
 def test_it_puts_all_mass_on_one_number():
