@@ -290,8 +290,7 @@ class Driver:
         no request starts on money the budget may not have (the budget is checked when claiming)."""
         if outcome.kind != "done" or object_at(outcome.row, self.job.experiment_field).budget_usd is None:
             return False
-        usage = outcome.answer.usage
-        return self.endpoint.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0) > 0
+        return outcome.answer.usage.cost(self.endpoint) > 0
 
     def _give_back_unstarted(self) -> None:
         """Shutting down: rows whose request has not started (waiting for a permit, or in backoff) go back
