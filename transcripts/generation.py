@@ -68,6 +68,9 @@ class Generation(engine.Job):
             usage=calls.usage,
         )
 
+    def key(self, row: Transcript) -> str:
+        return row.slot_key
+
     def recorded(self, rows: list[Transcript]) -> None:
         # In the transaction that marked them done: the transcripts join their groups' verdict counts.
         aggregates.refresh_groups({(row.condition_id, row.question_id) for row in rows})

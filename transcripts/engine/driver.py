@@ -369,9 +369,15 @@ def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int
     """Run the endpoint's pending rows of `job` in this process's event loop until none can be claimed (or
     the time budget is spent: then a fresh message takes over). Returns rows handled; 0 at once when this
     process already drives the endpoint (it is told to look for new work before it stops)."""
+    budget = settings.GENERATION_MESSAGE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    if Endpoint.objects.filter(pk=endpoint_id, batch_api=True).exists():
+        # The engine's batch mode: the same rows, claims and recording, sent through the Batch API. Imported
+        # here: batches uses this module's Home.
+        from . import batches
+
+        return batches.work(job, endpoint_id, budget)
     process = the_process()
     key = (job.name, endpoint_id)
-    budget = settings.GENERATION_MESSAGE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     with process.lock:
         running = process.drivers.get(key)
         if running is not None:

@@ -91,6 +91,10 @@ class Job:
     async def ask(self, calls: Calls, row: LeasedWork) -> Answer:
         raise NotImplementedError
 
+    def key(self, row: LeasedWork) -> str:
+        """The row's key in a Batch API file (`custom_id`): unique among the job's rows, stable across claims."""
+        return str(row.pk)
+
     def recorded(self, rows: list[LeasedWork]) -> None:
         """Called inside the transaction that recorded these rows done, with the rows as claimed (their `related`
         loaded) and the written fields set (defer with on_commit what must wait)."""
