@@ -5,6 +5,7 @@ rate and the money saved."""
 from decimal import Decimal
 
 import pytest
+from django.template.loader import render_to_string
 from django.urls import reverse
 
 from judging.models import JudgeScore
@@ -12,7 +13,10 @@ from judging.results import judge
 from tests.builders import make_dataset, make_endpoint, make_questions, make_spec, stub_judge, versions_on
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import generation
+from transcripts.experiments.estimate import CACHE_ASSUMPTION, CACHE_MIN_TOKENS, estimate
 from transcripts.experiments.planning import define_experiment
+from transcripts.experiments.prompts import prefix_tokens
+from transcripts.experiments.spec import parse_spec
 from transcripts.models import Endpoint, Experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,3 +86,22 @@ def test_judge_scores_store_cached_tokens():
     assert {(s.status, s.cached_tokens) for s in scores} == {("done", 7)}
     experiment.refresh_from_db()
     assert experiment.cached_tokens == 7 * len(scores)
+
+
+def test_the_estimate_projects_cached_tokens_from_the_prefix_grouped_order():
+    dataset = make_dataset(n=8, filler=2000)  # ~500 tokens an example: k = 4 is over the cache's minimum
+    make_questions(n=3)
+    spec = parse_spec(make_spec(endpoint=PRICES, k=[0, 4], samples=2, max_tokens=10))
+    (row,) = estimate(spec)
+    prefix = prefix_tokens(dataset, 0, (4,))[4]
+    assert prefix >= CACHE_MIN_TOKENS
+    # k = 4: every slot of the condition but the first finds its examples cached; k = 0 has none to cache.
+    assert row.cached_tokens == prefix * (3 * 2 - 1)
+    assert row.cost == spec.endpoints[0].cost(row.prompt_tokens, row.completion_tokens, row.cached_tokens)
+    assert row.list_cost == spec.endpoints[0].cost(row.prompt_tokens, row.completion_tokens)
+    assert row.saving == row.list_cost - row.cost > 0
+    page = render_to_string("transcripts/experiment_confirm.html", {
+        "spec": spec, "estimates": [row], "total_cost": row.cost, "total_list_cost": row.list_cost,
+        "cache_assumption": CACHE_ASSUMPTION, "spec_json": "{}",
+    })
+    assert "prefix-grouped order" in page and f'id="total-list-cost">{row.list_cost:.2f}' in page

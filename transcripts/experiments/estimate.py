@@ -17,12 +17,13 @@ from .prompts import fixed_tokens, prefix_tokens
 from .reuse import reusable
 from .spec import Spec
 
+CACHE_MIN_TOKENS = 1024  # OpenAI caches prompts of at least this many tokens (in steps of 128)
 CACHE_ASSUMPTION = (
     "Cached prompt tokens are projected from the prefix-grouped order: every slot of a condition but the first "
-    "finds the condition's k examples (its shared prefix) in the provider's prompt cache, and nothing else is "
-    "cached. This holds when a condition's slots run within the provider's cache lifetime (OpenAI: minutes "
-    "idle), as the prefix-grouped order makes them; a cache keyed by server (several replicas) hits less, and "
-    "prompts below the provider's minimum (OpenAI: 1,024 tokens) are not cached at all."
+    "finds the condition's k examples (its shared prefix) in the provider's prompt cache, nothing else is "
+    f"cached, and only example blocks of at least {CACHE_MIN_TOKENS:,} tokens are. This holds when a condition's "
+    "slots run within the provider's cache lifetime (OpenAI: minutes idle), as the prefix-grouped order makes "
+    "them; a cache spread over several replicas hits less."
 )
 
 
@@ -92,7 +93,8 @@ def estimate(spec: Spec) -> list[EndpointEstimate]:
         for (_name, text), cot, k in itertools.product(spec.system_prompts, spec.cot, spec.k):
             for q in spec.questions:
                 per_endpoint_prompt += (prefixes[k] + fixed_tokens(text, dataset, k, cot, q)) * spec.samples
-            per_endpoint_cached += prefixes[k] * (per_condition - 1)
+            if prefixes[k] >= CACHE_MIN_TOKENS:
+                per_endpoint_cached += prefixes[k] * (per_condition - 1)
     per_endpoint_prompt *= len(spec.temperatures)
     per_endpoint_cached *= len(spec.temperatures)
     slots = (len(spec.datasets) * len(spec.k) * len(spec.cot) * len(spec.system_prompts) * len(spec.temperatures)
