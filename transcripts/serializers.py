@@ -18,7 +18,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "description", "status", "question_set", "samples", "max_tokens", "seed",
             "aligned_threshold", "coherent_threshold", "budget_usd", "spent_usd", "stop_reason", "created_at",
-            "started_at", "finished_at",
+            "started_at", "finished_at", "charged_prompt_tokens", "cached_tokens", "cache_saved_usd", "batch_saved_usd",
         ]
         read_only_fields = fields
 

@@ -5,6 +5,7 @@ import pytest
 from django.urls import reverse
 
 from tests.builders import make_dataset, make_endpoint, make_questions, make_spec
+from tests.judging.reports import computed
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import generation
 from transcripts.experiments.estimate import estimate
@@ -59,6 +60,8 @@ def test_an_extended_study_with_reuse_makes_no_call_for_the_old_conditions(first
     assert second.charged_prompt_tokens == 6 * 100, "reused slots cost nothing"
     page = alice_client.get(reverse("experiment-progress", args=[second.pk])).content.decode()
     assert "12 slots reused from earlier answers" in page
+    methods = computed(alice_client, reverse("experiment-methods", args=[second.pk])).content.decode()
+    assert "12 of the 18 answers were not sampled anew" in methods
 
 
 def test_reuse_is_off_by_default_and_can_name_experiments(first_study):
