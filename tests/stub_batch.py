@@ -6,7 +6,8 @@ A batch is `in_progress` until `complete_after` seconds after it was created, th
 `line(custom_id, body, n)` (n counts batch lines from 1), which returns a `Line`: an answer (status 200), an
 error (any other status: the line goes to the error file), or `missing` (not run: the batch ends `expired`).
 `pause` holds the reply of the first request of a kind ("upload", "create", "download") for that many seconds,
-so that a test can kill the worker waiting for it; `seen` lists each kind as it arrives.
+so that a test can kill the worker waiting for it; `fail` answers the first request of a kind with that HTTP
+status instead; `seen` lists each kind as it arrives.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ def answer_with_cache(custom_id: str, body: dict, n: int) -> Line:
 
 class StubBatchAPI:
     def __init__(self, line: Callable[[str, dict, int], Line] = answer_with_cache, *, complete_after: float = 0.5,
-                 pause: dict[str, float] | None = None, direct: Callable[[dict], dict] | None = None):
-        self.line, self.complete_after, self.pause = line, complete_after, dict(pause or {})
+                 pause: dict[str, float] | None = None, fail: dict[str, int] | None = None,
+                 direct: Callable[[dict], dict] | None = None):
+        self.line, self.complete_after = line, complete_after
+        self.pause, self.fail = dict(pause or {}), dict(fail or {})
         self.direct = direct or (lambda request: completion("direct reply"))
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}  # id → the Batch object, plus "_custom_ids"
@@ -162,6 +165,11 @@ class StubBatchAPI:
 
             def do_POST(self):
                 data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                kind = {"/v1/files": "upload", "/v1/batches": "create"}.get(self.path)
+                if kind and stub.fail.get(kind):
+                    status = stub.fail.pop(kind)
+                    stub.seen.append(f"failed {kind}")
+                    return self._json({"error": {"message": f"stub {kind} failure", "type": "server_error"}}, status)
                 try:
                     if self.path == "/v1/files":
                         return self._json(stub._upload(self.headers["Content-Type"], data))

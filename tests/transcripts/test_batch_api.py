@@ -134,3 +134,22 @@ def test_judge_requests_go_through_a_batch_endpoint():
     assert all(line["body"]["logprobs"] for batch in stub.batches.values() for line in batch["_lines"])
     assert not stub.direct_requests
     assert CallBatch.objects.filter(job="judging").count() == 2
+
+
+def test_a_step_the_provider_fails_is_tried_again_and_a_missing_key_fails_the_rows(settings, monkeypatch):
+    with StubBatchAPI(fail={"upload": 500, "create": 503}) as stub:
+        experiment = define(stub)
+        generate(experiment)
+    assert {s.status for s in experiment.transcripts.all()} == {"done"}
+    assert stub.count("failed upload") == stub.count("failed create") == 1
+    assert len(stub.batches) == 2 and sorted(Counter(stub.submitted_ids()).values()) == [1] * 12
+
+    settings.ENDPOINT_KEY_VARIABLES = ["STUB_BATCH_KEY"]
+    monkeypatch.delenv("STUB_BATCH_KEY", raising=False)
+    with StubBatchAPI() as stub:
+        keyed = define_experiment(make_spec(stub.base_url, name="keyed", k=[0], samples=1,
+                                            endpoint={**BATCH, "api_key_env": "STUB_BATCH_KEY"}))
+        Experiment.objects.filter(pk=keyed.pk).update(status="running")
+        generate(keyed)
+    assert {(s.status, s.error_kind) for s in keyed.transcripts.all()} == {("failed", "missing_api_key")}
+    assert not stub.files

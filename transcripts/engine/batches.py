@@ -45,7 +45,7 @@ from django.utils import timezone
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
-from ..models import CallBatch, Endpoint, LeasedWork
+from ..models import CallBatch, Endpoint, LeasedWork, MissingApiKey, UndeclaredKeyVariable
 from .calls import Calls, the_process
 from .claims import claimable
 from .driver import Home
@@ -65,9 +65,11 @@ _running_lock = threading.Lock()
 
 
 def client(endpoint: Endpoint) -> openai.OpenAI:
-    """The `openai` client for the endpoint's files and batches (redirects not followed, like every request)."""
+    """The `openai` client for the endpoint's files and batches (redirects not followed, like every request).
+    Retries are ours (`advance`): the client's own would create a second batch when a created one's reply was
+    lost."""
     return openai.OpenAI(
-        base_url=endpoint.base_url, api_key=endpoint.read_api_key(), timeout=endpoint.timeout_seconds, max_retries=2,
+        base_url=endpoint.base_url, api_key=endpoint.read_api_key(), timeout=endpoint.timeout_seconds, max_retries=0,
         http_client=openai.DefaultHttpxClient(follow_redirects=False),
     )
 
@@ -92,11 +94,10 @@ def work(job: Job, endpoint_id: int, budget_seconds: float) -> int:
 
 def _work(job: Job, endpoint: Endpoint, budget_seconds: float) -> int:
     deadline = time.monotonic() + budget_seconds
-    api = client(endpoint)
     handled = 0
     while True:
         for pk in _due(job, endpoint):
-            handled += advance(job, endpoint, api, pk)
+            handled += advance(job, endpoint, pk)
         if claim_batch(job, endpoint) is not None:
             continue
         open_batches = CallBatch.objects.filter(job=job.name, endpoint=endpoint).exclude(state=CallBatch.State.APPLIED)
@@ -140,29 +141,61 @@ def claim_batch(job: Job, endpoint: Endpoint) -> CallBatch | None:
     return batch
 
 
-def advance(job: Job, endpoint: Endpoint, api: openai.OpenAI, pk: int) -> int:
-    """Take the batch's steps until it waits for the provider or is applied. Returns rows recorded."""
+def advance(job: Job, endpoint: Endpoint, pk: int) -> int:
+    """Take the batch's steps until it waits for the provider or is applied. Returns rows recorded. A step the
+    provider failed is tried again at the next poll when the failure is worth another attempt
+    (failures.classify: 5xx, 429, timeouts, connections); otherwise (a missing key, a file or batch refused
+    with a 4xx) the batch's rows fail with the reason, as their requests would have."""
     handled = 0
     while True:
-        with transaction.atomic():
-            batch = CallBatch.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
-            if batch is None or batch.state == CallBatch.State.APPLIED:
-                return handled  # another handler has it, or it is over
-            if batch.state == CallBatch.State.PREPARING:
-                _upload(job, endpoint, api, batch)
-                continue
-            if batch.state == CallBatch.State.UPLOADED:
-                _submit(api, batch)
-                continue
-            remote = api.batches.retrieve(batch.batch_id)
-            _note(batch, remote)
-            if remote.status not in FINAL:
-                batch.next_check_at = timezone.now() + timedelta(seconds=settings.BATCH_POLL_SECONDS)
-                batch.save()
+        try:
+            with transaction.atomic():
+                batch = CallBatch.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+                if batch is None or batch.state == CallBatch.State.APPLIED:
+                    return handled  # another handler has it, or it is over
+                handled += _step(job, endpoint, client(endpoint), batch)
+                if batch.state not in (CallBatch.State.PREPARING, CallBatch.State.UPLOADED):
+                    return handled  # submitted and waiting for the provider, or applied
+        except (openai.APIError, MissingApiKey, UndeclaredKeyVariable) as exc:
+            failure = classify(exc)
+            if failure.retryable:
+                log.warning("%s batch %s on endpoint %s: %s; tried again at the next poll", job.name, pk,
+                            endpoint.pk, failure.message[:200])
+                CallBatch.objects.filter(pk=pk).update(
+                    next_check_at=timezone.now() + timedelta(seconds=settings.BATCH_POLL_SECONDS))
                 return handled
-            handled += _apply(job, endpoint, batch, _content(api, remote.output_file_id),
-                              _content(api, remote.error_file_id))
-            return handled
+            return handled + _refused(job, endpoint, pk, failure)
+
+
+def _step(job: Job, endpoint: Endpoint, api: openai.OpenAI, batch: CallBatch) -> int:
+    """One step of the batch, in the caller's transaction (which holds its lock). Returns rows recorded."""
+    if batch.state == CallBatch.State.PREPARING:
+        _upload(job, endpoint, api, batch)
+        return 0
+    if batch.state == CallBatch.State.UPLOADED:
+        _submit(api, batch)
+        return 0
+    remote = api.batches.retrieve(batch.batch_id)
+    _note(batch, remote)
+    if remote.status not in FINAL:
+        batch.next_check_at = timezone.now() + timedelta(seconds=settings.BATCH_POLL_SECONDS)
+        batch.save()
+        return 0
+    return _apply(job, endpoint, batch, _content(api, remote.output_file_id), _content(api, remote.error_file_id))
+
+
+def _refused(job: Job, endpoint: Endpoint, pk: int, failure: Failure) -> int:
+    """The batch's rows fail with a terminal failure of one of its steps; the batch is over."""
+    with transaction.atomic():
+        batch = CallBatch.objects.select_for_update().get(pk=pk)
+        if batch.state == CallBatch.State.APPLIED:
+            return 0
+        outcomes = [Outcome(row, "failed", failure=failure, attempts=row.attempts) for row in _rows(job, batch)]
+        record_step(job, endpoint, outcomes, Counter(), [])
+        batch.failed, batch.provider_status = len(outcomes), batch.provider_status or f"refused: {failure.kind}"
+        batch.state, batch.applied_at = CallBatch.State.APPLIED, timezone.now()
+        batch.save()
+    return len(outcomes)
 
 
 # --- the steps ------------------------------------------------------------------------------------------------
