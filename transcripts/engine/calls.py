@@ -76,8 +76,12 @@ class Calls:
             reply = response.json()
         except ValueError as exc:
             raise MalformedReply(f"the reply is not JSON: {response.text[:300]!r}") from exc
+        return self.received(reply_type, reply, response.text)
+
+    def received(self, reply_type: type[ChatCompletion | Completion], reply, text: str = ""):
+        """A reply's body as the SDK's type, its usage added to the row's (also a Batch API output line's)."""
         if not isinstance(reply, dict):
-            raise MalformedReply(f"the reply is not a JSON object: {response.text[:300]!r}")
+            raise MalformedReply(f"the reply is not a JSON object: {(text or str(reply))[:300]!r}")
         try:
             # pydantic-core validates a reply in microseconds; the SDK's lenient `construct` (what its own
             # `create` uses, so a provider's unexpected value is kept, not refused) takes ~20 times longer.

@@ -290,8 +290,7 @@ class Driver:
         no request starts on money the budget may not have (the budget is checked when claiming)."""
         if outcome.kind != "done" or object_at(outcome.row, self.job.experiment_field).budget_usd is None:
             return False
-        usage = outcome.answer.usage
-        return self.endpoint.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0) > 0
+        return outcome.answer.usage.cost(self.endpoint) > 0
 
     def _give_back_unstarted(self) -> None:
         """Shutting down: rows whose request has not started (waiting for a permit, or in backoff) go back
@@ -370,9 +369,15 @@ def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int
     """Run the endpoint's pending rows of `job` in this process's event loop until none can be claimed (or
     the time budget is spent: then a fresh message takes over). Returns rows handled; 0 at once when this
     process already drives the endpoint (it is told to look for new work before it stops)."""
+    budget = settings.GENERATION_MESSAGE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    if Endpoint.objects.filter(pk=endpoint_id, batch_api=True).exists():
+        # The engine's batch mode: the same rows, claims and recording, sent through the Batch API. Imported
+        # here: batches uses this module's Home.
+        from . import batches
+
+        return batches.work(job, endpoint_id, budget)
     process = the_process()
     key = (job.name, endpoint_id)
-    budget = settings.GENERATION_MESSAGE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     with process.lock:
         running = process.drivers.get(key)
         if running is not None:
