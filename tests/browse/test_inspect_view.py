@@ -47,9 +47,8 @@ def coherent():
 
 
 def _output(answer: str) -> ModelOutput:
-    output = ModelOutput.from_content(
-        model="mockllm/model", content=[ContentReasoning(reasoning=f"Thinking about: {answer}"), ContentText(text=answer)]
-    )
+    content = [ContentReasoning(reasoning=f"Thinking about: {answer}"), ContentText(text=answer)]
+    output = ModelOutput.from_content(model="mockllm/model", content=content)
     # With its usage given, the mock model does not count tokens (tiktoken would download its vocabulary).
     output.usage = ModelUsage(input_tokens=12, output_tokens=6, total_tokens=18)
     return output
