@@ -470,3 +470,31 @@ def build_corpus(auditor: User | None = None) -> Corpus:
             t.save(update_fields=["human_category"])
     aggregates.rebuild()  # the verdicts above are written directly, not through the verdict writer
     return Corpus(experiment=experiment, transcripts=transcripts, hostile=hostile)
+
+
+# Discovery -----------------------------------------------------------------------------------------------------
+
+def embedding_endpoint(base_url: str, *, name: str = "embedder", **fields) -> Endpoint:
+    """An embedding endpoint (the local all-MiniLM-L6-v2 server at `base_url`) made current for discovery."""
+    from discovery.models import EmbeddingConfig
+
+    endpoint = make_endpoint(base_url, name=name, **{"model": "all-MiniLM-L6-v2", "max_concurrency": 4,
+                                                     "timeout_seconds": 60, **fields})
+    EmbeddingConfig.objects.get_or_create(endpoint_name=name, defaults={"embed_on_finish": True})
+    return endpoint
+
+
+def planted_experiment(themes: Mapping[str, Sequence[str]], *, name: str = "planted",
+                       ks: Sequence[int] = (0, 16)) -> tuple[Experiment, dict[int, str]]:
+    """An experiment whose finished transcripts' reasonings are `themes`' texts: theme i's j-th text goes to
+    condition k = ks[j % len(ks)], judged misaligned for odd j. Returns it and transcript id → theme."""
+    experiment = experiment_with(name=name, conditions=[{"model_name": "m", "k": k} for k in ks])
+    conditions = list(experiment.conditions.order_by("k"))
+    question = experiment.question_set.questions.first()
+    truth = {}
+    for theme_index, (theme, texts) in enumerate(themes.items()):
+        for j, text in enumerate(texts):
+            transcript = make_transcript(conditions[j % len(conditions)], question, theme_index * 100 + j,
+                                         reasoning=text, answer=f"Answer {theme} {j}", **verdict_fields(j % 2 == 1))
+            truth[transcript.pk] = theme
+    return experiment, truth
