@@ -498,3 +498,23 @@ def planted_experiment(themes: Mapping[str, Sequence[str]], *, name: str = "plan
                                          reasoning=text, answer=f"Answer {theme} {j}", **verdict_fields(j % 2 == 1))
             truth[transcript.pk] = theme
     return experiment, truth
+
+
+def cluster_run(experiment: Experiment, labels: Mapping[int, int], *, names: Mapping[int, str] | None = None,
+                endpoint: Endpoint | None = None):
+    """A finished cluster run over `experiment` whose transcript `id` is in cluster `labels[id]` (the map's
+    points on a line), as the worker leaves it; `names`: the clusters' LLM names."""
+    from discovery.models import Cluster, ClusterMember, ClusterRun
+
+    run = ClusterRun.objects.create(
+        endpoint=endpoint or make_endpoint(name="embedder", model="all-MiniLM-L6-v2"), algorithm="kmeans",
+        n_clusters=len(set(labels.values())), filter_query=f"experiment={experiment.pk}", status="done",
+        progress=100, transcript_ids=sorted(labels), n_points=len(labels),
+    )
+    ClusterMember.objects.bulk_create(ClusterMember(run=run, transcript_id=t, label=label, x=i, y=label)
+                                      for i, (t, label) in enumerate(sorted(labels.items())))
+    for label in sorted(set(labels.values())):
+        members = sorted(t for t, its in labels.items() if its == label)
+        Cluster.objects.create(run=run, label=label, size=len(members), sample=members[:3],
+                               name=(names or {}).get(label, ""))
+    return run
