@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "judging",
     "analysis",
     "em_site",
+    "discovery",
     "browse",
 ]
 
@@ -288,6 +289,7 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE = {
     "reconcile-slots": {"task": "transcripts.tasks.reconcile", "schedule": env.float("RECONCILE_EVERY", 30.0)},
     "reconcile-judge-scores": {"task": "judging.tasks.reconcile", "schedule": env.float("RECONCILE_EVERY", 30.0)},
+    "reconcile-vectors": {"task": "discovery.tasks.reconcile", "schedule": env.float("RECONCILE_EVERY", 30.0)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

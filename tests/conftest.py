@@ -423,3 +423,28 @@ def answer_queue_by_keyboard(page, base: str, queue, answer: Callable[[object], 
             page.keyboard.press("Enter")
         done += 1
     return done
+
+
+@pytest.fixture(scope="session")
+def local_embedder_url() -> str:
+    """The real local embedding server (all-MiniLM-L6-v2 from its PyPI wheel, discovery.local_embedder),
+    started once per test process."""
+    from django.conf import settings
+
+    from transcripts.local_model import wait_for_server
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "discovery.local_embedder", "--port", str(port),
+         "--cache", str(settings.VAR_DIR / "models")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_for_server(f"{url}/models", proc, "The local embedding server")
+    except RuntimeError:
+        proc.kill()
+        raise
+    yield url
+    proc.terminate()
+    proc.wait(15)

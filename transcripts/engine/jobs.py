@@ -47,7 +47,8 @@ class Usage:
         usage = getattr(completion, "usage", None)
         if usage is not None:
             self.prompt_tokens = (self.prompt_tokens or 0) + (usage.prompt_tokens or 0)
-            self.completion_tokens = (self.completion_tokens or 0) + (usage.completion_tokens or 0)
+            # An embeddings reply's usage has no completion tokens.
+            self.completion_tokens = (self.completion_tokens or 0) + (getattr(usage, "completion_tokens", 0) or 0)
             details = getattr(usage, "prompt_tokens_details", None)
             cached = getattr(details, "cached_tokens", None) if details is not None else None
             if cached is not None:

@@ -189,6 +189,9 @@ def estimated_tokens(request: dict) -> int:
     """Prompt + completion tokens a request may use, as the tokens-per-minute limit counts it."""
     if "messages" in request:
         prompt = prompting.estimate_tokens(request["messages"])
+    elif "input" in request:  # embeddings: a text or a list of texts
+        texts = [request["input"]] if isinstance(request["input"], str) else request["input"]
+        prompt = sum(len(text) for text in texts) // prompting.CHARS_PER_TOKEN
     else:
         prompt = len(request.get("prompt", "")) // prompting.CHARS_PER_TOKEN
     return prompt + (request.get("max_tokens") or 0)
