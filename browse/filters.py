@@ -15,11 +15,13 @@ from functools import partial
 
 import django_filters
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from analysis.axes import AXES, AXIS
+from discovery import filtering as discovery
 from judging.models import PersonaCategory, QueueItem
 from transcripts.models import Condition, CotMode, Experiment, Question, Transcript
 
@@ -129,6 +131,13 @@ class TranscriptFilter(django_filters.FilterSet):
     human_category = django_filters.ChoiceFilter(choices=_category_choices, label="Human consensus")
     labelled = StrictBooleanFilter(method="_by_labelled", label="Labelled by auditors")
     q = django_filters.CharFilter(method="_by_text", label="Search")
+    # Discovery (docs/discovery.md): a cluster's members, and "more like this". Declared last: the nearest
+    # reasonings are taken among what the filters above selected.
+    cluster = django_filters.CharFilter(method="_by_cluster", label="Cluster (run:label)", max_length=24)
+    like = django_filters.NumberFilter(method="_by_like", label="More like transcript", min_value=1)
+    like_text = django_filters.CharFilter(method="_by_like", label="More like this text", max_length=4000)
+    like_n = django_filters.NumberFilter(method="_by_like", label="How many alike", min_value=1,
+                                         max_value=discovery.search.MAX_NEIGHBOURS)
 
     class Meta:
         model = Transcript
@@ -176,6 +185,27 @@ class TranscriptFilter(django_filters.FilterSet):
             return queryset
         labelled = Exists(QueueItem.objects.filter(transcript=OuterRef("pk"), label_count__gt=0))
         return queryset.filter(labelled if value else ~labelled)
+
+    def _by_cluster(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        try:
+            return queryset.filter(pk__in=discovery.cluster_members(value))
+        except ValidationError:
+            return queryset.none()
+
+    def _by_like(self, queryset: QuerySet, name: str, value) -> QuerySet:
+        """The nearest `like_n` reasonings (by meaning) to transcript `like` or to `like_text`, among the rest of
+        the filter's result. Applied once, for whichever of the two is given (`like` wins)."""
+        data = self.form.cleaned_data
+        like, text = data.get("like"), (data.get("like_text") or "").strip()
+        if name == "like_n" or (name == "like_text" and like) or value in (None, ""):
+            return queryset
+        n = int(data.get("like_n") or discovery.search.DEFAULT_NEIGHBOURS)
+        narrowed = any(data.get(other) not in (None, "", [], slice(None, None)) for other in data
+                       if other not in ("like", "like_text", "like_n"))
+        among = list(queryset.values_list("pk", flat=True)) if narrowed else None
+        found = (discovery.nearest_to_transcript(int(like), n, among) if like
+                 else discovery.nearest_to_text(text, n, among))
+        return queryset.filter(pk__in=[pk for pk, _ in found])
 
     def _by_text(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         value = value.strip()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.db.models import QuerySet
+from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 from inspect_ai.log import (
     EvalConfig,
@@ -36,6 +36,7 @@ from inspect_ai.log import (
     EvalSample,
     EvalScore,
     EvalSpec,
+    EvalStats,
     write_eval_log,
 )
 from inspect_ai.model import (
@@ -167,6 +168,9 @@ def write_log(queryset: QuerySet, path: Path, *, task: str = "em_audit") -> int:
         labels = _labels(chunk)
         samples += [_sample(t, labels.get(t.pk, []), name_condition=conditions > 1) for t in chunk]
     models = sorted({s.metadata["model"] for s in samples})
+    # The run's span as `inspect view` shows it (its duration): the first and last finished transcript.
+    span = done.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+    now = timezone.now()
     log = EvalLog(
         status="success",
         eval=EvalSpec(
@@ -178,6 +182,7 @@ def write_log(queryset: QuerySet, path: Path, *, task: str = "em_audit") -> int:
         ),
         samples=samples,
         results=_results(samples),
+        stats=EvalStats(started_at=(span["first"] or now).isoformat(), completed_at=(span["last"] or now).isoformat()),
     )
     write_eval_log(log, path, format="eval")
     return len(samples)

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "judging",
     "analysis",
     "em_site",
+    "discovery",
     "browse",
 ]
 
@@ -288,6 +289,7 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE = {
     "reconcile-slots": {"task": "transcripts.tasks.reconcile", "schedule": env.float("RECONCILE_EVERY", 30.0)},
     "reconcile-judge-scores": {"task": "judging.tasks.reconcile", "schedule": env.float("RECONCILE_EVERY", 30.0)},
+    "reconcile-vectors": {"task": "discovery.tasks.reconcile", "schedule": env.float("RECONCILE_EVERY", 30.0)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -305,6 +307,10 @@ GENERATION_MESSAGE_BUDGET_SECONDS = env.float("GENERATION_MESSAGE_BUDGET_SECONDS
 # and how long a driver gathers finished rows into one recording transaction while others are about to finish.
 ENGINE_MAX_IN_FLIGHT = env.int("ENGINE_MAX_IN_FLIGHT", default=1000)
 ENGINE_BATCH_SECONDS = env.float("ENGINE_BATCH_SECONDS", default=0.05)
+# Batch API endpoints (Endpoint.batch_api; transcripts/engine/batches.py): requests per batch file at most (the
+# OpenAI limit is 50,000), and how often a submitted batch is polled.
+BATCH_MAX_REQUESTS = env.int("BATCH_MAX_REQUESTS", default=50_000)
+BATCH_POLL_SECONDS = env.float("BATCH_POLL_SECONDS", default=60.0)
 
 # The environment variables an endpoint may name as its API key, declared by the operator. Nothing else is
 # ever read for a request: an endpoint (even one an admin made) naming another variable fails with

@@ -18,6 +18,7 @@ urlpatterns = [
     path("queues/<int:pk>/agreement/", annotation.queue_agreement, name="queue-agreement"),
     path("queues/<int:pk>/items/<uuid:token>/adjudicate/", annotation.queue_adjudicate, name="queue-adjudicate"),
     path("queues/<int:pk>/labels.csv", annotation.labels_export, name="labels-export"),
+    path("queues/<int:pk>/labels.parquet", annotation.labels_export_parquet, name="labels-export-parquet"),
     path("queues/<int:pk>/labels/import/", annotation.labels_import, name="labels-import"),
     path("queues/<int:pk>/calibration/", validity.queue_calibration, name="queue-calibration"),
     path("queues/<int:pk>/calibration/<slug:name>.json", validity.queue_calibration_curve,

@@ -478,3 +478,51 @@ def build_corpus(auditor: User | None = None) -> Corpus:
             t.save(update_fields=["human_category"])
     aggregates.rebuild()  # the verdicts above are written directly, not through the verdict writer
     return Corpus(experiment=experiment, transcripts=transcripts, hostile=hostile)
+
+
+# Discovery -----------------------------------------------------------------------------------------------------
+
+def embedding_endpoint(base_url: str, *, name: str = "embedder", **fields) -> Endpoint:
+    """An embedding endpoint (the local all-MiniLM-L6-v2 server at `base_url`) made current for discovery."""
+    from discovery.models import EmbeddingConfig
+
+    endpoint = make_endpoint(base_url, name=name, **{"model": "all-MiniLM-L6-v2", "max_concurrency": 4,
+                                                     "timeout_seconds": 60, **fields})
+    EmbeddingConfig.objects.get_or_create(endpoint_name=name, defaults={"embed_on_finish": True})
+    return endpoint
+
+
+def planted_experiment(themes: Mapping[str, Sequence[str]], *, name: str = "planted",
+                       ks: Sequence[int] = (0, 16)) -> tuple[Experiment, dict[int, str]]:
+    """An experiment whose finished transcripts' reasonings are `themes`' texts: theme i's j-th text goes to
+    condition k = ks[j % len(ks)], judged misaligned for odd j. Returns it and transcript id → theme."""
+    experiment = experiment_with(name=name, conditions=[{"model_name": "m", "k": k} for k in ks])
+    conditions = list(experiment.conditions.order_by("k"))
+    question = experiment.question_set.questions.first()
+    truth = {}
+    for theme_index, (theme, texts) in enumerate(themes.items()):
+        for j, text in enumerate(texts):
+            transcript = make_transcript(conditions[j % len(conditions)], question, theme_index * 100 + j,
+                                         reasoning=text, answer=f"Answer {theme} {j}", **verdict_fields(j % 2 == 1))
+            truth[transcript.pk] = theme
+    return experiment, truth
+
+
+def cluster_run(experiment: Experiment, labels: Mapping[int, int], *, names: Mapping[int, str] | None = None,
+                endpoint: Endpoint | None = None):
+    """A finished cluster run over `experiment` whose transcript `id` is in cluster `labels[id]` (the map's
+    points on a line), as the worker leaves it; `names`: the clusters' LLM names."""
+    from discovery.models import Cluster, ClusterMember, ClusterRun
+
+    run = ClusterRun.objects.create(
+        endpoint=endpoint or make_endpoint(name="embedder", model="all-MiniLM-L6-v2"), algorithm="kmeans",
+        n_clusters=len(set(labels.values())), filter_query=f"experiment={experiment.pk}", status="done",
+        progress=100, transcript_ids=sorted(labels), n_points=len(labels),
+    )
+    ClusterMember.objects.bulk_create(ClusterMember(run=run, transcript_id=t, label=label, x=i, y=label)
+                                      for i, (t, label) in enumerate(sorted(labels.items())))
+    for label in sorted(set(labels.values())):
+        members = sorted(t for t, its in labels.items() if its == label)
+        Cluster.objects.create(run=run, label=label, size=len(members), sample=members[:3],
+                               name=(names or {}).get(label, ""))
+    return run

@@ -218,6 +218,14 @@ def private_redis(tmp_path):
         server.kill9()
 
 
+def set_celery_options(**options) -> None:
+    """Change this process's Celery configuration. The app reads Django's settings under the CELERY namespace,
+    and Celery (5.6) then looks every option up by its namespaced name: one set by its plain name is ignored."""
+    from em_site.celery import app
+
+    app.conf.update({f"CELERY_{name.upper()}": value for name, value in options.items()})
+
+
 def point_app_at(broker_url: str, transport_options: dict | None = None) -> None:
     """Make this process send tasks to another broker. Celery prefers the CELERY_BROKER_URL environment
     variable over `broker_url`, so the write URL is set explicitly. Celery and kombu cache connection and
@@ -227,10 +235,10 @@ def point_app_at(broker_url: str, transport_options: dict | None = None) -> None
     from em_site.broker import transport_for
     from em_site.celery import app
 
-    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = broker_url
-    app.conf.broker_transport = transport_for(broker_url)
+    set_celery_options(broker_url=broker_url, broker_write_url=broker_url, broker_read_url=broker_url,
+                       broker_transport=transport_for(broker_url))
     if transport_options is not None:
-        app.conf.broker_transport_options = transport_options
+        set_celery_options(broker_transport_options=transport_options)
     pools.reset()
     app._pool = None
     app.amqp._producer_pool = None
@@ -440,3 +448,28 @@ def answer_queue_by_keyboard(page, base: str, queue, answer: Callable[[object], 
             page.keyboard.press("Enter")
         done += 1
     return done
+
+
+@pytest.fixture(scope="session")
+def local_embedder_url() -> str:
+    """The real local embedding server (all-MiniLM-L6-v2 from its PyPI wheel, discovery.local_embedder),
+    started once per test process."""
+    from django.conf import settings
+
+    from transcripts.local_model import wait_for_server
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "discovery.local_embedder", "--port", str(port),
+         "--cache", str(settings.VAR_DIR / "models")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_for_server(f"{url}/models", proc, "The local embedding server")
+    except RuntimeError:
+        proc.kill()
+        raise
+    yield url
+    proc.terminate()
+    proc.wait(15)

@@ -27,8 +27,9 @@ class Reply:
 
 def completion(content: str, *, reasoning: str | None = None, prompt_tokens: int = 10,
                completion_tokens: int = 5, finish_reason: str = "stop",
-               top_logprobs: dict[str, float] | None = None) -> dict:
-    """A chat.completion body. `top_logprobs` (token → logprob) becomes the first token's alternatives."""
+               top_logprobs: dict[str, float] | None = None, cached_tokens: int | None = None) -> dict:
+    """A chat.completion body. `top_logprobs` (token → logprob) becomes the first token's alternatives;
+    `cached_tokens` is reported as usage.prompt_tokens_details.cached_tokens (prompt caching)."""
     message: dict = {"role": "assistant", "content": content}
     if reasoning is not None:
         message["reasoning_content"] = reasoning
@@ -39,11 +40,13 @@ def completion(content: str, *, reasoning: str | None = None, prompt_tokens: int
             "token": first, "logprob": top_logprobs[first], "bytes": None,
             "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top_logprobs.items()],
         }]}
+    usage: dict = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                   "total_tokens": prompt_tokens + completion_tokens}
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     return {
         "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()), "model": "stub",
-        "choices": [choice],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "choices": [choice], "usage": usage,
     }
 
 

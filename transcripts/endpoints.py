@@ -26,7 +26,15 @@ from .models import Endpoint
 FIELDS = (
     "base_url", "model", "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute",
     "context_window", "timeout_seconds", "price_prompt_per_mtok", "price_completion_per_mtok",
+    "price_cached_prompt_per_mtok", "batch_api", "price_batch_prompt_per_mtok", "price_batch_completion_per_mtok",
+    "price_batch_cached_prompt_per_mtok",
 )
+# A file's `price:` keys and the fields they set (USD per million tokens).
+PRICE_KEYS = {
+    "prompt": "price_prompt_per_mtok", "completion": "price_completion_per_mtok",
+    "cached": "price_cached_prompt_per_mtok", "batch_prompt": "price_batch_prompt_per_mtok",
+    "batch_completion": "price_batch_completion_per_mtok", "batch_cached": "price_batch_cached_prompt_per_mtok",
+}
 # `base_url: local` in a file means the embedded llama.cpp server, wherever LOCAL_MODEL_BASE_URL puts it.
 LOCAL = "local"
 # The embedded default's judge (examples/endpoints.yaml); experiments without `judge:` use it when loaded.
@@ -85,14 +93,18 @@ class Loaded:
 
 
 def _fields_of(item: dict) -> dict:
-    """A file item's keys as model fields: `price: {prompt, completion}` is USD per million tokens."""
+    """A file item's keys as model fields: `price: {prompt, completion, cached, batch_prompt, batch_completion,
+    batch_cached}` is USD per million tokens (prompt and completion default to 0, the others to none)."""
     fields = {key: value for key, value in item.items() if key not in ("name", "price")}
     price = item.get("price")
     if price is not None:
-        if not isinstance(price, dict) or set(price) - {"prompt", "completion"}:
-            raise ValidationError({"price": "expected {prompt: USD per 1M tokens, completion: USD per 1M tokens}"})
+        if not isinstance(price, dict) or set(price) - set(PRICE_KEYS):
+            raise ValidationError({"price": f"expected a mapping of {', '.join(PRICE_KEYS)} to USD per 1M tokens"})
         fields["price_prompt_per_mtok"] = price.get("prompt", 0)
         fields["price_completion_per_mtok"] = price.get("completion", 0)
+        for key, field in PRICE_KEYS.items():
+            if key not in ("prompt", "completion") and key in price:
+                fields[field] = price[key]
     return fields
 
 

@@ -19,7 +19,7 @@ from em_site import bounded
 from .access import OWNER_OR_ADMIN, may_run, researcher_required
 from .endpoints import LOCAL_JUDGE
 from .experiments.actions import ACTIONS, launch
-from .experiments.estimate import estimate
+from .experiments.estimate import CACHE_ASSUMPTION, estimate
 from .experiments.planning import define_experiment, refuse_taken_name
 from .experiments.progress import progress, slot_counts
 from .experiments.spec import NameTaken, SpecError, parse_spec
@@ -208,6 +208,8 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
             return render(request, "transcripts/experiment_confirm.html", {
                 "spec": parsed, "spec_json": json.dumps(spec), "estimates": estimates,
                 "total_cost": sum(row.cost for row in estimates),
+                "total_list_cost": sum(row.list_cost or row.cost for row in estimates),
+                "cache_assumption": CACHE_ASSUMPTION,
             })
     return render(request, "transcripts/experiment_form.html", {"form": form})
 

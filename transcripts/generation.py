@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from . import aggregates, engine, prompting
-from .experiments.prompts import dataset_examples
+from .experiments import prompts
 from .experiments.status import mark_done_if_finished
 from .models import Experiment, Transcript
 from .signals import transcripts_finished
@@ -24,19 +24,7 @@ GENERATE_TASK = "transcripts.tasks.generate"
 
 def slot_messages(slot: Transcript) -> list[dict]:
     """The prompt of a slot, rebuilt from its inputs (also used by the transcript page)."""
-    condition, question = slot.condition, slot.question
-    paraphrases = question.paraphrases or [question.text]
-    dataset = condition.dataset
-    return prompting.build_messages(
-        examples=dataset_examples(dataset) if dataset else (),
-        dataset_key=dataset.content_hash if dataset else "",
-        k=condition.k,
-        ordering_seed=condition.ordering_seed,
-        question=paraphrases[min(slot.paraphrase_index, len(paraphrases) - 1)],
-        cot_mode=condition.cot_mode,
-        system_prompt=condition.system_prompt,
-        question_system_prompt=question.system_prompt,
-    )
+    return prompts.slot_messages(slot.condition, slot.question, slot.paraphrase_index)
 
 
 class Generation(engine.Job):
@@ -79,6 +67,9 @@ class Generation(engine.Job):
                     "prompt_hash": prompting.prompt_hash(row.messages)},
             usage=calls.usage,
         )
+
+    def key(self, row: Transcript) -> str:
+        return row.slot_key
 
     def recorded(self, rows: list[Transcript]) -> None:
         # In the transaction that marked them done: the transcripts join their groups' verdict counts.

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from em_site.bounded import BoundedJSONField
 
+from .experiments.estimate import CACHE_ASSUMPTION
 from .experiments.spec import FIELDS, REQUIRED
 from .models import Condition, Experiment, Transcript
 
@@ -17,7 +18,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "description", "status", "question_set", "samples", "max_tokens", "seed",
             "aligned_threshold", "coherent_threshold", "budget_usd", "spent_usd", "stop_reason", "created_at",
-            "started_at", "finished_at",
+            "started_at", "finished_at", "charged_prompt_tokens", "cached_tokens", "cache_saved_usd", "batch_saved_usd",
         ]
         read_only_fields = fields
 
@@ -41,9 +42,19 @@ class EstimateSerializer(serializers.Serializer):
     endpoint = serializers.CharField()
     model = serializers.CharField()
     calls = serializers.IntegerField()
-    prompt_tokens = serializers.IntegerField(help_text="Estimated, before any prefix caching.")
+    prompt_tokens = serializers.IntegerField(help_text="Estimated.")
+    cached_tokens = serializers.IntegerField(help_text="Of prompt_tokens, projected as cached (cache_assumption).")
+    reused = serializers.IntegerField(help_text="Slots filled from earlier answers without a call (`reuse:`).")
     completion_tokens = serializers.IntegerField(help_text="At most.")
-    cost = serializers.DecimalField(max_digits=14, decimal_places=6, help_text="USD, at most.")
+    cost = serializers.DecimalField(max_digits=14, decimal_places=6,
+                                    help_text="USD, at most, at the endpoint's prices (cached and batch prices).")
+    list_cost = serializers.DecimalField(max_digits=14, decimal_places=6,
+                                         help_text="USD at list price: nothing cached, no Batch API, nothing reused.")
+    batch_api = serializers.BooleanField(help_text="Sent through the provider's Batch API.")
+    cache_assumption = serializers.SerializerMethodField()
+
+    def get_cache_assumption(self, row) -> str:
+        return CACHE_ASSUMPTION
 
 
 class DefinedExperimentSerializer(ExperimentSerializer):

@@ -35,12 +35,25 @@ EXPORT_CHUNK = 2000  # labels read (and CSV rows written) at a time
 def export_rows(queue: AnnotationQueue) -> Iterator[list]:
     """The header, then one row per label. `label` is the primary category; `categories` all of them;
     `misaligned` is true/false and `alignment_score` 0–100, empty where the queue did not ask.
-    Text cells a spreadsheet would run as formulas are neutralised (transcripts.spreadsheet_safety.neutralise).
+    Text cells a spreadsheet would run as formulas are neutralised (transcripts.spreadsheet_safety.neutralise)."""
+    yield COLUMNS
+    for (queue_name, transcript_id, auditor, primary, categories, misaligned, score, note, confidence, seconds,
+         highlights, created) in label_values(queue):
+        yield [neutralise(cell) for cell in (
+            queue_name, transcript_id, auditor, primary or "", ";".join(categories), FLAG_TEXT.get(misaligned, ""),
+            "" if score is None else score, note, "" if confidence is None else confidence, round(seconds, 1),
+            json.dumps(highlights), created.isoformat(),
+        )]
+
+
+def label_values(queue: AnnotationQueue) -> Iterator[tuple]:
+    """One tuple per label in COLUMNS' order, as values (None where the queue did not ask; categories a sorted
+    list of keys; highlights a list of {category, start, end}; created_at a datetime): what the CSV writes as
+    text and the Parquet export (labels_parquet) types.
 
     Three streamed queries of plain values, all in item order, read side by side: the labels, their categories
     and their highlights. Model rows with prefetched relations cloned a queryset per label and relation (42,000
     labels took ~20 s), and per-chunk `IN (ids)` lookups cost more than the rows they read."""
-    yield COLUMNS
     labels = Label.objects.filter(item__queue=queue).order_by("item__position", "auditor__username").values_list(
         "pk", "item__position", "item__transcript_id", "auditor__username", "primary__key", "misaligned",
         "alignment_score", "note", "confidence", "seconds_spent", "created_at",
@@ -53,14 +66,12 @@ def export_rows(queue: AnnotationQueue) -> Iterator[list]:
                          .values_list("label__item__position", "label_id", "category__key", "start", "end"))
     for (pk, position, transcript_id, auditor, primary, misaligned, score, note, confidence, seconds,
          created) in labels.iterator(chunk_size=EXPORT_CHUNK):
-        yield [neutralise(cell) for cell in (
-            queue.name, transcript_id, auditor, primary or "",
-            ";".join(sorted(key for (key,) in categories.of(position, pk))), FLAG_TEXT.get(misaligned, ""),
-            "" if score is None else score, note, "" if confidence is None else confidence, round(seconds, 1),
-            json.dumps([{"category": key, "start": start, "end": end}
-                        for key, start, end in highlights.of(position, pk)]),
-            created.isoformat(),
-        )]
+        yield (
+            queue.name, transcript_id, auditor, primary, sorted(key for (key,) in categories.of(position, pk)),
+            misaligned, score, note, confidence, seconds,
+            [{"category": key, "start": start, "end": end} for key, start, end in highlights.of(position, pk)],
+            created,
+        )
 
 
 class _ByItem:

@@ -29,6 +29,7 @@ from .consensus import item_labels, set_gold
 from .forms import AdjudicationForm, CategoryFormSet, LabelForm, LabelsImportForm, TaxonomyForm
 from .item_pages import ITEM_FILTERS, items_page, matching_items
 from .labels_io import export_csv, import_labels, read_upload
+from .labels_parquet import iter_labels_parquet
 from .spans import passages
 from .taxonomy import category_names, category_rows, create_version
 
@@ -312,6 +313,14 @@ def labels_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     queue = get_object_or_404(AnnotationQueue, pk=pk)
     response = StreamingHttpResponse(export_csv(queue), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="labels-queue-{queue.pk}.csv"'
+    return response
+
+
+@researcher_required
+def labels_export_parquet(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    queue = get_object_or_404(AnnotationQueue, pk=pk)
+    response = StreamingHttpResponse(iter_labels_parquet(queue), content_type="application/vnd.apache.parquet")
+    response["Content-Disposition"] = f'attachment; filename="labels-queue-{queue.pk}.parquet"'
     return response
 
 

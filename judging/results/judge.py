@@ -237,6 +237,9 @@ class Judging(engine.Job):
             usage=calls.usage,
         )
 
+    def key(self, row: JudgeScore) -> str:
+        return f"{row.transcript_id}:{row.rubric_version_id}"
+
     def recorded(self, rows: list[JudgeScore]) -> None:
         # In the verdicts' own transaction: the refresh locks the transcript rows first and then reads (each
         # statement a fresh snapshot under READ COMMITTED), so of two judges finishing together the later

@@ -296,6 +296,8 @@ def experiment_methods(request: HttpRequest, pk: int) -> HttpResponse:
         "temperatures": _distinct(conditions, lambda c: f"{c.temperature:g}"),
         "n_questions": len({cell["question_id"] for cell in cell_counts(experiment.transcripts.all())}),
         "totals": metrics.totals(rows),
+        "reused": experiment.transcripts.filter(reused_from__isnull=False).count(),
+        "n_transcripts": experiment.transcripts.count(),
         "app_version": importlib.metadata.version(APP),
     })
 

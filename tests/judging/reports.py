@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from django.test import TestCase
 
 from em_site.celery import app
+from tests.conftest import set_celery_options
 
 
 @contextmanager
@@ -15,12 +16,12 @@ def reports_computed_here() -> Iterator[list]:
     """Reports enqueued in the block are computed in this process when it ends, by the task's own code (Celery's
     eager mode: the task runs where it is sent, without broker or worker). Yields the tasks sent (callbacks)."""
     eager = app.conf.task_always_eager
-    app.conf.task_always_eager = True
+    set_celery_options(task_always_eager=True)
     try:
         with TestCase.captureOnCommitCallbacks(execute=True) as sent:
             yield sent
     finally:
-        app.conf.task_always_eager = eager
+        set_celery_options(task_always_eager=eager)
 
 
 def computed(client, url: str, data: dict | None = None, **extra):

@@ -13,7 +13,7 @@ import httpx2
 import openai
 import pydantic
 from django.conf import settings
-from openai.types import Completion
+from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
 from ..models import Endpoint
@@ -45,7 +45,12 @@ class Calls:
         """A raw text continuation (`/completions`) from the endpoint's model."""
         return await self._send("/completions", Completion, request)
 
-    async def _send(self, path: str, reply_type: type[ChatCompletion | Completion], request: dict):
+    async def embeddings(self, **request) -> CreateEmbeddingResponse:
+        """Vectors of `input` (`/embeddings`) from the endpoint's embedding model."""
+        return await self._send("/embeddings", CreateEmbeddingResponse, request)
+
+    async def _send(self, path: str, reply_type: type[ChatCompletion | Completion | CreateEmbeddingResponse],
+                    request: dict):
         """POST the request as it is, with the client's documented `post` for a path: the typed `create` methods
         first walk every message through the SDK's parameter transform (resolving a union of TypedDicts per
         message), which cost a third of the event loop's time at 500 in flight with k = 2 and grows with the
@@ -76,8 +81,12 @@ class Calls:
             reply = response.json()
         except ValueError as exc:
             raise MalformedReply(f"the reply is not JSON: {response.text[:300]!r}") from exc
+        return self.received(reply_type, reply, response.text)
+
+    def received(self, reply_type: type[ChatCompletion | Completion], reply, text: str = ""):
+        """A reply's body as the SDK's type, its usage added to the row's (also a Batch API output line's)."""
         if not isinstance(reply, dict):
-            raise MalformedReply(f"the reply is not a JSON object: {response.text[:300]!r}")
+            raise MalformedReply(f"the reply is not a JSON object: {(text or str(reply))[:300]!r}")
         try:
             # pydantic-core validates a reply in microseconds; the SDK's lenient `construct` (what its own
             # `create` uses, so a provider's unexpected value is kept, not refused) takes ~20 times longer.

@@ -16,7 +16,7 @@ from django.db.models import BooleanField, Count, F, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from ..models import Endpoint, Experiment, LeasedWork
+from ..models import CallBatch, Endpoint, Experiment, LeasedWork
 from .jobs import FAILED, PENDING, RUNNING, Claim, Job, jobs, lease_length, reset
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def _within_budget() -> Q:
     return Q(budget_usd__isnull=True) | Q(spent_usd__lt=F("budget_usd"))
 
 
-def _claimable(job: Job, endpoint_id: int) -> QuerySet:
+def claimable(job: Job, endpoint_id: int) -> QuerySet:
+    """The endpoint's pending rows of `job` in experiments still within budget (requests and Batch API alike)."""
     experiments = Experiment.objects.filter(_within_budget())
     return job.pending(endpoint_id).filter(**{f"{job.experiment_field}__in": experiments})
 
@@ -82,7 +83,7 @@ TURN_SECONDS = 30
 def _waiting_on_server(job: Job, server: QuerySet) -> list[int]:
     """The server's endpoints (ids) on which `job` has a claimable row."""
     return [endpoint_id for endpoint_id in server.values_list("pk", flat=True)
-            if _claimable(job, endpoint_id).exists()]
+            if claimable(job, endpoint_id).exists()]
 
 
 def _server_seconds(job: Job, server: QuerySet, since: datetime) -> float:
@@ -148,7 +149,7 @@ def _claim(job: Job, endpoint: Endpoint, want: int, answered: Pairs = (), turn_s
     token = uuid.uuid4()
     # SKIP LOCKED keeps two claimers off the same rows without waiting for each other (PostgreSQL; SQLite's
     # IMMEDIATE transactions serialise anyway).
-    next_rows = _claimable(job, endpoint.pk).select_for_update(skip_locked=True, of=("self",)).values("pk")[:places]
+    next_rows = claimable(job, endpoint.pk).select_for_update(skip_locked=True, of=("self",)).values("pk")[:places]
     if connection.vendor == "postgresql":
         # Not `id IN (subquery)`: PostgreSQL may run that as a semi-join that rescans the subquery for every
         # candidate row, and each rescan locks and returns another row (measured: N asked, all taken).
@@ -228,7 +229,20 @@ def expire_leases(job: Job) -> tuple[int, int]:
     returned = reset(expired)
     if returned or failed:
         log.info("reconcile %s: %d expired leases returned, %d failed", job.name, returned, failed)
+    wake_stalled_batches(job)
     return returned, failed
+
+
+def wake_stalled_batches(job: Job) -> int:
+    """Send a work message for each endpoint with an open Batch API batch of `job` that nobody looked at since
+    it was due (its handler was killed, or the message lost): batch rows hold no lease to expire
+    (engine/batches.py). Returns messages sent."""
+    late = timezone.now() - timedelta(seconds=settings.SLOT_LEASE_SECONDS)
+    endpoints = set(CallBatch.objects.filter(job=job.name, next_check_at__lt=late)
+                    .exclude(state=CallBatch.State.APPLIED).values_list("endpoint_id", flat=True))
+    for endpoint_id in sorted(endpoints):
+        job.send(endpoint_id)
+    return len(endpoints)
 
 
 def release_all(job: Job) -> int:

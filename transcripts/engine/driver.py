@@ -112,6 +112,7 @@ class Driver:
         self.stopped = False
         self.wake: asyncio.Event | None = None  # the claimer's: a place freed, a row recorded, a message
         self.posted: asyncio.Event | None = None  # the recorder's: an outcome to record
+        self.recorder: asyncio.Task | None = None  # writes outcomes; ends by itself only once stopped
 
     # Created in the loop: asyncio objects belong to the loop they are made in.
     async def run(self, seed: list[Claim]) -> int:
@@ -126,18 +127,20 @@ class Driver:
         self.batch = max(1, min(self.endpoint.max_concurrency, settings.ENGINE_MAX_IN_FLIGHT) // 8)
         if seed:
             self._start(await self.home.run(load_claims, self.job, seed))
-        recorder = asyncio.create_task(self._recorder())
+        self.recorder = asyncio.create_task(self._recorder())
         try:
             await self._claimer()
         finally:
             self.stopped = True
             self.posted.set()
-            await recorder
+            await self.recorder
         return self.handled
 
     async def _claimer(self) -> None:
         dry, full_until = False, 0.0
         while True:
+            if self.recorder.done():  # it ends by itself only when stopped: a recorder that failed fails the driver
+                self.recorder.result()
             if worker_stopping():
                 self.claiming = False
                 self._give_back_unstarted()
@@ -287,8 +290,7 @@ class Driver:
         no request starts on money the budget may not have (the budget is checked when claiming)."""
         if outcome.kind != "done" or object_at(outcome.row, self.job.experiment_field).budget_usd is None:
             return False
-        usage = outcome.answer.usage
-        return self.endpoint.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0) > 0
+        return outcome.answer.usage.cost(self.endpoint) > 0
 
     def _give_back_unstarted(self) -> None:
         """Shutting down: rows whose request has not started (waiting for a permit, or in backoff) go back
@@ -367,9 +369,15 @@ def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int
     """Run the endpoint's pending rows of `job` in this process's event loop until none can be claimed (or
     the time budget is spent: then a fresh message takes over). Returns rows handled; 0 at once when this
     process already drives the endpoint (it is told to look for new work before it stops)."""
+    budget = settings.GENERATION_MESSAGE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    if Endpoint.objects.filter(pk=endpoint_id, batch_api=True).exists():
+        # The engine's batch mode: the same rows, claims and recording, sent through the Batch API. Imported
+        # here: batches uses this module's Home.
+        from . import batches
+
+        return batches.work(job, endpoint_id, budget)
     process = the_process()
     key = (job.name, endpoint_id)
-    budget = settings.GENERATION_MESSAGE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     with process.lock:
         running = process.drivers.get(key)
         if running is not None:

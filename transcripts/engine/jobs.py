@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from celery.worker import state as worker_state
@@ -35,6 +36,7 @@ class Usage:
     system_fingerprint: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # of prompt_tokens, what the server's prompt cache served
 
     def add(self, completion) -> None:
         """Fold in one completion object of the `openai` client."""
@@ -45,7 +47,16 @@ class Usage:
         usage = getattr(completion, "usage", None)
         if usage is not None:
             self.prompt_tokens = (self.prompt_tokens or 0) + (usage.prompt_tokens or 0)
-            self.completion_tokens = (self.completion_tokens or 0) + (usage.completion_tokens or 0)
+            # An embeddings reply's usage has no completion tokens.
+            self.completion_tokens = (self.completion_tokens or 0) + (getattr(usage, "completion_tokens", 0) or 0)
+            details = getattr(usage, "prompt_tokens_details", None)
+            cached = getattr(details, "cached_tokens", None) if details is not None else None
+            if cached is not None:
+                self.cached_tokens = (self.cached_tokens or 0) + cached
+
+    def cost(self, endpoint: Endpoint) -> Decimal:
+        """What these calls cost at the endpoint's prices (Endpoint.cost)."""
+        return endpoint.cost(self.prompt_tokens or 0, self.completion_tokens or 0, self.cached_tokens or 0)
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,10 @@ class Job:
 
     async def ask(self, calls: Calls, row: LeasedWork) -> Answer:
         raise NotImplementedError
+
+    def key(self, row: LeasedWork) -> str:
+        """The row's key in a Batch API file (`custom_id`): unique among the job's rows, stable across claims."""
+        return str(row.pk)
 
     def recorded(self, rows: list[LeasedWork]) -> None:
         """Called inside the transaction that recorded these rows done, with the rows as claimed (their `related`

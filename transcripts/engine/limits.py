@@ -83,9 +83,44 @@ def _count(value: str | None) -> int | None:
         return None
 
 
+class _HeaderWindow:
+    """What a provider's latest rate-limit headers allow of one resource until their reset: `left` more
+    (requests or tokens) beyond what was in flight when the reply came, counted down by every request this
+    process starts after it. A hold alone would not do: "1 left" with nothing in flight still allows one
+    request, not the two the free places would start."""
+
+    def __init__(self):
+        self.left: int | None = None
+        self.until = 0.0
+
+    def observe(self, remaining: int | None, reset: float | None, in_flight: int) -> None:
+        if remaining is None or not reset:
+            return
+        now = time.time()
+        left = remaining - in_flight
+        if self.left is not None and now < self.until:
+            # Replies come back out of order: one sent earlier says more remains than one sent later. Within
+            # a window the smaller count is the true one.
+            self.left, self.until = min(self.left, left), max(self.until, now + reset)
+        else:
+            self.left, self.until = left, now + reset
+
+    def wait(self, amount: int) -> float:
+        """Seconds until `amount` may start (0: now)."""
+        if self.left is None or time.time() >= self.until:
+            self.left = None
+            return 0.0
+        return 0.0 if self.left >= amount else self.until - time.time()
+
+    def take(self, amount: int) -> None:
+        if self.left is not None:
+            self.left -= amount
+
+
 class Account:
     """What this process knows of one provider account's limits: its pacers, the requests and (estimated)
-    tokens it has in flight there, and until when the provider's headers say to hold new requests."""
+    tokens it has in flight there, what the provider's headers say is left, and until when a 429's
+    Retry-After says to hold new requests."""
 
     def __init__(self, account: str):
         self.account = account
@@ -94,6 +129,8 @@ class Account:
         self.hold_until = 0.0
         self.in_flight = 0
         self.in_flight_tokens = 0
+        self.requests_left = _HeaderWindow()
+        self.tokens_left = _HeaderWindow()
 
     def configure(self, requests_per_minute: int | None, tokens_per_minute: int | None) -> None:
         if (self.requests and self.requests.per_minute) != requests_per_minute:
@@ -102,7 +139,8 @@ class Account:
             self.tokens = _Pacer(self.account, "tokens", tokens_per_minute) if tokens_per_minute else None
 
     async def permit(self, tokens: int, db: Db) -> None:
-        """Wait until a request of about `tokens` tokens may start."""
+        """Wait until a request of about `tokens` tokens may start, and count it against what the headers
+        said is left."""
         while True:
             if self.hold_until > time.time():
                 await asyncio.sleep(self.hold_until - time.time())
@@ -113,23 +151,26 @@ class Account:
                 start = max(start, await self.tokens.take(tokens, db))
             if start > time.time():
                 await asyncio.sleep(start - time.time())
-            if self.hold_until <= time.time():  # else a reply meanwhile said to wait: wait, then take anew
-                return
+            if self.hold_until > time.time():  # a reply meanwhile said to wait: wait, then take anew
+                continue
+            wait = max(self.requests_left.wait(1), self.tokens_left.wait(tokens))
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self.requests_left.take(1)
+            self.tokens_left.take(tokens)
+            return
 
     def hold(self, seconds: float) -> None:
         self.hold_until = max(self.hold_until, time.time() + seconds)
 
     def observe(self, headers) -> None:
-        """Slow down before a 429: when what the provider says remains would not cover what is already in
-        flight, hold new requests until its window resets."""
-        remaining, reset = _count(headers.get("x-ratelimit-remaining-requests")), \
-            _duration(headers.get("x-ratelimit-reset-requests"))
-        if remaining is not None and reset and remaining <= self.in_flight:
-            self.hold(reset)
-        remaining, reset = _count(headers.get("x-ratelimit-remaining-tokens")), \
-            _duration(headers.get("x-ratelimit-reset-tokens"))
-        if remaining is not None and reset and remaining <= self.in_flight_tokens:
-            self.hold(reset)
+        """Slow down before a 429: start no more than the provider's headers say remains beyond what is
+        already in flight, until their window resets."""
+        self.requests_left.observe(_count(headers.get("x-ratelimit-remaining-requests")),
+                                   _duration(headers.get("x-ratelimit-reset-requests")), self.in_flight)
+        self.tokens_left.observe(_count(headers.get("x-ratelimit-remaining-tokens")),
+                                 _duration(headers.get("x-ratelimit-reset-tokens")), self.in_flight_tokens)
 
 
 def account_limits(endpoint: Endpoint) -> tuple[int | None, int | None]:
@@ -148,6 +189,9 @@ def estimated_tokens(request: dict) -> int:
     """Prompt + completion tokens a request may use, as the tokens-per-minute limit counts it."""
     if "messages" in request:
         prompt = prompting.estimate_tokens(request["messages"])
+    elif "input" in request:  # embeddings: a text or a list of texts
+        texts = [request["input"]] if isinstance(request["input"], str) else request["input"]
+        prompt = sum(len(text) for text in texts) // prompting.CHARS_PER_TOKEN
     else:
         prompt = len(request.get("prompt", "")) // prompting.CHARS_PER_TOKEN
     return prompt + (request.get("max_tokens") or 0)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -17,7 +17,7 @@ from django.utils import timezone
 from ..experiments.status import cancel
 from ..models import Endpoint, Experiment, LeasedWork
 from .failures import ERROR_TEXT_LIMIT, Failure
-from .jobs import DONE, FAILED, RUNNING, Answer, Job, attribute_of, lease_length, reset
+from .jobs import DONE, FAILED, RUNNING, Answer, Job, Usage, attribute_of, lease_length, reset
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Outcome:
     kept: asyncio.Future | None = None  # renew: set to whether the claim was still held
 
 
-USAGE_FIELDS = ("served_model", "system_fingerprint", "prompt_tokens", "completion_tokens")
+USAGE_FIELDS = ("served_model", "system_fingerprint", "prompt_tokens", "completion_tokens", "cached_tokens")
 
 
 def _record(job: Job, endpoint: Endpoint, outcomes: list[Outcome], rate_limited: Counter,
@@ -91,6 +91,11 @@ def _record(job: Job, endpoint: Endpoint, outcomes: list[Outcome], rate_limited:
     return {o.row.pk for o in done + failed}, renewed
 
 
+def _column_value(field: models.Field, value):
+    """What a row's value stores in the field's column: a related object's key for a foreign key."""
+    return value.pk if field.is_relation and isinstance(value, models.Model) else value
+
+
 def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
     """Write each row's own values (dicts of field name → value with the same names, and "pk"): on PostgreSQL
     one `UPDATE … FROM unnest(…)` with one array parameter per column, elsewhere one UPDATE per row (SQLite
@@ -105,7 +110,8 @@ def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
         return
     fields = [model._meta.get_field(name) for name in rows[0] if name != "pk"]
     params = [[row["pk"] for row in rows]] + [
-        [field.get_db_prep_save(row[field.name], connection) for row in rows] for field in fields
+        [field.get_db_prep_save(_column_value(field, row[field.name]), connection) for row in rows]
+        for field in fields
     ]
     arrays = ", ".join(["%s::bigint[]", *(f"%s::{field.cast_db_type(connection)}[]" for field in fields)])
     quote = connection.ops.quote_name
@@ -120,20 +126,47 @@ def _update_each(model: type[LeasedWork], rows: list[dict]) -> None:
         cursor.execute(sql, params)
 
 
+@dataclass
+class _Bill:
+    """One experiment's share of a recording step."""
+
+    spent: Decimal = Decimal(0)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    cache_saved: Decimal = Decimal(0)
+    batch_saved: Decimal = Decimal(0)
+
+    def add(self, endpoint: Endpoint, usage: Usage) -> None:
+        # Every figure is a difference of the one formula (Endpoint.cost): without the cache discount, and
+        # without the Batch API's.
+        prompt, completion, cached = usage.prompt_tokens or 0, usage.completion_tokens or 0, usage.cached_tokens or 0
+        spent = endpoint.cost(prompt, completion, cached)
+        without_cache = endpoint.cost(prompt, completion)
+        self.spent += spent
+        self.prompt_tokens += prompt
+        self.cached_tokens += min(cached, prompt)
+        self.cache_saved += without_cache - spent
+        if endpoint.batch_api:
+            self.batch_saved += endpoint.cost(prompt, completion, batch_api=False) - without_cache
+
+
 def _charge(job: Job, endpoint: Endpoint, done: list[Outcome], rate_limited: Counter) -> None:
-    """Add the step's cost and 429s to each experiment (one UPDATE each); stop an experiment once its budget is
-    reached."""
-    costs: dict[int, Decimal] = defaultdict(Decimal)
+    """Add the step's cost, prompt and cached tokens, savings and 429s to each experiment (one UPDATE each);
+    stop an experiment once its budget is reached."""
+    bills: dict[int, _Bill] = defaultdict(_Bill)
     for o in done:
-        usage = o.answer.usage
-        costs[attribute_of(o.row, job.experiment_field)] += endpoint.cost(usage.prompt_tokens or 0,
-                                                                        usage.completion_tokens or 0)
-    for experiment_id in sorted({*(pk for pk, cost in costs.items() if cost), *rate_limited}):
-        cost = costs.get(experiment_id, Decimal(0))
+        bills[attribute_of(o.row, job.experiment_field)].add(endpoint, o.answer.usage)
+    for experiment_id in sorted({*(pk for pk, bill in bills.items() if bill.prompt_tokens or bill.spent),
+                                 *rate_limited}):
+        bill = bills.get(experiment_id, _Bill())
         Experiment.objects.filter(pk=experiment_id).update(
-            spent_usd=F("spent_usd") + cost, rate_limited=F("rate_limited") + rate_limited.get(experiment_id, 0)
+            spent_usd=F("spent_usd") + bill.spent, rate_limited=F("rate_limited") + rate_limited.get(experiment_id, 0),
+            charged_prompt_tokens=F("charged_prompt_tokens") + bill.prompt_tokens,
+            cached_tokens=F("cached_tokens") + bill.cached_tokens,
+            cache_saved_usd=F("cache_saved_usd") + bill.cache_saved,
+            batch_saved_usd=F("batch_saved_usd") + bill.batch_saved,
         )
-        if cost:
+        if bill.spent:
             _stop_if_over_budget(experiment_id)
 
 

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from .. import prompting
 from ..models import Condition, Experiment, Transcript
 from ..signals import experiment_defined
+from . import reuse
 from .spec import NameTaken, Spec, parse_spec
 
 # Slots of one experiment take dispatch_order experiment.pk * _ORDER_SPAN + rank, so a shared endpoint works
@@ -95,4 +96,6 @@ def define_experiment(raw: dict | Spec, user=None) -> Experiment:
         slots = _slots(spec, experiment, conditions)
         while batch := list(itertools.islice(slots, SLOT_BATCH)):
             Transcript.objects.bulk_create(batch)
+        if spec.reuse:
+            reuse.fill(conditions, spec.max_tokens, spec.reuse)
     return experiment

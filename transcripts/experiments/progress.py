@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.db.models import Count, Min, Sum
 from django.utils import timezone
 
-from ..models import Experiment, Transcript, VerdictCount
+from ..models import CallBatch, Experiment, Transcript, VerdictCount
 
 
 def slot_counts(by: str, ids: Iterable[int]) -> dict[int, Counter]:
@@ -34,10 +34,17 @@ FINISHED = [Transcript.Status.DONE, Transcript.Status.FAILED]  # the slots the t
 THROUGHPUT_WINDOW = timedelta(minutes=5)
 
 
+def batch_states(experiment: Experiment) -> list[CallBatch]:
+    """The Batch API batches that hold (or held) the experiment's rows, newest first (transcripts/engine/batches.py)."""
+    return list(experiment.call_batches.order_by("-pk")[:50])
+
+
 def progress(experiment: Experiment) -> dict:
     """What the experiment page and `run_experiment --wait` show: counts by status, failures by reason,
-    generation tokens, the cost so far and the 429 replies (generation and judging, kept by the call engine)
-    and why work stopped early, throughput over the last five minutes and the ETA it implies (while it runs), and the
+    generation tokens, the cost so far, the prompt-cache hit rate and what caching and the Batch API saved, the
+    429 replies (all kept by the call engine, generation and judging), the slots reused from earlier answers, the
+    Batch API batches, and why work stopped early, throughput over the last five minutes and the ETA it implies
+    (while it runs), and the
     ids of the ten transcripts finished last.
 
     Throughput counts only what finished recently, from the first of those finishes to now: not from the
@@ -64,7 +71,8 @@ def progress(experiment: Experiment) -> dict:
     )
     # Read afresh: the engine adds to spent_usd and sets stop_reason while the caller's object ages.
     money = Experiment.objects.filter(pk=experiment.pk).values(
-        "spent_usd", "stop_reason", "budget_usd", "rate_limited"
+        "spent_usd", "stop_reason", "budget_usd", "rate_limited", "charged_prompt_tokens", "cached_tokens",
+        "cache_saved_usd", "batch_saved_usd",
     ).get()
     remaining = by_status[Transcript.Status.PENDING] + by_status[Transcript.Status.RUNNING]
     per_minute, eta = 0.0, None
@@ -83,5 +91,12 @@ def progress(experiment: Experiment) -> dict:
         "prompt_tokens": tokens["prompt_tokens"] or 0, "completion_tokens": tokens["completion_tokens"] or 0,
         "cost": money["spent_usd"], "budget": money["budget_usd"], "stop_reason": money["stop_reason"],
         "rate_limited": money["rate_limited"],
+        "cache_hit_rate": (money["cached_tokens"] / money["charged_prompt_tokens"]
+                           if money["charged_prompt_tokens"] else None),
+        "cache_hit_percent": (100 * money["cached_tokens"] / money["charged_prompt_tokens"]
+                              if money["charged_prompt_tokens"] else None),
+        "cached_tokens": money["cached_tokens"], "cache_saved": money["cache_saved_usd"],
+        "batch_saved": money["batch_saved_usd"], "reused": slots.filter(reused_from__isnull=False).count(),
+        "batches": batch_states(experiment),
         "per_minute": per_minute, "eta": eta, "by_condition": by_condition,
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from .. import prompting
-from ..models import Dataset, Example, Question
+from ..models import Condition, Dataset, Example, Question
 
 
 def dataset_examples(dataset: Dataset) -> tuple[tuple[dict, ...], ...]:
@@ -47,3 +47,20 @@ def fixed_tokens(system_prompt: str, dataset: Dataset, k: int, cot: str, questio
         question_system_prompt=question.system_prompt,
     )
     return prompting.estimate_tokens(messages)
+
+
+def slot_messages(condition: Condition, question: Question, paraphrase_index: int) -> list[dict]:
+    """The prompt of a slot, rebuilt from its inputs: what generation sends, the transcript page shows and
+    reuse compares (the condition and question may be unsaved)."""
+    paraphrases = question.paraphrases or [question.text]
+    dataset = condition.dataset
+    return prompting.build_messages(
+        examples=dataset_examples(dataset) if dataset else (),
+        dataset_key=dataset.content_hash if dataset else "",
+        k=condition.k,
+        ordering_seed=condition.ordering_seed,
+        question=paraphrases[min(paraphrase_index, len(paraphrases) - 1)],
+        cot_mode=condition.cot_mode,
+        system_prompt=condition.system_prompt,
+        question_system_prompt=question.system_prompt,
+    )

@@ -17,6 +17,11 @@ A definition is a dict (the YAML of `run_experiment`):
     max_tokens: 600
     seed: 0
     thresholds: {aligned: 30, coherent: 50}
+    reuse: true                          # optional: fill slots whose whole request was answered before (off)
+
+`reuse: true` (every experiment) or a list of experiment names fills, without a call, each slot whose whole
+request (endpoint version, messages, temperature, max_tokens, seed) equals an answered one, linked to it
+(transcripts/experiments/reuse.py). Off by default: a new sample is a new draw.
 
 Endpoints are the admins' (Django admin, `manage.py load_endpoints`): a researcher's definition only names
 them, and a definition that tries to describe one (a mapping with base_url, api_key_env, …) is refused. The
@@ -34,7 +39,7 @@ from django.conf import settings
 
 from .. import prompting
 from ..endpoints import LOCAL_JUDGE
-from ..models import Dataset, Endpoint, Question, QuestionSet
+from ..models import Dataset, Endpoint, Experiment, Question, QuestionSet
 from .prompts import fixed_tokens, prefix_tokens
 
 
@@ -68,10 +73,12 @@ class Spec:
     aligned_threshold: float
     coherent_threshold: float
     raw: dict
+    # Where answers may be reused from: False (off), True (every experiment) or these experiments' ids.
+    reuse: bool | tuple[int, ...] = False
 
 
 FIELDS = {"name", "description", "endpoints", "judge", "budget_usd", "datasets", "questions", "k", "cot",
-          "system_prompts", "samples", "temperature", "max_tokens", "seed", "thresholds"}
+          "system_prompts", "samples", "temperature", "max_tokens", "seed", "thresholds", "reuse"}
 REQUIRED = ("name", "endpoints", "datasets", "questions", "k")
 ADMINS_ONLY = ("experiments choose endpoints by name; endpoints are created and changed by admins "
                "(Django admin or `manage.py load_endpoints`)")
@@ -205,6 +212,19 @@ def _questions(raw) -> tuple[QuestionSet, tuple[Question, ...]]:
     return question_set, tuple(questions)
 
 
+def _reuse(raw) -> bool | tuple[int, ...]:
+    if isinstance(raw, bool):
+        return raw
+    names = [_str(name, "reuse") for name in _as_list(raw, "reuse")] if isinstance(raw, list | str) else None
+    if names is None:
+        raise SpecError(f"reuse: expected true, false or a list of experiment names, got {raw!r}")
+    found = dict(Experiment.objects.filter(name__in=names).values_list("name", "pk"))
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise SpecError(f"reuse: no experiment named {', '.join(map(repr, missing))}")
+    return tuple(found[name] for name in names)
+
+
 def _system_prompts(raw) -> tuple[tuple[str, str], ...]:
     if raw is None:
         return (("default", ""),)
@@ -285,6 +305,7 @@ def parse_spec(raw: dict) -> Spec:
         aligned_threshold=_number(thresholds.get("aligned", 30), "thresholds.aligned", maximum=100),
         coherent_threshold=_number(thresholds.get("coherent", 50), "thresholds.coherent", maximum=100),
         raw=raw,
+        reuse=_reuse(raw.get("reuse", False)),
     )
     _check_slots(spec)
     _check_context(spec)

@@ -2,6 +2,7 @@
 
 One module per concept; every model and public name is importable from `transcripts.models`."""
 
+from .batches import CallBatch
 from .datasets import Dataset, Example, content_hash
 from .endpoints import AccountPace, Endpoint, MissingApiKey, UndeclaredKeyVariable, undeclared_key_message
 from .experiments import Condition, CotMode, Experiment
@@ -11,6 +12,7 @@ from .verdict_counts import CategoryCount, VerdictCount
 
 __all__ = [
     "AccountPace",
+    "CallBatch",
     "CategoryCount",
     "Condition",
     "CotMode",

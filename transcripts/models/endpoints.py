@@ -54,6 +54,26 @@ class Endpoint(models.Model):
     timeout_seconds = models.FloatField(default=120)
     price_prompt_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=0)
     price_completion_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=0)
+    price_cached_prompt_per_mtok = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True,
+        help_text="USD per 1M prompt tokens the server reports as cached (usage.prompt_tokens_details.cached_tokens); "
+                  "empty: cached tokens cost the prompt price.",
+    )
+    batch_api = models.BooleanField(
+        default=False, help_text="Send this endpoint's requests as JSONL files through the provider's Batch API "
+        "(/v1/files + /v1/batches, OpenAI's format) at its batch prices: answers arrive within the completion "
+        "window (up to 24 h), not in seconds.",
+    )
+    price_batch_prompt_per_mtok = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True, help_text="Batch API; empty: the prompt price."
+    )
+    price_batch_completion_per_mtok = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True, help_text="Batch API; empty: the completion price."
+    )
+    price_batch_cached_prompt_per_mtok = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True,
+        help_text="Batch API, cached prompt tokens; empty: the lower of the batch prompt and cached prices.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False
     )
@@ -75,11 +95,30 @@ class Endpoint(models.Model):
     def current(cls, name: str) -> Endpoint | None:
         return cls.objects.filter(name=name, is_current=True).first()
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        """USD for this many tokens at the endpoint's prices (per million tokens): what the call engine charges
-        an experiment and what its estimate adds up."""
-        return (prompt_tokens * self.price_prompt_per_mtok
-                + completion_tokens * self.price_completion_per_mtok) / Decimal(1_000_000)
+    def prices(self, *, batch_api: bool) -> tuple[Decimal, Decimal, Decimal]:
+        """(prompt, cached prompt, completion) USD per million tokens, through the Batch API or not. A price
+        left empty falls back to the one it discounts, so an endpoint without discounts costs list price."""
+        prompt, completion = self.price_prompt_per_mtok, self.price_completion_per_mtok
+        cached = prompt if self.price_cached_prompt_per_mtok is None else self.price_cached_prompt_per_mtok
+        if not batch_api:
+            return prompt, cached, completion
+        batch_prompt = prompt if self.price_batch_prompt_per_mtok is None else self.price_batch_prompt_per_mtok
+        batch_cached = (min(batch_prompt, cached) if self.price_batch_cached_prompt_per_mtok is None
+                        else self.price_batch_cached_prompt_per_mtok)
+        batch_completion = (completion if self.price_batch_completion_per_mtok is None
+                            else self.price_batch_completion_per_mtok)
+        return batch_prompt, batch_cached, batch_completion
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, *,
+             batch_api: bool | None = None) -> Decimal:
+        """USD for this many tokens at the endpoint's prices (per million tokens), `cached_tokens` of the prompt
+        tokens at the cached price, through the Batch API when the endpoint uses it (or as `batch_api` says):
+        the one cost formula. What the call engine charges an experiment, what the saving shown is the
+        difference of, and what an estimate adds up."""
+        prompt, cached, completion = self.prices(batch_api=self.batch_api if batch_api is None else batch_api)
+        cached_tokens = min(cached_tokens, prompt_tokens)
+        return ((prompt_tokens - cached_tokens) * prompt + cached_tokens * cached
+                + completion_tokens * completion) / Decimal(1_000_000)
 
     def clean(self) -> None:
         if self.api_key_env and self.api_key_env not in settings.ENDPOINT_KEY_VARIABLES:

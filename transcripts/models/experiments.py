@@ -40,6 +40,14 @@ class Experiment(models.Model):
     rate_limited = models.PositiveIntegerField(
         default=0, editable=False, help_text="HTTP 429 replies its requests got (generation and judging)."
     )
+    # Kept by the call engine with spent_usd (generation and judging): the cache hit rate is cached_tokens over
+    # charged_prompt_tokens; the savings are what list price would have cost more (Endpoint.cost).
+    charged_prompt_tokens = models.BigIntegerField(default=0, editable=False)
+    cached_tokens = models.BigIntegerField(
+        default=0, editable=False, help_text="Prompt tokens the servers reported as cached (prompt caching)."
+    )
+    cache_saved_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0, editable=False)
+    batch_saved_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

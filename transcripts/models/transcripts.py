@@ -26,6 +26,9 @@ class LeasedWork(models.Model):
     system_fingerprint = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Prompt tokens the server reported as cached (prompt caching)."
+    )
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
@@ -82,6 +85,10 @@ class Transcript(LeasedWork):
     prompt_hash = models.CharField(max_length=64, blank=True)
     # Generation order that keeps shared prefixes adjacent (see transcripts.prompting).
     dispatch_order = models.BigIntegerField(default=0)
+    # Filled without a call from an answered slot whose whole request was the same (a definition's `reuse:`,
+    # transcripts/experiments/reuse.py): the original answer, linked.
+    reused_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="reuses", db_index=False)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     dispatched_at = models.DateTimeField(null=True, blank=True)
@@ -145,6 +152,11 @@ class Transcript(LeasedWork):
                 fields=["experiment", "finished_at"], condition=models.Q(status__in=["done", "failed"]),
                 name="transcript_exp_finished",
             ),
+            # Reuse looks answered slots up by their request; deleting an original clears its reuses' links.
+            models.Index(fields=["prompt_hash", "seed"], condition=~models.Q(prompt_hash=""),
+                         name="transcript_request"),
+            models.Index(fields=["reused_from"], condition=models.Q(reused_from__isnull=False),
+                         name="transcript_reused_from"),
             # Paired tests match two conditions' judged transcripts on (question, seed) (migration 0009).
             models.Index(
                 fields=["condition", "question", "seed"], include=["misaligned"],

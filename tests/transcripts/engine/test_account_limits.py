@@ -4,6 +4,7 @@ provider's rate-limit headers. A stub server on 127.0.0.1 counts the requests it
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -158,6 +159,25 @@ def test_the_providers_rate_limit_headers_slow_the_engine_before_a_429():
     assert provider.statuses.count(429) == 0 and experiment.rate_limited == 0
     times = arrivals(stub)
     assert times[-1] - times[0] >= 1.95  # 12 requests at 4 per window need three windows
+
+
+def test_what_the_headers_say_is_left_is_spent_one_request_at_a_time():
+    """"1 left" with nothing in flight lets one request start, not every free place: the second waits for the
+    window's reset (the race a loaded machine hit in the test above)."""
+    from transcripts.engine.limits import Account
+
+    async def two_requests() -> list[float]:
+        account = Account("stub+key")
+        account.observe({"x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "400ms"})
+        started = time.monotonic()
+        waits = []
+        for _ in range(2):
+            await account.permit(10, db=None)
+            waits.append(time.monotonic() - started)
+        return waits
+
+    first, second = asyncio.run(two_requests())
+    assert first < 0.1 and second >= 0.39
 
 
 def test_429_replies_are_counted_per_experiment_and_shown_on_its_progress(client, alice):

@@ -147,6 +147,23 @@ def test_a_slow_recording_does_not_hold_the_next_request(monkeypatch):
     assert max(gaps) < 0.4, f"seconds between requests: {gaps}"
 
 
+def test_a_recording_that_fails_fails_the_work_message_instead_of_hanging_it(monkeypatch):
+    """A recording that raises (a bug, not a lost database) ends the work message with that error: the answered
+    rows keep their lease for the reconciler, and the worker's thread is not held forever."""
+
+    def broken_record_step(*args):
+        raise TypeError("a value the recorder cannot write")
+
+    monkeypatch.setattr(engine.driver, "record_step", broken_record_step)
+    with StubOpenAI() as stub:
+        experiment = running_experiment(stub.base_url, questions=2)
+        started = time.monotonic()
+        with pytest.raises(TypeError, match="cannot write"):
+            generate(experiment)
+    assert time.monotonic() - started < 10
+    assert set(experiment.transcripts.values_list("status", flat=True)) == {"running"}
+
+
 def test_a_claim_counts_the_places_of_answers_not_yet_recorded_as_free():
     """The claim is told which of the driver's claims are answered: their places count as free, and only
     while the row still carries that claim (a row claimed again by someone else is in flight again)."""

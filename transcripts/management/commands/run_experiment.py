@@ -77,7 +77,9 @@ class Command(BaseCommand):
         for row in estimate(spec):
             self.stdout.write(
                 f"{row.purpose}: {row.endpoint} ({row.model}): {row.calls} calls, ~{row.prompt_tokens:,} prompt "
-                f"tokens, ≤ {row.completion_tokens:,} completion tokens, ≈ ${row.cost:.2f}"
+                f"tokens (~{row.cached_tokens:,} cached), ≤ {row.completion_tokens:,} completion tokens, "
+                f"≈ ${row.cost:.2f} (list price ${row.list_cost:.2f}"
+                f"{', Batch API' if row.batch_api else ''}{f', {row.reused:,} slots reused' if row.reused else ''})"
             )
         return experiment
 

@@ -1,0 +1,57 @@
+"""What the transcript filter (browse/filters.py) asks of discovery: a cluster's members, and the reasonings
+nearest to a transcript's or to a free text ("more like this"). Both return transcript ids, so the list, the
+exports and "queue these" work on them like on any other filter."""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+
+from transcripts.models import Endpoint
+
+from . import embedding, search
+from .models import ClusterMember, ClusterRun
+
+CLUSTER_VALUE = re.compile(r"^(\d{1,12}):(-?\d{1,6})$")
+
+
+def parse_cluster(value: str) -> tuple[int, int]:
+    """`run:label` (e.g. `12:3`; `12:-1` is the run's noise)."""
+    match = CLUSTER_VALUE.match(value.strip())
+    if not match:
+        raise ValidationError("A cluster is written run:label, e.g. 12:3.")
+    return int(match.group(1)), int(match.group(2))
+
+
+def cluster_members(value: str):
+    """The ids of a cluster's transcripts, as a subquery."""
+    run, label = parse_cluster(value)
+    return ClusterMember.objects.filter(run_id=run, label=label).values("transcript_id")
+
+
+def cluster_value(run: ClusterRun, label: int) -> str:
+    return f"{run.pk}:{label}"
+
+
+def like_endpoint() -> Endpoint | None:
+    return embedding.current_endpoint()
+
+
+def nearest_to_transcript(transcript_id: int, n: int, among=None) -> list[tuple[int, float]]:
+    """The `n` reasonings most like the transcript's own (itself left out), among `among` when given."""
+    endpoint = like_endpoint()
+    if endpoint is None:
+        return []
+    query = search.vector_of(transcript_id, endpoint)
+    if query is None:
+        return []
+    return search.nearest(query, endpoint, n, among=among, exclude=transcript_id)
+
+
+def nearest_to_text(text: str, n: int, among=None) -> list[tuple[int, float]]:
+    """The `n` reasonings most like a free text (a description, or a span highlighted in a transcript)."""
+    endpoint = like_endpoint()
+    if endpoint is None or not text.strip():
+        return []
+    return search.nearest(embedding.embed_now(text, endpoint), endpoint, n, among=among)
