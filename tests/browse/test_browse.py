@@ -1,9 +1,12 @@
 """Researcher pages: transcript list, detail, charts and the dashboard home."""
 
+import html
 import json
+import re
 
 import pytest
 from django.db import connection
+from django.http import QueryDict
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -48,6 +51,15 @@ def test_next_page_links_carry_the_filter_and_sort(alice_client, db, monkeypatch
     assert set(listed_ids(first)).isdisjoint(listed_ids(second))
     aligned = [t.aligned for t in first.context["page"].rows + second.context["page"].rows]
     assert aligned == sorted(aligned)
+
+
+def test_queue_these_opens_the_new_queue_form_with_the_lists_filter(alice_client, db):
+    experiment = build_corpus().experiment.pk
+    page = alice_client.get(reverse("transcript-list"), {"experiment": experiment, "misaligned": "true",
+                                                         "sort": "aligned"})
+    link = re.search(r'href="([^"]+)" id="queue-these"', page.content.decode())[1]
+    form = alice_client.get(html.unescape(link)).context["form"]
+    assert QueryDict(form.initial["filter_query"]) == QueryDict(f"experiment={experiment}&misaligned=true")
 
 
 def test_an_invalid_filter_says_so(alice_client, db):
