@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -321,25 +321,30 @@ def free_port() -> int:
     raise RuntimeError("no free port in 20000-32000")
 
 
-@pytest.fixture(scope="session")
-def local_llm_url() -> str:
-    """The real llama.cpp server with SmolLM2, started once per test process."""
+def serving(command: list[str], port: int, what: str, env: dict | None = None) -> Iterator[str]:
+    """A local OpenAI-compatible server process (`command`, listening on `port`): its base URL once its /models
+    answers, the process stopped afterwards (for a fixture to `yield from`)."""
+    from transcripts.local_model import wait_for_server
 
-    from transcripts.local_model import server_command, server_env, wait_for_server
-
-    port = free_port()
-    proc = subprocess.Popen(
-        server_command(port=port), cwd=ROOT, env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_for_server(f"{url}/models", proc, "The local llama.cpp server")
+        wait_for_server(f"{url}/models", proc, what)
     except RuntimeError:
         proc.kill()
         raise
     yield url
     proc.terminate()
     proc.wait(15)
+
+
+@pytest.fixture(scope="session")
+def local_llm_url() -> Iterator[str]:
+    """The real llama.cpp server with SmolLM2, started once per test process."""
+    from transcripts.local_model import server_command, server_env
+
+    port = free_port()
+    yield from serving(server_command(port=port), port, "The local llama.cpp server", server_env())
 
 
 @pytest.fixture(autouse=True)
@@ -451,25 +456,12 @@ def answer_queue_by_keyboard(page, base: str, queue, answer: Callable[[object], 
 
 
 @pytest.fixture(scope="session")
-def local_embedder_url() -> str:
+def local_embedder_url() -> Iterator[str]:
     """The real local embedding server (all-MiniLM-L6-v2 from its PyPI wheel, discovery.local_embedder),
     started once per test process."""
     from django.conf import settings
 
-    from transcripts.local_model import wait_for_server
-
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "discovery.local_embedder", "--port", str(port),
-         "--cache", str(settings.VAR_DIR / "models")],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_for_server(f"{url}/models", proc, "The local embedding server")
-    except RuntimeError:
-        proc.kill()
-        raise
-    yield url
-    proc.terminate()
-    proc.wait(15)
+    command = [sys.executable, "-m", "discovery.local_embedder", "--port", str(port),
+               "--cache", str(settings.VAR_DIR / "models")]
+    yield from serving(command, port, "The local embedding server")

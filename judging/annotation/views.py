@@ -308,20 +308,22 @@ def queue_adjudicate(request: HttpRequest, pk: int, token: UUID) -> HttpResponse
     })
 
 
+def _labels_download(queue: AnnotationQueue, chunks, content_type: str, suffix: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="labels-queue-{queue.pk}.{suffix}"'
+    return response
+
+
 @researcher_required
 def labels_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     queue = get_object_or_404(AnnotationQueue, pk=pk)
-    response = StreamingHttpResponse(export_csv(queue), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="labels-queue-{queue.pk}.csv"'
-    return response
+    return _labels_download(queue, export_csv(queue), "text/csv; charset=utf-8", "csv")
 
 
 @researcher_required
 def labels_export_parquet(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     queue = get_object_or_404(AnnotationQueue, pk=pk)
-    response = StreamingHttpResponse(iter_labels_parquet(queue), content_type="application/vnd.apache.parquet")
-    response["Content-Disposition"] = f'attachment; filename="labels-queue-{queue.pk}.parquet"'
-    return response
+    return _labels_download(queue, iter_labels_parquet(queue), "application/vnd.apache.parquet", "parquet")
 
 
 @researcher_required
