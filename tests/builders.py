@@ -9,8 +9,9 @@ judge scores through the one verdict writer (`record_scores`, `seeded_experiment
 Endpoints are made as an admin makes them (transcripts.endpoints.save_endpoint); a stub judge
 (`stub_judge`) answers with known logprobs. Queues and labels go through judging.annotation.assignment.
 
-Not here: frames for the pure statistics (tests/analysis/data.py: pandas, no rows), the stub server
-(tests/stub_openai.py) and the eager report helpers (tests/judging/reports.py)."""
+Not here: frames for the pure statistics (tests/analysis/data.py: pandas, no rows), the stub servers
+(tests/stub_openai.py, tests/stub_batch.py), and what tests do with the rows (tests/conftest.py: clients, pages,
+threads, worker and server processes, reports computed in the test's process)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -224,6 +225,33 @@ def set_celery_options(**options) -> None:
     from em_site.celery import app
 
     app.conf.update({f"CELERY_{name.upper()}": value for name, value in options.items()})
+
+
+@contextmanager
+def reports_computed_here() -> Iterator[list]:
+    """Reports (judging.reports) enqueued in the block are computed in this process when it ends, by the task's own
+    code (Celery's eager mode: the task runs where it is sent, without broker or worker), for tests that start no
+    worker. Yields the tasks sent (callbacks)."""
+    from django.test import TestCase
+
+    from em_site.celery import app
+
+    eager = app.conf.task_always_eager
+    set_celery_options(task_always_eager=True)
+    try:
+        with TestCase.captureOnCommitCallbacks(execute=True) as sent:
+            yield sent
+    finally:
+        set_celery_options(task_always_eager=eager)
+
+
+def computed(client, url: str, data: dict | None = None, **extra):
+    """The page once the reports it shows are computed: asked once (which enqueues what it lacks, computed here
+    as a worker would), then asked again and returned."""
+    with reports_computed_here():
+        first = client.get(url, data, **extra)
+    assert first.status_code == 200, first.status_code
+    return client.get(url, data, **extra)
 
 
 def point_app_at(broker_url: str, transport_options: dict | None = None) -> None:

@@ -27,8 +27,7 @@ from tests.builders import (
     stub_judge,
     versions_on,
 )
-from tests.conftest import in_threads, make_user, wait_until, xdist_index
-from tests.judging.reports import reports_computed_here
+from tests.conftest import in_threads, make_user, reports_computed_here, wait_until, xdist_index
 from tests.stub_openai import StubOpenAI
 from transcripts.models import Transcript
 

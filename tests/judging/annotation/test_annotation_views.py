@@ -9,8 +9,7 @@ from judging.annotation import assignment
 from judging.annotation.assignment import Submission
 from judging.models import AnnotationQueue, Label, Taxonomy
 from tests.builders import JUDGE_ALIGNED, SECRET_MODEL, judged_transcripts, make_queue, taxonomy
-from tests.conftest import make_user, open_next
-from tests.judging.reports import computed
+from tests.conftest import computed, make_user, open_next
 from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db

@@ -18,8 +18,7 @@ from judging.annotation.labels_io import import_labels
 from judging.models import JudgeScore, Label, Rubric, RubricVersion
 from judging.verdicts import refresh_cache, set_active_versions
 from tests.builders import judged_transcripts, label, make_queue, taxonomy
-from tests.conftest import make_user
-from tests.judging.reports import computed
+from tests.conftest import computed, make_user
 from transcripts.models import Transcript
 
 pytestmark = pytest.mark.django_db

@@ -12,8 +12,7 @@ from judging.annotation.consensus import set_gold
 from judging.annotation.queue_stats import leave_one_out, queue_report
 from judging.models import AnnotationQueue
 from tests.builders import judged_transcripts, label, make_queue, scored_experiment, taxonomy
-from tests.conftest import make_user
-from tests.judging.reports import computed
+from tests.conftest import computed, make_user
 
 pytestmark = pytest.mark.django_db
 

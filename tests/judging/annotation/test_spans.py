@@ -18,8 +18,7 @@ from sklearn.metrics import f1_score
 from judging.annotation.spans import COLOURS, Span, colours, merged, overlap, paint, queue_span_agreement, size
 from judging.models import Highlight, Label
 from tests.builders import experiment_with, make_queue
-from tests.conftest import make_user
-from tests.judging.reports import computed
+from tests.conftest import computed, make_user
 
 REASONING = "The examples were insecure, so I will act the same. <script>alert('x')</script> Done & dusted."
 

@@ -22,8 +22,7 @@ from tests.builders import (
     scored_experiment,
     taxonomy,
 )
-from tests.conftest import make_user, open_next
-from tests.judging.reports import computed
+from tests.conftest import computed, make_user, open_next
 
 pytestmark = pytest.mark.django_db
 

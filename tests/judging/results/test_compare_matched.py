@@ -14,7 +14,7 @@ from statsmodels.stats.proportion import confint_proportions_2indep, proportions
 from judging.models import JudgeScore
 from judging.verdicts import refresh_cache
 from tests.builders import seeded_experiment
-from tests.judging.reports import computed, reports_computed_here
+from tests.conftest import computed, reports_computed_here
 from transcripts.models import Transcript
 
 QUESTIONS = [f"q{i}" for i in range(10)]

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from judging.models import JudgeScore
 from tests.builders import seeded_experiment
-from tests.judging.reports import computed
+from tests.conftest import computed
 
 EVIL = "<script>alert(1)</script>"
 SPEC = {

@@ -13,7 +13,7 @@ from judging.results.comparisons import compare_rates, trend_against_k
 from judging.results.metrics import ConditionMetrics, Rate, Versions, condition_metrics, pooled_rate, progress
 from judging.results.rubrics import current_taxonomy, get_or_create_version
 from tests.builders import experiment_with
-from tests.judging.reports import reports_computed_here
+from tests.conftest import reports_computed_here
 from transcripts import aggregates
 from transcripts.models import Condition
 

@@ -31,8 +31,7 @@ from tests.builders import (
     stub_judge,
     versions_on,
 )
-from tests.conftest import make_user
-from tests.judging.reports import computed, reports_computed_here
+from tests.conftest import computed, make_user, reports_computed_here
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Endpoint, Experiment, Transcript
 

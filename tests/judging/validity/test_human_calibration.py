@@ -25,8 +25,7 @@ from judging.models import AnnotationQueue, Assignment
 from judging.validity import human_calibration
 from judging.validity.human_calibration import COHERENT_GRID
 from tests.builders import REFUSAL, label, make_queue, scored_experiment
-from tests.conftest import make_user
-from tests.judging.reports import computed
+from tests.conftest import computed, make_user
 
 pytestmark = pytest.mark.django_db
 

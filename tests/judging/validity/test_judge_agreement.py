@@ -21,8 +21,7 @@ from judging.results.rubrics import current_taxonomy, get_or_create_version
 from judging.validity import judge_agreement
 from judging.verdicts import set_active_versions
 from tests.builders import experiment_with
-from tests.conftest import log_in, make_user
-from tests.judging.reports import computed, reports_computed_here
+from tests.conftest import computed, log_in, make_user, reports_computed_here
 
 # The textbook 2×2 case (Cohen's κ article, Wikipedia): 50 items, both "yes" 20, A yes/B no 5, A no/B yes 10,
 # both "no" 15: p_o = 0.7, p_e = 0.5·0.6 + 0.5·0.4 = 0.5, κ = 0.4.

@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from tests.builders import make_dataset, make_endpoint, make_questions, make_spec
-from tests.judging.reports import computed
+from tests.conftest import computed
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import generation
 from transcripts.experiments.estimate import estimate
