@@ -142,8 +142,10 @@ class Account:
         """Wait until a request of about `tokens` tokens may start, and count it against what the headers
         said is left."""
         while True:
-            if self.hold_until > time.time():
-                await asyncio.sleep(self.hold_until - time.time())
+            # Wait for the headers before reserving the account's pacing: a reservation spent waiting is lost.
+            if (wait := self._told_to_wait(tokens)) > 0:
+                await asyncio.sleep(wait)
+                continue
             start = time.time()
             if self.requests:
                 start = max(start, await self.requests.take(1, db))
@@ -151,15 +153,15 @@ class Account:
                 start = max(start, await self.tokens.take(tokens, db))
             if start > time.time():
                 await asyncio.sleep(start - time.time())
-            if self.hold_until > time.time():  # a reply meanwhile said to wait: wait, then take anew
-                continue
-            wait = max(self.requests_left.wait(1), self.tokens_left.wait(tokens))
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if self._told_to_wait(tokens) > 0:  # a reply meanwhile said to wait: wait, then take anew
                 continue
             self.requests_left.take(1)
             self.tokens_left.take(tokens)
             return
+
+    def _told_to_wait(self, tokens: int) -> float:
+        """Seconds a 429's Retry-After or the headers' budget says a request of `tokens` must still wait."""
+        return max(self.hold_until - time.time(), self.requests_left.wait(1), self.tokens_left.wait(tokens))
 
     def hold(self, seconds: float) -> None:
         self.hold_until = max(self.hold_until, time.time() + seconds)
