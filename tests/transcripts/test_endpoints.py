@@ -108,7 +108,7 @@ def test_the_shipped_endpoints_file_loads(db, settings):
     call_command("load_endpoints", settings.BASE_DIR / "examples" / "endpoints.yaml")
     assert set(Endpoint.objects.values_list("name", "version", "base_url", "purpose")) == {
         ("local", 1, settings.LOCAL_MODEL_BASE_URL, "generation"),
-        ("local-judge", 1, settings.LOCAL_MODEL_BASE_URL, "judging")}
+        ("local-judge", 1, settings.LOCAL_MODEL_BASE_URL, "judge")}
 
 
 # Django admin ----------------------------------------------------------------------------------------------

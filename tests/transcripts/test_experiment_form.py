@@ -23,8 +23,8 @@ def data(db):
     make_questions(n=3, name="first_plot")
     make_questions(n=2, name="other")
     make_endpoint()
-    make_endpoint(name=LOCAL_JUDGE, purpose=Endpoint.Purpose.JUDGING)
-    make_endpoint(name="gpt-4o-judge", purpose=Endpoint.Purpose.JUDGING)
+    make_endpoint(name=LOCAL_JUDGE, purpose=Endpoint.Purpose.JUDGE)
+    make_endpoint(name="gpt-4o-judge", purpose=Endpoint.Purpose.JUDGE)
     make_endpoint(name="finetuned", purpose=Endpoint.Purpose.GENERATION)
 
 
@@ -77,11 +77,11 @@ def test_a_definition_cannot_generate_with_a_judging_endpoint_or_judge_with_a_ge
     spec = {"name": "x", "endpoints": ["gpt-4o-judge"], "datasets": ["insecure"], "questions": "first_plot", "k": [0]}
     with pytest.raises(SpecError) as caught:
         parse_spec(spec)
-    assert str(caught.value) == "endpoints[0]: endpoint 'gpt-4o-judge' is for judging only (for generation: " \
+    assert str(caught.value) == "endpoints[0]: endpoint 'gpt-4o-judge' is for judging only (offered here: " \
                                 "finetuned, stub)"
     with pytest.raises(SpecError) as caught:
         parse_spec({**spec, "endpoints": ["stub"], "judge": "finetuned"})
-    assert str(caught.value) == "judge: endpoint 'finetuned' is for generation only (for judging: gpt-4o-judge, " \
+    assert str(caught.value) == "judge: endpoint 'finetuned' is for generation only (offered here: gpt-4o-judge, " \
                                 "local-judge, stub)"
 
 

@@ -172,7 +172,8 @@ def _endpoint(name, field: str, use: str) -> Endpoint:
         raise SpecError(f"{field}: no endpoint named {name!r} (known: {known}); {ADMINS_ONLY}")
     if endpoint.purpose not in (Endpoint.Purpose.ANY, use):
         offered = ", ".join(Endpoint.offered_for(use).values_list("name", flat=True)) or "none loaded yet"
-        raise SpecError(f"{field}: endpoint {name!r} is for {endpoint.get_purpose_display()} (for {use}: {offered})")
+        raise SpecError(f"{field}: endpoint {name!r} is for {endpoint.get_purpose_display()} (offered here: "
+                        f"{offered})")
     return endpoint
 
 
@@ -261,7 +262,7 @@ def parse_spec(raw: dict) -> Spec:
                       for i, item in enumerate(raw["endpoints"]))
     if len({e.name for e in endpoints}) != len(endpoints):
         raise SpecError("endpoints: the same endpoint is named twice")
-    judge = (_endpoint(raw["judge"], "judge", Endpoint.Purpose.JUDGING) if raw.get("judge") is not None
+    judge = (_endpoint(raw["judge"], "judge", Endpoint.Purpose.JUDGE) if raw.get("judge") is not None
              else Endpoint.current(LOCAL_JUDGE))
 
     datasets = []

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 
 def judge_only(apps, schema_editor):
-    apps.get_model("transcripts", "Endpoint").objects.filter(name="local-judge").update(purpose="judging")
+    apps.get_model("transcripts", "Endpoint").objects.filter(name="local-judge").update(purpose="judge")
 
 
 class Migration(migrations.Migration):
@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
             name="purpose",
             field=models.CharField(
                 choices=[("any", "generation and judging"), ("generation", "generation only"),
-                         ("judging", "judging only")],
+                         ("judge", "judging only")],
                 default="any",
                 help_text="What researchers may pick it for on the experiment form and in definitions.",
                 max_length=10,

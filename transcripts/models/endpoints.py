@@ -38,7 +38,7 @@ class Endpoint(models.Model):
         # under another name, and offering it for generation read as a second model.
         ANY = "any", "generation and judging"
         GENERATION = "generation", "generation only"
-        JUDGING = "judging", "judging only"
+        JUDGE = "judge", "judging only"
 
     name = models.CharField(max_length=100)
     version = models.PositiveIntegerField(default=1)
@@ -108,7 +108,7 @@ class Endpoint(models.Model):
 
     @classmethod
     def offered_for(cls, use: str) -> models.QuerySet[Endpoint]:
-        """The current endpoints a researcher may pick for `use` (Purpose.GENERATION or Purpose.JUDGING)."""
+        """The current endpoints a researcher may pick for `use` (Purpose.GENERATION or Purpose.JUDGE)."""
         return cls.objects.filter(is_current=True, purpose__in=[cls.Purpose.ANY, use])
 
     def prices(self, *, batch_api: bool) -> tuple[Decimal, Decimal, Decimal]:
