@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from django.urls import reverse
 
-from judging.models import GoldSuite
+from judging.models import AnnotationQueue, GoldSuite
 from tests.builders import experiment_with, make_condition, make_experiment, make_questions, make_queue
 from tests.conftest import logged_in_page, set_celery_options
 from transcripts.models import Experiment
@@ -95,6 +95,9 @@ PAGES = {
                              "once the estimate suits."),
     "comparisons, trend": Empty(lambda bob: reverse("experiment-compare", args=[draft().pk]), "#no-trend",
                                 "No trend to test: no condition has a counted verdict yet."),
+    "results, dose-response": Empty(lambda bob: reverse("experiment-results", args=[draft().pk]),
+                                       "#no-dose-response",
+                                       "No dose-response: no condition has a counted verdict yet."),
     "judge vs judge": Empty(lambda bob: reverse("judge-vs-judge", args=[draft().pk]), "#no-judge-scores",
                             "No judge has scored this experiment yet, so there is nothing to compare"),
     # A queue without items, and one without labels.
@@ -110,6 +113,11 @@ PAGES = {
                                       "queue's auditors"),
     "agreement without items": Empty(lambda bob: reverse("queue-agreement", args=[empty_queue(bob)]), "#no-labels",
                                      "This queue has no items yet"),
+    "judge calibration": Empty(
+        lambda bob: reverse("queue-calibration", args=[make_queue(
+            experiment_with({"m": ["an answer", "another"]}), auditors=[bob], asks=AnnotationQueue.Asks.VERDICT).pk]),
+        "#no-calibration", "Nothing to calibrate yet: no transcript of exp in this queue has both an auditors' "
+        "majority flag and a judge score. Auditors flag the queue's items under Annotate"),
     "span agreement": Empty(lambda bob: reverse("queue-spans", args=[unlabelled_queue(bob)]), "#no-span-pairs",
                             "No two auditors labelled the same item yet: this fills in as the queue's auditors label"),
     "an item's labels": Empty(
