@@ -48,8 +48,8 @@ from openai.types.chat import ChatCompletion
 from ..models import CallBatch, Endpoint, LeasedWork, MissingApiKey, UndeclaredKeyVariable
 from .calls import Calls, the_process
 from .claims import claimable
-from .driver import Home
 from .failures import Failure, classify
+from .home import Home
 from .jobs import PENDING, RUNNING, Answer, Job, worker_stopping
 from .limits import account_limits
 from .recording import Outcome, record_step
