@@ -32,6 +32,8 @@ class CallBatch(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PREPARING)
     url = models.CharField(max_length=100, blank=True, help_text="The API path every request of the file asks.")
     requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Its requests' estimated prompt tokens: what it holds of the account's batch queue.")
     input_file_id = models.CharField(max_length=200, blank=True)
     batch_id = models.CharField(max_length=200, blank=True)
     provider_status = models.CharField(max_length=30, blank=True, help_text="validating, in_progress, completed, …")
