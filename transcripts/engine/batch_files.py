@@ -1,13 +1,16 @@
 """What goes into a Batch API file and what comes out of one (transcripts/engine/batches.py sends and applies
 them): each row's request as a JSONL line; a batch sized within the provider's limits (requests and bytes per
-file, and the account's queue of enqueued tokens); and the output and error files read back trusting nothing in
-them but the `custom_id`s of the batch's own rows.
+file, and the account's queue of enqueued tokens) and each experiment's budget; and the output and error files
+read back trusting nothing in them but the `custom_id`s of the batch's own rows.
 
 The limits are why a batch is sized when it is claimed, not when it is written: at the paper's scale a request
 is 50–100k tokens (0.2–0.4 MB of JSON), so a 200 MB file holds about 500 of them, far below the 50,000
 requests a file may hold; and a provider refuses (or fails) a whole batch that would take its account past its
-queue. Sizing builds the rows' requests in chunks; the file is written the same way, to a temporary file, so a
-worker never holds more than a chunk of requests in memory.
+queue. An experiment's budget counts its open batches at what they may cost (their requests at the batch prices,
+every answer at max_tokens) before they are billed: otherwise batches claimed one after another, hours before
+the first is applied and charged, would spend many times the budget. Sizing builds the rows' requests in
+chunks; the file is written the same way, to a temporary file, so a worker never holds more than a chunk of
+requests in memory.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import asyncio
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import IO
 
 import httpx2
@@ -25,10 +30,10 @@ import openai
 from django.conf import settings
 from django.db.models import Sum
 
-from ..models import CallBatch, Endpoint, LeasedWork
+from ..models import CallBatch, Endpoint, Experiment, LeasedWork
 from .calls import Calls
 from .failures import Failure
-from .jobs import Job
+from .jobs import Job, attribute_of
 from .limits import estimated_tokens
 
 log = logging.getLogger(__name__)
@@ -101,9 +106,52 @@ def load_rows(job: Job, ids: list[int]) -> list[LeasedWork]:
     return rows
 
 
-def _asked_in_chunks(job: Job, endpoint: Endpoint, ids: list[int]) -> Iterator[tuple[LeasedWork, str, dict]]:
+def _asked_in_chunks(job: Job, endpoint: Endpoint, ids: list[int], keep: Callable[[LeasedWork], bool] = bool,
+                     ) -> Iterator[tuple[LeasedWork, str, dict]]:
     for start in range(0, len(ids), CHUNK):
-        yield from requests_of(job, endpoint, load_rows(job, ids[start:start + CHUNK]))
+        rows = [row for row in load_rows(job, ids[start:start + CHUNK]) if keep(row)]
+        yield from requests_of(job, endpoint, rows)
+
+
+def batch_cost(endpoint: Endpoint, body: dict) -> Decimal:
+    """What a request may cost through the Batch API: its estimated prompt tokens, and an answer of max_tokens."""
+    return endpoint.cost(queued_tokens(body), body.get("max_tokens") or 0, batch_api=True)
+
+
+def committed_usd(experiment_id: int) -> Decimal:
+    """What the experiment's open batches may still cost (CallBatch.estimated_usd: not billed until applied)."""
+    open_batches = CallBatch.objects.filter(experiments=experiment_id).exclude(state=CallBatch.State.APPLIED)
+    return sum((Decimal(costs.get(str(experiment_id), 0)) for costs in
+                open_batches.values_list("estimated_usd", flat=True)), Decimal(0))
+
+
+class _Budgets:
+    """What each experiment of the rows may still commit to batches: its budget less what it spent and what its
+    open batches may cost (None: no budget). Once a row does not fit, its experiment takes no more rows in this
+    batch (its rows stay in order; the next batch is sized again once this one is billed)."""
+
+    def __init__(self, job: Job):
+        self.job, self.room, self.short = job, {}, set()
+
+    def experiment(self, row: LeasedWork) -> int:
+        return attribute_of(row, self.job.experiment_field)
+
+    def open(self, row: LeasedWork) -> bool:
+        experiment_id = self.experiment(row)
+        if experiment_id not in self.room:
+            budget, spent = Experiment.objects.values_list("budget_usd", "spent_usd").get(pk=experiment_id)
+            self.room[experiment_id] = None if budget is None else budget - spent - committed_usd(experiment_id)
+        return experiment_id not in self.short
+
+    def take(self, row: LeasedWork, cost: Decimal) -> bool:
+        experiment_id = self.experiment(row)
+        room = self.room[experiment_id]
+        if room is not None and cost > room:
+            self.short.add(experiment_id)
+            return False
+        if room is not None:
+            self.room[experiment_id] = room - cost
+        return True
 
 
 @dataclass
@@ -111,6 +159,8 @@ class Sized:
     ids: list[int]  # the rows that go in the batch, in the job's order
     tokens: int  # their estimated prompt tokens
     full: bool  # a limit ended it (not the rows running out)
+    costs: dict[int, Decimal] = field(default_factory=dict)  # what they may cost, by experiment
+    short: set[int] = field(default_factory=set)  # experiments whose next row would pass their budget
 
 
 def size_batch(job: Job, endpoint: Endpoint, ids: list[int]) -> Sized:
@@ -118,25 +168,31 @@ def size_batch(job: Job, endpoint: Endpoint, ids: list[int]) -> Sized:
     API path within BATCH_MAX_FILE_BYTES and the account's queue room. Rows asking another path (a digit-by-digit
     judge's completions) are left for a file of their own. A request that fits no batch on its own is a batch of
     one, refused with the reason when it is written (`write_file`); one that fits the queue only once other
-    batches end gives an empty batch: wait."""
+    batches end gives an empty batch: wait. An experiment's rows stop at the first whose cost would pass what its
+    budget has left (`_Budgets`); the others' go on."""
     max_bytes, cap, room = settings.BATCH_MAX_FILE_BYTES, endpoint.batch_queue_tokens, queue_room(endpoint)
     if room is not None and room <= 0 and cap > 0:
         return Sized([], 0, True)  # the queue is full: wait for a batch to end
     chosen: list[int] = []
     size = tokens = 0
     path = None
-    for row, each, body in _asked_in_chunks(job, endpoint, ids):
+    budgets = _Budgets(job)
+    costs: dict[int, Decimal] = defaultdict(Decimal)
+    for row, each, body in _asked_in_chunks(job, endpoint, ids, budgets.open):
         path = path or each
         if each != path:
             continue
-        n_bytes, n_tokens = len(line(job, row, path, body)) + 1, queued_tokens(body)
+        n_bytes, n_tokens, cost = len(line(job, row, path, body)) + 1, queued_tokens(body), batch_cost(endpoint, body)
         if not chosen and (n_bytes > max_bytes or (cap is not None and n_tokens > cap)):
-            return Sized([row.pk], n_tokens, True)
+            return Sized([row.pk], n_tokens, True, {budgets.experiment(row): cost}, budgets.short)
         if size + n_bytes > max_bytes or (room is not None and tokens + n_tokens > room):
-            return Sized(chosen, tokens, True)
+            return Sized(chosen, tokens, True, costs, budgets.short)
+        if not budgets.take(row, cost):
+            continue
         chosen.append(row.pk)
         size, tokens = size + n_bytes, tokens + n_tokens
-    return Sized(chosen, tokens, len(ids) >= settings.BATCH_MAX_REQUESTS)
+        costs[budgets.experiment(row)] += cost
+    return Sized(chosen, tokens, len(ids) >= settings.BATCH_MAX_REQUESTS, costs, budgets.short)
 
 
 def write_file(job: Job, endpoint: Endpoint, ids: list[int]) -> tuple[IO[bytes], str, list[int], int]:

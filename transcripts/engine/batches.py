@@ -48,7 +48,8 @@ from django.utils import timezone
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
-from ..models import CallBatch, Endpoint, LeasedWork, MissingApiKey, UndeclaredKeyVariable
+from ..experiments.status import cancel
+from ..models import CallBatch, Endpoint, Experiment, LeasedWork, MissingApiKey, UndeclaredKeyVariable
 from .batch_files import TooLarge, load_rows, queue_room, read_results, size_batch, write_file
 from .calls import Calls, the_process
 from .claims import claimable
@@ -140,6 +141,8 @@ def claim_batch(job: Job, endpoint: Endpoint) -> CallBatch | None:
                    .values_list("pk", flat=True)[:settings.BATCH_MAX_REQUESTS])
         busy = CallBatch.objects.filter(job=job.name, endpoint=endpoint).exclude(state=CallBatch.State.APPLIED)
         sized = size_batch(job, endpoint, ids)
+        for experiment_id in sized.short - set(sized.costs):
+            _stop_short_of_budget(experiment_id)
         if not sized.ids or (not sized.full and busy.exists()):
             return None
         token, now = uuid.uuid4(), timezone.now()
@@ -148,11 +151,27 @@ def claim_batch(job: Job, endpoint: Endpoint) -> CallBatch | None:
             status=RUNNING, claim_token=token, claimed_at=now, lease_until=None, attempts=F("attempts") + 1,
         )
         batch = CallBatch.objects.create(job=job.name, endpoint=endpoint, claim_token=token, requests=taken,
-                                         tokens=sized.tokens)
+                                         tokens=sized.tokens,
+                                         estimated_usd={str(pk): str(cost) for pk, cost in sized.costs.items()})
         batch.experiments.set(set(
             job.model.objects.filter(claim_token=token).values_list(job.experiment_field, flat=True)
         ))
     return batch
+
+
+def _stop_short_of_budget(experiment_id: int) -> None:
+    """Cancel a running experiment whose next request through the Batch API would pass its budget, once none of
+    its batches is open (an open one may cost less than estimated, and leave room when it is billed)."""
+    if CallBatch.objects.filter(experiments=experiment_id).exclude(state=CallBatch.State.APPLIED).exists():
+        return
+    experiment = Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.RUNNING).first()
+    if experiment is None:
+        return
+    cancel(experiment)
+    Experiment.objects.filter(pk=experiment_id).update(
+        stop_reason=f"Budget of ${experiment.budget_usd:.2f} reached: its next Batch API request may cost more than "
+        f"the ${experiment.budget_usd - experiment.spent_usd:.4f} left (spent ${experiment.spent_usd:.4f}). Raise "
+        "the budget and resume to continue.")
 
 
 def advance(job: Job, endpoint: Endpoint, pk: int) -> int:

@@ -1,10 +1,12 @@
 """A batch stays within the provider's limits (transcripts/engine/batch_files.py), against the Batch API stub
 (tests/stub_batch.py): a file never passes BATCH_MAX_FILE_BYTES, the batches open at once never hold more
 than the account's queue of enqueued tokens (shared by the account's endpoints), and a request no batch can
-hold fails with the reason instead of being sent."""
+hold fails with the reason instead of being sent; an experiment's budget counts what its open batches may cost
+before they are billed."""
 
 import json
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 
@@ -65,7 +67,7 @@ def test_a_batch_file_is_cut_at_the_bytes_limit(settings):
 
 def test_open_batches_never_hold_more_than_the_accounts_queue(settings):
     settings.BATCH_MAX_REQUESTS = 2  # a k = 8 request is ~230 tokens: two batches of two fit the queue at once
-    with StubBatchAPI(complete_after=0.3) as stub:
+    with StubBatchAPI(complete_after=2) as stub:
         experiment = run(stub, {"batch_queue_tokens": 1_000})
     assert {s.status for s in experiment.transcripts.all()} == {"done"}
     assert sorted(Counter(stub.submitted_ids()).values()) == [1] * 12
@@ -111,3 +113,38 @@ def test_the_accounts_queue_is_shared_by_its_endpoints(settings):
         generation.work(endpoint_id, budget_seconds=60)
     assert {s.status for s in experiment.transcripts.all()} == {"done"}
     assert sorted(Counter(stub.submitted_ids()).values()) == [1] * 6
+
+
+def test_open_batches_count_against_the_budget_before_they_are_billed(settings):
+    """Without counting what open batches may cost, every batch would be claimed before the first is billed (the
+    whole study sent on a budget meant for a few requests)."""
+    settings.BATCH_MAX_REQUESTS = 4  # three batches, claimed together but for the budget
+    with StubBatchAPI() as stub:
+        make_dataset(n=8)
+        make_questions(n=3)
+        experiment = define_experiment(make_spec(stub.base_url, endpoint=BATCH, k=[0, 8], samples=2))
+        # k = 0 requests may cost ~0.09 m$ at the batch prices (~6 prompt tokens at $1/M, 20 answer tokens at $4/M).
+        Experiment.objects.filter(pk=experiment.pk).update(status="running", budget_usd="0.0003")
+        generation.work(experiment.conditions.first().endpoint_id, budget_seconds=60)
+    experiment.refresh_from_db()
+    (batch,) = CallBatch.objects.all()
+    assert len(stub.batches) == 1 and batch.requests == len(stub.submitted_ids()) == 3
+    assert sum(Decimal(c) for c in batch.estimated_usd.values()) <= Decimal("0.0003")
+    # Billed: 3 × (1,000 prompt tokens, 800 cached, 50 answer tokens) = 2.4 m$, past the budget: stopped.
+    assert experiment.status == "cancelled" and experiment.stop_reason.startswith("Budget of $0.00 reached")
+    assert Counter(experiment.transcripts.values_list("status", flat=True)) == {"done": 3, "cancelled": 9}
+
+
+def test_a_budget_too_small_for_the_next_batch_request_stops_the_experiment_and_says_why():
+    with StubBatchAPI() as stub:
+        make_dataset(n=8)
+        make_questions(n=3)
+        # A k = 8 request may cost ~0.3 m$ at the batch prices (~230 prompt tokens, 20 answer tokens).
+        experiment = define_experiment(make_spec(stub.base_url, endpoint=BATCH, k=[8], samples=1))
+        Experiment.objects.filter(pk=experiment.pk).update(status="running", budget_usd="0.0001")
+        generation.work(experiment.conditions.first().endpoint_id, budget_seconds=60)
+    experiment.refresh_from_db()
+    assert not stub.seen and not CallBatch.objects.exists()
+    assert experiment.status == "cancelled"
+    assert "next Batch API request may cost more than the $0.0001 left" in experiment.stop_reason
+    assert set(experiment.transcripts.values_list("status", flat=True)) == {"cancelled"}
