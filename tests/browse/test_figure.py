@@ -87,18 +87,22 @@ def pdf_text(content: str) -> str:
     return "\n".join(lines)
 
 
-def pdf_rates(content: str) -> dict[tuple[float, ...], list[float]]:
-    """Each rate line's y values by its stroke colour (r, g, b): the line drawn in a panel's clip rectangle with
-    the figure's line width, its points placed against that rectangle (0% at its bottom, 100% at its top)."""
+def pdf_lines(content: str) -> dict[tuple[float, ...], tuple[float, float, list[tuple[float, float]]]]:
+    """Each rate line by its stroke colour (r, g, b): the line drawn in a panel's clip rectangle with the figure's
+    line width, as (the rectangle's bottom, its height, the line's points in PDF points from the page's bottom)."""
     lines = re.findall(
         rf"{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+re\s+W\s+n\s+2\s+J\s+1\.2\s+w\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}"
         rf"\s+RG\s+/DeviceRGB\s+cs\s+((?:{NUMBER}\s+{NUMBER}\s+[ml]\s+)+)S", content)
-    rates = {}
-    for _x, bottom, _width, height, r, g, b, path, *_ in lines:
-        points = re.findall(rf"{NUMBER}\s+{NUMBER}\s+[ml]", path)
-        rates[tuple(round(float(c), 3) for c in (r, g, b))] = [
-            (float(y) - float(bottom)) / float(height) for _, y in points]
-    return rates
+    point = rf"{NUMBER}\s+{NUMBER}\s+[ml]"
+    return {tuple(round(float(c), 3) for c in (r, g, b)): (
+        float(bottom), float(height), [(float(x), float(y)) for x, y in re.findall(point, path)])
+        for _x, bottom, _width, height, r, g, b, path, *_ in lines}
+
+
+def pdf_rates(content: str) -> dict[tuple[float, ...], list[float]]:
+    """Each rate line's y values by its colour, placed against its panel (0% at the bottom, 100% at the top)."""
+    return {rgb: [(y - bottom) / height for _, y in points]
+            for rgb, (bottom, height, points) in pdf_lines(content).items()}
 
 
 def colour(hex_colour: str) -> tuple[float, ...]:
@@ -123,10 +127,22 @@ def test_the_pdf_is_one_page_with_the_pages_rates_and_its_text(alice_client):
         assert shown in text  # ("off" is drawn with the ff ligature's glyph)
 
 
-def test_the_png_is_an_image_at_print_resolution(alice_client):
+def test_the_png_is_an_image_at_print_resolution_with_the_pdfs_points(alice_client):
+    """The PNG is the PDF's page at PNG_DPI: each point of a rate line (where the PDF puts it, at the page's rate)
+    is a dot of the line's colour."""
     pooled_corpus()
+    page = chart(alice_client, "misaligned-vs-k")
     image = Image.open(io.BytesIO(figure_file(alice_client, "png")))
     assert image.format == "PNG" and image.width >= 4 * PNG_DPI and image.height >= 3 * PNG_DPI
+    pixels = image.convert("RGB")
+    lines = pdf_lines(pdf_content(figure_file(alice_client, "pdf")))
+    assert len(lines) == len(page["data"]) == 2
+    scale = PNG_DPI / 72  # PDF points are 1/72 inch
+    for trace in page["data"]:
+        _, _, points = lines[colour(trace["line"]["color"])]
+        for x, y in points:
+            seen = pixels.getpixel((round(x * scale), round(image.height - y * scale)))
+            assert tuple(round(c / 255, 3) for c in seen) == pytest.approx(colour(trace["line"]["color"]), abs=0.02)
 
 
 def test_a_figure_split_by_panels_draws_a_panel_each(alice_client):
