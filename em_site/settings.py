@@ -307,9 +307,11 @@ GENERATION_MESSAGE_BUDGET_SECONDS = env.float("GENERATION_MESSAGE_BUDGET_SECONDS
 # and how long a driver gathers finished rows into one recording transaction while others are about to finish.
 ENGINE_MAX_IN_FLIGHT = env.int("ENGINE_MAX_IN_FLIGHT", default=1000)
 ENGINE_BATCH_SECONDS = env.float("ENGINE_BATCH_SECONDS", default=0.05)
-# Batch API endpoints (Endpoint.batch_api; transcripts/engine/batches.py): requests per batch file at most (the
-# OpenAI limit is 50,000), and how often a submitted batch is polled.
+# Batch API endpoints (Endpoint.batch_api; transcripts/engine/batches.py): requests and bytes per batch file at
+# most (OpenAI's limits: 50,000 requests, 200 MB), and how often a submitted batch is polled. The account's
+# queue of enqueued tokens is an endpoint's (Endpoint.batch_queue_tokens).
 BATCH_MAX_REQUESTS = env.int("BATCH_MAX_REQUESTS", default=50_000)
+BATCH_MAX_FILE_BYTES = env.int("BATCH_MAX_FILE_BYTES", default=200 * 1024 * 1024)
 BATCH_POLL_SECONDS = env.float("BATCH_POLL_SECONDS", default=60.0)
 
 # The environment variables an endpoint may name as its API key, declared by the operator. Nothing else is
