@@ -10,7 +10,7 @@ def unfinished_slots_wait_for_their_announcement(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('transcripts', '0013_cost_cache_batch_reuse'),
+        ('transcripts', '0014_batch_limits'),
     ]
 
     operations = [
