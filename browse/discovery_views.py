@@ -46,7 +46,10 @@ class RunForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["naming_endpoint"].queryset = Endpoint.objects.filter(is_current=True).order_by("name")
+        # Any chat endpoint names clusters; the embedding one answers no chat.
+        embedder = embedding.config()
+        self.fields["naming_endpoint"].queryset = Endpoint.objects.filter(is_current=True).exclude(
+            name=embedder.endpoint_name if embedder else "").order_by("name")
         self.fields["naming_endpoint"].required = False
 
     def clean(self):
@@ -104,14 +107,7 @@ def discovery_embed(request: HttpRequest) -> HttpResponse:
     if embedding.current_endpoint() is None:
         messages.error(request, "No embedding endpoint is configured (an admin adds one).")
         return redirect("discovery")
-    added = 0
-    batch: list[Transcript] = []
-    for transcript in transcripts.only("pk", "status", "experiment_id", "reasoning", "answer").iterator(
-            chunk_size=2000):
-        batch.append(transcript)
-        if len(batch) == 2000:
-            added, batch = added + embedding.enqueue(batch, retry_failed=True), []
-    added += embedding.enqueue(batch, retry_failed=True) if batch else 0
+    added = embedding.enqueue_all(transcripts, retry_failed=True)
     messages.success(request, f"{added} texts queued for embedding.")
     return redirect("discovery")
 
