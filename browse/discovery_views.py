@@ -28,6 +28,7 @@ from transcripts.models import Endpoint, Transcript
 from .filters import filter_transcripts
 
 MAP_POINTS = 20000  # drawn at most (a seeded sample beyond): a browser draws 20k WebGL points smoothly
+SVG_POINTS = 5000  # up to this many, plain SVG markers: no WebGL needed (charts.js falls back to them anyway)
 COLOURS = {"cluster": "Cluster", "model": "Model", "k": "k", "misaligned": "Judge verdict"}
 
 
@@ -166,7 +167,7 @@ def discovery_map(request: HttpRequest, pk: int) -> JsonResponse:
     traces = []
     for key, points in sorted(groups.items()):
         traces.append({
-            "type": "scattergl", "mode": "markers", "name": key[:60],
+            "type": "scatter" if len(rows) <= SVG_POINTS else "scattergl", "mode": "markers", "name": key[:60],
             "x": [p[2] for p in points], "y": [p[3] for p in points],
             "text": [f"transcript {p[0]} · cluster {p[1]}" for p in points],
             "customdata": [f"{list_url}?{urlencode({'cluster': cluster_value(run, p[1])})}" for p in points],
