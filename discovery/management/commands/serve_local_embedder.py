@@ -12,6 +12,8 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from transcripts.local_model import parse_bind
+
 
 def server_command(host: str | None = None, port: int | None = None) -> list[str]:
     return [sys.executable, "-m", "discovery.local_embedder",
@@ -27,11 +29,9 @@ class Command(BaseCommand):
                             help="Listen address (default: LOCAL_EMBEDDER_HOST:LOCAL_EMBEDDER_PORT).")
 
     def handle(self, *args, bind: str, **options):
-        host, port = None, None
-        if bind:
-            host, sep, port_text = bind.rpartition(":")
-            if not sep or not host or not port_text.isdigit():
-                raise CommandError(f"--bind: expected HOST:PORT, got {bind!r}")
-            port = int(port_text)
+        try:
+            host, port = parse_bind(bind)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         command = server_command(host, port)
         os.execv(command[0], command)  # noqa: S606 - our own argv, no shell
