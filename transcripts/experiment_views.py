@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 from em_site import bounded
 
 from .access import OWNER_OR_ADMIN, may_run, researcher_required
-from .endpoints import LOCAL_JUDGE
+from .endpoints import LOCAL_EMBEDDER, LOCAL_JUDGE
 from .experiments.actions import ACTIONS, launch
 from .experiments.estimate import CACHE_ASSUMPTION, estimate
 from .experiments.planning import define_experiment, refuse_taken_name
@@ -54,14 +54,17 @@ class ExperimentForm(forms.Form):
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     # The embedded judge endpoint is left out of generation: it is the generation endpoint `local`'s own server
     # under another name, kept for judging (examples/endpoints.yaml); offering it here read as a second model.
+    # The embedded embedder answers no chat: offered neither to generate nor to judge.
     endpoints = EndpointChoice(
-        Endpoint.objects.filter(is_current=True).exclude(name=LOCAL_JUDGE), to_field_name="name",
+        Endpoint.objects.filter(is_current=True).exclude(name__in=[LOCAL_JUDGE, LOCAL_EMBEDDER]),
+        to_field_name="name",
         widget=forms.CheckboxSelectMultiple, label="Generate with",
         help_text="The models that answer. Endpoints are created and changed by admins (Django admin or "
                   f"`manage.py load_endpoints`); `{LOCAL_JUDGE}` is offered as the judge only.",
     )
     judge = JudgeChoice(
-        Endpoint.objects.filter(is_current=True), to_field_name="name", required=False,
+        Endpoint.objects.filter(is_current=True).exclude(name=LOCAL_EMBEDDER), to_field_name="name",
+        required=False,
         empty_label=f"default ({LOCAL_JUDGE}, if loaded)",
         help_text="Scores every transcript (aligned, coherent; persona with CoT). Its calls count in the estimate.",
     )

@@ -107,7 +107,8 @@ def test_a_bad_endpoints_file_changes_nothing_and_names_file_item_and_field(db, 
 def test_the_shipped_endpoints_file_loads(db, settings):
     call_command("load_endpoints", settings.BASE_DIR / "examples" / "endpoints.yaml")
     assert set(Endpoint.objects.values_list("name", "version", "base_url")) == {
-        ("local", 1, settings.LOCAL_MODEL_BASE_URL), ("local-judge", 1, settings.LOCAL_MODEL_BASE_URL)}
+        ("local", 1, settings.LOCAL_MODEL_BASE_URL), ("local-judge", 1, settings.LOCAL_MODEL_BASE_URL),
+        ("local-embedder", 1, settings.LOCAL_EMBEDDER_BASE_URL)}
 
 
 # Django admin ----------------------------------------------------------------------------------------------
