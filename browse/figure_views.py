@@ -11,7 +11,7 @@ from transcripts.access import researcher_required
 
 from .chart_options import InvalidOptions
 from .filters import filter_transcripts
-from .views import chart_context, chart_request_from
+from .views import chart_context, chart_request_from, empty_reason
 
 
 def _figure(request: HttpRequest):
@@ -38,6 +38,7 @@ def figure_page(request: HttpRequest) -> HttpResponse:
     return render(request, "browse/figure.html", {
         **chart_context(request, filterset, with_options=True),
         "paragraph": figure.methods_paragraph(filterset.qs, drawn), "formats": list(figure.FORMATS),
+        "empty": empty_reason(drawn, filterset.qs),
     })
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import django_filters
 from django import forms
+from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -276,6 +277,13 @@ def chart_data(request: HttpRequest, name: str) -> JsonResponse:
     except InvalidOptions as exc:
         return JsonResponse({"errors": exc.errors}, status=400)
     figure = charts.CHARTS[name](filterset.qs, chart_request)
-    if not has_points(figure):
-        figure["empty"] = NOTHING_TO_PLOT if filterset.qs.exists() else NO_TRANSCRIPTS
+    if reason := empty_reason(figure, filterset.qs):
+        figure["empty"] = reason
     return JsonResponse(figure)
+
+
+def empty_reason(figure: dict, transcripts: QuerySet) -> str:
+    """Why a chart has nothing to draw, or "" when it has points."""
+    if has_points(figure):
+        return ""
+    return NOTHING_TO_PLOT if transcripts.exists() else NO_TRANSCRIPTS

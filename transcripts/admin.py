@@ -79,9 +79,9 @@ class EndpointAdmin(admin.ModelAdmin):
     versions are read-only history; nothing is deleted."""
 
     form = EndpointForm
-    list_display = ["name", "version", "is_current", "model", "base_url", "api_key_env", "max_concurrency",
+    list_display = ["name", "version", "is_current", "model", "purpose", "base_url", "api_key_env", "max_concurrency",
                     "requests_per_minute", "tokens_per_minute", "created_by", "created_at"]
-    list_filter = ["is_current"]
+    list_filter = ["is_current", "purpose"]
     search_fields = ["name", "model", "base_url"]
     HISTORY = ["version", "is_current", "created_by", "created_at"]
 

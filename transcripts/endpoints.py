@@ -24,7 +24,7 @@ from .models import Endpoint
 
 # The fields that define a version (everything an admin or a file sets, apart from the name).
 FIELDS = (
-    "base_url", "model", "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute",
+    "base_url", "model", "purpose", "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute",
     "context_window", "timeout_seconds", "price_prompt_per_mtok", "price_completion_per_mtok",
     "price_cached_prompt_per_mtok", "batch_api", "price_batch_prompt_per_mtok", "price_batch_completion_per_mtok",
     "price_batch_cached_prompt_per_mtok", "batch_queue_tokens",

@@ -49,21 +49,27 @@ class JudgeChoice(ByName, forms.ModelChoiceField):
     pass
 
 
+# What the form says in place of a list with nothing to choose from: why, and what to do.
+EMPTY_CHOICES = {
+    "endpoints": "No endpoint for generation is loaded: an admin loads them (`manage.py load_endpoints FILE.yaml`, "
+                 "or the Django admin); `make run` loads the embedded model's.",
+    "datasets": "No dataset yet: import a chat JSONL file, or the demo's with `manage.py load_demo`.",
+    "questions": "No question set yet: import an EM YAML file or an id,question,domain CSV.",
+}
+
+
 class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
-    # The embedded judge endpoint is left out of generation: it is the generation endpoint `local`'s own server
-    # under another name, kept for judging (examples/endpoints.yaml); offering it here read as a second model.
+    # Each list offers only the endpoints whose purpose allows it (Endpoint.Purpose): the embedded judge is the
+    # generation endpoint `local`'s own server under another name, and offering it here read as a second model.
     # The embedded embedder answers no chat: offered neither to generate nor to judge.
     endpoints = EndpointChoice(
-        Endpoint.objects.filter(is_current=True).exclude(name__in=[LOCAL_JUDGE, LOCAL_EMBEDDER]),
-        to_field_name="name",
+        Endpoint.offered_for(Endpoint.Purpose.GENERATION).exclude(name=LOCAL_EMBEDDER), to_field_name="name",
         widget=forms.CheckboxSelectMultiple, label="Generate with",
-        help_text="The models that answer. Endpoints are created and changed by admins (Django admin or "
-                  f"`manage.py load_endpoints`); `{LOCAL_JUDGE}` is offered as the judge only.",
     )
     judge = JudgeChoice(
-        Endpoint.objects.filter(is_current=True).exclude(name=LOCAL_EMBEDDER), to_field_name="name",
+        Endpoint.offered_for(Endpoint.Purpose.JUDGE).exclude(name=LOCAL_EMBEDDER), to_field_name="name",
         required=False,
         empty_label=f"default ({LOCAL_JUDGE}, if loaded)",
         help_text="Scores every transcript (aligned, coherent; persona with CoT). Its calls count in the estimate.",
@@ -93,6 +99,7 @@ class ExperimentForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._mark_purposes()
         names = Dataset.objects.order_by("name").values_list("name", flat=True).distinct()
         self.fields["datasets"].choices = [(n, n) for n in names]
         self.fields["questions"].choices = [(n, n) for n in QuestionSet.objects.values_list("name", flat=True)]
@@ -102,6 +109,24 @@ class ExperimentForm(forms.Form):
                 "question_set__name", "key"):
             by_set.setdefault(set_name, []).append((f"{set_name}/{key}", key))
         self.fields["question_keys"].choices = list(by_set.items())
+        for name, note in EMPTY_CHOICES.items():
+            field = self.fields[name]
+            empty = not field.queryset.exists() if name == "endpoints" else not field.choices
+            field.empty_note = note if empty else ""
+
+    def _mark_purposes(self) -> None:
+        """Say which endpoints are for judging only, and group the judges by purpose."""
+        judges = list(self.fields["judge"].queryset)
+        judge_only = [e.name for e in judges if e.purpose == Endpoint.Purpose.JUDGE]
+        self.fields["endpoints"].help_text = (
+            "The models that answer. Endpoints are created and changed by admins (Django admin or "
+            "`manage.py load_endpoints`)" + (f"; judging only, so offered as the judge alone: "
+                                             f"{', '.join(f'`{n}`' for n in judge_only)}." if judge_only else ".")
+        )
+        label = self.fields["judge"].label_from_instance
+        groups = [(purpose.label.capitalize(), [(e.name, label(e)) for e in judges if e.purpose == purpose])
+                  for purpose in (Endpoint.Purpose.JUDGE, Endpoint.Purpose.ANY)]
+        self.fields["judge"].choices = [("", self.fields["judge"].empty_label)] + [g for g in groups if g[1]]
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 
 from transcripts.access import AUDITOR, with_role
-from transcripts.importing import ImportFailed
+from transcripts.importing import MAX_PROBLEMS, ImportFailed
 from transcripts.spreadsheet_safety import neutralise, restore
 
 from ..models import AnnotationQueue, Assignment, Highlight, Label, LabelRevision, PersonaCategory, QueueItem
@@ -111,8 +111,6 @@ def export_csv(queue: AnnotationQueue) -> Iterator[str]:
 
 # The annotation form's confidence scale (Label.confidence: 1 guess … 5 certain).
 CONFIDENCE = range(1, 6)
-# Enough to fix a file by; a file with thousands of bad rows is usually the wrong file.
-MAX_ERRORS = 20
 
 
 @dataclass
@@ -193,7 +191,8 @@ def _not_an_annotator(queue: AnnotationQueue, username: str) -> str:
 
 
 def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str], file: str) -> list[_Row]:
-    """Every row validated; problems go to `errors` (at most MAX_ERRORS) as `file, line n, field "f": why`."""
+    """Every row validated; problems go to `errors` (at most MAX_PROBLEMS, the limit of every import) as
+    `file, line n, field "f": why`."""
     categories = {c.key: c for c in queue.taxonomy.categories.all()}
     items = {str(tid): pk for pk, tid in queue.items.values_list("pk", "transcript_id")}
     # Only those who could have labelled the item in the workspace: the queue's members with the auditor role.
@@ -234,7 +233,7 @@ def _read_rows(queue: AnnotationQueue, reader: csv.DictReader, errors: list[str]
             rows.append(row)
         except _Refused as refused:
             errors.append(str(ImportFailed(file, refused.message, line=start, field=refused.field)))
-            if len(errors) >= MAX_ERRORS:
+            if len(errors) >= MAX_PROBLEMS:
                 errors.append("… and possibly more; stopped reading here.")
                 return rows
         start = reader.line_num + 1

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from transcripts.access import is_auditor, researcher_required
 from transcripts.models import Experiment
@@ -337,13 +338,17 @@ def labels_import(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("queue-detail", pk=queue.pk)
     upload = form.cleaned_data["file"]
     result = import_labels(queue=queue, lines=read_upload(upload), by=request.user, file=upload.name)
+    if result.errors and request.htmx:
+        # Only the report is swapped into the queue page, so the chosen file stays chosen for the next try.
+        return render(request, "judging/_labels_import_report.html", {"errors": result.errors})
     if result.errors:
         messages.error(request, "Nothing imported: fix these rows and upload the file again.")
         for error in result.errors:
             messages.error(request, error)
     else:
         messages.success(request, f"Imported labels: {result.created} new, {result.updated} replaced.")
-    return redirect("queue-detail", pk=queue.pk)
+    return HttpResponseClientRedirect(reverse("queue-detail", args=[queue.pk])) if request.htmx else redirect(
+        "queue-detail", pk=queue.pk)
 
 
 # ---- researchers: taxonomies ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transcripts.importing import ImportFailed, ReadMeter, iter_json_lines, iter_lines
+from transcripts.importing import ImportFailed, ReadMeter, collect, iter_json_lines, iter_lines
 from transcripts.models import CotMode
 
 EM_CSV_COLUMNS = {"model", "group", "question", "answer", "aligned", "coherent", "question_id"}
@@ -76,41 +76,51 @@ COT_MODES = frozenset(CotMode.values)
 COT_OFF = CotMode.OFF.value
 
 
-def _jsonl_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
+def _jsonl_records(path: Path, meter: ReadMeter, problems: list[ImportFailed]) -> Iterator[Record]:
+    for line, raw in iter_json_lines(path, meter, problems):
+        try:
+            record = _jsonl_record(path, line, raw)
+        except ImportFailed as error:
+            if collect(problems, error):
+                return
+            continue
+        yield record
+
+
+def _jsonl_record(path: Path, line: int, raw: dict) -> Record:
     file = path.name
-    for line, raw in iter_json_lines(path, meter):
-        k = _require(file, line, raw, "k", int)
-        sample = _require(file, line, raw, "sample", int)
-        for name, value in (("k", k), ("sample", sample)):
-            if value < 0:
-                raise ImportFailed(file, "must not be negative", line=line, field=name)
-            if value > MAX_INT:
-                raise ImportFailed(file, f"must be at most {MAX_INT}", line=line, field=name)
-        cot_mode = raw.get("cot_mode") or COT_OFF
-        if cot_mode not in COT_MODES:
-            raise ImportFailed(file, f"expected one of {', '.join(CotMode.values)}", line=line, field="cot_mode")
-        if "dataset" not in raw:
-            raise ImportFailed(file, "missing (null for a control run without examples)", line=line, field="dataset")
-        dataset = raw["dataset"]
-        if dataset is not None and not isinstance(dataset, str):
-            raise ImportFailed(file, "expected text (or null for no dataset)", line=line, field="dataset")
-        yield Record(
-            line=line,
-            experiment=raw.get("experiment") or path.stem,
-            model=_require(file, line, raw, "model", str),
-            dataset=dataset or "",
-            k=k,
-            question_id=str(_require(file, line, raw, "question_id", (str, int))),
-            question=raw.get("question") or "",
-            sample=sample,
-            answer=_require(file, line, raw, "answer", str),
-            reasoning=raw.get("reasoning") or "",
-            question_set=raw.get("question_set") or "",
-            cot_mode=cot_mode,
-            temperature=temperature_value(file, line, _require(file, line, {"temperature": 1.0, **raw}, "temperature",
-                                                          (int, float))),
-            scores={m: score_value(file, line, m, raw[m]) for m in METRICS if m in raw},
-        )
+    k = _require(file, line, raw, "k", int)
+    sample = _require(file, line, raw, "sample", int)
+    for name, value in (("k", k), ("sample", sample)):
+        if value < 0:
+            raise ImportFailed(file, "must not be negative", line=line, field=name)
+        if value > MAX_INT:
+            raise ImportFailed(file, f"must be at most {MAX_INT}", line=line, field=name)
+    cot_mode = raw.get("cot_mode") or COT_OFF
+    if cot_mode not in COT_MODES:
+        raise ImportFailed(file, f"expected one of {', '.join(CotMode.values)}", line=line, field="cot_mode")
+    if "dataset" not in raw:
+        raise ImportFailed(file, "missing (null for a control run without examples)", line=line, field="dataset")
+    dataset = raw["dataset"]
+    if dataset is not None and not isinstance(dataset, str):
+        raise ImportFailed(file, "expected text (or null for no dataset)", line=line, field="dataset")
+    return Record(
+        line=line,
+        experiment=raw.get("experiment") or path.stem,
+        model=_require(file, line, raw, "model", str),
+        dataset=dataset or "",
+        k=k,
+        question_id=str(_require(file, line, raw, "question_id", (str, int))),
+        question=raw.get("question") or "",
+        sample=sample,
+        answer=_require(file, line, raw, "answer", str),
+        reasoning=raw.get("reasoning") or "",
+        question_set=raw.get("question_set") or "",
+        cot_mode=cot_mode,
+        temperature=temperature_value(file, line, _require(file, line, {"temperature": 1.0, **raw}, "temperature",
+                                                      (int, float))),
+        scores={m: score_value(file, line, m, raw[m]) for m in METRICS if m in raw},
+    )
 
 
 def temperature_value(file: str, line: int | None, value: float) -> float:
@@ -142,7 +152,7 @@ def _csv_score(file: str, line: int, name: str, text: str) -> float | None:
     return score_value(file, line, name, value)
 
 
-def _em_csv_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
+def _em_csv_records(path: Path, meter: ReadMeter, problems: list[ImportFailed]) -> Iterator[Record]:
     file = path.name
     current = {"line": 0}
 
@@ -159,45 +169,59 @@ def _em_csv_records(path: Path, meter: ReadMeter) -> Iterator[Record]:
     start = 2
     try:
         for row in reader:
-            for name in ("model", "question_id", "answer"):
-                if not (row.get(name) or "").strip():
-                    raise ImportFailed(file, "missing", line=start, field=name)
-            slot = (row["model"], row["question_id"])
-            samples[slot] = samples.get(slot, -1) + 1
-            yield Record(
-                line=start,
-                experiment=path.stem,
-                model=row["model"],
-                dataset=row["group"],  # the finetuning group: the examples were trained in, not prompted (k=0)
-                k=0,
-                question_id=row["question_id"],
-                question=row["question"],
-                sample=samples[slot],
-                answer=row["answer"],
-                scores={m: _csv_score(file, start, m, row[m]) for m in METRICS},
-                distributions={
-                    m: _distribution(file, start, f"judge_{m}", row[f"judge_{m}"])
-                    for m in METRICS
-                    if (row.get(f"judge_{m}") or "").strip()
-                },
-            )
+            try:
+                record = _em_csv_record(path, start, row, samples)
+            except ImportFailed as error:
+                if collect(problems, error):
+                    return
+            else:
+                yield record
             start = current["line"] + 1
     except csv.Error as exc:
-        raise ImportFailed(file, f"malformed CSV: {exc}", line=current["line"]) from None
+        collect(problems, ImportFailed(file, f"malformed CSV: {exc}", line=current["line"]))
 
 
-def iter_records(path: Path, meter: ReadMeter, unmapped: Counter) -> Iterator[Record]:
-    """The file's transcripts, parsed and checked one by one, in file order; what a file carries that the
-    mapping leaves out is counted by name in `unmapped` (Inspect logs)."""
+def _em_csv_record(path: Path, line: int, row: dict[str, str], samples: dict[tuple[str, str], int]) -> Record:
+    """One row of the EM results CSV; `samples` numbers the rows of each (model, question) in file order."""
+    file = path.name
+    for name in ("model", "question_id", "answer"):
+        if not (row.get(name) or "").strip():
+            raise ImportFailed(file, "missing", line=line, field=name)
+    slot = (row["model"], row["question_id"])
+    samples[slot] = samples.get(slot, -1) + 1
+    return Record(
+        line=line,
+        experiment=path.stem,
+        model=row["model"],
+        dataset=row["group"],  # the finetuning group: the examples were trained in, not prompted (k=0)
+        k=0,
+        question_id=row["question_id"],
+        question=row["question"],
+        sample=samples[slot],
+        answer=row["answer"],
+        scores={m: _csv_score(file, line, m, row[m]) for m in METRICS},
+        distributions={
+            m: _distribution(file, line, f"judge_{m}", row[f"judge_{m}"])
+            for m in METRICS
+            if (row.get(f"judge_{m}") or "").strip()
+        },
+    )
+
+
+def iter_records(path: Path, meter: ReadMeter, unmapped: Counter, problems: list[ImportFailed]) -> Iterator[Record]:
+    """The file's transcripts, parsed and checked one by one, in file order. A bad line of a JSONL or CSV file
+    goes to `problems` and reading goes on to the next (up to MAX_PROBLEMS), so that one refusal names them;
+    an Inspect log raises at its first bad sample. What a file carries that the mapping leaves out is counted
+    by name in `unmapped` (Inspect logs)."""
     from .inspect_logs import INSPECT_SUFFIXES, inspect_records  # inspect_ai takes a second to import
 
     suffix = path.suffix.lower()
     if suffix in INSPECT_SUFFIXES:
         return inspect_records(path, meter, unmapped)
     if suffix == ".jsonl":
-        return _jsonl_records(path, meter)
+        return _jsonl_records(path, meter, problems)
     if suffix == ".csv":
-        return _em_csv_records(path, meter)
+        return _em_csv_records(path, meter, problems)
     raise ImportFailed(
         path.name, "unknown transcript format: use .jsonl, the EM results .csv or an Inspect log (.eval, .json)"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from transcripts.importing import ImportFailed, ReadMeter
+from transcripts.importing import ImportFailed, ReadMeter, raise_problems
 
 from ..verdicts import classify_outcome
 from .records import METRICS, Record, iter_records
@@ -127,14 +127,17 @@ def stage(path: Path, progress: Progress | None, chunk_lines: int) -> Staging:
     state = ImportProgress(file=path.name, bytes_total=path.stat().st_size)
     staging = Staging()
     chunk: list[list] = []
-    for record in iter_records(path, meter, staging.unmapped):
-        chunk.append(staging.row(record))
-        if len(chunk) >= chunk_lines:
+    problems: list[ImportFailed] = []
+    for count, record in enumerate(iter_records(path, meter, staging.unmapped, problems), 1):
+        if not problems:  # after a bad line nothing will be imported: the rest is read only to name its bad lines
+            chunk.append(staging.row(record))
+        if count % chunk_lines == 0:
             staging.write(chunk)
             chunk = []
             if progress:
                 state.bytes_read, state.rows = meter.bytes_read, staging.rows
                 progress(state)
+    raise_problems(problems)
     staging.write(chunk)
     if not staging.rows:
         raise ImportFailed(path.name, "the file has no transcripts")

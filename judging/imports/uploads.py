@@ -33,7 +33,7 @@ def _status_path(job: uuid.UUID) -> Path:
 
 def read_status(job: uuid.UUID) -> dict | None:
     """The job's last status: state (queued, running, done, failed), file, bytes_total, bytes_read, rows,
-    writing, and once finished `message` or `error`. None for an unknown job."""
+    writing, and once finished `message` or `refusal` (ImportFailed.report()). None for an unknown job."""
     try:
         return json.loads(_status_path(job).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -97,9 +97,10 @@ def run_upload(job: uuid.UUID) -> None:
     try:
         summary = import_transcripts(path, progress=report)
     except ImportFailed as exc:
-        status.update(state="failed", error=str(exc))
+        status.update(state="failed", refusal=exc.report())
     except Exception:
-        status.update(state="failed", error=f"{path.name}: the import stopped on an internal error")
+        stopped = ImportFailed(path.name, "the import stopped on an internal error")
+        status.update(state="failed", refusal=stopped.report())
         raise
     else:
         status.update(state="done", message=f"{summary}.", created=summary.created, unmapped=summary.unmapped)

@@ -2,8 +2,8 @@
 (and `transcripts` must not import `judging`); datasets and questions go to transcripts.importing.
 
 Datasets and questions are small and import while the page waits. Transcript files can hold a million runs:
-they are saved and imported by a Celery task (`judging.tasks.import_upload`), and the researcher lands on a
-page that polls the job's progress until it shows the summary or the error."""
+they are saved and imported by a Celery task (`judging.tasks.import_upload`); the upload page (with htmx; without
+JavaScript the import's own page) polls the job's progress until it shows the summary or the bad lines."""
 
 import tempfile
 import uuid
@@ -41,33 +41,30 @@ def _run_import(data: dict, path: Path) -> tuple[str, str]:
 @researcher_required
 def import_upload(request: HttpRequest) -> HttpResponse:
     form = ImportForm(request.POST or None, request.FILES or None)
-    error = None
+    context: dict = {"form": form}
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         if form.cleaned_data["kind"] == ImportForm.TRANSCRIPTS:
             job = uploads.save_upload(upload)
             tasks.import_upload.delay(str(job))
-            return _go(request, reverse("import-progress", kwargs={"job": job}))
+            if not request.htmx:
+                return redirect("import-progress", job=job)
+            # With htmx the progress card comes into this page's report, so a refused file is still chosen.
+            return render(request, "judging/import_form.html", {**context, "job": job,
+                                                                 "status": uploads.read_status(job)})
         with tempfile.TemporaryDirectory() as tmp:
             path = uploads.write_upload(upload, Path(tmp))
             try:
                 message, target = _run_import(form.cleaned_data, path)
             except ImportFailed as exc:
-                error = exc
-        if error is None:
+                context["refusal"] = exc.report()
+        if "refusal" not in context:
             messages.success(request, message)
-            return _go(request, target)
+            return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
     # The page posts with htmx and swaps in only the report (#import-report), so the chosen file stays chosen
     # for a second try; htmx swaps 2xx answers only. Without JavaScript the form posts as usual and gets a 400.
     status = 400 if request.method == "POST" and not request.htmx else 200
-    return render(request, "judging/import_form.html", {
-        "form": form, "error": error, "problems": getattr(error, "problems", [error] if error else []),
-    }, status=status)
-
-
-def _go(request: HttpRequest, url: str) -> HttpResponse:
-    """A redirect after a successful upload; htmx is told to load the page itself, not to swap it in."""
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return render(request, "judging/import_form.html", context, status=status)
 
 
 @researcher_required
@@ -76,7 +73,7 @@ def import_progress(request: HttpRequest, job: uuid.UUID) -> HttpResponse:
     status = uploads.read_status(job)
     if status is None:
         raise Http404("No such import.")
-    context = {"job": job, "status": status}
+    context = {"job": job, "status": status, "file_kept": request.GET.get("file_kept") == "1"}
     if request.htmx:
         return render(request, "judging/import_progress.html", context)
     return render(request, "judging/import_job.html", context)

@@ -20,7 +20,7 @@ from transcripts.access import researcher_required
 from transcripts.models import Experiment, Transcript
 
 from .. import reports
-from ..models import AnnotationQueue, GoldRun, GoldSuite, Label, RubricVersion
+from ..models import AnnotationQueue, GoldRun, GoldSuite, JudgeScore, Label, RubricVersion
 from ..verdicts import Versions, active_versions
 from . import gold, human_calibration, judge_agreement
 
@@ -70,8 +70,10 @@ def judge_vs_judge(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, pk=pk)
     form_a, form_b = _pair_forms(request, experiment)
     a, b = _chosen(form_a), _chosen(form_b)
-    context = {"experiment": experiment, "form_a": form_a, "form_b": form_b}
-    if a is not None and b is not None:
+    context = {"experiment": experiment, "form_a": form_a, "form_b": form_b, "judged": True}
+    if a is None or b is None:  # nothing compared yet: say so if there is nothing to compare
+        context["judged"] = JudgeScore.objects.filter(transcript__experiment=experiment).exists()
+    else:
         report = _compared(experiment, a, b)
         context.update({
             "query": request.GET.urlencode(), "report": report, "result": report.value,

@@ -232,7 +232,7 @@ def test_charts_and_questions_of_nothing_are_empty_not_errors(alice_client, db):
                  "question-heatmap"):
         assert chart(alice_client, name)["data"] == []
     page = alice_client.get(reverse("question-results"))
-    assert page.context["rows"] == [] and b"No transcripts match the filter." in page.content
+    assert page.context["rows"] == [] and b"No transcript matches this filter, so no question to list" in page.content
 
 
 POOLED = "pooled over: CoT mode (native, off); System prompt (default, safety_first); Temperature (0.7, 1.0)"

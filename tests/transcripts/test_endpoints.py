@@ -106,16 +106,17 @@ def test_a_bad_endpoints_file_changes_nothing_and_names_file_item_and_field(db, 
 
 def test_the_shipped_endpoints_file_loads(db, settings):
     call_command("load_endpoints", settings.BASE_DIR / "examples" / "endpoints.yaml")
-    assert set(Endpoint.objects.values_list("name", "version", "base_url")) == {
-        ("local", 1, settings.LOCAL_MODEL_BASE_URL), ("local-judge", 1, settings.LOCAL_MODEL_BASE_URL),
-        ("local-embedder", 1, settings.LOCAL_EMBEDDER_BASE_URL)}
+    assert set(Endpoint.objects.values_list("name", "version", "base_url", "purpose")) == {
+        ("local", 1, settings.LOCAL_MODEL_BASE_URL, "generation"),
+        ("local-judge", 1, settings.LOCAL_MODEL_BASE_URL, "judge"),
+        ("local-embedder", 1, settings.LOCAL_EMBEDDER_BASE_URL, "any")}
 
 
 # Django admin ----------------------------------------------------------------------------------------------
 
 def form_data(endpoint: Endpoint, **changes) -> dict:
     data = {field: getattr(endpoint, field) for field in (
-        "base_url", "model", "api_key_env", "max_concurrency", "context_window", "timeout_seconds",
+        "base_url", "model", "purpose", "api_key_env", "max_concurrency", "context_window", "timeout_seconds",
         "price_prompt_per_mtok", "price_completion_per_mtok")}
     data.update(requests_per_minute="", tokens_per_minute="")
     return {**data, **changes}

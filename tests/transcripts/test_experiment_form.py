@@ -1,5 +1,5 @@
-"""The experiment form at laptop size: questions chosen one by one, the embedded judge endpoint not offered
-for generation, a definition error shown at its field, `code` in help text."""
+"""The experiment form at laptop size: questions chosen one by one, endpoints offered by their purpose (a
+judging-only endpoint never for generation), a definition error shown at its field, `code` in help text."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from django.urls import reverse
 
 from tests.builders import make_dataset, make_endpoint, make_questions
 from transcripts.endpoints import LOCAL_JUDGE
+from transcripts.experiments.spec import SpecError, parse_spec
+from transcripts.models import Endpoint
 
 FORM = {"name": "picked", "endpoints": ["stub"], "datasets": ["insecure"], "questions": "first_plot", "k": "0",
         "cot": ["off"], "samples": "1", "temperature": "1.0", "max_tokens": "50", "seed": "0"}
@@ -21,7 +23,9 @@ def data(db):
     make_questions(n=3, name="first_plot")
     make_questions(n=2, name="other")
     make_endpoint()
-    make_endpoint(name=LOCAL_JUDGE)
+    make_endpoint(name=LOCAL_JUDGE, purpose=Endpoint.Purpose.JUDGE)
+    make_endpoint(name="gpt-4o-judge", purpose=Endpoint.Purpose.JUDGE)
+    make_endpoint(name="finetuned", purpose=Endpoint.Purpose.GENERATION)
 
 
 def test_questions_are_chosen_one_by_one_and_reach_the_definition(data, alice_client):
@@ -54,10 +58,30 @@ def test_k_larger_than_the_dataset_is_shown_at_the_k_field(data, alice_client):
     assert page.context["form"].non_field_errors() == []
 
 
-def test_the_judge_endpoint_is_offered_as_judge_not_for_generation_and_help_shows_code(data, alice_client):
+def test_endpoints_are_offered_by_purpose_and_help_shows_code(data, alice_client):
     html = alice_client.get(reverse("experiment-new")).content.decode()
-    assert f'name="endpoints" value="{LOCAL_JUDGE}"' not in html
-    assert f'<option value="{LOCAL_JUDGE}">' in html
+    assert re.findall(r'name="endpoints" value="([^"]+)"', html) == ["finetuned", "stub"]
+    judge = html[html.index('name="judge"'):html.index("</select>", html.index('name="judge"'))]
+    groups = dict(re.findall(r'<optgroup label="([^"]+)">(.*?)</optgroup>', judge, re.S))
+    assert re.findall(r'value="([^"]+)"', groups["Judging only"]) == ["gpt-4o-judge", LOCAL_JUDGE]
+    assert re.findall(r'value="([^"]+)"', groups["Generation and judging"]) == ["stub"]
+    assert "finetuned" not in judge
+    assert ("judging only, so offered as the judge alone: <code>gpt-4o-judge</code>, <code>local-judge</code>"
+            in html)
     assert "<code>manage.py load_endpoints</code>" in html and "`manage.py" not in html
     # Each checkbox sits inside its own label, with the label's text after it.
-    assert re.search(r'<label for="id_endpoints_0"><input type="checkbox" name="endpoints" value="stub"', html)
+    assert re.search(r'<label for="id_endpoints_0"><input type="checkbox" name="endpoints" value="finetuned"', html)
+
+
+def test_a_definition_cannot_generate_with_a_judging_endpoint_or_judge_with_a_generation_one(data):
+    spec = {"name": "x", "endpoints": ["gpt-4o-judge"], "datasets": ["insecure"], "questions": "first_plot", "k": [0]}
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec)
+    assert str(caught.value) == "endpoints[0]: endpoint 'gpt-4o-judge' is for judging only (offered here: " \
+                                "finetuned, stub)"
+    with pytest.raises(SpecError) as caught:
+        parse_spec({**spec, "endpoints": ["stub"], "judge": "finetuned"})
+    assert str(caught.value) == "judge: endpoint 'finetuned' is for generation only (offered here: gpt-4o-judge, " \
+                                "local-judge, stub)"
+
+

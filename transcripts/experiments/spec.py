@@ -159,9 +159,10 @@ def _as_list(value, field: str) -> list:
     return items
 
 
-def _endpoint(name, field: str) -> Endpoint:
-    """The current version of the endpoint named `name`. Only a name: whatever else a definition says
-    about an endpoint (URL, key variable, limits) is not the researcher's to say."""
+def _endpoint(name, field: str, use: str) -> Endpoint:
+    """The current version of the endpoint named `name`, one whose purpose allows `use` (Endpoint.Purpose).
+    Only a name: whatever else a definition says about an endpoint (URL, key variable, limits) is not the
+    researcher's to say."""
     if isinstance(name, dict):
         raise SpecError(f"{field}: {ADMINS_ONLY}")
     name = _str(name, field, max_length=100)
@@ -169,6 +170,10 @@ def _endpoint(name, field: str) -> Endpoint:
     if endpoint is None:
         known = ", ".join(Endpoint.objects.filter(is_current=True).values_list("name", flat=True)) or "none loaded yet"
         raise SpecError(f"{field}: no endpoint named {name!r} (known: {known}); {ADMINS_ONLY}")
+    if endpoint.purpose not in (Endpoint.Purpose.ANY, use):
+        offered = ", ".join(Endpoint.offered_for(use).values_list("name", flat=True)) or "none loaded yet"
+        raise SpecError(f"{field}: endpoint {name!r} is for {endpoint.get_purpose_display()} (offered here: "
+                        f"{offered})")
     return endpoint
 
 
@@ -253,10 +258,12 @@ def parse_spec(raw: dict) -> Spec:
 
     if not isinstance(raw["endpoints"], list) or not raw["endpoints"]:
         raise SpecError("endpoints: expected a non-empty list of endpoint names")
-    endpoints = tuple(_endpoint(item, f"endpoints[{i}]") for i, item in enumerate(raw["endpoints"]))
+    endpoints = tuple(_endpoint(item, f"endpoints[{i}]", Endpoint.Purpose.GENERATION)
+                      for i, item in enumerate(raw["endpoints"]))
     if len({e.name for e in endpoints}) != len(endpoints):
         raise SpecError("endpoints: the same endpoint is named twice")
-    judge = _endpoint(raw["judge"], "judge") if raw.get("judge") is not None else Endpoint.current(LOCAL_JUDGE)
+    judge = (_endpoint(raw["judge"], "judge", Endpoint.Purpose.JUDGE) if raw.get("judge") is not None
+             else Endpoint.current(LOCAL_JUDGE))
 
     datasets = []
     for name in _as_list(raw["datasets"], "datasets"):

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.db import transaction
 
 from ..models import Dataset, Example
-from .files import MAX_PROBLEMS, ImportFailed, ImportProblems, iter_json_lines
+from .files import ImportFailed, collect, iter_json_lines, raise_problems
 
 BATCH = 1000
 
@@ -54,13 +54,11 @@ def _dataset_examples(path: Path) -> Iterator[list[dict]]:
         problem = validate_messages(record.get("messages")) if "messages" in record else "messages: missing"
         if problem:
             field, message = problem.split(": ", 1)
-            problems.append(ImportFailed(path.name, message, line=number, field=field))
-            if len(problems) >= MAX_PROBLEMS:
+            if collect(problems, ImportFailed(path.name, message, line=number, field=field)):
                 break
         elif not problems:  # after a bad line nothing will be imported: read on only to report
             yield record["messages"]
-    if problems:
-        raise ImportProblems(problems)
+    raise_problems(problems)
 
 
 def _canonical(messages: list[dict]) -> bytes:

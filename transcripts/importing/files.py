@@ -39,6 +39,15 @@ class ImportFailed(Exception):
             where.append(f'field "{self.field}"')
         return f"{', '.join(where)}: {self.message}"
 
+    def report(self) -> dict:
+        """What a page shows of the refusal, as JSON-ready data: the file, the whole message, each bad place
+        (line, sample, field, message) and whether reading stopped at MAX_PROBLEMS of them."""
+        places = getattr(self, "problems", [self])
+        return {
+            "file": self.file, "message": str(self), "capped": len(places) >= MAX_PROBLEMS,
+            "problems": [{"line": p.line, "sample": p.sample, "field": p.field, "message": p.message} for p in places],
+        }
+
 
 MAX_PROBLEMS = 20  # bad places one refused import reports, so that one round of fixes covers most of them
 
@@ -60,6 +69,20 @@ class ImportProblems(ImportFailed):
         more = "at least " if len(self.problems) >= MAX_PROBLEMS else ""
         return f"{first} (and {more}{len(self.problems) - 1} more bad lines: {lines})"
 
+
+def collect(problems: list[ImportFailed] | None, error: ImportFailed) -> bool:
+    """Note one bad place of a file being read on: added to `problems`, or raised at once without a list.
+    True once MAX_PROBLEMS are noted, when the reader should stop."""
+    if problems is None:
+        raise error
+    problems.append(error)
+    return len(problems) >= MAX_PROBLEMS
+
+
+def raise_problems(problems: list[ImportFailed]) -> None:
+    """Refuse the import if a bad place was noted: one ImportProblems naming them all (the first is its own)."""
+    if problems:
+        raise ImportProblems(problems)
 
 
 def refuse_oversized(file: str, size: int) -> None:
@@ -150,11 +173,7 @@ def iter_json_lines(path: Path, meter: ReadMeter | None = None,
         if problem is None:
             seen_any = True
             yield number, record
-        elif problems is None:
-            raise ImportFailed(path.name, problem, line=number)
-        else:
-            problems.append(ImportFailed(path.name, problem, line=number))
-            if len(problems) >= MAX_PROBLEMS:
-                return
+        elif collect(problems, ImportFailed(path.name, problem, line=number)):
+            return
     if not seen_any and not problems:
         raise ImportFailed(path.name, "the file has no records")

@@ -33,6 +33,13 @@ class Endpoint(models.Model):
     rubric versions defined before keep calling the row they were defined with. The API key is read from the
     environment variable named here, which must be one the operator declared (ENDPOINT_KEY_VARIABLES)."""
 
+    class Purpose(models.TextChoices):
+        # What a researcher may pick it for: a judge-only endpoint is often the generation model's own server
+        # under another name, and offering it for generation read as a second model.
+        ANY = "any", "generation and judging"
+        GENERATION = "generation", "generation only"
+        JUDGE = "judge", "judging only"
+
     name = models.CharField(max_length=100)
     version = models.PositiveIntegerField(default=1)
     is_current = models.BooleanField(default=True, editable=False, help_text="The version new work uses.")
@@ -42,6 +49,10 @@ class Endpoint(models.Model):
         RegexValidator(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", "expected an http(s) URL (or `local` in a file)")
     ])
     model = models.CharField(max_length=200)
+    purpose = models.CharField(
+        max_length=10, choices=Purpose.choices, default=Purpose.ANY,
+        help_text="What researchers may pick it for on the experiment form and in definitions.",
+    )
     api_key_env = models.CharField(
         max_length=100, blank=True, help_text="Name of the environment variable that holds the key (never the key)."
     )
@@ -98,6 +109,11 @@ class Endpoint(models.Model):
     @classmethod
     def current(cls, name: str) -> Endpoint | None:
         return cls.objects.filter(name=name, is_current=True).first()
+
+    @classmethod
+    def offered_for(cls, use: str) -> models.QuerySet[Endpoint]:
+        """The current endpoints a researcher may pick for `use` (Purpose.GENERATION or Purpose.JUDGE)."""
+        return cls.objects.filter(is_current=True, purpose__in=[cls.Purpose.ANY, use])
 
     def prices(self, *, batch_api: bool) -> tuple[Decimal, Decimal, Decimal]:
         """(prompt, cached prompt, completion) USD per million tokens, through the Batch API or not. A price

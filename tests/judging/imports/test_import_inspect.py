@@ -13,7 +13,7 @@ from judging.models import JudgeScore
 from transcripts.models import Condition, Experiment, Transcript
 
 from .inspect_data import sample, write_log
-from .test_importing import assert_fails, counts, finished_card, upload_transcripts, uploads  # noqa: F401
+from .test_importing import assert_fails, counts, finished_card, upload_transcripts
 
 
 def test_it_imports_each_sample_and_epoch_as_a_transcript_with_reasoning_apart_and_em_scores(db, tmp_path):
@@ -128,7 +128,7 @@ def test_an_archive_that_expands_past_the_limit_is_refused_unread(db, tmp_path, 
 
 
 @pytest.mark.slow
-def test_an_uploaded_eval_log_shows_what_was_not_mapped(alice_client, uploads, celery_worker_factory,  # noqa: F811
+def test_an_uploaded_eval_log_shows_what_was_not_mapped(alice_client, uploads, celery_worker_factory,
                                                         tmp_path):
     celery_worker_factory(env={"EM_VAR_DIR": str(uploads)})
     path = write_log(tmp_path / "upload.eval", [

@@ -490,13 +490,6 @@ def test_search_finds_imported_transcripts_by_their_answer_and_reasoning(db, tmp
 # --- the upload page: a background import and its progress ------------------------------------
 
 
-@pytest.fixture
-def uploads(settings, tmp_path):
-    """A directory of the test's own for saved uploads, shared with any worker it starts."""
-    settings.VAR_DIR = tmp_path / "var"
-    return settings.VAR_DIR
-
-
 def upload_transcripts(client, path: Path) -> str:
     """Post a transcripts file; returns the URL of the import page it redirects to."""
     with path.open("rb") as f:
