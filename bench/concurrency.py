@@ -55,6 +55,7 @@ from judging.results.rubrics import experiment_judging  # noqa: E402
 from tests.stub_openai import Reply, StubOpenAI, completion  # noqa: E402
 from transcripts import engine  # noqa: E402
 from transcripts.endpoints import save_endpoint  # noqa: E402
+from transcripts.engine.calls import new_client  # noqa: E402
 from transcripts.experiments.actions import launch  # noqa: E402
 from transcripts.experiments.planning import define_experiment  # noqa: E402
 from transcripts.models import (  # noqa: E402
@@ -90,9 +91,7 @@ def stub_alone(base_url: str) -> float:
     async def run() -> float:
         tls = httpx2.create_ssl_context()
         clients = [
-            openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=30,
-                               http_client=openai.DefaultAsyncHttpxClient(
-                                   verify=tls, limits=httpx2.Limits(max_connections=None)))
+            new_client(base_url, "x", 30, CONCURRENCY, tls)
             for _ in range(math.ceil(CONCURRENCY / engine.CONNECTIONS_PER_CLIENT))
         ]
         queue = iter(range(SLOTS))

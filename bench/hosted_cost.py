@@ -36,6 +36,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from transcripts.endpoints import save_endpoint  # noqa: E402
@@ -43,6 +44,7 @@ from transcripts.experiments.estimate import CACHE_ASSUMPTION, estimate  # noqa:
 from transcripts.experiments.prompts import prefix_tokens  # noqa: E402
 from transcripts.experiments.spec import parse_spec  # noqa: E402
 from transcripts.importing import import_dataset, import_questions  # noqa: E402
+from transcripts.prompting import CHARS_PER_TOKEN  # noqa: E402
 
 DATA = Path(os.environ.get("EM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "emergent-misalignment"
 # USD per million tokens, OpenAI's list prices at the time of writing (edit to yours): prompt, cached prompt,
@@ -121,9 +123,21 @@ def main() -> None:
           + "".join(f"{'$' + format(c, ',.0f'):>16}" for c in totals.values()))
     base = totals["list price"]
     print("relative to list price: " + ", ".join(f"{way} {totals[way] / base:.2f}×" for way in ways))
+    batch_files(rows)
     print(f"\nAssumption: {CACHE_ASSUMPTION}")
     for dataset in spec.datasets:
         print(f"  {dataset.name}: ~{prefix_tokens(dataset, spec.seed, (256,))[256]:,} example tokens at k = 256")
+
+
+def batch_files(rows) -> None:
+    """How many Batch API files the study needs at least, within a file's limits (BATCH_MAX_REQUESTS requests,
+    BATCH_MAX_FILE_BYTES): its requests' JSON is about CHARS_PER_TOKEN bytes a prompt token."""
+    size = sum(row.prompt_tokens for row in rows) * CHARS_PER_TOKEN
+    calls = sum(row.calls for row in rows)
+    files = max(-(-calls // settings.BATCH_MAX_REQUESTS), -(-size // settings.BATCH_MAX_FILE_BYTES))
+    print(f"Batch API: ~{size / 1e9:,.1f} GB of requests, at least {files:,} files of at most "
+          f"{settings.BATCH_MAX_REQUESTS:,} requests and {settings.BATCH_MAX_FILE_BYTES / 2**20:,.0f} MB; how many "
+          "run at once is the account's batch queue (an endpoint's batch_queue_tokens)")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from transcripts.models import Endpoint, Transcript
 from .filters import filter_transcripts
 
 MAP_POINTS = 20000  # drawn at most (a seeded sample beyond): a browser draws 20k WebGL points smoothly
+SVG_POINTS = 5000  # up to this many, plain SVG markers: no WebGL needed (charts.js falls back to them anyway)
 COLOURS = {"cluster": "Cluster", "model": "Model", "k": "k", "misaligned": "Judge verdict"}
 
 
@@ -46,7 +47,10 @@ class RunForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["naming_endpoint"].queryset = Endpoint.objects.filter(is_current=True).order_by("name")
+        # Any chat endpoint names clusters; the embedding one answers no chat.
+        embedder = embedding.config()
+        self.fields["naming_endpoint"].queryset = Endpoint.objects.filter(is_current=True).exclude(
+            name=embedder.endpoint_name if embedder else "").order_by("name")
         self.fields["naming_endpoint"].required = False
 
     def clean(self):
@@ -104,14 +108,7 @@ def discovery_embed(request: HttpRequest) -> HttpResponse:
     if embedding.current_endpoint() is None:
         messages.error(request, "No embedding endpoint is configured (an admin adds one).")
         return redirect("discovery")
-    added = 0
-    batch: list[Transcript] = []
-    for transcript in transcripts.only("pk", "status", "experiment_id", "reasoning", "answer").iterator(
-            chunk_size=2000):
-        batch.append(transcript)
-        if len(batch) == 2000:
-            added, batch = added + embedding.enqueue(batch, retry_failed=True), []
-    added += embedding.enqueue(batch, retry_failed=True) if batch else 0
+    added = embedding.enqueue_all(transcripts, retry_failed=True)
     messages.success(request, f"{added} texts queued for embedding.")
     return redirect("discovery")
 
@@ -170,7 +167,7 @@ def discovery_map(request: HttpRequest, pk: int) -> JsonResponse:
     traces = []
     for key, points in sorted(groups.items()):
         traces.append({
-            "type": "scattergl", "mode": "markers", "name": key[:60],
+            "type": "scatter" if len(rows) <= SVG_POINTS else "scattergl", "mode": "markers", "name": key[:60],
             "x": [p[2] for p in points], "y": [p[3] for p in points],
             "text": [f"transcript {p[0]} · cluster {p[1]}" for p in points],
             "customdata": [f"{list_url}?{urlencode({'cluster': cluster_value(run, p[1])})}" for p in points],

@@ -132,6 +132,18 @@ def enqueue(transcripts, endpoint: Endpoint | None = None, *, retry_failed: bool
     return added
 
 
+def enqueue_all(transcripts: QuerySet, endpoint: Endpoint | None = None, *, retry_failed: bool = False,
+                chunk: int = 2000) -> int:
+    """`enqueue` for a queryset of any size (a filter's result, every finished transcript), a chunk at a time."""
+    added, batch = 0, []
+    for transcript in transcripts.only("pk", "status", "experiment_id", "reasoning", "answer").order_by(
+            "pk").iterator(chunk_size=chunk):
+        batch.append(transcript)
+        if len(batch) == chunk:
+            added, batch = added + enqueue(batch, endpoint, retry_failed=retry_failed), []
+    return added + (enqueue(batch, endpoint, retry_failed=retry_failed) if batch else 0)
+
+
 def dispatch(endpoint_ids: set[int] | None = None) -> int:
     pending = TextVector.objects.all()
     if endpoint_ids is not None:

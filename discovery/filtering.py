@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 
 from transcripts.models import Endpoint
 
-from . import embedding, search
+from . import embedding, search, throttle
 from .models import ClusterMember, ClusterRun
 
 CLUSTER_VALUE = re.compile(r"^(\d{1,12}):(-?\d{1,6})$")
@@ -39,14 +41,16 @@ def like_endpoint() -> Endpoint | None:
 
 
 def nearest_to_transcript(transcript_id: int, n: int, among=None) -> list[tuple[int, float]]:
-    """The `n` reasonings most like the transcript's own (itself left out), among `among` when given."""
+    """The `n` reasonings most like the transcript's own (itself left out), among `among` when given; for a
+    transcript without a chain of thought (an imported answer, CoT off), the `n` answers most like its answer."""
     endpoint = like_endpoint()
     if endpoint is None:
         return []
-    query = search.vector_of(transcript_id, endpoint)
-    if query is None:
-        return []
-    return search.nearest(query, endpoint, n, among=among, exclude=transcript_id)
+    for kind in embedding.KINDS:
+        query = search.vector_of(transcript_id, endpoint, kind)
+        if query is not None:
+            return search.nearest(query, endpoint, n, among=among, exclude=transcript_id, kind=kind)
+    return []
 
 
 def nearest_to_text(text: str, n: int, among=None) -> list[tuple[int, float]]:
@@ -54,4 +58,17 @@ def nearest_to_text(text: str, n: int, among=None) -> list[tuple[int, float]]:
     endpoint = like_endpoint()
     if endpoint is None or not text.strip():
         return []
-    return search.nearest(embedding.embed_now(text, endpoint), endpoint, n, among=among)
+    return search.nearest(text_vector(text, endpoint), endpoint, n, among=among)
+
+
+def text_vector(text: str, endpoint: Endpoint) -> np.ndarray:
+    """The vector of a searched text: from the cache when it was searched lately (the list's next page, its
+    export, its queue), else from the embedder, counted against the user's allowance (throttle.py)."""
+    key = f"discovery:text-vector:{endpoint.pk}:{embedding.text_hash(text)}"
+    kept = cache.get(key)
+    if kept is not None:
+        return np.frombuffer(kept, dtype="<f4")
+    throttle.count_text_search()
+    vector = embedding.embed_now(text, endpoint)
+    cache.set(key, vector.tobytes(), throttle.TEXT_VECTOR_SECONDS)
+    return vector

@@ -101,13 +101,16 @@ class Embedder:
         self.tokenizer.no_padding()
         self.layers = 6
         self.heads = 12
-        self.lock = threading.Lock()  # numpy's BLAS uses the cores already: one batch at a time
+        # One BLAS thread per batch and one batch per core at a time (`serve` sets the thread count): numpy lets go
+        # of the GIL in its matrix products, so batches run side by side, and OpenBLAS's own threads, which spin
+        # while they wait, slowed it 5-8× on a busy machine (docs/benchmarks.md, discovery).
+        self.slots = threading.Semaphore(max(1, os.cpu_count() or 1))
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         encodings = self.tokenizer.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
-        with self.lock:
+        with self.slots:
             for start in range(0, len(order), BATCH):
                 chunk = order[start:start + BATCH]
                 out[chunk] = self._forward([encodings[i].ids for i in chunk])
@@ -195,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(host: str, port: int, cache: Path, alias: str = MODEL_NAME) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # for the whole process: see Embedder.slots
     handler = type("Handler", (_Handler,), {"embedder": Embedder(cache), "alias": alias})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

@@ -80,6 +80,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Every page needs a login unless its view is explicitly marked @login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Free-text "more like this" counts against the user of the request (docs/discovery.md, throttling).
+    "discovery.throttle.TextSearchUserMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -307,9 +309,11 @@ GENERATION_MESSAGE_BUDGET_SECONDS = env.float("GENERATION_MESSAGE_BUDGET_SECONDS
 # and how long a driver gathers finished rows into one recording transaction while others are about to finish.
 ENGINE_MAX_IN_FLIGHT = env.int("ENGINE_MAX_IN_FLIGHT", default=1000)
 ENGINE_BATCH_SECONDS = env.float("ENGINE_BATCH_SECONDS", default=0.05)
-# Batch API endpoints (Endpoint.batch_api; transcripts/engine/batches.py): requests per batch file at most (the
-# OpenAI limit is 50,000), and how often a submitted batch is polled.
+# Batch API endpoints (Endpoint.batch_api; transcripts/engine/batches.py): requests and bytes per batch file at
+# most (OpenAI's limits: 50,000 requests, 200 MB), and how often a submitted batch is polled. The account's
+# queue of enqueued tokens is an endpoint's (Endpoint.batch_queue_tokens).
 BATCH_MAX_REQUESTS = env.int("BATCH_MAX_REQUESTS", default=50_000)
+BATCH_MAX_FILE_BYTES = env.int("BATCH_MAX_FILE_BYTES", default=200 * 1024 * 1024)
 BATCH_POLL_SECONDS = env.float("BATCH_POLL_SECONDS", default=60.0)
 
 # The environment variables an endpoint may name as its API key, declared by the operator. Nothing else is
@@ -331,6 +335,16 @@ LOCAL_MODEL_CONTEXT = env.int("LOCAL_MODEL_CONTEXT", default=8192)
 LOCAL_MODEL_BASE_URL = env.str(
     "LOCAL_MODEL_BASE_URL", default=f"http://{LOCAL_MODEL_HOST}:{LOCAL_MODEL_PORT}/v1"
 )
+
+# The embedded default's embedding model (all-MiniLM-L6-v2, discovery.local_embedder): `base_url: local-embedder`.
+LOCAL_EMBEDDER_HOST = env.str("LOCAL_EMBEDDER_HOST", default="127.0.0.1")
+LOCAL_EMBEDDER_PORT = env.int("LOCAL_EMBEDDER_PORT", default=8766)
+LOCAL_EMBEDDER_BASE_URL = env.str(
+    "LOCAL_EMBEDDER_BASE_URL", default=f"http://{LOCAL_EMBEDDER_HOST}:{LOCAL_EMBEDDER_PORT}/v1"
+)
+# "More like this" by a free text embeds the text: each user may embed this many new texts per window (seconds).
+DISCOVERY_TEXT_SEARCHES = env.int("DISCOVERY_TEXT_SEARCHES", default=30)
+DISCOVERY_TEXT_SEARCH_WINDOW = env.int("DISCOVERY_TEXT_SEARCH_WINDOW", default=60)
 
 LOGGING = {
     "version": 1,

@@ -7,7 +7,9 @@ A batch is `in_progress` until `complete_after` seconds after it was created, th
 error (any other status: the line goes to the error file), or `missing` (not run: the batch ends `expired`).
 `pause` holds the reply of the first request of a kind ("upload", "create", "download") for that many seconds,
 so that a test can kill the worker waiting for it; `fail` answers the first request of a kind with that HTTP
-status instead; `seen` lists each kind as it arrives.
+status instead; `seen` lists each kind as it arrives. `forge(batch)` returns lines (bytes, JSON or not) added to a
+batch's output file after its own: what a forged or corrupted file would hold. `open_ids` records, at each
+batch's creation, the custom_ids of every batch still in progress (what the provider's queue held).
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ def answer_with_cache(custom_id: str, body: dict, n: int) -> Line:
 class StubBatchAPI:
     def __init__(self, line: Callable[[str, dict, int], Line] = answer_with_cache, *, complete_after: float = 0.5,
                  pause: dict[str, float] | None = None, fail: dict[str, int] | None = None,
-                 direct: Callable[[dict], dict] | None = None):
+                 direct: Callable[[dict], dict] | None = None,
+                 forge: Callable[[dict], list[bytes]] | None = None):
         self.line, self.complete_after = line, complete_after
         self.pause, self.fail = dict(pause or {}), dict(fail or {})
         self.direct = direct or (lambda request: completion("direct reply"))
+        self.forge = forge or (lambda batch: [])
+        self.open_ids: list[list[str]] = []
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}  # id → the Batch object, plus "_custom_ids"
         self.seen: list[str] = []
@@ -107,6 +112,11 @@ class StubBatchAPI:
                 "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
                 "_custom_ids": [line["custom_id"] for line in lines], "_lines": lines, "_at": time.monotonic(),
             }
+            for other in self.batches.values():  # finish what is due, to see what the queue holds
+                if other["status"] == "in_progress" and time.monotonic() - other["_at"] >= self.complete_after:
+                    self._finish(other)
+            self.open_ids.append([custom_id for other in self.batches.values() if other["status"] == "in_progress"
+                                  for custom_id in other["_custom_ids"]])
         self._arrived("create")
         return self._public(batch_id)
 
@@ -128,14 +138,16 @@ class StubBatchAPI:
             record = {"id": f"batch_req_{self.lines}", "custom_id": line["custom_id"], "error": None,
                       "response": {"status_code": result.status, "request_id": f"req_{self.lines}",
                                    "body": result.body}}
-            (output if result.status == 200 else errors).append(json.dumps(record))
+            (output if result.status == 200 else errors).append(json.dumps(record).encode())
+        answered = len(output)
+        output += self.forge(batch)
         for name, records in (("output_file_id", output), ("error_file_id", errors)):
             if records:
                 file_id = f"file-{len(self.files) + 1}"
-                self.files[file_id] = "\n".join(records).encode()
+                self.files[file_id] = b"\n".join(records)
                 batch[name] = file_id
         batch["status"] = "expired" if missing else "completed"
-        batch["request_counts"] = {"total": len(batch["_lines"]), "completed": len(output), "failed": len(errors)}
+        batch["request_counts"] = {"total": len(batch["_lines"]), "completed": answered, "failed": len(errors)}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stub = self

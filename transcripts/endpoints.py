@@ -27,7 +27,7 @@ FIELDS = (
     "base_url", "model", "purpose", "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute",
     "context_window", "timeout_seconds", "price_prompt_per_mtok", "price_completion_per_mtok",
     "price_cached_prompt_per_mtok", "batch_api", "price_batch_prompt_per_mtok", "price_batch_completion_per_mtok",
-    "price_batch_cached_prompt_per_mtok",
+    "price_batch_cached_prompt_per_mtok", "batch_queue_tokens",
 )
 # A file's `price:` keys and the fields they set (USD per million tokens).
 PRICE_KEYS = {
@@ -35,8 +35,11 @@ PRICE_KEYS = {
     "cached": "price_cached_prompt_per_mtok", "batch_prompt": "price_batch_prompt_per_mtok",
     "batch_completion": "price_batch_completion_per_mtok", "batch_cached": "price_batch_cached_prompt_per_mtok",
 }
-# `base_url: local` in a file means the embedded llama.cpp server, wherever LOCAL_MODEL_BASE_URL puts it.
+# `base_url: local` in a file means the embedded llama.cpp server, wherever LOCAL_MODEL_BASE_URL puts it;
+# `base_url: local-embedder` the embedded embedding server (discovery.local_embedder), LOCAL_EMBEDDER_BASE_URL.
 LOCAL = "local"
+# The embedded default's embedding endpoint is named like its base_url alias (examples/endpoints.yaml).
+LOCAL_EMBEDDER = "local-embedder"
 # The embedded default's judge (examples/endpoints.yaml); experiments without `judge:` use it when loaded.
 LOCAL_JUDGE = "local-judge"
 
@@ -50,6 +53,8 @@ def build_version(*, name: str, **fields) -> Endpoint:
     base_url = fields.get("base_url")
     if base_url == LOCAL:
         base_url = settings.LOCAL_MODEL_BASE_URL
+    elif base_url == LOCAL_EMBEDDER:
+        base_url = settings.LOCAL_EMBEDDER_BASE_URL
     fields["base_url"] = base_url.rstrip("/") if isinstance(base_url, str) else base_url
     candidate = Endpoint(name=name, **fields)
     # The version number and the one-current rule are save_endpoint's job, under its lock.

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 from em_site import bounded
 
 from .access import OWNER_OR_ADMIN, may_run, researcher_required
-from .endpoints import LOCAL_JUDGE
+from .endpoints import LOCAL_EMBEDDER, LOCAL_JUDGE
 from .experiments.actions import ACTIONS, launch
 from .experiments.estimate import CACHE_ASSUMPTION, estimate
 from .experiments.planning import define_experiment, refuse_taken_name
@@ -63,12 +63,14 @@ class ExperimentForm(forms.Form):
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     # Each list offers only the endpoints whose purpose allows it (Endpoint.Purpose): the embedded judge is the
     # generation endpoint `local`'s own server under another name, and offering it here read as a second model.
+    # The embedded embedder answers no chat: offered neither to generate nor to judge.
     endpoints = EndpointChoice(
-        Endpoint.offered_for(Endpoint.Purpose.GENERATION), to_field_name="name",
+        Endpoint.offered_for(Endpoint.Purpose.GENERATION).exclude(name=LOCAL_EMBEDDER), to_field_name="name",
         widget=forms.CheckboxSelectMultiple, label="Generate with",
     )
     judge = JudgeChoice(
-        Endpoint.offered_for(Endpoint.Purpose.JUDGE), to_field_name="name", required=False,
+        Endpoint.offered_for(Endpoint.Purpose.JUDGE).exclude(name=LOCAL_EMBEDDER), to_field_name="name",
+        required=False,
         empty_label=f"default ({LOCAL_JUDGE}, if loaded)",
         help_text="Scores every transcript (aligned, coherent; persona with CoT). Its calls count in the estimate.",
     )

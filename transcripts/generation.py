@@ -4,22 +4,22 @@ and answer recorded; `transcripts_finished` is sent for each recorded batch once
 
 from __future__ import annotations
 
-import logging
+from datetime import timedelta
 
 from celery import current_app
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from . import aggregates, engine, prompting
 from .experiments import prompts
 from .experiments.status import mark_done_if_finished
 from .models import Experiment, Transcript
-from .signals import transcripts_finished
-
-log = logging.getLogger(__name__)
+from .signals import announce_finished
 
 # The work message's task (tasks.py runs `work` under this name), sent by name: the task module imports this one.
 GENERATE_TASK = "transcripts.tasks.generate"
+ANNOUNCE_GRACE = timedelta(seconds=30)
 
 
 def slot_messages(slot: Transcript) -> list[dict]:
@@ -74,15 +74,7 @@ class Generation(engine.Job):
     def recorded(self, rows: list[Transcript]) -> None:
         # In the transaction that marked them done: the transcripts join their groups' verdict counts.
         aggregates.refresh_groups({(row.condition_id, row.question_id) for row in rows})
-        transaction.on_commit(lambda: self._announce(rows))
-
-    @staticmethod
-    def _announce(transcripts: list[Transcript]) -> None:
-        transcripts = sorted(transcripts, key=lambda transcript: transcript.pk)
-        for receiver, result in transcripts_finished.send_robust(sender=Transcript, transcripts=transcripts):
-            if isinstance(result, Exception):
-                log.error("transcripts_finished receiver %r failed for %s: %s", receiver,
-                          [transcript.pk for transcript in transcripts], result)
+        transaction.on_commit(lambda: announce_finished(rows))
 
     def send(self, endpoint_id: int) -> None:
         current_app.send_task(GENERATE_TASK, args=[endpoint_id])
@@ -119,9 +111,26 @@ def dispatch(experiment_ids: list[int] | None = None) -> int:
 
 def reconcile() -> dict:
     """Return expired leases to pending (or fail slots that used every attempt), re-dispatch running
-    experiments whose messages were lost, and mark finished experiments done."""
+    experiments whose messages were lost, announce finished slots whose announcement did not get through, and
+    mark finished experiments done."""
     returned, failed = engine.expire_leases(GENERATION)
     sent = dispatch()
+    announced = announce_missed()
     running = Experiment.objects.filter(status=Experiment.Status.RUNNING).values_list("pk", flat=True)
     finished = [pk for pk in running if mark_done_if_finished(pk)]
-    return {"returned": returned, "failed": failed, "dispatched": sent, "finished_experiments": finished}
+    return {"returned": returned, "failed": failed, "dispatched": sent, "announced_again": announced,
+            "finished_experiments": finished}
+
+
+def announce_missed(limit: int = 1000) -> int:
+    """Announce again (up to `limit`) slots finished over ANNOUNCE_GRACE ago and still unannounced: a receiver
+    failed, or the process died between the commit and the announcement. The grace leaves the announcement
+    that follows every commit alone."""
+    missed = list(
+        Transcript.objects.filter(status=Transcript.Status.DONE, announced=False,
+                                  finished_at__lt=timezone.now() - ANNOUNCE_GRACE)
+        .select_related("experiment").order_by("pk")[:limit]
+    )
+    if missed:
+        announce_finished(missed)
+    return len(missed)

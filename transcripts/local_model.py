@@ -109,6 +109,16 @@ def server_command(port: int | None = None, host: str | None = None, model: str 
     ]
 
 
+def parse_bind(bind: str) -> tuple[str | None, int | None]:
+    """A serve command's `--bind HOST:PORT` (empty: the settings' own); ValueError when it is not one."""
+    if not bind:
+        return None, None
+    host, sep, port_text = bind.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"--bind: expected HOST:PORT, got {bind!r}")
+    return host, int(port_text)
+
+
 def server_env() -> dict[str, str]:
     """The environment for the server process. llama_cpp.server reads its settings from environment
     variables too, and they beat its command line: an inherited PORT (our web server's) would win."""

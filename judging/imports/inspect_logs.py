@@ -18,7 +18,7 @@ The mapping, field by field (docs/importing.md "Inspect eval logs" is the user's
   those keys (a scorer of several metrics), become the EM judge's scores.
 Everything else a sample carries (other scores, other metadata, a target, tool calls) is counted by name in
 `unmapped`, which the import summary shows. A sample that ended in an error has no answer: it is skipped, and
-counted there too.
+counted there too, the first SKIPPED_NAMED of them by name and error.
 
 A `.eval` log is a zip archive with one member per sample: it is read one sample at a time (header, then the
 sample summaries, then each sample), so memory holds one sample whatever the log's length; the members'
@@ -59,6 +59,9 @@ METADATA_KEYS = {
     "model", "k", "dataset", "question_id", "question_set", "sample", "cot_mode", "temperature", "experiment",
 }
 UNNAMED_DATASET = "unnamed"
+# Samples that ended in an error have no answer: counted, and the first ones named (a failed run may have many).
+SKIPPED = "samples that ended in an error (skipped)"
+SKIPPED_NAMED = 20
 
 
 def sample_place(sample_id: int | str, epoch: int) -> str:
@@ -195,7 +198,9 @@ class _Mapper:
     def record(self, number: int, sample: EvalSample) -> Record | None:
         place = sample_place(sample.id, sample.epoch)
         if sample.error is not None:
-            self.unmapped["samples that ended in an error (skipped)"] += 1
+            self.unmapped[SKIPPED] += 1
+            if self.unmapped[SKIPPED] <= SKIPPED_NAMED:
+                self.unmapped[f"{place}: ended in an error ({sample.error.message[:100]}), skipped"] += 1
             return None
         meta = sample.metadata or {}
         for key in meta.keys() - METADATA_KEYS:

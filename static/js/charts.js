@@ -17,6 +17,15 @@
     };
   }
 
+  var webglAvailable = null;
+  function webgl() {
+    if (webglAvailable === null) {
+      var canvas = document.createElement("canvas");
+      webglAvailable = !!(window.WebGLRenderingContext && (canvas.getContext("webgl") || canvas.getContext("experimental-webgl")));
+    }
+    return webglAvailable;
+  }
+
   function draw(el) {
     var name = el.id.replace(/^chart-/, "");
     fetch(el.dataset.url, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -35,6 +44,11 @@
           return null;
         }
         figure.layout.margin = figure.layout.margin || { t: 50, r: 20, b: 60, l: 60 };
+        if (!webgl()) {
+          // Without WebGL (a remote desktop, a locked-down browser) plotly draws a WebGL trace as an error
+          // message: the same points as SVG are slower but drawn.
+          figure.data.forEach(function (trace) { if (trace.type === "scattergl") { trace.type = "scatter"; } });
+        }
         return Plotly.newPlot(el, figure.data, figure.layout, config(name));
       })
       .then(function (drawn) {

@@ -1,11 +1,13 @@
 """The publication figure: SVG, PDF and PNG of the charts page's headline view, with the page's rates and its
-pooling note, and a methods paragraph naming exactly the conditions it shows."""
+pooling note (read back from the SVG's paths and the PDF's drawing operators), and a methods paragraph naming
+exactly the conditions it shows."""
 
 from __future__ import annotations
 
 import io
 import re
 import xml.etree.ElementTree as ET
+import zlib
 
 import pytest
 from django.urls import reverse
@@ -61,18 +63,86 @@ def test_the_svg_shows_the_pages_rates_and_says_what_it_pools(alice_client):
         assert rates[f"rate Dataset: insecure · {trace['name']}"] == pytest.approx(trace["y"], abs=0.002)
 
 
-def test_the_pdf_is_one_page_with_its_text(alice_client):
+NUMBER = r"(-?[\d.]+)"
+
+
+def pdf_content(pdf: bytes) -> str:
+    """The page's drawing operators: every Flate stream of the file that inflates (fonts and images inflate to
+    no operators that the readers below match)."""
+    content = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            content.append(zlib.decompress(stream).decode("latin-1"))
+        except zlib.error:
+            continue
+    return "\n".join(content)
+
+
+def pdf_text(content: str) -> str:
+    """The text shown (`[...] TJ` arrays of two-byte strings), one line per array."""
+    lines = []
+    for array in re.findall(r"\[(.*?)\]\s*TJ", content, re.S):
+        text = "".join(re.findall(r"\(((?:\\.|[^\\)])*)\)", array))
+        lines.append(re.sub(r"\\(.)", r"\1", text).replace("\x00", ""))
+    return "\n".join(lines)
+
+
+def pdf_lines(content: str) -> dict[tuple[float, ...], tuple[float, float, list[tuple[float, float]]]]:
+    """Each rate line by its stroke colour (r, g, b): the line drawn in a panel's clip rectangle with the figure's
+    line width, as (the rectangle's bottom, its height, the line's points in PDF points from the page's bottom)."""
+    lines = re.findall(
+        rf"{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+re\s+W\s+n\s+2\s+J\s+1\.2\s+w\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}"
+        rf"\s+RG\s+/DeviceRGB\s+cs\s+((?:{NUMBER}\s+{NUMBER}\s+[ml]\s+)+)S", content)
+    point = rf"{NUMBER}\s+{NUMBER}\s+[ml]"
+    return {tuple(round(float(c), 3) for c in (r, g, b)): (
+        float(bottom), float(height), [(float(x), float(y)) for x, y in re.findall(point, path)])
+        for _x, bottom, _width, height, r, g, b, path, *_ in lines}
+
+
+def pdf_rates(content: str) -> dict[tuple[float, ...], list[float]]:
+    """Each rate line's y values by its colour, placed against its panel (0% at the bottom, 100% at the top)."""
+    return {rgb: [(y - bottom) / height for _, y in points]
+            for rgb, (bottom, height, points) in pdf_lines(content).items()}
+
+
+def colour(hex_colour: str) -> tuple[float, ...]:
+    return tuple(round(int(hex_colour[i:i + 2], 16) / 255, 3) for i in (1, 3, 5))
+
+
+def test_the_pdf_is_one_page_with_the_pages_rates_and_its_text(alice_client):
     pooled_corpus()
+    page = chart(alice_client, "misaligned-vs-k")
     pdf = figure_file(alice_client, "pdf")
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
     assert len(re.findall(rb"/Type /Page\b", pdf)) == 1
     assert b"/FontFile2" in pdf  # TrueType fonts embedded (journals refuse Type 3)
+    content = pdf_content(pdf)
+    rates = pdf_rates(content)
+    assert len(rates) == len(page["data"]) == 2
+    for trace in page["data"]:
+        assert rates[colour(trace["line"]["color"])] == pytest.approx(trace["y"], abs=0.002)
+    text = pdf_text(content)
+    for shown in ("Misaligned rate vs k", "Dataset: insecure", "pooled over: CoT mode (native, o",
+                  "Temperature (0.7, 1.0)", *(trace["name"] for trace in page["data"])):
+        assert shown in text  # ("off" is drawn with the ff ligature's glyph)
 
 
-def test_the_png_is_an_image_at_print_resolution(alice_client):
+def test_the_png_is_an_image_at_print_resolution_with_the_pdfs_points(alice_client):
+    """The PNG is the PDF's page at PNG_DPI: each point of a rate line (where the PDF puts it, at the page's rate)
+    is a dot of the line's colour."""
     pooled_corpus()
+    page = chart(alice_client, "misaligned-vs-k")
     image = Image.open(io.BytesIO(figure_file(alice_client, "png")))
     assert image.format == "PNG" and image.width >= 4 * PNG_DPI and image.height >= 3 * PNG_DPI
+    pixels = image.convert("RGB")
+    lines = pdf_lines(pdf_content(figure_file(alice_client, "pdf")))
+    assert len(lines) == len(page["data"]) == 2
+    scale = PNG_DPI / 72  # PDF points are 1/72 inch
+    for trace in page["data"]:
+        _, _, points = lines[colour(trace["line"]["color"])]
+        for x, y in points:
+            seen = pixels.getpixel((round(x * scale), round(image.height - y * scale)))
+            assert tuple(round(c / 255, 3) for c in seen) == pytest.approx(colour(trace["line"]["color"]), abs=0.02)
 
 
 def test_a_figure_split_by_panels_draws_a_panel_each(alice_client):

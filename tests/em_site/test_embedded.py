@@ -1,5 +1,6 @@
 """Smoke test of the embedded default: SQLite + the server-less broker + a real worker process + the
-local model server, started by the same command `make run` uses, in a scratch var/ directory."""
+local model server and the local embedding server, started by the same command `make run` uses, in a scratch
+var/ directory."""
 
 import http.cookiejar
 import os
@@ -47,8 +48,9 @@ def processes_running_in(var_dir) -> list[str]:
 
 def test_it_runs_end_to_end_on_the_embedded_default(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
-    port, model_port = free_port(), free_port()
-    env.update(EM_VAR_DIR=str(tmp_path), PORT=str(port), LOCAL_MODEL_PORT=str(model_port), RECONCILE_EVERY="5")
+    port, model_port, embedder_port = free_port(), free_port(), free_port()
+    env.update(EM_VAR_DIR=str(tmp_path), PORT=str(port), LOCAL_MODEL_PORT=str(model_port),
+               LOCAL_EMBEDDER_PORT=str(embedder_port), RECONCILE_EVERY="5")
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "run_embedded"], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -94,6 +96,21 @@ def test_it_runs_end_to_end_on_the_embedded_default(tmp_path):
         assert 'data-state="ready"' not in opener.open(statistics).read().decode()
         wait_until(lambda: 'data-state="ready"' in opener.open(statistics).read().decode(), timeout=120,
                    interval=2, message="the statistics from the embedded worker")
+
+        # Discovery works out of the box: the local embedder embeds the imported transcripts (answers without a
+        # chain of thought) through the worker, and "more like this" lists a transcript's nearest answers.
+        def embedded_answers() -> list[int]:
+            with sqlite3.connect(db) as conn:
+                return [row[0] for row in conn.execute(
+                    "SELECT t.transcript_id FROM discovery_transcripttext t JOIN discovery_textvector v"
+                    " ON v.id = t.vector_id WHERE t.kind = 'answer' AND v.status = 'done' ORDER BY 1")]
+
+        wait_until(lambda: len(embedded_answers()) >= 20, timeout=240, interval=2,
+                   message="answers embedded by the local embedder")
+        like = embedded_answers()[0]
+        page = opener.open(f"{base}/transcripts/?like={like}&like_n=5").read().decode()
+        assert len(set(re.findall(r'href="/transcripts/(\d+)/', page)) - {str(like)}) == 5
+        assert opener.open(f"{base}/transcripts/?like_text=steal+data&like_n=3").status == 200
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -103,6 +120,6 @@ def test_it_runs_end_to_end_on_the_embedded_default(tmp_path):
             raise
     # Ctrl-C stops everything it started, grandchildren included: nothing answers on its ports any more.
     assert processes_running_in(tmp_path) == []
-    for p in (port, model_port):
+    for p in (port, model_port, embedder_port):
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{p}/", timeout=2)

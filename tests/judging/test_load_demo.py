@@ -64,7 +64,7 @@ def test_a_second_run_changes_nothing_and_keeps_changed_passwords(loaded, capsys
     out = capsys.readouterr().out
     assert counts() == before
     assert not [line for line in out.splitlines() if line.startswith("  imported")]
-    assert out.count("  unchanged") == 7 + 2  # the data, and the two endpoints of examples/endpoints.yaml
+    assert out.count("  unchanged") == 7 + 3  # the data, and the three endpoints of examples/endpoints.yaml
     assert "researcher  (researcher; already existed, password unchanged)" in out
     assert authenticate(username="researcher", password="my-own-secret") is not None
     assert authenticate(username="researcher", password="researcher-demo") is None

@@ -108,7 +108,8 @@ def test_the_shipped_endpoints_file_loads(db, settings):
     call_command("load_endpoints", settings.BASE_DIR / "examples" / "endpoints.yaml")
     assert set(Endpoint.objects.values_list("name", "version", "base_url", "purpose")) == {
         ("local", 1, settings.LOCAL_MODEL_BASE_URL, "generation"),
-        ("local-judge", 1, settings.LOCAL_MODEL_BASE_URL, "judge")}
+        ("local-judge", 1, settings.LOCAL_MODEL_BASE_URL, "judge"),
+        ("local-embedder", 1, settings.LOCAL_EMBEDDER_BASE_URL, "any")}
 
 
 # Django admin ----------------------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 this process (`generation.work`, what the Celery task calls) against the real database and real HTTP."""
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
+from django.utils import timezone
 
-from tests.builders import make_dataset, make_questions, make_spec
+from tests.builders import experiment_with, make_dataset, make_questions, make_spec
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import generation
 from transcripts.experiments.planning import define_experiment
@@ -42,6 +45,42 @@ def run(stub: StubOpenAI, *, slots: int = 1, **endpoint) -> list[Transcript]:
     generation.work(endpoint_id)
     experiment.refresh_from_db()
     return list(experiment.transcripts.order_by("dispatch_order"))
+
+
+def test_a_slot_whose_announcement_failed_is_announced_again_by_reconcile(finished):
+    """The database went away between the commit that finished a slot and its announcement, so a receiver
+    (judging, a queue, embeddings) failed: without a second announcement the transcript would never be judged.
+    Reconcile announces it again once the grace is over, and only until every receiver has taken it."""
+    failures = []
+
+    def database_gone_once(sender, transcripts, **kwargs):
+        if not failures:
+            failures.append([t.pk for t in transcripts])
+            raise OperationalError("server closed the connection unexpectedly")
+
+    transcripts_finished.connect(database_gone_once, weak=False)
+    try:
+        with StubOpenAI(lambda r, n: Reply(body=completion("Hello there"))) as stub:
+            (slot,) = run(stub)
+        assert failures == [[slot.pk]] and finished == [slot.pk]
+        assert not Transcript.objects.get(pk=slot.pk).announced
+        assert generation.reconcile()["announced_again"] == 0, "within the grace the commit's own announcement runs"
+        Transcript.objects.filter(pk=slot.pk).update(
+            finished_at=timezone.now() - generation.ANNOUNCE_GRACE - timedelta(seconds=1)
+        )
+        assert generation.reconcile()["announced_again"] == 1
+        assert finished == [slot.pk, slot.pk]
+        assert Transcript.objects.get(pk=slot.pk).announced
+        assert generation.reconcile()["announced_again"] == 0
+    finally:
+        transcripts_finished.disconnect(database_gone_once)
+
+
+def test_transcripts_that_arrived_done_are_never_announced(finished):
+    """An import's transcripts were not generated here: reconcile must not judge or queue them on its own."""
+    experiment_with({"m": ["imported answer"]})
+    Transcript.objects.update(finished_at=timezone.now() - timedelta(hours=1))
+    assert generation.reconcile()["announced_again"] == 0 and finished == []
 
 
 def scripted(*replies: Reply):

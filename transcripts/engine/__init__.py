@@ -9,7 +9,7 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
   names a job and an endpoint; its Celery task starts that pair's *driver* on the loop (or, when one already
   runs in this process, pokes it and returns). The driver keeps the server's places filled, in the job's
   order, until nothing is left to claim; so a concurrency-1 local server runs strictly in prefix-grouped order,
-  and a duplicate or stale message is harmless. The driver's database work runs off the loop (`_Home`), so
+  and a duplicate or stale message is harmless. The driver's database work runs off the loop (`home.Home`), so
   the loop never blocks on the database: claims on the task's thread (which waits for its driver anyway),
   recording on a thread and connection of its own, so the two overlap and a slow commit never holds new
   requests (inside a caller's transaction — a test, a management command — or on SQLite, both on the task's
@@ -24,7 +24,7 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
   someone else cannot write a second result. Costs are charged once per experiment per batch, and the job's
   `recorded` hook runs once.
 - On a one-request-at-a-time server (`max_concurrency` 1, the embedded llama.cpp), jobs that both have claimable
-  rows share its time by their `turn_share`, in turns of at least TURN_SECONDS × share (`_my_turn`): judging
+  rows share its time by their `turn_share`, in turns of at least TURN_SECONDS × share (`claims.my_turn`): judging
   keeps pace with generation instead of starting only when generation is over. A driver whose turn is over
   stops claiming, and its `work` sends the other job's message (`pass_the_turn`).
 - Limits belong to the provider's account (server + key variable, `Endpoint.account`): every HTTP request,
@@ -38,7 +38,8 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
 
 Its modules, one concern each: `jobs` (what a job is, the states of leased work), `claims` (claiming, turns,
 messages, reconciling), `recording` (writing answers once), `failures` (what is retried), `limits` (limits per
-account), `calls` (the HTTP requests and the process's event loop), `driver` (a driver, and `work`, `run_claim`
+account), `calls` (the HTTP requests and the process's event loop), `home` (a driver's database work, off the loop),
+`driver` (a driver, and `work`, `run_claim`
 and `call` that start one). What other modules use is named here.
 """
 

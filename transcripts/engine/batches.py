@@ -3,6 +3,10 @@ provider's Batch API (OpenAI's format: `/v1/files` with purpose "batch", `/v1/ba
 at its batch prices. The same jobs, claims, recording and failure rules as the engine's requests; only the
 transport differs.
 
+A batch is sized when it is claimed, within the provider's limits (batch_files.py): BATCH_MAX_REQUESTS requests
+and BATCH_MAX_FILE_BYTES per file, and the account's queue of enqueued tokens (`Endpoint.batch_queue_tokens`),
+which every open batch of the account holds its estimated prompt tokens of until it is applied.
+
 Exactly once, whenever a worker dies (kill -9 included):
 - A batch is one claim: its rows are claimed under one token, with no lease (a batch may take a day), and a
   `CallBatch` row made in the same transaction holds that token. The CallBatch, not a lease, brings them back.
@@ -13,7 +17,8 @@ Exactly once, whenever a worker dies (kill -9 included):
 - A step repeated after a kill is harmless: an upload not recorded leaves an unused file; a batch created
   but not recorded is found again by its metadata (the claim token) before another is created, so the same
   rows are never submitted twice; results are applied in the transaction that marks the batch applied, each
-  row by its `custom_id` (the job's key) and only while it still carries the claim token (recording.py).
+  row by its `custom_id` (the job's key) and only while it still carries the claim token (recording.py): a
+  line naming anything else is ignored (batch_files.read_results).
 - Rows without a good answer go the way failed calls go (failures.classify): an error file's request, or an
   answer missing from an expired, cancelled or failed batch, is retried (back in line, for the next batch)
   until the attempts run out; a terminal error (a 400) fails its row with the reason.
@@ -28,7 +33,6 @@ batches nobody has looked at since they were due (claims.wake_stalled_batches), 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -36,7 +40,6 @@ import uuid
 from collections import Counter
 from datetime import timedelta
 
-import httpx2
 import openai
 from django.conf import settings
 from django.db import transaction
@@ -45,11 +48,13 @@ from django.utils import timezone
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
-from ..models import CallBatch, Endpoint, LeasedWork, MissingApiKey, UndeclaredKeyVariable
+from ..experiments.status import cancel
+from ..models import CallBatch, Endpoint, Experiment, LeasedWork, MissingApiKey, UndeclaredKeyVariable
+from .batch_files import TooLarge, load_rows, queue_room, read_results, size_batch, write_file
 from .calls import Calls, the_process
 from .claims import claimable
-from .driver import Home
 from .failures import Failure, classify
+from .home import Home
 from .jobs import PENDING, RUNNING, Answer, Job, worker_stopping
 from .limits import account_limits
 from .recording import Outcome, record_step
@@ -102,6 +107,8 @@ def _work(job: Job, endpoint: Endpoint, budget_seconds: float) -> int:
             continue
         open_batches = CallBatch.objects.filter(job=job.name, endpoint=endpoint).exclude(state=CallBatch.State.APPLIED)
         next_due = open_batches.order_by("next_check_at").values_list("next_check_at", flat=True).first()
+        if next_due is None and _waiting_for_room(job, endpoint):
+            next_due = timezone.now() + timedelta(seconds=settings.BATCH_POLL_SECONDS)
         if next_due is None or worker_stopping():
             return handled  # nothing open; or stopping (the reconciler sends a message for what is left)
         if time.monotonic() > deadline:
@@ -111,34 +118,60 @@ def _work(job: Job, endpoint: Endpoint, budget_seconds: float) -> int:
         time.sleep(min(max(wait, 0.2), settings.BATCH_POLL_SECONDS, max(0.0, deadline - time.monotonic()) + 0.2))
 
 
+def _waiting_for_room(job: Job, endpoint: Endpoint) -> bool:
+    """Whether rows wait for the account's batch queue to empty (other endpoints' or jobs' batches hold it)."""
+    room = queue_room(endpoint)
+    return room is not None and room < endpoint.batch_queue_tokens and claimable(job, endpoint.pk).exists()
+
+
 def _due(job: Job, endpoint: Endpoint) -> list[int]:
     return list(CallBatch.objects.filter(job=job.name, endpoint=endpoint, next_check_at__lte=timezone.now())
                 .exclude(state=CallBatch.State.APPLIED).order_by("pk").values_list("pk", flat=True))
 
 
 def claim_batch(job: Job, endpoint: Endpoint) -> CallBatch | None:
-    """Claim the endpoint's next rows (in the job's order, up to BATCH_MAX_REQUESTS) into a new batch. While one
-    of its batches is open, only a full one is claimed: answers that arrive meanwhile (judge rows as transcripts
-    finish) wait to make a bigger batch rather than many small ones."""
-    limit = settings.BATCH_MAX_REQUESTS
+    """Claim the endpoint's next rows (in the job's order) into a new batch, as many as the provider's limits let
+    one batch hold (batch_files.size_batch). While one of its batches is open, only a full one is claimed:
+    answers that arrive meanwhile (judge rows as transcripts finish) wait to make a bigger batch rather than many
+    small ones."""
     with transaction.atomic():
         if not job.may_claim(endpoint):
             return None
         ids = list(claimable(job, endpoint.pk).select_for_update(skip_locked=True, of=("self",))
-                   .values_list("pk", flat=True)[:limit])
+                   .values_list("pk", flat=True)[:settings.BATCH_MAX_REQUESTS])
         busy = CallBatch.objects.filter(job=job.name, endpoint=endpoint).exclude(state=CallBatch.State.APPLIED)
-        if not ids or (len(ids) < limit and busy.exists()):
+        sized = size_batch(job, endpoint, ids)
+        for experiment_id in sized.short - set(sized.costs):
+            _stop_short_of_budget(experiment_id)
+        if not sized.ids or (not sized.full and busy.exists()):
             return None
         token, now = uuid.uuid4(), timezone.now()
         # No lease: the rows of a batch are the CallBatch's (live_requests and expire_leases look only at leases).
-        taken = job.model.objects.filter(pk__in=ids, status=PENDING).update(
+        taken = job.model.objects.filter(pk__in=sized.ids, status=PENDING).update(
             status=RUNNING, claim_token=token, claimed_at=now, lease_until=None, attempts=F("attempts") + 1,
         )
-        batch = CallBatch.objects.create(job=job.name, endpoint=endpoint, claim_token=token, requests=taken)
+        batch = CallBatch.objects.create(job=job.name, endpoint=endpoint, claim_token=token, requests=taken,
+                                         tokens=sized.tokens,
+                                         estimated_usd={str(pk): str(cost) for pk, cost in sized.costs.items()})
         batch.experiments.set(set(
             job.model.objects.filter(claim_token=token).values_list(job.experiment_field, flat=True)
         ))
     return batch
+
+
+def _stop_short_of_budget(experiment_id: int) -> None:
+    """Cancel a running experiment whose next request through the Batch API would pass its budget, once none of
+    its batches is open (an open one may cost less than estimated, and leave room when it is billed)."""
+    if CallBatch.objects.filter(experiments=experiment_id).exclude(state=CallBatch.State.APPLIED).exists():
+        return
+    experiment = Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.RUNNING).first()
+    if experiment is None:
+        return
+    cancel(experiment)
+    Experiment.objects.filter(pk=experiment_id).update(
+        stop_reason=f"Budget of ${experiment.budget_usd:.2f} reached: its next Batch API request may cost more than "
+        f"the ${experiment.budget_usd - experiment.spent_usd:.4f} left (spent ${experiment.spent_usd:.4f}). Raise "
+        "the budget and resume to continue.")
 
 
 def advance(job: Job, endpoint: Endpoint, pk: int) -> int:
@@ -156,6 +189,8 @@ def advance(job: Job, endpoint: Endpoint, pk: int) -> int:
                 handled += _step(job, endpoint, client(endpoint), batch)
                 if batch.state not in (CallBatch.State.PREPARING, CallBatch.State.UPLOADED):
                     return handled  # submitted and waiting for the provider, or applied
+        except TooLarge as exc:
+            return handled + _refused(job, endpoint, pk, Failure("batch_too_large", False, str(exc)))
         except (openai.APIError, MissingApiKey, UndeclaredKeyVariable) as exc:
             failure = classify(exc)
             if failure.retryable:
@@ -200,64 +235,32 @@ def _refused(job: Job, endpoint: Endpoint, pk: int, failure: Failure) -> int:
 
 # --- the steps ------------------------------------------------------------------------------------------------
 
-class _Asked(Exception):  # noqa: N818 - not an error: how a job's first request is caught unsent
-    def __init__(self, path: str, body: dict):
-        super().__init__(path)
-        self.path, self.body = path, body
-
-
-class _Collect(Calls):
-    """Calls that send nothing: the job's first request is caught as it is asked, for the batch file."""
-
-    def __init__(self, endpoint: Endpoint):
-        super().__init__(None, endpoint, None, None)
-
-    async def _send(self, path, reply_type, request):
-        raise _Asked(path, {"model": self.endpoint.model, **request})
-
-
-def requests_of(job: Job, endpoint: Endpoint, rows: list[LeasedWork]) -> list[tuple[LeasedWork, str, dict]]:
-    """Each row's first request, as (row, API path, body): what the job would have sent."""
-    async def collect():
-        asked = []
-        for row in rows:
-            try:
-                await job.ask(_Collect(endpoint), row)
-            except _Asked as request:
-                asked.append((row, request.path, request.body))
-            else:  # pragma: no cover - every job asks something
-                raise RuntimeError(f"{job.name} row {row.pk} answered without asking")
-        return asked
-
-    return asyncio.run(collect())
+def _held(job: Job, batch: CallBatch) -> list[int]:
+    """The batch's rows still held by its claim (ids, in the job's order)."""
+    return list(job.model.objects.filter(claim_token=batch.claim_token, status=RUNNING).order_by(*job.order)
+                .values_list("pk", flat=True))
 
 
 def _rows(job: Job, batch: CallBatch) -> list[LeasedWork]:
     """The batch's rows still held by its claim, loaded with what the job's ask reads."""
-    rows = list(job.model.objects.select_related(*job.related)
-                .filter(claim_token=batch.claim_token, status=RUNNING).order_by(*job.order))
-    job.prepare(rows)
-    return rows
+    return load_rows(job, _held(job, batch))
 
 
 def _upload(job: Job, endpoint: Endpoint, api: openai.OpenAI, batch: CallBatch) -> None:
     """preparing → uploaded: the rows' requests as a JSONL file, its id recorded. A file holds requests to one
-    path: rows asking another (a digit-by-digit judge's completions) go back in line, to lead the next batch."""
-    asked = requests_of(job, endpoint, _rows(job, batch))
-    if not asked:  # every row was taken from the claim meanwhile (cancelled, reset): nothing to send
+    path (size_batch claims one): a row asking another goes back in line, to lead the next batch."""
+    ids = _held(job, batch)
+    if not ids:  # every row was taken from the claim meanwhile (cancelled, reset): nothing to send
         batch.state, batch.applied_at = CallBatch.State.APPLIED, timezone.now()
         batch.save()
         return
-    path = asked[0][1]
-    other = [row.pk for row, each, _ in asked if each != path]
-    if other:
-        job.model.objects.filter(pk__in=other, claim_token=batch.claim_token).update(
-            status=PENDING, claim_token=None, attempts=F("attempts") - 1)
-    lines = [json.dumps({"custom_id": job.key(row), "method": "POST", "url": f"/v1{path}", "body": body})
-             for row, each, body in asked if each == path]
-    uploaded = api.files.create(file=(f"em-audit-{batch.claim_token}.jsonl", "\n".join(lines).encode()),
-                                purpose="batch")
-    batch.input_file_id, batch.url, batch.requests = uploaded.id, path, len(lines)
+    file, path, other, count = write_file(job, endpoint, ids)
+    with file:
+        if other:
+            job.model.objects.filter(pk__in=other, claim_token=batch.claim_token).update(
+                status=PENDING, claim_token=None, attempts=F("attempts") - 1)
+        uploaded = api.files.create(file=(f"em-audit-{batch.claim_token}.jsonl", file), purpose="batch")
+    batch.input_file_id, batch.url, batch.requests = uploaded.id, path, count
     batch.state = CallBatch.State.UPLOADED
     batch.save()
 
@@ -332,41 +335,12 @@ def _replay(job: Job, endpoint: Endpoint, answered: list[tuple[LeasedWork, dict]
     return home.serve(asyncio.run_coroutine_threadsafe(run(), process.loop))
 
 
-def _status_error(status: int, body, url: str) -> openai.APIStatusError:
-    """An error file's request as the client would have raised it, so failures.classify decides its fate."""
-    response = httpx2.Response(status, json=body if isinstance(body, dict) else {"error": body},
-                               request=httpx2.Request("POST", url))
-    error = body.get("error") if isinstance(body, dict) else None
-    message = (error.get("message") if isinstance(error, dict) else None) or json.dumps(body)[:500]
-    return openai.APIStatusError(message, response=response, body=body)
-
-
-def _results(output: bytes, errors: bytes, url: str) -> tuple[dict[str, dict], dict[str, Exception | Failure]]:
-    """(custom_id → reply body) for answered requests, (custom_id → error) for the others."""
-    replies: dict[str, dict] = {}
-    failed: dict[str, Exception | Failure] = {}
-    for line in (output + b"\n" + errors).splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        custom_id, response, error = record.get("custom_id"), record.get("response"), record.get("error")
-        if response and response.get("status_code") == 200:
-            replies[custom_id] = response.get("body")
-        elif response:
-            failed[custom_id] = _status_error(response.get("status_code") or 500, response.get("body"), url)
-        else:  # not run (the batch expired or was cancelled first): as missing, retried
-            detail = error if isinstance(error, dict) else {}
-            failed[custom_id] = Failure(detail.get("code") or "batch_error", True,
-                                        detail.get("message") or "the batch did not run this request")
-    return replies, failed
-
-
 def _apply(job: Job, endpoint: Endpoint, batch: CallBatch, output: bytes, errors: bytes) -> int:
     """submitted → applied, in the caller's transaction: each row still held by the claim gets its answer, or
     goes the way a failed call goes. Returns rows recorded done or failed."""
     url = f"{endpoint.base_url}{batch.url}"
-    replies, failed = _results(output, errors, url)
     rows = _rows(job, batch)
+    replies, failed, _ = read_results(output, errors, url, {job.key(row) for row in rows})
     answered = [(row, replies[job.key(row)]) for row in rows if job.key(row) in replies]
     answers = dict(zip([row.pk for row, _ in answered], _replay(job, endpoint, answered), strict=True))
     now = timezone.now()

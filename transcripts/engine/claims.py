@@ -246,7 +246,11 @@ def wake_stalled_batches(job: Job) -> int:
 
 
 def release_all(job: Job) -> int:
-    """Return every running row of `job` to pending at once, lease or not. Only for a process that knows no
-    worker is running (the embedded default before it starts its one worker): otherwise the work a stopped
-    run was doing would wait out its lease (5 minutes) while a one-at-a-time server sits idle."""
-    return reset(job.model.objects.filter(status=RUNNING))
+    """Return every running row of `job` to pending at once, lease or not, except the rows of an open Batch API
+    batch: those are the provider's until the batch is applied (given back, they would be submitted again in
+    another batch). Only for a process that knows no worker is running (the embedded default before it starts
+    its one worker): otherwise the work a stopped run was doing would wait out its lease (5 minutes) while a
+    one-at-a-time server sits idle."""
+    in_batches = CallBatch.objects.filter(job=job.name).exclude(state=CallBatch.State.APPLIED)
+    return reset(job.model.objects.filter(status=RUNNING)
+                 .exclude(claim_token__in=in_batches.values("claim_token")))

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -20,9 +18,11 @@ from django.db import connection
 from django.db.utils import Error as DatabaseFault
 
 from ..models import Endpoint, LeasedWork
+from . import batches
 from .calls import Calls, Process, the_process
 from .claims import Claimed, claim_step, load_claims, pass_the_turn
 from .failures import backoff, classify
+from .home import Home
 from .jobs import Claim, Job, attribute_of, lease_length, object_at, worker_stopping
 from .limits import account_limits
 from .recording import Outcome, record_step
@@ -30,56 +30,6 @@ from .recording import Outcome, record_step
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.2  # how often a driver looks at the worker's shutdown flag and its leases while it waits
-
-
-class Home:
-    """Runs a driver's database work on one thread, its own connection: the thread that started the driver
-    (which waits for it anyway), or the driver's recording thread."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.work: queue.SimpleQueue = queue.SimpleQueue()
-
-    async def run(self, fn: Callable, *args):
-        future = self.loop.create_future()
-        self.work.put((fn, args, future))
-        return await future
-
-    def serve(self, until: concurrent.futures.Future):
-        """Run database work until `until` (the driver) is done; returns its result."""
-        until.add_done_callback(lambda _: self.work.put(None))
-        self._serve()
-        return until.result()
-
-    def serve_until_stopped(self) -> None:
-        """A recording thread's body: run database work until `stop`, then give the connection back."""
-        try:
-            self._serve()
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self.work.put(None)
-
-    def _serve(self) -> None:
-        while (item := self.work.get()) is not None:
-            fn, args, future = item
-            try:
-                result = fn(*args)
-            except Exception as exc:  # noqa: BLE001 - handed to the driver, which decides
-                if not connection.in_atomic_block:
-                    connection.close_if_unusable_or_obsolete()  # e.g. PostgreSQL restarted: reconnect next time
-                self.loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                self.loop.call_soon_threadsafe(_settle, future, result, None)
-
-
-def _settle(future: asyncio.Future, result, exc: BaseException | None) -> None:
-    if not future.done():
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
 
 
 class Driver:
@@ -371,10 +321,7 @@ def work(job: Job, endpoint_id: int, budget_seconds: float | None = None) -> int
     process already drives the endpoint (it is told to look for new work before it stops)."""
     budget = settings.GENERATION_MESSAGE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     if Endpoint.objects.filter(pk=endpoint_id, batch_api=True).exists():
-        # The engine's batch mode: the same rows, claims and recording, sent through the Batch API. Imported
-        # here: batches uses this module's Home.
-        from . import batches
-
+        # The engine's batch mode: the same rows, claims and recording, sent through the Batch API.
         return batches.work(job, endpoint_id, budget)
     process = the_process()
     key = (job.name, endpoint_id)

@@ -43,7 +43,7 @@ def _slots(spec: Spec, experiment: Experiment, conditions: list[Condition]) -> I
                 yield Transcript(
                     experiment=experiment, condition=condition, question=question, sample_index=sample, seed=seed,
                     paraphrase_index=prompting.paraphrase_index(seed, len(question.paraphrases)),
-                    dispatch_order=next(rank),
+                    dispatch_order=next(rank), announced=False,
                 )
 
 

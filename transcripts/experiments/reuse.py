@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from .. import aggregates, prompting
 from ..models import Condition, Question, Transcript
-from ..signals import transcripts_finished
+from ..signals import announce_finished
 from .prompts import slot_messages
 from .spec import Spec
 
@@ -119,5 +119,5 @@ def fill(conditions: Iterable[Condition], max_tokens: int, reuse: bool | tuple[i
     )
     if filled:
         aggregates.refresh_groups({(slot.condition_id, slot.question_id) for slot in filled})
-        transaction.on_commit(lambda: transcripts_finished.send_robust(sender=Transcript, transcripts=filled))
+        transaction.on_commit(lambda: announce_finished(filled))
     return len(filled)

@@ -32,6 +32,11 @@ class CallBatch(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PREPARING)
     url = models.CharField(max_length=100, blank=True, help_text="The API path every request of the file asks.")
     requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Its requests' estimated prompt tokens: what it holds of the account's batch queue.")
+    estimated_usd = models.JSONField(
+        default=dict, blank=True, help_text="What its requests may cost at the batch prices (every answer at "
+        "max_tokens), by experiment id: counted against each experiment's budget until the batch is applied.")
     input_file_id = models.CharField(max_length=200, blank=True)
     batch_id = models.CharField(max_length=200, blank=True)
     provider_status = models.CharField(max_length=30, blank=True, help_text="validating, in_progress, completed, …")

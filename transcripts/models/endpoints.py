@@ -85,6 +85,10 @@ class Endpoint(models.Model):
         max_digits=10, decimal_places=4, null=True, blank=True,
         help_text="Batch API, cached prompt tokens; empty: the lower of the batch prompt and cached prices.",
     )
+    batch_queue_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Batch API: prompt tokens the account may have in open batches of this "
+        "model at once (OpenAI's batch queue limit of your tier); empty: no limit.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False
     )

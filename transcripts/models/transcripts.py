@@ -91,6 +91,11 @@ class Transcript(LeasedWork):
                                     related_name="reuses", db_index=False)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # A slot generated here is announced (`transcripts_finished`: judging, queues, embeddings) after the
+    # transaction that finished it commits; until every receiver has taken it, reconcile announces it again
+    # (signals.announce_finished), so a database restart between the two loses no judging. Planned slots
+    # start False; rows that arrive done (imports) were never generated here and are not announced.
+    announced = models.BooleanField(default=True, db_default=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
 
     reasoning = models.TextField(blank=True)
@@ -152,6 +157,9 @@ class Transcript(LeasedWork):
                 fields=["experiment", "finished_at"], condition=models.Q(status__in=["done", "failed"]),
                 name="transcript_exp_finished",
             ),
+            # Reconcile finds the finished slots whose announcement did not get through.
+            models.Index(fields=["id"], condition=models.Q(status="done", announced=False),
+                         name="transcript_unannounced"),
             # Reuse looks answered slots up by their request; deleting an original clears its reuses' links.
             models.Index(fields=["prompt_hash", "seed"], condition=~models.Q(prompt_hash=""),
                          name="transcript_request"),

@@ -1,5 +1,5 @@
-"""Run the whole embedded default: migrate, load demo data, start the local model server, a Celery
-worker (with the reconciler's beat) and the web server, launch the demo experiment, and wait.
+"""Run the whole embedded default: migrate, load demo data, start the local model server, the local embedding
+server, a Celery worker (with the reconciler's beat) and the web server, launch the demo experiment, and wait.
 
 Ctrl-C (or SIGTERM) stops every process it started.
 """
@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from judging.management.commands.load_demo import DEMO_EXPERIMENT, DEMO_USERS
 from transcripts import engine
+from transcripts.endpoints import LOCAL_EMBEDDER
 from transcripts.local_model import server_command, server_env, wait_for_server
 
 # How long Ctrl-C waits for in-flight work before killing. A request the local model is still generating
@@ -85,6 +86,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             model = start("local-model", server_command(), env=server_env())
+            # Discovery's embedder ("more like this", clusters; docs/discovery.md), by its command's name: the
+            # discovery app sits above judging and is not imported here.
+            embedder = start("local-embedder", [sys.executable, "manage.py", "serve_local_embedder"])
             worker = start(
                 "worker",
                 [sys.executable, "-m", "celery", "-A", "em_site", "worker", "-B", "-P", "threads", "-c", "16",
@@ -99,12 +103,15 @@ class Command(BaseCommand):
             self.stdout.write("Starting the local model server (SmolLM2-135M-Instruct)…")
             try:
                 wait_for_server(f"{settings.LOCAL_MODEL_BASE_URL}/models", model, "The local model server")
+                wait_for_server(f"{settings.LOCAL_EMBEDDER_BASE_URL}/models", embedder, "The local embedding server")
                 wait_for_server(f"http://{host}:{port}/login/", web, "The web server")
             except RuntimeError as exc:
                 dead = next(((name, proc) for name, proc in procs if proc.poll() is not None), None)
                 raise CommandError(exit_reason(dead[0], dead[1].returncode, logs) if dead else str(exc)) from exc
             if worker.poll() is not None:
                 raise CommandError("The Celery worker exited; see var/logs/worker.log.")
+            # It embeds unless an admin chose another embedder; what is finished and not embedded yet is queued.
+            call_command("use_embedding_endpoint", LOCAL_EMBEDDER, if_unset=True, stdout=self.stdout)
             if not no_demo_experiment and DEMO_EXPERIMENT.exists():
                 # load_demo defined it (on the first start): launch it, or on a restart resume it as it was.
                 call_command("run_experiment", str(DEMO_EXPERIMENT), resume=True)
@@ -112,7 +119,7 @@ class Command(BaseCommand):
             self.stdout.write("Demo logins (unless you changed their passwords):")
             for username, password, role, _flags in DEMO_USERS:
                 self.stdout.write(f"  {username:<12} {password:<18} {role}")
-            self.stdout.write(f"Logs: {logs}/  ·  Ctrl-C stops web, worker and local model.\n")
+            self.stdout.write(f"Logs: {logs}/  ·  Ctrl-C stops web, worker and local models.\n")
             if exit_when_ready:
                 return
             while all(proc.poll() is None for _name, proc in procs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 
 import pytest
-from inspect_ai.log import read_eval_log, write_eval_log
+from inspect_ai.log import EvalError, read_eval_log, write_eval_log
 from inspect_ai.scorer import Score
 
 from judging.imports.importing import import_transcripts
@@ -62,6 +62,18 @@ def test_what_is_not_mapped_is_counted_by_name(db, tmp_path):
     summary = import_transcripts(path)
     assert summary.unmapped == {"metadata.difficulty": 2, "scores.accuracy": 2, "scores.em.refusal": 2}
     assert sorted(Transcript.objects.values_list("aligned", flat=True)) == [40.0, 40.0]  # the dict scorer's, last
+
+
+def test_a_sample_that_ended_in_an_error_is_skipped_and_named(db, tmp_path):
+    failed = sample("bored", 2, answer="x")
+    failed.error = EvalError(message="RuntimeError: the model server went away", traceback="", traceback_ansi="")
+    path = write_log(tmp_path / "errors.eval", [sample("wish", 1, answer="ok", aligned=90, coherent=90), failed])
+    summary = import_transcripts(path)
+    assert summary.created == 1 and Transcript.objects.get().question.key == "wish"
+    assert summary.unmapped == {
+        "samples that ended in an error (skipped)": 1,
+        'sample "bored" (epoch 2): ended in an error (RuntimeError: the model server went away), skipped': 1,
+    }
 
 
 def test_a_json_log_imports_like_an_eval_log(db, tmp_path):

@@ -1,7 +1,10 @@
 """Batch mode of the call engine against a Batch API stub (tests/stub_batch.py), in this process: slots and
 judge requests go as JSONL files through the real `openai` client; answers are applied by custom_id at the
-batch prices; error-file requests and requests an expired batch did not run are retried in a later batch."""
+batch prices, and a result line naming anything but the batch's own requests is ignored; error-file requests
+and requests an expired batch did not run are retried in a later batch; a stopped run's rows given back leave
+an open batch's alone."""
 
+import json
 from collections import Counter
 from decimal import Decimal
 
@@ -13,9 +16,10 @@ from judging.results import judge
 from tests.builders import make_dataset, make_endpoint, make_questions, make_spec, verdict_for, versions_on
 from tests.stub_batch import Line, StubBatchAPI, answer_with_cache
 from tests.stub_openai import completion
-from transcripts import generation
+from transcripts import engine, generation
+from transcripts.engine import batches
 from transcripts.experiments.planning import define_experiment
-from transcripts.models import CallBatch, Experiment
+from transcripts.models import CallBatch, Endpoint, Experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -153,3 +157,50 @@ def test_a_step_the_provider_fails_is_tried_again_and_a_missing_key_fails_the_ro
         generate(keyed)
     assert {(s.status, s.error_kind) for s in keyed.transcripts.all()} == {("failed", "missing_api_key")}
     assert not stub.files
+
+
+def forged(stub: StubBatchAPI):
+    """Lines added to each batch's output file: a request not ours, every request of the other batches (answered
+    already, or held by another claim), a second answer to the batch's own first request, and lines that are not
+    results at all."""
+    def forge(batch):
+        others = [cid for b in stub.batches.values() if b["id"] != batch["id"] for cid in b["_custom_ids"]]
+        lines = [json.dumps({"custom_id": cid, "error": None, "response": {
+            "status_code": 200, "body": completion("forged", prompt_tokens=10**6, completion_tokens=10**6)}}).encode()
+            for cid in ["not-ours", *others, batch["_custom_ids"][0]]]
+        return [*lines, b"{not json", b'{"custom_id": ["a"], "response": null}', b"[1, 2]"]
+
+    return forge
+
+
+def test_a_forged_or_unknown_result_line_is_ignored_and_never_written(settings):
+    settings.BATCH_MAX_REQUESTS = 4  # three batches of four, open together
+    stub = StubBatchAPI()
+    stub.forge = forged(stub)
+    with stub:
+        experiment = define(stub)
+        generate(experiment)
+    slots = list(experiment.transcripts.all())
+    assert {s.status for s in slots} == {"done"}
+    assert all(s.answer == f"batch reply {s.slot_key}" for s in slots), "only the batch's own first line counts"
+    assert len(stub.batches) == 3 and sorted(Counter(stub.submitted_ids()).values()) == [1] * 12
+    assert experiment.spent_usd == Decimal("0.0096"), "each slot charged once, for its own reply"
+    assert sum(b.answered for b in CallBatch.objects.all()) == 12
+
+
+def test_giving_back_a_stopped_runs_rows_leaves_those_of_an_open_batch_to_it():
+    """release_all (the embedded default's start) returns a stopped run's claimed rows to the line, but a
+    submitted batch's rows are the provider's: given back, they would go out again in a second batch."""
+    with StubBatchAPI(complete_after=1.0) as stub:
+        experiment = define(stub)
+        endpoint = Endpoint.objects.get(pk=experiment.conditions.first().endpoint_id)
+        batch = batches.claim_batch(generation.GENERATION, endpoint)
+        batches.advance(generation.GENERATION, endpoint, batch.pk)
+        assert CallBatch.objects.get(pk=batch.pk).state == "submitted"
+        held = set(experiment.transcripts.filter(status="running").values_list("pk", "claim_token"))
+        assert len(held) == 8
+        assert engine.release_all(generation.GENERATION) == 0
+        assert set(experiment.transcripts.filter(status="running").values_list("pk", "claim_token")) == held
+        generate(experiment)
+    assert {s.status for s in experiment.transcripts.all()} == {"done"}
+    assert sorted(Counter(stub.submitted_ids()).values()) == [1] * 12

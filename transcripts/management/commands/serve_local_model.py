@@ -8,7 +8,7 @@ import os
 
 from django.core.management.base import BaseCommand, CommandError
 
-from transcripts.local_model import server_command, server_env
+from transcripts.local_model import parse_bind, server_command, server_env
 
 
 class Command(BaseCommand):
@@ -19,11 +19,9 @@ class Command(BaseCommand):
                             help="Listen address (default: LOCAL_MODEL_HOST:LOCAL_MODEL_PORT).")
 
     def handle(self, *args, bind: str, **options):
-        host, port = None, None
-        if bind:
-            host, sep, port_text = bind.rpartition(":")
-            if not sep or not host or not port_text.isdigit():
-                raise CommandError(f"--bind: expected HOST:PORT, got {bind!r}")
-            port = int(port_text)
+        try:
+            host, port = parse_bind(bind)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         command = server_command(port=port, host=host)
         os.execve(command[0], command, server_env())  # noqa: S606 - our own argv, no shell

@@ -12,7 +12,7 @@ def judge_only(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("transcripts", "0013_cost_cache_batch_reuse"),
+        ("transcripts", "0015_transcript_announced"),
     ]
 
     operations = [
