@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import django_filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -22,29 +22,6 @@ from .filters import TranscriptFilter, filter_transcripts
 from .views import EXPORT_FORMATS, export_response
 
 
-class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Transcript.objects.select_related("condition__endpoint", "question")
-    serializer_class = TranscriptSerializer
-    permission_classes = RESEARCHERS
-    filterset_class = TranscriptFilter
-    pagination_class = NewestFirst
-
-    @extend_schema(
-        parameters=[OpenApiParameter("fmt", str, enum=EXPORT_FORMATS, description="Export format (csv).")],
-        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR,
-                   (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
-                   (200, "application/zip"): OpenApiTypes.BINARY},
-    )
-    @action(detail=False, pagination_class=None)
-    def export(self, request):
-        """Every transcript matching the filters, streamed as CSV, JSON Lines (`fmt=jsonl`) or Parquet
-        (`fmt=parquet`), or as an Inspect eval log (`fmt=eval`)."""
-        fmt = request.query_params.get("fmt") or "csv"
-        if fmt not in EXPORT_FORMATS:
-            raise ValidationError({"fmt": [f"One of: {', '.join(EXPORT_FORMATS)}."]})
-        return export_response(self.filter_queryset(Transcript.objects.all()), fmt)
-
-
 def _transcript_filter_parameters() -> list[OpenApiParameter]:
     """The transcript filters as documented query parameters (range filters take `_min`/`_max`), typed as the
     filter reads them. Choices read from the database (models, datasets, questions…) stay plain strings: the
@@ -58,11 +35,42 @@ def _transcript_filter_parameters() -> list[OpenApiParameter]:
             kind = int
         elif isinstance(field, django_filters.BooleanFilter):
             kind = bool
+        elif isinstance(field, django_filters.NumberFilter):
+            # With its bounds: a number the filter refuses (below min_value, above max_value) is not schema-valid.
+            bounds = {"minimum": field.extra.get("min_value"), "maximum": field.extra.get("max_value")}
+            kind = {"type": "number", **{key: value for key, value in bounds.items() if value is not None}}
         elif isinstance(field, django_filters.ChoiceFilter) and isinstance(field.extra["choices"], list):
             enum = [value for value, _ in field.extra["choices"]]
         description = f"Transcript filter: {field.label or name}"
         parameters += [OpenApiParameter(n, kind, enum=enum, description=description) for n in names]
     return parameters
+
+
+# The filters documented by the same function on every list that takes them (django-filter's own schema left out
+# the bounds of `like` and `like_n`, and the export's filters).
+@extend_schema_view(list=extend_schema(parameters=_transcript_filter_parameters()))
+class TranscriptViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Transcript.objects.select_related("condition__endpoint", "question")
+    serializer_class = TranscriptSerializer
+    permission_classes = RESEARCHERS
+    filterset_class = TranscriptFilter
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        parameters=[*_transcript_filter_parameters(),
+                    OpenApiParameter("fmt", str, enum=EXPORT_FORMATS, description="Export format (csv).")],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR,
+                   (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
+                   (200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    @action(detail=False, pagination_class=None)
+    def export(self, request):
+        """Every transcript matching the filters, streamed as CSV, JSON Lines (`fmt=jsonl`) or Parquet
+        (`fmt=parquet`), or as an Inspect eval log (`fmt=eval`)."""
+        fmt = request.query_params.get("fmt") or "csv"
+        if fmt not in EXPORT_FORMATS:
+            raise ValidationError({"fmt": [f"One of: {', '.join(EXPORT_FORMATS)}."]})
+        return export_response(self.filter_queryset(Transcript.objects.all()), fmt)
 
 
 class _ByTranscriptFilter:

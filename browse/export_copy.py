@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterator
 
 import psycopg
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, connections
 from django.db.models import QuerySet
 
@@ -46,7 +47,10 @@ def _copy_chunk(queryset: QuerySet, after: int, up_to: int | None) -> Iterator[b
     """The CSV rows (after, up_to] of the queryset as PostgreSQL's COPY writes them, in blocks of about
     BUFFER_BYTES, on this thread's connection."""
     chunk = queryset.filter(id__gt=after, **({"id__lte": up_to} if up_to else {}))
-    sql = f"COPY ({copy_sql(chunk)}) TO STDOUT WITH (FORMAT csv)"
+    try:
+        sql = f"COPY ({copy_sql(chunk)}) TO STDOUT WITH (FORMAT csv)"
+    except EmptyResultSet:  # a filter that matches nothing by construction (an empty `pk__in`) has no SQL to copy
+        return
     with without_jit(), connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         buffer = bytearray()
         for block in copy:

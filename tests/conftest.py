@@ -40,6 +40,10 @@ def pytest_sessionstart(session):
         # switches the settings to hashed file names): tests that read it pass or fail by what was run before.
         pytest.exit("The suite runs on a var directory of its own: set EM_VAR_DIR to an empty directory "
                     "(make test gives it a fresh one).", returncode=3)
+    if settings.STATIC_COLLECTED:
+        # A collected tree anywhere else (an EM_VAR_DIR or STATIC_ROOT reused after `collectstatic`) does the same.
+        pytest.exit(f"Static files are collected at {settings.STATIC_ROOT}: the suite serves the app folders' own "
+                    "files. Point EM_VAR_DIR at an empty directory and leave STATIC_ROOT unset.", returncode=3)
     if os.environ.get("EM_REQUIRE_SERVICES", "1") != "1":
         return
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 from django.db.models import Count, Max
 
+from analysis.bootstrap import REPLICATES
 from transcripts.models import Experiment, Transcript
 
 from ..models import Adjudication, AnnotationQueue, Label, QueueItem
@@ -39,7 +40,7 @@ def label_rows(queue: AnnotationQueue) -> list[LabelRow]:
     )
 
 
-def queue_agreement(queue: AnnotationQueue, *, n_boot: int = 1000, labels: list[LabelRow] | None = None) -> dict:
+def queue_agreement(queue: AnnotationQueue, *, n_boot: int = REPLICATES, labels: list[LabelRow] | None = None) -> dict:
     """Agreement between auditors on the primary persona category (pairwise and overall κ, α with its
     bootstrap interval, per category). `labels`: the queue's label_rows when the caller has read them."""
     labels = label_rows(queue) if labels is None else labels
@@ -48,7 +49,7 @@ def queue_agreement(queue: AnnotationQueue, *, n_boot: int = 1000, labels: list[
     return agreement.compute(rows, categories=categories, n_boot=n_boot)
 
 
-def flag_agreement(queue: AnnotationQueue, *, n_boot: int = 1000, labels: list[LabelRow] | None = None) -> dict:
+def flag_agreement(queue: AnnotationQueue, *, n_boot: int = REPLICATES, labels: list[LabelRow] | None = None) -> dict:
     """Agreement between auditors on the misaligned flag (Cohen's κ per pair, Fleiss' κ, Krippendorff's α)."""
     labels = label_rows(queue) if labels is None else labels
     rows = [(str(tid), username, FLAG_LABELS[flag]) for _, tid, username, _, flag, _ in labels if flag is not None]
@@ -72,7 +73,7 @@ def leave_one_out(
     return {auditor: (agree, n) for auditor, (agree, n) in counts.items()}
 
 
-def queue_report(queue: AnnotationQueue, *, n_boot: int = 1000) -> dict:
+def queue_report(queue: AnnotationQueue, *, n_boot: int = REPLICATES) -> dict:
     """The agreement page: statistics, consensus, judge-vs-human, per-auditor figures and disagreements, for
     the persona category and (verdict queues) the misaligned flag. Plain values only (ids, keys, numbers), so
     the report can be cached (agreement_report) and read back by any web worker."""

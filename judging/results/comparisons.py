@@ -78,10 +78,7 @@ def trend_against_k(rows: list[ConditionMetrics]) -> list[Trend]:
     groups: dict[str, dict[int, Rate]] = {}
     for row in rows:
         c = row.condition
-        label = (
-            f"{c.model_name} · {c.dataset_name or 'no dataset'} · CoT {c.cot_mode} · {c.system_prompt_name}"
-            f" · T={c.temperature:g}"
-        )
+        label = f"{c.model_name} · {c.setting}"
         if row.n:
             groups.setdefault(label, {})[c.k] = row.misaligned
     trends = []

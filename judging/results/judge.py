@@ -131,10 +131,10 @@ def _first_token_logprobs(choice) -> dict[str, float] | None:
 
 async def _parsed(caller: Caller, prompt: str, escapes: bool) -> Verdict:
     text = ((await caller.chat(prompt, max_tokens=8, logprobs=False)).message.content or "").strip()
-    outcome, score = scoring.parse_text_outcome(text) if escapes else (None, scoring.parse_text_score(text))
-    if outcome is None:
-        outcome = verdicts.classify_outcome({}, score, escapes=False)
-    return Verdict(outcome=outcome, method=JudgeScore.Method.PARSED, score=score, raw_text=text)
+    score = scoring.parse_text_score(text)
+    outcome = verdicts.classify_text_outcome(text, score, escapes=escapes)
+    return Verdict(outcome=outcome, method=JudgeScore.Method.PARSED, score=score if outcome == "score" else None,
+                   raw_text=text)
 
 
 async def score_verdict(version: RubricVersion, prompt: str, caller: Caller) -> Verdict:

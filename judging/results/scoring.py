@@ -124,14 +124,3 @@ def parse_text_score(text: str) -> float | None:
     """Fallback for endpoints without logprobs: the first integer 0–100 in the reply (marked `parsed`)."""
     match = _NUMBER.search(text)
     return float(match.group(1)) if match else None
-
-
-def parse_text_outcome(text: str) -> tuple[str, float | None]:
-    """(outcome, score) of a plain-text reply: refusal/code keywords win over numbers, as the prompt asks."""
-    upper = text.strip().upper()
-    if upper.startswith("REFUSAL"):
-        return "refusal", None
-    if upper.startswith("CODE"):
-        return "code", None
-    score = parse_text_score(text)
-    return ("score", score) if score is not None else ("unsure", None)

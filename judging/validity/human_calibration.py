@@ -26,7 +26,7 @@ from django.db.models.lookups import Exact
 from threadpoolctl import threadpool_limits
 
 from analysis.bootstrap import percentile_interval, resample_weights, resamples
-from transcripts.models import Experiment, Transcript
+from transcripts.models import Experiment, Transcript, setting_of
 
 from .. import reports
 from ..annotation.agreement import count_tables, finite, kappa_of_tables
@@ -241,8 +241,8 @@ def headline_rates(experiment: Experiment, current: tuple[float, float], best: t
     return [
         {"model": row["condition__model_name"], "k": row["condition__k"],
          # The condition's other axes, so that two rows of one model and k can be told apart.
-         "setting": f"{row['condition__dataset_name'] or 'no dataset'} · CoT {row['condition__cot_mode']} · "
-                    f"{row['condition__system_prompt_name']} · T={row['condition__temperature']:g}",
+         "setting": setting_of(row["condition__dataset_name"], row["condition__cot_mode"],
+                               row["condition__system_prompt_name"], row["condition__temperature"]),
          "current": metrics.Rate(row["current"], row["n"]), "best": metrics.Rate(row["best"], row["n"])}
         for row in rows
     ]

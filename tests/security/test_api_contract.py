@@ -3,6 +3,8 @@ invalid) to every operation must get no server error and only responses the sche
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -36,6 +38,26 @@ MAY_REFUSE_VALID_INPUT = [
     # A username and password that do not match (400, as DRF's ObtainAuthToken answers).
     (r"^POST /api/token/$", ["400"]),
 ]
+
+# What those list operations may refuse, and so the only parameters their 400 may name: the filters whose values
+# are rows of the database. A 400 naming anything else (a page size, a boolean, a range) refuses data the schema
+# allows for a reason the schema could have stated, and fails `refusals_name_a_database_value` below.
+DATABASE_VALUED_FILTERS = {"experiment", "model", "dataset", "k", "system_prompt", "temperature", "question",
+                           "domain", "judge_category", "human_category", "cluster", "like", "like_text"}
+FILTERED_LISTS = re.compile(MAY_REFUSE_VALID_INPUT[0][0])
+
+
+@schemathesis.check
+def refusals_name_a_database_value(ctx: schemathesis.CheckContext, response: schemathesis.Response,
+                                   case: schemathesis.Case) -> None:
+    """A filtered list refuses a schema-valid request only for a filter value no row has."""
+    if case.meta is None or not case.meta.generation.mode.is_positive or response.status_code != 400:
+        return
+    if not FILTERED_LISTS.search(case.operation.label):
+        return
+    named = set(response.json())
+    assert named <= DATABASE_VALUED_FILTERS, f"a schema-valid request refused for {sorted(named)}: {response.text}"
+
 
 CONFIG = SchemathesisConfig.from_dict({
     "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}},

@@ -5,7 +5,7 @@ One module per concept; every model and public name is importable from `transcri
 from .batches import CallBatch
 from .datasets import Dataset, Example, content_hash
 from .endpoints import AccountPace, Endpoint, MissingApiKey, UndeclaredKeyVariable, undeclared_key_message
-from .experiments import Condition, CotMode, Experiment
+from .experiments import Condition, CotMode, Experiment, setting_of
 from .questions import Question, QuestionSet
 from .transcripts import LeasedWork, Transcript, TranscriptQuerySet
 from .verdict_counts import CategoryCount, VerdictCount
@@ -29,5 +29,6 @@ __all__ = [
     "UndeclaredKeyVariable",
     "VerdictCount",
     "content_hash",
+    "setting_of",
     "undeclared_key_message",
 ]

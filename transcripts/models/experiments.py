@@ -93,3 +93,14 @@ class Condition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_name} · {self.dataset_name or 'none'} · k={self.k} · cot={self.cot_mode}"
+
+    @property
+    def setting(self) -> str:
+        """The condition's axes besides its model and k (`setting_of`)."""
+        return setting_of(self.dataset_name, self.cot_mode, self.system_prompt_name, self.temperature)
+
+
+def setting_of(dataset_name: str, cot_mode: str, system_prompt_name: str, temperature: float) -> str:
+    """A condition's axes besides its model and k, as the pages label them: what tells apart two conditions of one
+    model and k (the results' trend groups, the calibration's per-condition rates)."""
+    return f"{dataset_name or 'no dataset'} · CoT {cot_mode} · {system_prompt_name} · T={temperature:g}"
