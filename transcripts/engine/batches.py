@@ -55,7 +55,7 @@ from .calls import Calls, the_process
 from .claims import claimable
 from .failures import Failure, classify
 from .home import Home
-from .jobs import PENDING, RUNNING, Answer, Job, worker_stopping
+from .jobs import PENDING, RUNNING, Answer, Job, reset, worker_stopping
 from .limits import account_limits
 from .recording import Outcome, record_step
 
@@ -257,8 +257,7 @@ def _upload(job: Job, endpoint: Endpoint, api: openai.OpenAI, batch: CallBatch) 
     file, path, other, count = write_file(job, endpoint, ids)
     with file:
         if other:
-            job.model.objects.filter(pk__in=other, claim_token=batch.claim_token).update(
-                status=PENDING, claim_token=None, attempts=F("attempts") - 1)
+            reset(job.model.objects.filter(pk__in=other, claim_token=batch.claim_token), unsent=True)
         uploaded = api.files.create(file=(f"em-audit-{batch.claim_token}.jsonl", file), purpose="batch")
     batch.input_file_id, batch.url, batch.requests = uploaded.id, path, count
     batch.state = CallBatch.State.UPLOADED

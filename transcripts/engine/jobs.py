@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from ..models import Endpoint, LeasedWork
 
@@ -149,11 +149,14 @@ def lease_length(endpoint: Endpoint) -> timedelta:
     return timedelta(seconds=max(settings.SLOT_LEASE_SECONDS, endpoint.timeout_seconds + 5))
 
 
-def reset(rows: QuerySet, *, fresh_attempts: bool = False) -> int:
-    """Put rows back in line, unclaimed: for a lease that ended, a claim given back, or (`fresh_attempts`) a
-    failed row a researcher retries, which also forgets its attempts and error. The one place that says what
-    "pending again" means for leased work."""
+def reset(rows: QuerySet, *, fresh_attempts: bool = False, unsent: bool = False) -> int:
+    """Put rows back in line, unclaimed: for a lease that ended, a claim given back, (`unsent`) a claim whose
+    request was never sent, which takes back the attempt the claim counted, or (`fresh_attempts`) a failed row
+    a researcher retries, which also forgets its attempts and error. The one place that says what "pending
+    again" means for leased work."""
     fields: dict[str, Any] = {"status": PENDING, "claim_token": None, "lease_until": None}
     if fresh_attempts:
         fields.update(attempts=0, error="", error_kind="")
+    elif unsent:
+        fields.update(attempts=F("attempts") - 1)
     return rows.update(**fields)
