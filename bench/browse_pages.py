@@ -10,7 +10,8 @@ Serves this checkout and the baseline revision from two gunicorn servers (2 sync
 database and requests each cell on both, alternating, BENCH_REPEAT (20) times after warm-up (the transcript page:
 once per transcript of 50, as bench/dashboard.py does). Prints p50/p95 of both and the ratio of the p95s.
 A deep queue page is the page after the middle of the queue; the baseline has no pages and shows its first 500.
-BENCH_CELLS=detail (a part of the cells' names) measures only the cells whose name contains it.
+BENCH_CELLS=detail (a part of the cells' names) measures only the cells whose name contains it. The discovery
+pages' cells (`discovery_cells`) need a finished cluster run: bench/discovery.py makes one and measures them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from bench.dashboard import PASSWORD, Client, export_revision, list_filters, p95
 from django.contrib.auth.models import Group, User  # noqa: E402
 from django.db.models import Count  # noqa: E402
 
+from browse.discovery_views import COLOURS  # noqa: E402
+from discovery.models import ClusterRun  # noqa: E402
 from judging.models import AnnotationQueue  # noqa: E402
 from transcripts.models import Condition, Experiment, Question, Transcript  # noqa: E402
 from transcripts.paging import encode_cursor  # noqa: E402
@@ -91,12 +94,30 @@ def measure(clients: list[Client], paths: list[str]) -> list[list[float]]:
     return times
 
 
-def main() -> None:
+def discovery_cells() -> list[tuple[str, list[str], float]]:
+    """The discovery pages (docs/discovery.md) on the newest finished k-means run: none in a database without one
+    (bench/discovery.py makes one of 100k reasonings among 1M embedded transcripts and measures these there)."""
+    run = ClusterRun.objects.filter(status="done", algorithm="kmeans").order_by("-pk").first()
+    if run is None:
+        print("discovery cells: no finished cluster run in this database (bench/discovery.py measures them)")
+        return []
+    label = run.clusters.order_by("-size").values_list("label", flat=True).first()
+    liked = run.transcript_ids[::max(1, len(run.transcript_ids) // 20)][:20]
+    points = f"{run.n_points:,} points"
+    return [("discovery page", ["/discovery/"], 300),
+            (f"discovery run page ({points}, tables)", [f"/discovery/runs/{run.pk}/"], 1000),
+            *[(f"discovery map · {colour} ({points})", [f"/discovery/runs/{run.pk}/map.json?colour={colour}"], 1000)
+              for colour in COLOURS],
+            ("list · a cluster", [f"/transcripts/?cluster={run.pk}:{label}"], 100),
+            ("list · more like a transcript (50 nearest)", [f"/transcripts/?like={pk}" for pk in liked], 300)]
+
+
+def serve_and_measure(found: list[tuple[str, list[str], float]]) -> None:
+    """Serve this checkout (and BENCH_BASELINE's revision) and print each cell's p50/p95."""
     user, _ = User.objects.get_or_create(username="bench-researcher")
     user.set_password(PASSWORD)
     user.save()
     user.groups.add(Group.objects.get_or_create(name="researcher")[0])
-    found = [cell for cell in cells() if os.environ.get("BENCH_CELLS", "") in cell[0]]
     servers = []
     try:
         server, port = start_server(Path(__file__).resolve().parent.parent)
@@ -120,6 +141,11 @@ def main() -> None:
         for server in servers:
             server.terminate()
             server.wait(30)
+
+
+def main() -> None:
+    found = [cell for cell in cells() + discovery_cells() if os.environ.get("BENCH_CELLS", "") in cell[0]]
+    serve_and_measure(found)
 
 
 if __name__ == "__main__":

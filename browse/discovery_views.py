@@ -11,7 +11,6 @@ import numpy as np
 from django import forms
 from django.contrib import messages
 from django.db import transaction
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -19,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from discovery import embedding, findings, tables, tasks
 from discovery.filtering import cluster_value
-from discovery.models import Cluster, ClusterMember, ClusterRun, TextVector
+from discovery.models import Cluster, ClusterMember, ClusterRun
 from judging.annotation.taxonomy import latest_versions
 from judging.models import Taxonomy
 from transcripts.access import researcher_required
@@ -82,10 +81,7 @@ def discovery_home(request: HttpRequest) -> HttpResponse:
         run.save()
         transaction.on_commit(lambda: tasks.cluster.delay(run.pk))
         return redirect("discovery-run", pk=run.pk)
-    vectors = {}
-    if endpoint is not None:
-        vectors = dict(TextVector.objects.filter(endpoint=endpoint).values_list("status").annotate(n=Count("pk"))
-                       .values_list("status", "n"))
+    vectors = embedding.vector_counts(endpoint) if endpoint is not None else {}
     return render(request, "browse/discovery.html", {
         "form": form, "endpoint": endpoint, "vectors": vectors, "runs": ClusterRun.objects.all()[:50],
         "filter_query": request.GET.get("filter", ""),

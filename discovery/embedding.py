@@ -11,8 +11,9 @@ import struct
 
 import numpy as np
 from celery import current_app
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from transcripts import engine
 from transcripts.models import Endpoint, Transcript
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 EMBED_TASK = "discovery.tasks.embed"
 KINDS = (TranscriptText.Kind.REASONING, TranscriptText.Kind.ANSWER)
+DONE_COUNT_SECONDS = 60
 MAX_CHARS = 8000  # of a text sent: an embedding model reads a few hundred tokens; the opening carries the stance
 
 
@@ -142,6 +144,19 @@ def enqueue_all(transcripts: QuerySet, endpoint: Endpoint | None = None, *, retr
         if len(batch) == chunk:
             added, batch = added + enqueue(batch, endpoint, retry_failed=retry_failed), []
     return added + (enqueue(batch, endpoint, retry_failed=retry_failed) if batch else 0)
+
+
+def vector_counts(endpoint: Endpoint) -> dict[str, int]:
+    """The endpoint version's vectors by status: the open ones counted now (a partial index holds them), the done
+    ones at most DONE_COUNT_SECONDS old (counting a million done rows takes a second)."""
+    counts = dict(TextVector.objects.filter(endpoint=endpoint).exclude(status=TextVector.Status.DONE).order_by()
+                  .values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    key = f"discovery:done-vectors:{endpoint.pk}"
+    counts["done"] = cache.get(key)
+    if counts["done"] is None:
+        counts["done"] = TextVector.objects.filter(endpoint=endpoint, status=TextVector.Status.DONE).count()
+        cache.set(key, counts["done"], DONE_COUNT_SECONDS)
+    return counts
 
 
 def dispatch(endpoint_ids: set[int] | None = None) -> int:

@@ -31,50 +31,59 @@ def _sort_key(value):
     return (0, float(value), "") if isinstance(value, int | float) else (1, 0.0, str(value))
 
 
-def share_table(run: ClusterRun, axis_name: str) -> Table:
-    """Per value of the axis: the per cent of its transcripts that fall in each cluster (columns sum to 100)."""
-    axis = AXIS[axis_name]
+VERDICTS = {True: "misaligned", False: "aligned", None: "not judged"}
+
+
+def _members(run: ClusterRun) -> list[dict]:
+    """Every member's cluster and what the tables count it by, read once for all the tables (one query)."""
+    fields = {"label": "label", "misaligned": "transcript__misaligned",
+              "judge_category": "transcript__judge_category", "human_category": "transcript__human_category",
+              **{axis: f"transcript__condition__{AXIS[axis].field}" for axis in SHARE_AXES}}
+    return [dict(zip(fields, row, strict=True)) for row in ClusterMember.objects.filter(run=run).values_list(
+        *fields.values()).iterator(chunk_size=10000)]
+
+
+def _counted(members: list[dict], key: str, name=lambda value: value) -> tuple[dict[int, Counter], Counter]:
     counts: dict[int, Counter] = defaultdict(Counter)
     totals: Counter = Counter()
-    for label, value in ClusterMember.objects.filter(run=run).values_list(
-            "label", f"transcript__condition__{axis.field}").iterator(chunk_size=10000):
-        counts[label][value] += 1
+    for member in members:
+        value = name(member[key])
+        counts[member["label"]][value] += 1
         totals[value] += 1
+    return counts, totals
+
+
+def share_table(run: ClusterRun, members: list[dict], axis_name: str) -> Table:
+    """Per value of the axis: the per cent of its transcripts that fall in each cluster (columns sum to 100)."""
+    counts, totals = _counted(members, axis_name)
     values = sorted(totals, key=_sort_key)
     rows = [(c, [round(100 * counts[c.label][v] / totals[v], 1) for v in values]) for c in _clusters(run)]
-    return Table(f"Share of each {axis.label} in each cluster (%)", [str(v) for v in values], rows,
+    return Table(f"Share of each {AXIS[axis_name].label} in each cluster (%)", [str(v) for v in values], rows,
                  [totals[v] for v in values], True)
 
 
-def category_table(run: ClusterRun, field: str, title: str) -> Table:
+def category_table(run: ClusterRun, members: list[dict], field: str, title: str) -> Table:
     """Transcripts per (cluster, category) for judge_category or human_category ('' is "none")."""
-    counts: dict[int, Counter] = defaultdict(Counter)
-    totals: Counter = Counter()
-    for label, value in ClusterMember.objects.filter(run=run).values_list(
-            "label", f"transcript__{field}").iterator(chunk_size=10000):
-        counts[label][value or "—"] += 1
-        totals[value or "—"] += 1
+    counts, totals = _counted(members, field, lambda value: value or "—")
     values = sorted(totals)
     rows = [(c, [counts[c.label][v] for v in values]) for c in _clusters(run)]
     return Table(title, values, rows, [totals[v] for v in values], False)
 
 
-def verdict_table(run: ClusterRun) -> Table:
-    names = {True: "misaligned", False: "aligned", None: "not judged"}
-    counts: dict[int, Counter] = defaultdict(Counter)
-    totals: Counter = Counter()
-    for label, value in ClusterMember.objects.filter(run=run).values_list("label", "transcript__misaligned"):
-        counts[label][names[value]] += 1
-        totals[names[value]] += 1
-    values = [v for v in names.values() if totals[v]]
+def verdict_table(run: ClusterRun, members: list[dict]) -> Table:
+    counts, totals = _counted(members, "misaligned", VERDICTS.get)
+    values = [v for v in VERDICTS.values() if totals[v]]
     rows = [(c, [counts[c.label][v] for v in values]) for c in _clusters(run)]
     return Table("Judge verdicts per cluster", values, rows, [totals[v] for v in values], False)
 
 
 def tables(run: ClusterRun) -> list[Table]:
+    members = _members(run)
     return [
-        *(share_table(run, axis) for axis in SHARE_AXES),
-        verdict_table(run),
-        category_table(run, "judge_category", "Clusters against the judge's persona categories (transcripts)"),
-        category_table(run, "human_category", "Clusters against the auditors' consensus categories (transcripts)"),
+        *(share_table(run, members, axis) for axis in SHARE_AXES),
+        verdict_table(run, members),
+        category_table(run, members, "judge_category",
+                       "Clusters against the judge's persona categories (transcripts)"),
+        category_table(run, members, "human_category",
+                       "Clusters against the auditors' consensus categories (transcripts)"),
     ]
