@@ -94,7 +94,7 @@ def queue_room(endpoint: Endpoint) -> int | None:
         return None
     held = (CallBatch.objects.filter(endpoint__base_url=endpoint.base_url, endpoint__api_key_env=endpoint.api_key_env,
                                      endpoint__model=endpoint.model)
-            .exclude(state=CallBatch.State.APPLIED).aggregate(n=Sum("tokens"))["n"]) or 0
+            .open().aggregate(n=Sum("tokens"))["n"]) or 0
     return endpoint.batch_queue_tokens - held
 
 
@@ -120,7 +120,7 @@ def batch_cost(endpoint: Endpoint, body: dict) -> Decimal:
 
 def committed_usd(experiment_id: int) -> Decimal:
     """What the experiment's open batches may still cost (CallBatch.estimated_usd: not billed until applied)."""
-    open_batches = CallBatch.objects.filter(experiments=experiment_id).exclude(state=CallBatch.State.APPLIED)
+    open_batches = CallBatch.objects.filter(experiments=experiment_id).open()
     return sum((Decimal(costs.get(str(experiment_id), 0)) for costs in
                 open_batches.values_list("estimated_usd", flat=True)), Decimal(0))
 

@@ -105,7 +105,7 @@ def _work(job: Job, endpoint: Endpoint, budget_seconds: float) -> int:
             handled += advance(job, endpoint, pk)
         if claim_batch(job, endpoint) is not None:
             continue
-        open_batches = CallBatch.objects.filter(job=job.name, endpoint=endpoint).exclude(state=CallBatch.State.APPLIED)
+        open_batches = CallBatch.objects.filter(job=job.name, endpoint=endpoint).open()
         next_due = open_batches.order_by("next_check_at").values_list("next_check_at", flat=True).first()
         if next_due is None and _waiting_for_room(job, endpoint):
             next_due = timezone.now() + timedelta(seconds=settings.BATCH_POLL_SECONDS)
@@ -126,7 +126,7 @@ def _waiting_for_room(job: Job, endpoint: Endpoint) -> bool:
 
 def _due(job: Job, endpoint: Endpoint) -> list[int]:
     return list(CallBatch.objects.filter(job=job.name, endpoint=endpoint, next_check_at__lte=timezone.now())
-                .exclude(state=CallBatch.State.APPLIED).order_by("pk").values_list("pk", flat=True))
+                .open().order_by("pk").values_list("pk", flat=True))
 
 
 def claim_batch(job: Job, endpoint: Endpoint) -> CallBatch | None:
@@ -139,7 +139,7 @@ def claim_batch(job: Job, endpoint: Endpoint) -> CallBatch | None:
             return None
         ids = list(claimable(job, endpoint.pk).select_for_update(skip_locked=True, of=("self",))
                    .values_list("pk", flat=True)[:settings.BATCH_MAX_REQUESTS])
-        busy = CallBatch.objects.filter(job=job.name, endpoint=endpoint).exclude(state=CallBatch.State.APPLIED)
+        busy = CallBatch.objects.filter(job=job.name, endpoint=endpoint).open()
         sized = size_batch(job, endpoint, ids)
         for experiment_id in sized.short - set(sized.costs):
             _stop_short_of_budget(experiment_id)
@@ -162,7 +162,7 @@ def claim_batch(job: Job, endpoint: Endpoint) -> CallBatch | None:
 def _stop_short_of_budget(experiment_id: int) -> None:
     """Cancel a running experiment whose next request through the Batch API would pass its budget, once none of
     its batches is open (an open one may cost less than estimated, and leave room when it is billed)."""
-    if CallBatch.objects.filter(experiments=experiment_id).exclude(state=CallBatch.State.APPLIED).exists():
+    if CallBatch.objects.filter(experiments=experiment_id).open().exists():
         return
     experiment = Experiment.objects.filter(pk=experiment_id, status=Experiment.Status.RUNNING).first()
     if experiment is None:

@@ -239,7 +239,7 @@ def wake_stalled_batches(job: Job) -> int:
     (engine/batches.py). Returns messages sent."""
     late = timezone.now() - timedelta(seconds=settings.SLOT_LEASE_SECONDS)
     endpoints = set(CallBatch.objects.filter(job=job.name, next_check_at__lt=late)
-                    .exclude(state=CallBatch.State.APPLIED).values_list("endpoint_id", flat=True))
+                    .open().values_list("endpoint_id", flat=True))
     for endpoint_id in sorted(endpoints):
         job.send(endpoint_id)
     return len(endpoints)
@@ -251,6 +251,6 @@ def release_all(job: Job) -> int:
     another batch). Only for a process that knows no worker is running (the embedded default before it starts
     its one worker): otherwise the work a stopped run was doing would wait out its lease (5 minutes) while a
     one-at-a-time server sits idle."""
-    in_batches = CallBatch.objects.filter(job=job.name).exclude(state=CallBatch.State.APPLIED)
+    in_batches = CallBatch.objects.filter(job=job.name).open()
     return reset(job.model.objects.filter(status=RUNNING)
                  .exclude(claim_token__in=in_batches.values("claim_token")))

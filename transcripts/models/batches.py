@@ -10,6 +10,12 @@ from .endpoints import Endpoint
 from .experiments import Experiment
 
 
+class CallBatchQuerySet(models.QuerySet):
+    def open(self) -> CallBatchQuerySet:
+        """Batches not applied yet: their rows are the provider's, and what they may cost is not billed."""
+        return self.exclude(state=CallBatch.State.APPLIED)
+
+
 class CallBatch(models.Model):
     """One claim of a job's rows on a batch endpoint (`Endpoint.batch_api`), all carrying `claim_token`.
 
@@ -50,6 +56,8 @@ class CallBatch(models.Model):
     next_check_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now)
     applied_at = models.DateTimeField(null=True, blank=True)
+
+    objects = CallBatchQuerySet.as_manager()
 
     class Meta:
         ordering = ["pk"]
