@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection, connections
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,15 @@ def pytest_sessionstart(session):
         pytest.exit("PostgreSQL is not reachable on 127.0.0.1:5432.", returncode=3)
     if not _reachable("127.0.0.1", 6379):
         pytest.exit("Redis is not reachable on 127.0.0.1:6379.", returncode=3)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    """Django's own advice for test suites: the production hasher (PBKDF2, a million rounds) costs 0.2-0.4 s of
+    CPU per user made or password checked, and the suite makes about a thousand users. Processes the tests
+    start (workers, `manage.py`, the embedded app) keep the real hasher for the users they make themselves."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -403,20 +412,37 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync"]
 
 
-@pytest.fixture
-def chromium(monkeypatch):
+def launch_chromium() -> Iterator:
     """Debian's chromium through Playwright's sync API (`playwright install` cannot download here)."""
     from playwright.sync_api import sync_playwright
 
     # The sync API keeps an event loop running in this thread, so Django sees an async context: the
-    # test's own ORM calls must be allowed, and they use a connection of their own (asgiref keys it by
-    # context, not thread), which must be closed here or it outlives the test database.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-        connections.close_all()
+    # tests' own ORM calls must be allowed, and they use a connection of their own (asgiref keys it by
+    # context, not thread), which each test closes (`chromium`) or it outlives the test database.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
+                                                 headless=True)
+            yield browser
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def _module_chromium() -> Iterator:
+    """One chromium per test module and process: launching and closing it costs about a second, and the suite
+    has a hundred browser tests. A module whose own code runs an event loop in the test's thread (asyncio.run)
+    overrides this with a function-scoped fixture that starts after its other fixtures."""
+    yield from launch_chromium()
+
+
+@pytest.fixture
+def chromium(_module_chromium):
+    """The module's chromium; each test's contexts (cookies, storage, pages) are closed after it."""
+    yield _module_chromium
+    for context in _module_chromium.contexts:
+        context.close()
+    connections.close_all()
 
 
 def logged_in_page(browser, live_server, user: User, **context):
