@@ -65,10 +65,10 @@ def _fast_password_hashing():
 
 @pytest.fixture(autouse=True)
 def _xdist_group_is_honoured(request):
-    """Tests that start worker processes or restart services share one xdist group so they never overlap.
-    pytest-xdist marks a group by rewriting each item's node id; pytest 9.2 keeps node ids elsewhere and
-    xdist 3.8 then ignored the group without a word (the Redis kill -9 test ran beside a Redis restart and
-    failed now and then). Fail loudly instead of running such tests side by side."""
+    """Tests that run the local model (llama.cpp: the local LLM, the embedded default, the compose topology)
+    share the xdist group `local-model`, so two of them never starve each other's model server on 2 cores.
+    pytest-xdist marks a group by rewriting each item's node id; pytest 9.2 keeps node ids elsewhere and xdist
+    3.8 then ignored the group without a word. Fail loudly instead of running such tests side by side."""
     grouped = request.node.get_closest_marker("xdist_group")
     if grouped and getattr(request.config.option, "loadgroup", False) and "@" not in request.node.nodeid:
         pytest.fail("pytest-xdist ignored this test's xdist_group mark, so it may run beside tests it must not "
@@ -142,15 +142,23 @@ def xdist_index() -> int:
     return int(worker.removeprefix("gw") or 0)
 
 
-@pytest.fixture
-def redis_broker_url() -> str:
-    """A Redis database of its own per xdist worker, flushed before use."""
+REDIS_DBS_PER_WORKER = {"broker": 0, "cache": 1}
+
+
+def fresh_redis_url(use: str) -> str:
+    """A Redis database of this xdist worker's own for `use` (a key of REDIS_DBS_PER_WORKER), flushed: each
+    worker has two, counted from EM_TEST_REDIS_DB_BASE (1: worker gw0 has 1 and 2, gw1 3 and 4, ...)."""
     import redis
 
     base = int(os.environ.get("EM_TEST_REDIS_DB_BASE", "1"))
-    url = f"redis://127.0.0.1:6379/{base + xdist_index()}"
+    url = f"redis://127.0.0.1:6379/{base + len(REDIS_DBS_PER_WORKER) * xdist_index() + REDIS_DBS_PER_WORKER[use]}"
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+@pytest.fixture
+def redis_broker_url() -> str:
+    return fresh_redis_url("broker")
 
 
 class WorkerProcess:

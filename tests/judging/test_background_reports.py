@@ -5,7 +5,6 @@ failure instead of polling forever, and is refreshed ahead of the next view when
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import pytest
@@ -27,7 +26,7 @@ from tests.builders import (
     stub_judge,
     versions_on,
 )
-from tests.conftest import in_threads, make_user, reports_computed_here, wait_until, xdist_index
+from tests.conftest import fresh_redis_url, in_threads, make_user, reports_computed_here, wait_until
 from tests.stub_openai import StubOpenAI
 from transcripts.models import Transcript
 
@@ -55,7 +54,6 @@ def rate_shown(html: str, condition) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")
 def test_twenty_requests_ask_one_task_and_the_page_polls_until_the_workers_result_is_there(
         celery_worker_factory, redis_broker_url):
     experiment = seeded_experiment("polled", [({**BASE, "k": 0}, misaligned(3))])
@@ -86,15 +84,12 @@ def shared_cache(request, settings) -> dict:
     (a database of its own per xdist worker, flushed). Returns the worker's environment for it."""
     if request.param == "database":
         return {}
-    base = int(os.environ.get("EM_TEST_REDIS_DB_BASE", "1"))
-    url = f"redis://127.0.0.1:6379/{os.environ.get('EM_TEST_REDIS_CACHE_DB', base + 2 + xdist_index())}"
-    redis.Redis.from_url(url).flushdb()
+    url = fresh_redis_url("cache")
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
     return {"CACHE_URL": url}
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")
 def test_after_a_new_verdict_the_page_shows_the_old_result_with_its_age_then_the_new_one(celery_worker_factory,
                                                                                          shared_cache):
     experiment = seeded_experiment("updated", [({**BASE, "k": 0}, misaligned(3))])
@@ -146,7 +141,6 @@ def test_a_failing_computation_shows_its_error_and_is_not_asked_again_until_its_
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")
 def test_new_verdicts_and_labels_refresh_the_reports_before_anyone_looks(celery_worker_factory, monkeypatch):
     monkeypatch.setattr(reports, "DEBOUNCE", 1)  # this process schedules the refreshes
     celery_worker_factory(concurrency=2)
