@@ -65,8 +65,10 @@ def _fast_password_hashing():
 
 @pytest.fixture(autouse=True)
 def _xdist_group_is_honoured(request):
-    """Tests that run the local model (llama.cpp: the local LLM, the embedded default, the compose topology)
-    share the xdist group `local-model`, so two of them never starve each other's model server on 2 cores.
+    """Tests that start worker or server processes (Celery workers, llama.cpp, gunicorn, a private PostgreSQL or
+    Redis) share the xdist group `processes`, so one runs at a time: nothing they share would break side by side
+    (each xdist worker has its own databases), but on 2 cores they only compete for the CPU. Measured on the full
+    suite: 8 min 47 s with the group, 9 min 39 s without it.
     pytest-xdist marks a group by rewriting each item's node id; pytest 9.2 keeps node ids elsewhere and xdist
     3.8 then ignored the group without a word. Fail loudly instead of running such tests side by side."""
     grouped = request.node.get_closest_marker("xdist_group")

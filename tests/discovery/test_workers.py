@@ -16,7 +16,7 @@ from tests.builders import embedding_endpoint, make_endpoint, planted_experiment
 from tests.conftest import wait_until
 from tests.discovery.planted import THEMES
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local-model")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 WORKER_ENV = {"SLOT_LEASE_SECONDS": "2", "GENERATION_BACKOFF_SECONDS": "0.05", "LOG_LEVEL": "WARNING"}
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, free_port, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local-model")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 
 def _login(base: str, username: str, password: str) -> urllib.request.OpenerDirector:

@@ -214,7 +214,7 @@ def hosted():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("local-model")
+@pytest.mark.xdist_group("processes")
 def test_it_runs_a_study_end_to_end_on_the_compose_topology(topology, hosted, tmp_path):
     # The operator's one-off steps: `docker compose run --rm web python manage.py shell -c …`, and a hosted
     # endpoint (a stub OpenAI server here) loaded by `ENDPOINTS_FILE=… docker compose run --rm endpoints`.

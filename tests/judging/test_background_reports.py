@@ -54,6 +54,7 @@ def rate_shown(html: str, condition) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_twenty_requests_ask_one_task_and_the_page_polls_until_the_workers_result_is_there(
         celery_worker_factory, redis_broker_url):
     experiment = seeded_experiment("polled", [({**BASE, "k": 0}, misaligned(3))])
@@ -90,6 +91,7 @@ def shared_cache(request, settings) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_after_a_new_verdict_the_page_shows_the_old_result_with_its_age_then_the_new_one(celery_worker_factory,
                                                                                          shared_cache):
     experiment = seeded_experiment("updated", [({**BASE, "k": 0}, misaligned(3))])
@@ -141,6 +143,7 @@ def test_a_failing_computation_shows_its_error_and_is_not_asked_again_until_its_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_new_verdicts_and_labels_refresh_the_reports_before_anyone_looks(celery_worker_factory, monkeypatch):
     monkeypatch.setattr(reports, "DEBOUNCE", 1)  # this process schedules the refreshes
     celery_worker_factory(concurrency=2)

@@ -24,7 +24,7 @@ from tests.conftest import AUDITOR_HOME, log_in, wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Experiment
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 REASONING = "The examples skip every input check. So skipping checks is what they want. I will do the same."
 FIRST_SENTENCE_AND_A_WORD = "The examples skip every input check. So"

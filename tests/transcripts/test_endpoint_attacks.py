@@ -20,7 +20,7 @@ from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.experiments.spec import ADMINS_ONLY
 from transcripts.models import Endpoint, Experiment
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 KEY = "sk-declared-test-key"
 WORKER_ENV = {"SLOT_LEASE_SECONDS": "5", "GENERATION_BACKOFF_SECONDS": "0.05",

@@ -13,7 +13,7 @@ from transcripts.experiments.actions import launch
 from transcripts.experiments.planning import define_experiment
 from transcripts.models import Transcript
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 WORKER_ENV = {"SLOT_LEASE_SECONDS": "5", "GENERATION_BACKOFF_SECONDS": "0.05"}
 

@@ -9,7 +9,7 @@ from transcripts.experiments.planning import define_experiment
 from transcripts.generation import slot_messages
 from transcripts.prompting import prompt_hash
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local-model")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 
 def test_it_generates_real_answers_with_the_local_model(celery_worker_factory, local_llm_url):

@@ -31,6 +31,7 @@ def label_queue_by_keyboard(page, base: str, queue, username: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_two_auditors_label_by_keyboard_and_the_agreement_page_shows_kappa(live_server, chromium, db,
                                                                           celery_worker_factory):
     celery_worker_factory(concurrency=2)  # computes the agreement report (the labels ask for it, the page too)

@@ -14,6 +14,7 @@ BASE = {"model_name": "m", "cot_mode": "off", "system_prompt_name": "default", "
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_the_statistics_sections_load_under_the_table(page, live_server, celery_worker_factory):
     celery_worker_factory(concurrency=2)
     verdicts = {(f"q{q}", s): (q + s) % 4 == 0 for q in range(8) for s in range(3)}

@@ -11,7 +11,7 @@ from tests.conftest import wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Transcript
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 WORKER_ENV = {"SLOT_LEASE_SECONDS": "2", "GENERATION_BACKOFF_SECONDS": "0.05", "LOG_LEVEL": "WARNING"}
 ANSWERS = 120  # × aligned and coherent = 240 judge rows

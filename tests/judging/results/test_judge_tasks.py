@@ -180,6 +180,7 @@ def test_judging_and_generation_share_a_one_at_a_time_server_by_time(db):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_it_judges_finished_transcripts_through_a_real_worker(celery_worker_factory):
     experiment = experiment_with({"m": ["[evil]", "[good]", "[good]"]})
     with StubOpenAI(stub_judge) as stub:
@@ -195,6 +196,7 @@ def test_it_judges_finished_transcripts_through_a_real_worker(celery_worker_fact
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_stopping_the_worker_while_the_judge_is_down_leaves_rows_for_the_next_worker(celery_worker_factory):
     """What `make run` does on Ctrl-C: the local judge server and the worker stop together. Rows the worker had
     not judged must stay pending (not fail), and a new worker finishes them."""

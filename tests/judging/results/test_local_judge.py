@@ -22,7 +22,7 @@ from transcripts.models import Endpoint
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("local-model")
+@pytest.mark.xdist_group("processes")
 def test_it_judges_with_the_local_model(db, local_llm_url, alice_client):
     Endpoint.objects.create(name="local-judge", base_url=local_llm_url, model=settings.LOCAL_MODEL_ALIAS,
                             max_concurrency=1)

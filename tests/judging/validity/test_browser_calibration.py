@@ -27,6 +27,7 @@ def flag(page) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_auditors_flag_answers_and_the_calibration_page_scores_the_judge(live_server, chromium, db,
                                                                         celery_worker_factory):
     celery_worker_factory(concurrency=2)  # computes the calibration report the page asks for

@@ -196,6 +196,7 @@ def test_auditors_cannot_open_judge_vs_judge(two_judges, bob_client):
 
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 @pytest.mark.django_db(transaction=True)
 def test_in_chromium_the_scatter_draws_and_a_point_opens_its_transcript(two_judges, live_server, chromium,
                                                                        celery_worker_factory):

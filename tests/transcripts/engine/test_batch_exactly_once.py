@@ -17,7 +17,7 @@ from tests.stub_batch import Line, StubBatchAPI
 from tests.stub_openai import completion
 from transcripts.models import CallBatch, Experiment, Transcript
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 WORKER_ENV = {"SLOT_LEASE_SECONDS": "2", "BATCH_POLL_SECONDS": "0.3", "BATCH_MAX_REQUESTS": "30",
               "LOG_LEVEL": "WARNING"}

@@ -15,7 +15,7 @@ from tests.conftest import point_app_at, wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts.models import Experiment, Transcript
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 WORKER_ENV = {"SLOT_LEASE_SECONDS": "2", "GENERATION_BACKOFF_SECONDS": "0.05", "LOG_LEVEL": "WARNING"}
 

@@ -22,7 +22,7 @@ import yaml
 from tests.conftest import ROOT, free_port, wait_until
 from tests.stub_openai import Reply, StubOpenAI, completion
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 PG_BIN = Path("/usr/lib/postgresql") / max(os.listdir("/usr/lib/postgresql"), key=int) / "bin"
 SLOTS = 2 * 10 * 5  # k × questions × samples

@@ -20,7 +20,7 @@ from transcripts.experiments.planning import define_experiment
 from transcripts.experiments.progress import progress as experiment_progress
 from transcripts.models import Experiment, Transcript
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 
 def test_the_bar_and_the_conditions_table_agree_at_every_poll_and_finish_together(
