@@ -19,10 +19,10 @@ The database is the source of truth; broker messages are hints (DESIGN.md, "Exac
   the driver's claims whose answers are in hand but not recorded yet, so `max_concurrency` holds across every
   process, generation and judging, and claims N rows with ONE
   `UPDATE … WHERE id IN (SELECT … LIMIT N FOR UPDATE SKIP LOCKED)` under one claim token, then loads them with
-  what the request needs, each related object once (`jobs.loaded`). Recording, a transaction per batch, locks
-  the rows that still carry their claim token and writes them with one UPDATE per kind of outcome, so a driver
-  whose lease was handed to someone else cannot write a second result. Costs are charged once per experiment
-  per batch, and the job's `recorded` hook runs once.
+  what the request needs in one query. Recording, a transaction per batch, locks the rows that still carry
+  their claim token and writes them with one UPDATE per kind of outcome, so a driver whose lease was handed to
+  someone else cannot write a second result. Costs are charged once per experiment per batch, and the job's
+  `recorded` hook runs once.
 - On a one-request-at-a-time server (`max_concurrency` 1, the embedded llama.cpp), jobs that both have claimable
   rows share its time by their `turn_share`, in turns of at least TURN_SECONDS × share (`claims.my_turn`): judging
   keeps pace with generation instead of starting only when generation is over. A driver whose turn is over

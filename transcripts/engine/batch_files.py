@@ -33,7 +33,7 @@ from django.db.models import Sum
 from ..models import CallBatch, Endpoint, Experiment, LeasedWork
 from .calls import Calls
 from .failures import Failure
-from .jobs import Job, attribute_of, loaded
+from .jobs import Job, attribute_of
 from .limits import estimated_tokens
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def queue_room(endpoint: Endpoint) -> int | None:
 
 def load_rows(job: Job, ids: list[int]) -> list[LeasedWork]:
     """The rows of `ids` in that order, loaded with what the job's ask reads."""
-    found = loaded(job, job.model.objects.all()).in_bulk(ids)
+    found = job.model.objects.select_related(*job.related).in_bulk(ids)
     rows = [found[pk] for pk in ids if pk in found]
     job.prepare(rows)
     return rows

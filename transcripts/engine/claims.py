@@ -17,7 +17,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ..models import CallBatch, Endpoint, Experiment, LeasedWork
-from .jobs import FAILED, PENDING, RUNNING, Claim, Job, jobs, lease_length, loaded, reset
+from .jobs import FAILED, PENDING, RUNNING, Claim, Job, jobs, lease_length, reset
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _claim(job: Job, endpoint: Endpoint, want: int, answered: Pairs = (), turn_s
     )
     rows = []
     if taken:
-        rows = list(loaded(job, job.model.objects.filter(claim_token=token).order_by(*job.order)))
+        rows = list(job.model.objects.select_related(*job.related).filter(claim_token=token).order_by(*job.order))
         job.prepare(rows)
     return Claimed(rows, full=places < want, dry=taken < places)
 
@@ -195,7 +195,7 @@ def load_claims(job: Job, claims: list[Claim]) -> list[LeasedWork]:
     held = Q()
     for claim in claims:
         held |= Q(pk=claim.row_id, claim_token=claim.token)
-    rows = list(loaded(job, job.model.objects.filter(held, status=RUNNING).order_by(*job.order)))
+    rows = list(job.model.objects.select_related(*job.related).filter(held, status=RUNNING).order_by(*job.order))
     job.prepare(rows)
     return rows
 

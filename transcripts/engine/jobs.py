@@ -76,7 +76,7 @@ class Job:
     experiment_field: str  # the lookup from a row to its experiment (for budgets and 429 counts)
     turn_share: float = 1.0  # its share of a one-at-a-time server's time when other jobs wait too
     order: tuple[str, ...]  # the order rows are claimed in
-    related: tuple[str, ...]  # the related objects of a claimed row that `prepare` and `ask` read (`loaded`)
+    related: tuple[str, ...]  # select_related of a claimed row: everything `prepare` and `ask` read
 
     def pending(self, endpoint_id: int) -> QuerySet:
         """The endpoint's claimable rows (ordered by `order`)."""
@@ -137,14 +137,6 @@ def object_at(row: LeasedWork, lookup: str):
     for part in lookup.split("__"):
         target = getattr(target, part)
     return target
-
-
-def loaded(job: Job, rows: QuerySet) -> QuerySet:
-    """`rows` with the job's `related` objects, each fetched once for all the rows that share it
-    (prefetch_related: a query per relation with the distinct ids). Not select_related: its join builds every
-    related object again for every row, and a claim's rows mostly share one condition, endpoint, dataset and
-    experiment; at 500 rows that was 3,000 model instances, 40 of a claim's 130 ms."""
-    return rows.prefetch_related(*job.related)
 
 
 def row_endpoint(job: Job, row: LeasedWork) -> Endpoint:

@@ -7,8 +7,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from tests.builders import make_dataset, make_questions, make_spec
 from tests.stub_openai import Reply, StubOpenAI, completion
@@ -180,24 +178,3 @@ def test_a_claim_counts_the_places_of_answers_not_yet_recorded_as_free():
     answered = [(first[0].pk, first[0].claim_token)]
     again = engine.claims.claim_step(job, endpoint, 2, answered).rows
     assert len(again) == 1 and again[0].pk not in {row.pk for row in first}
-
-
-def test_a_claim_costs_the_same_statements_for_many_rows_as_for_few():
-    """A wave of answers frees hundreds of places at once and one claim takes them all: its statements do not
-    grow with its rows, and the rows share the objects they have in common (one condition, endpoint, dataset,
-    experiment), loaded once, with nothing left to read when the requests are made."""
-    experiment = running_experiment("http://127.0.0.1:9/v1", questions=4, endpoint={"max_concurrency": 100})
-    assert experiment.transcripts.count() == 4
-    endpoint = experiment.conditions.get().endpoint
-    job = generation.GENERATION
-    with CaptureQueriesContext(connection) as one:
-        (row,) = engine.claims.claim_step(job, endpoint, 1, []).rows
-    with CaptureQueriesContext(connection) as three:
-        rows = engine.claims.claim_step(job, endpoint, 3, []).rows
-    assert len(rows) == 3 and len(three) == len(one)
-    assert len({id(r.condition) for r in rows}) == 1 and len({id(r.experiment) for r in rows}) == 1
-    with CaptureQueriesContext(connection) as reading:
-        for r in [row, *rows]:
-            assert r.condition.endpoint.pk == endpoint.pk and r.condition.dataset.name and r.question.text
-            assert r.messages[-1]["content"] and r.experiment.max_tokens
-    assert len(reading) == 0
