@@ -192,13 +192,16 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait(10)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15) -> bool:
+        """SIGTERM (a warm shutdown), then kill -9 after `timeout` s. Whether the worker stopped by itself."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill9()
+                return False
+        return True
 
 
 class RedisServer:
