@@ -53,6 +53,7 @@ django.setup()
 import numpy as np  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
+from bench.dashboard import p95  # noqa: E402
 from discovery import embedding, search, tasks  # noqa: E402
 from discovery.models import ClusterRun, EmbeddingConfig, TextVector, TranscriptText  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
@@ -61,10 +62,6 @@ from transcripts.endpoints import save_endpoint  # noqa: E402
 from transcripts.models import Condition, Experiment, Question, QuestionSet, Transcript  # noqa: E402
 
 SENTENCES = [text for texts in THEMES.values() for text in texts]
-
-
-def p95(times: list[float]) -> float:
-    return statistics.quantiles(times, n=20, method="inclusive")[-1]
 
 
 def load() -> str:
