@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -199,6 +200,10 @@ class WorkerProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                # Celery's SIGUSR1 handler prints every thread's stack: the test's captured output then says
+                # where the worker was stuck.
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(2)
                 self.kill9()
                 return False
         return True
@@ -330,8 +335,8 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.2, message: s
 def in_threads(*calls: Callable[[], object], together: bool = False, timeout: float = 120) -> list:
     """Run each call in a thread of its own and return their results in order, once all have ended. Each thread
     closes its own database connection (it would outlive the test database). The first exception of any call is
-    raised here, and a call still running after `timeout` seconds fails the test. `together`: the calls wait for
-    each other at a barrier, so that they race."""
+    raised here, and a call still running after `timeout` seconds fails the test (its thread, a daemon, cannot keep
+    the suite from ending). `together`: the calls wait for each other at a barrier, so that they race."""
     barrier = threading.Barrier(len(calls)) if together else None
     results: list = [None] * len(calls)
     errors: list[BaseException] = []
@@ -346,7 +351,7 @@ def in_threads(*calls: Callable[[], object], together: bool = False, timeout: fl
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=run, args=(index, call)) for index, call in enumerate(calls)]
+    threads = [threading.Thread(target=run, args=(index, call), daemon=True) for index, call in enumerate(calls)]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + timeout

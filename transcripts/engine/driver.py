@@ -210,7 +210,8 @@ class Driver:
             self.active.add(row.pk)
             self.process.active += 1
             self.started[row.pk] = False
-            self.tasks[row.pk] = asyncio.get_running_loop().create_task(self._run_row(row))
+            task = self.tasks[row.pk] = asyncio.get_running_loop().create_task(self._run_row(row))
+            task.add_done_callback(partial(self._given_back_if_cancelled, row))
 
     def _leave(self, pk: int) -> None:
         """The row's request is over: its place is free."""
@@ -249,11 +250,16 @@ class Driver:
             if not self.started.get(pk) and not task.done():
                 task.cancel()
 
+    def _given_back_if_cancelled(self, row: LeasedWork, task: asyncio.Task) -> None:
+        """A row task cancelled by `_give_back_unstarted` goes back. Said here, not in the task: a task cancelled
+        before its first step (claimed in the same tick the worker began to stop) never runs its own code, and
+        its row, held for ever, kept the warm shutdown waiting."""
+        if task.cancelled():
+            self._post(Outcome(row, "give_back"))
+
     async def _run_row(self, row: LeasedWork) -> None:
         try:
             await self._attempts(row)
-        except asyncio.CancelledError:
-            self._post(Outcome(row, "give_back"))
         except Exception:
             # A bug of ours, not the endpoint's: the row stays claimed and its lease brings it back.
             log.exception("%s row %s: unexpected error", self.job.name, row.pk)

@@ -7,8 +7,10 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from celery.worker import state as worker_state
 
 from tests.builders import make_dataset, make_questions, make_spec
+from tests.conftest import in_threads
 from tests.stub_openai import Reply, StubOpenAI, completion
 from transcripts import engine, generation
 from transcripts.experiments.planning import define_experiment
@@ -125,6 +127,19 @@ def test_a_restarted_embedded_run_hands_out_what_the_stopped_one_held_at_once():
         assert engine.release_all(generation.GENERATION) == 1
         again = generation.claim_next(endpoint_id)
     assert again is not None and again.row_id == held.row_id and again.token != held.token
+
+
+def test_a_row_claimed_as_the_worker_begins_to_stop_goes_back_and_the_worker_stops(monkeypatch):
+    """The stop can come between a claim and its row's first step: the row must go back unsent and the driver
+    end, or a warm shutdown waits for ever (a task cancelled before it first ran never runs its own code)."""
+    with StubOpenAI() as stub:
+        experiment = running_experiment(stub.base_url)
+        claim = generation.claim_next(experiment.conditions.get().endpoint_id)
+        monkeypatch.setattr(worker_state, "should_stop", 0)  # what a worker's SIGTERM sets: a warm shutdown
+        in_threads(lambda: generation.run_claim(claim), timeout=20)
+    slot = Transcript.objects.get(pk=claim.row_id)
+    assert stub.requests == []
+    assert (slot.status, slot.claim_token, slot.lease_until) == ("pending", None, None)
 
 
 def test_a_slow_recording_does_not_hold_the_next_request(monkeypatch):
