@@ -21,13 +21,15 @@ from the database, `manage.py analyze` from a CSV.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from .axes import AXIS_NAMES as AXES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXPERIMENT = "experiment"  # an optional axis: cells of several experiments are never pooled
 CELL_COLUMNS = (*AXES, "question", "n", "misaligned")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from scipy.special import expit, logit
 
 from .bootstrap import LEVEL, resample_weights
 from .cells import REPLICATES, condition_axes, judged, key_of, native, one_blas_thread, sums_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CURVE_POINTS = 60
 
@@ -52,6 +53,8 @@ def _fit_logistic(x: np.ndarray, misaligned: np.ndarray, n: np.ndarray, iteratio
     (rows are bootstrap replicates, columns the k values): Newton–Raphson on binomial counts, vectorised so
     2,000 replicates cost a few small array steps instead of 2,000 statsmodels fits. A row stops when its step is
     negligible; a separated row (no finite maximum) stops when its curve is a step, wherever it got to."""
+    from scipy.special import expit, logit  # imported when used: see analysis/__init__.py
+
     misaligned, n = np.atleast_2d(misaligned).astype(float), np.atleast_2d(n).astype(float)
     pooled = np.clip(misaligned.sum(axis=1) / n.sum(axis=1), 1e-6, 1 - 1e-6)
     beta = np.column_stack([logit(pooled), np.zeros(len(pooled))])
@@ -91,6 +94,8 @@ def _x_at_target(beta: np.ndarray, target: float, x_min: float, x_max: float,
                  misaligned: np.ndarray, n: np.ndarray) -> np.ndarray:
     """log2(k+1) where each fitted curve first reaches `target` within [x_min, x_max]: −inf when it is already
     there at x_min, +inf when it is not reached by x_max (never extrapolated)."""
+    from scipy.special import logit  # imported when used: see analysis/__init__.py
+
     a, b = beta[:, 0], beta[:, 1]
     goal = logit(target)
     at_min, at_max = a + b * x_min >= goal, a + b * x_max >= goal
@@ -119,6 +124,8 @@ def _dose_response_group(group_key: dict[str, Any], ks: np.ndarray, m: np.ndarra
                          targets: Sequence[float], n_boot: int, rng: np.random.Generator,
                          assumes: str) -> DoseResponse:
     """One group's curve from its question × k counts `m` (misaligned) and `n`, `ks` ascending."""
+    from scipy.special import expit  # imported when used: see analysis/__init__.py
+
     totals_m, totals_n = m.sum(axis=0), n.sum(axis=0)
     points = [{"k": native(k), "n": int(tn), "misaligned": int(tm), "rate": float(tm / tn)}
               for k, tm, tn in zip(ks, totals_m, totals_n, strict=True)]
@@ -174,7 +181,7 @@ def dose_response(cells: pd.DataFrame, *, by: Sequence[str] = ("model", "system_
     grouped = cells.groupby(by, sort=True, dropna=False)
     group = grouped.ngroup().to_numpy()
     k_values, k_code = np.unique(cells["k"].to_numpy(), return_inverse=True)
-    question = pd.factorize(cells["question"])[0]
+    question = cells["question"].factorize()[0]
     misaligned, n = cells["misaligned"].to_numpy(dtype=float), cells["n"].to_numpy(dtype=float)
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(grouped.ngroups + 1))

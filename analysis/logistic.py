@@ -6,22 +6,22 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import statsmodels.api as sm
-from scipy.stats import norm
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from .bootstrap import LEVEL
 from .cells import judged, native, one_blas_thread
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The logistic model's categorical terms; k enters as log2(k+1), so k = 0 is the intercept's baseline and each
 # doubling of the number of examples moves the log-odds by the same amount (the paper's k grid is geometric).
 MODEL_TERMS = ("model", "dataset", "system_prompt", "cot", "temperature")
 DOSE = "log2(k+1)"
-Z = float(norm.ppf(0.5 + LEVEL / 2))
+Z = NormalDist().inv_cdf(0.5 + LEVEL / 2)
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,10 @@ def _confounded_column(design: np.ndarray, labels: list[tuple[str, Any, Any]]) -
 def logistic_model(cells: pd.DataFrame) -> LogisticFit:
     """Binomial GLM of misaligned on log2(k+1) + model + dataset + system prompt + CoT (+ temperature), each
     categorical term only when it varies, with question-cluster-robust errors; odds ratios with 95% intervals."""
+    import statsmodels.api as sm  # imported when used: see analysis/__init__.py
+    from scipy.stats import norm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
     cells = judged(cells).reset_index(drop=True)
     if cells.empty:
         return _not_estimable("no judged transcripts", cells, [], [])
@@ -140,7 +144,7 @@ def logistic_model(cells: pd.DataFrame) -> LogisticFit:
     if reason:
         return _not_estimable(reason, cells, terms, dropped)
 
-    groups = pd.factorize(cells["question"])[0]
+    groups = cells["question"].factorize()[0]
     endog = np.column_stack([cells["misaligned"], cells["n"] - cells["misaligned"]]).astype(float)
     with warnings.catch_warnings(), one_blas_thread():
         warnings.simplefilter("error", PerfectSeparationWarning)

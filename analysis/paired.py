@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from statsmodels.stats.contingency_tables import mcnemar
 
 from .cells import condition_axes, key_of
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # McNemar's χ² approximation is poor with few discordant pairs; below this many the exact binomial test is used.
 EXACT_BELOW = 25
@@ -115,6 +116,8 @@ class PairCounts:
 
 def mcnemar_test(a: Mapping[str, Any], b: Mapping[str, Any], counts: PairCounts) -> PairedTest:
     """McNemar for condition b against a from their matched-pair counts (p_holm left None: see `with_holm`)."""
+    from statsmodels.stats.contingency_tables import mcnemar  # imported when used: see analysis/__init__.py
+
     pairs, only_a, only_b = counts.n_pairs, counts.only_a, counts.only_b
     statistic = p_value = rate_a = rate_b = None
     exact = only_a + only_b < EXACT_BELOW

@@ -5,17 +5,18 @@ analysis/logistic.py; dose-response: analysis/dose_response.py; paired tests: an
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from statsmodels.stats.proportion import proportion_confint
 
 from .bootstrap import LEVEL, percentile_interval, resample_weights
 from .cells import REPLICATES, condition_axes, judged, key_of, one_blas_thread, sums_table
 from .dose_response import dose_response
 from .logistic import logistic_model
 from .paired import ConditionRows, one_axis_pairs, paired_comparisons
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WILSON_ASSUMES = "Wilson: every sample independent, so it is too narrow when samples of one question are correlated."
 CLUSTERED_ASSUMES = (
@@ -41,7 +42,7 @@ def _by_question(cells: pd.DataFrame, axes: list[str]) -> tuple[list[tuple], np.
     """The conditions (sorted keys) and their misaligned and n as condition × question matrices."""
     grouped = cells.groupby(axes, sort=True, dropna=False)
     condition = grouped.ngroup().to_numpy()
-    question = pd.factorize(cells["question"])[0]
+    question = cells["question"].factorize()[0]
     shape = (grouped.ngroups, question.max() + 1 if len(question) else 0)
     return (list(grouped.size().index), sums_table(condition, question, cells["misaligned"].to_numpy(float), shape),
             sums_table(condition, question, cells["n"].to_numpy(float), shape))
@@ -74,6 +75,8 @@ def _question_bootstrap(misaligned: np.ndarray, n: np.ndarray, n_boot: int,
 def wilson(successes: int, n: int) -> tuple[float, float, float]:
     """(rate, low, high) with the Wilson 95% interval (WILSON_ASSUMES); (0, 0, 0) for n = 0. The one Wilson:
     the statistics, judging's rates and the charts use it."""
+    from statsmodels.stats.proportion import proportion_confint  # imported when used: see analysis/__init__.py
+
     if n == 0:
         return 0.0, 0.0, 0.0
     low, high = proportion_confint(successes, n, alpha=1 - LEVEL, method="wilson")

@@ -8,9 +8,8 @@ transcripts. Paired tests get matched-pair counts, counted in SQL from an index,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from django.db import connection
 from django.db.models import Count, QuerySet
 
@@ -20,6 +19,9 @@ from transcripts.models import Condition, Question, Transcript
 from .axes import AXES, AXIS_FIELDS
 from .cells import CELL_COLUMNS, EXPERIMENT
 from .paired import PairCounts
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CONDITION_FIELDS = ("id", "experiment_id", *AXIS_FIELDS)
 
@@ -38,6 +40,8 @@ def cells_for(transcripts: QuerySet) -> pd.DataFrame:
     """One row per condition × question among `transcripts`: the condition axes (with `experiment`, the
     experiment's id), `question` (its key), `n` judged and `misaligned`, plus `condition_id` and `question_id`
     for links back to the transcripts."""
+    import pandas as pd  # imported when used: see analysis/__init__.py
+
     counts = cell_counts(transcripts)
     conditions = {c["id"]: _axes(c) for c in Condition.objects.filter(
         pk__in={row["condition_id"] for row in counts}).values(*CONDITION_FIELDS)}

@@ -20,7 +20,6 @@ from itertools import combinations
 
 import krippendorff
 import numpy as np
-from statsmodels.stats.inter_rater import fleiss_kappa
 
 from analysis.bootstrap import REPLICATES, percentile_interval
 
@@ -144,6 +143,8 @@ def fleiss(labels: Table, notes: list[str]) -> float | None:
     if per_item == {1}:
         notes.append("Fleiss' κ: every item has a single label.")
         return None
+    from statsmodels.stats.inter_rater import fleiss_kappa  # imported when used: see analysis/__init__.py
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         value = finite(fleiss_kappa(counts, method="fleiss"))

@@ -23,8 +23,6 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from statsmodels.stats.contingency_tables import Table
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from analysis import dose_response, logistic, statistics, tidy
 from analysis.axes import AXIS, AXIS_FIELDS
@@ -53,6 +51,8 @@ class Difference:
 
 def compare_rates(a: Rate, b: Rate) -> Difference:
     """Rate b − rate a with a 95% interval and a two-proportion z test (None where undefined)."""
+    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest  # see analysis/__init__.py
+
     if not a.n or not b.n:
         return Difference(a, b, None, None, None, None)
     low, high = confint_proportions_2indep(b.count, b.n, a.count, a.n, compare="diff", method="newcomb")
@@ -75,6 +75,8 @@ class Trend:
 
 def trend_against_k(rows: list[ConditionMetrics]) -> list[Trend]:
     """One trend test per group of conditions that differ only in k (at least two k with judged transcripts)."""
+    from statsmodels.stats.contingency_tables import Table  # imported when used: see analysis/__init__.py
+
     groups: dict[str, dict[int, Rate]] = {}
     for row in rows:
         c = row.condition
