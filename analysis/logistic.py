@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 # doubling of the number of examples moves the log-odds by the same amount (the paper's k grid is geometric).
 MODEL_TERMS = ("model", "dataset", "system_prompt", "cot", "temperature")
 DOSE = "log2(k+1)"
-Z = NormalDist().inv_cdf(0.5 + LEVEL / 2)
 
 
 @dataclass(frozen=True)
@@ -163,9 +161,10 @@ def logistic_model(cells: pd.DataFrame) -> LogisticFit:
     estimates = np.asarray(fit.params)
     z = estimates / se
     p_values = 2 * norm.sf(np.abs(z))
+    critical = float(norm.ppf(0.5 + LEVEL / 2))
     odds = [
         OddsRatio(term, level, reference, float(np.exp(estimates[i])),
-                  (float(np.exp(estimates[i] - Z * se[i])), float(np.exp(estimates[i] + Z * se[i]))),
+                  (float(np.exp(estimates[i] - critical * se[i])), float(np.exp(estimates[i] + critical * se[i]))),
                   float(p_values[i]))
         for i, (term, level, reference) in enumerate(labels, start=1)
     ]

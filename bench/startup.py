@@ -60,14 +60,15 @@ def main() -> None:
             subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
         for where in [ROOT, other] if other else [ROOT]:
             timed(CHECKS, where)  # compile the bytecode once, outside the figures
+        at_revision = f"setup + system checks at {revision}"
         results: dict[str, list[tuple[float, float]]] = {label: [] for label in CASES}
         if other:
-            results[f"setup + system checks at {revision}"] = []
+            results[at_revision] = []
         for _ in range(RUNS):
             for label, code in CASES.items():
                 results[label].append(timed(code, ROOT))
             if other:
-                results[f"setup + system checks at {revision}"].append(timed(CHECKS, other))
+                results[at_revision].append(timed(CHECKS, other))
     baseline = statistics.median(w for w, _ in results["django.setup() (baseline)"])
     print(f"{RUNS} runs each, medians; load average at the end {os.getloadavg()[0]:.1f}")
     for label, runs in results.items():
