@@ -90,7 +90,7 @@ def human_judgements() -> Coalesce:
     auditor, misaligned flag, alignment score, primary category, categories, highlights (category, start, end:
     character offsets into the reasoning), note, confidence, seconds spent, when it was made and last changed, and
     its changes (judging.annotation.label_history: who, when, how, and the label before and after).
-    docs/exporting.md documents the scheme; the Parquet export types it (PARQUET_TYPES)."""
+    docs/exporting.md documents the scheme; the Parquet export types it (exporting.parquet_schema)."""
     categories = Subquery(
         Label.categories.through.objects.filter(label=OuterRef("pk")).order_by().values("label")
         .annotate(keys=JSONBAgg("personacategory__key", order_by="personacategory__key")).values("keys"),

@@ -17,8 +17,8 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 from django.db import connection
 from django.db.models import QuerySet
 
@@ -27,6 +27,9 @@ from transcripts.spreadsheet_safety import neutralise
 
 from .export_copy import iter_csv_copy
 from .export_rows import HEADERS, JUDGEMENTS_AT, export_chunks
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def iter_jsonl(queryset: QuerySet) -> Iterator[bytes]:
@@ -86,28 +89,28 @@ def iter_csv(queryset: QuerySet) -> Iterator[bytes]:
     return _iter_csv_python(queryset)
 
 
-# The Arrow type of every column of the Parquet export: numbers, flags and times keep their types, and the human
-# judgements are a list of structs (their scheme is human_judgements'), so pandas, polars and `datasets` need no
-# parsing; a column not named here is text.
-_CHANGE = pa.struct([("changed_at", pa.string()), ("changed_by", pa.string()), ("source", pa.string()),
-                     ("before", pa.string()), ("after", pa.string())])
-JUDGEMENT = pa.struct([
-    ("queue", pa.string()), ("auditor", pa.string()), ("misaligned", pa.bool_()), ("alignment_score", pa.int16()),
-    ("primary", pa.string()), ("categories", pa.list_(pa.string())),
-    ("highlights", pa.list_(pa.struct([("category", pa.string()), ("start", pa.int32()), ("end", pa.int32())]))),
-    ("note", pa.string()), ("confidence", pa.int16()), ("seconds_spent", pa.float64()),
-    ("created_at", pa.string()), ("updated_at", pa.string()), ("changes", pa.list_(_CHANGE)),
-])
-PARQUET_TYPES = {
-    "id": pa.int64(), "k": pa.int32(), "temperature": pa.float64(), "sample_index": pa.int32(), "seed": pa.int64(),
-    "aligned": pa.float64(), "coherent": pa.float64(), "misaligned": pa.bool_(),
-    "human_judgements": pa.list_(JUDGEMENT),
-}
-
-
 def parquet_schema() -> pa.Schema:
-    """COLUMNS as an Arrow schema: PARQUET_TYPES' types, text for the rest."""
-    return pa.schema([(header, PARQUET_TYPES.get(header, pa.string())) for header in HEADERS])
+    """HEADERS as an Arrow schema: numbers, flags and times keep their types, and the human judgements are a list
+    of structs (their scheme is human_judgements'), so pandas, polars and `datasets` need no parsing; a column
+    not named here is text. pyarrow is imported here, not with the module: the URL check of every process start
+    loads this module (analysis/__init__.py says why that matters)."""
+    import pyarrow as pa
+
+    change = pa.struct([("changed_at", pa.string()), ("changed_by", pa.string()), ("source", pa.string()),
+                        ("before", pa.string()), ("after", pa.string())])
+    judgement = pa.struct([
+        ("queue", pa.string()), ("auditor", pa.string()), ("misaligned", pa.bool_()), ("alignment_score", pa.int16()),
+        ("primary", pa.string()), ("categories", pa.list_(pa.string())),
+        ("highlights", pa.list_(pa.struct([("category", pa.string()), ("start", pa.int32()), ("end", pa.int32())]))),
+        ("note", pa.string()), ("confidence", pa.int16()), ("seconds_spent", pa.float64()),
+        ("created_at", pa.string()), ("updated_at", pa.string()), ("changes", pa.list_(change)),
+    ])
+    types = {
+        "id": pa.int64(), "k": pa.int32(), "temperature": pa.float64(), "sample_index": pa.int32(), "seed": pa.int64(),
+        "aligned": pa.float64(), "coherent": pa.float64(), "misaligned": pa.bool_(),
+        "human_judgements": pa.list_(judgement),
+    }
+    return pa.schema([(header, types.get(header, pa.string())) for header in HEADERS])
 
 
 def _parquet_row(row: tuple) -> tuple:

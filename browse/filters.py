@@ -137,7 +137,7 @@ class TranscriptFilter(django_filters.FilterSet):
     like = django_filters.NumberFilter(method="_by_like", label="More like transcript", min_value=1)
     like_text = django_filters.CharFilter(method="_by_like", label="More like this text", max_length=4000)
     like_n = django_filters.NumberFilter(method="_by_like", label="How many alike", min_value=1,
-                                         max_value=discovery.search.MAX_NEIGHBOURS)
+                                         max_value=discovery.MAX_NEIGHBOURS)
 
     class Meta:
         model = Transcript
@@ -199,7 +199,7 @@ class TranscriptFilter(django_filters.FilterSet):
         like, text = data.get("like"), (data.get("like_text") or "").strip()
         if name == "like_n" or (name == "like_text" and like) or value in (None, ""):
             return queryset
-        n = int(data.get("like_n") or discovery.search.DEFAULT_NEIGHBOURS)
+        n = int(data.get("like_n") or discovery.DEFAULT_NEIGHBOURS)
         narrowed = any(data.get(other) not in (None, "", [], slice(None, None)) for other in data
                        if other not in ("like", "like_text", "like_n"))
         among = list(queryset.values_list("pk", flat=True)) if narrowed else None

@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import struct
+from typing import TYPE_CHECKING
 
-import numpy as np
 from celery import current_app
 from django.core.cache import cache
 from django.db import transaction
@@ -19,6 +19,9 @@ from transcripts import engine
 from transcripts.models import Endpoint, Transcript
 
 from .models import EmbeddingConfig, TextVector, TranscriptText
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ def text_hash(text: str) -> str:
 
 
 def pack(vector) -> bytes:
+    import numpy as np
+
     array = np.asarray(vector, dtype="<f4")
     norm = float(np.linalg.norm(array))
     return (array / norm if norm else array).astype("<f4").tobytes()
@@ -181,6 +186,7 @@ def on_transcripts_finished(sender, transcripts: list[Transcript], **kwargs) -> 
 def embed_now(text: str, endpoint: Endpoint) -> np.ndarray:
     """The vector of a text that is not stored (a free-text search) through the engine's clients and the
     account's limits, in this thread."""
+    import numpy as np
 
     async def ask(calls: engine.Calls):
         return await calls.embeddings(input=[text[:MAX_CHARS] or " "], encoding_format="float")
@@ -190,6 +196,8 @@ def embed_now(text: str, endpoint: Endpoint) -> np.ndarray:
 
 
 def unpack(blob) -> np.ndarray:
+    import numpy as np
+
     return np.frombuffer(bytes(blob), dtype="<f4")
 
 

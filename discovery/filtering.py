@@ -5,16 +5,21 @@ exports and "queue these" work on them like on any other filter."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import numpy as np
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 
 from transcripts.models import Endpoint
 
-from . import embedding, search, throttle
+from . import embedding, throttle
 from .models import ClusterMember, ClusterRun
 
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_NEIGHBOURS = 50  # "more like this" shows this many unless asked for more
+MAX_NEIGHBOURS = 1000
 CLUSTER_VALUE = re.compile(r"^(\d{1,12}):(-?\d{1,6})$")
 
 
@@ -42,7 +47,11 @@ def like_endpoint() -> Endpoint | None:
 
 def nearest_to_transcript(transcript_id: int, n: int, among=None) -> list[tuple[int, float]]:
     """The `n` reasonings most like the transcript's own (itself left out), among `among` when given; for a
-    transcript without a chain of thought (an imported answer, CoT off), the `n` answers most like its answer."""
+    transcript without a chain of thought (an imported answer, CoT off), the `n` answers most like its answer.
+    The search (and numpy) is imported here: the transcript filter loads this module in every process's URL check
+    (analysis/__init__.py says why that matters)."""
+    from . import search
+
     endpoint = like_endpoint()
     if endpoint is None:
         return []
@@ -55,6 +64,8 @@ def nearest_to_transcript(transcript_id: int, n: int, among=None) -> list[tuple[
 
 def nearest_to_text(text: str, n: int, among=None) -> list[tuple[int, float]]:
     """The `n` reasonings most like a free text (a description, or a span highlighted in a transcript)."""
+    from . import search
+
     endpoint = like_endpoint()
     if endpoint is None or not text.strip():
         return []
@@ -67,7 +78,7 @@ def text_vector(text: str, endpoint: Endpoint) -> np.ndarray:
     key = f"discovery:text-vector:{endpoint.pk}:{embedding.text_hash(text)}"
     kept = cache.get(key)
     if kept is not None:
-        return np.frombuffer(kept, dtype="<f4")
+        return embedding.unpack(kept)
     throttle.count_text_search()
     vector = embedding.embed_now(text, endpoint)
     cache.set(key, vector.tobytes(), throttle.TEXT_VECTOR_SECONDS)

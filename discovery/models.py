@@ -3,12 +3,16 @@ and versioned cluster runs with their clusters and members."""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from transcripts.models import Endpoint, Experiment, LeasedWork, Transcript
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class EmbeddingConfig(models.Model):
@@ -57,6 +61,8 @@ class TextVector(LeasedWork):
         return f"vector {self.pk} ({self.status})"
 
     def array(self) -> np.ndarray | None:
+        import numpy as np
+
         return None if self.vector is None else np.frombuffer(bytes(self.vector), dtype="<f4")
 
 

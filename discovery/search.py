@@ -20,8 +20,6 @@ from transcripts.models import Endpoint
 from .models import TextVector, TranscriptText
 
 KIND = TranscriptText.Kind.REASONING
-DEFAULT_NEIGHBOURS = 50
-MAX_NEIGHBOURS = 1000
 # Links are numbered when inserted but become visible when their transaction commits, not always in that order:
 # the newest TAIL links are read again at each catch-up (those already read are skipped).
 TAIL = 1000
@@ -113,7 +111,7 @@ def matrix(endpoint: Endpoint, kind: str = KIND) -> Matrix:
     return current
 
 
-def nearest(query: np.ndarray, endpoint: Endpoint, n: int = DEFAULT_NEIGHBOURS, *, among=None,
+def nearest(query: np.ndarray, endpoint: Endpoint, n: int, *, among=None,
             exclude: int | None = None, kind: str = KIND) -> list[tuple[int, float]]:
     """The `n` transcripts whose `kind` text is most like `query`: (transcript id, cosine similarity), best first.
     `among`: only these transcript ids (a filter's result); `exclude`: leave this transcript out."""

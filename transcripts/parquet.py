@@ -5,9 +5,10 @@ of the export. pandas, polars and Hugging Face `datasets` read the result (all t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class _Sink:
@@ -40,6 +41,9 @@ class _Sink:
 
 def iter_parquet(schema: pa.Schema, chunks: Iterable[list[tuple]]) -> Iterator[bytes]:
     """Parquet bytes of the rows (tuples in the schema's column order), one row group per chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     sink = _Sink()
     writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema, compression="zstd")
     for chunk in chunks:

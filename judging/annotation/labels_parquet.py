@@ -8,22 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from transcripts import parquet
 
 from ..models import AnnotationQueue
 from .labels_io import COLUMNS, EXPORT_CHUNK, label_values
 
-HIGHLIGHT = pa.struct([("category", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
-TYPES = {
-    "queue": pa.string(), "transcript_id": pa.int64(), "annotator": pa.string(), "label": pa.string(),
-    "categories": pa.list_(pa.string()), "misaligned": pa.bool_(), "alignment_score": pa.int16(),
-    "note": pa.string(), "confidence": pa.int16(), "seconds_spent": pa.float64(), "highlights": pa.list_(HIGHLIGHT),
-    "created_at": pa.timestamp("us", tz="UTC"),
-}
-SCHEMA = pa.schema([(column, TYPES[column]) for column in COLUMNS])
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+def schema() -> pa.Schema:
+    """COLUMNS as an Arrow schema (pyarrow imported here: browse/exporting.py's parquet_schema says why)."""
+    import pyarrow as pa
+
+    highlight = pa.struct([("category", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
+    types = {
+        "queue": pa.string(), "transcript_id": pa.int64(), "annotator": pa.string(), "label": pa.string(),
+        "categories": pa.list_(pa.string()), "misaligned": pa.bool_(), "alignment_score": pa.int16(),
+        "note": pa.string(), "confidence": pa.int16(), "seconds_spent": pa.float64(), "highlights": pa.list_(highlight),
+        "created_at": pa.timestamp("us", tz="UTC"),
+    }
+    return pa.schema([(column, types[column]) for column in COLUMNS])
 
 
 def iter_labels_parquet(queue: AnnotationQueue) -> Iterator[bytes]:
@@ -34,4 +40,4 @@ def iter_labels_parquet(queue: AnnotationQueue) -> Iterator[bytes]:
         while chunk := list(islice(values, EXPORT_CHUNK)):
             yield chunk
 
-    return parquet.iter_parquet(SCHEMA, chunks())
+    return parquet.iter_parquet(schema(), chunks())

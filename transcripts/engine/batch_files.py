@@ -23,10 +23,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx2
-import openai
 from django.conf import settings
 from django.db.models import Sum
 
@@ -35,6 +34,9 @@ from .calls import Calls
 from .failures import Failure
 from .jobs import Job, attribute_of
 from .limits import estimated_tokens
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,8 @@ def write_file(job: Job, endpoint: Endpoint, ids: list[int]) -> tuple[IO[bytes],
 def _status_error(status, body, url: str) -> openai.APIStatusError:
     """An error file's request as the client would have raised it, so failures.classify decides its fate (a
     status that is no error's is a server's: retried)."""
+    import openai
+
     status = status if isinstance(status, int) and 400 <= status <= 599 else 500
     response = httpx2.Response(status, json=body if isinstance(body, dict) else {"error": body},
                                request=httpx2.Request("POST", url))

@@ -39,14 +39,12 @@ import time
 import uuid
 from collections import Counter
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import openai
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from openai.types import Completion
-from openai.types.chat import ChatCompletion
 
 from ..experiments.status import cancel
 from ..models import CallBatch, Endpoint, Experiment, LeasedWork, MissingApiKey, UndeclaredKeyVariable
@@ -59,11 +57,13 @@ from .jobs import PENDING, RUNNING, Answer, Job, reset, worker_stopping
 from .limits import account_limits
 from .recording import Outcome, record_step
 
+if TYPE_CHECKING:
+    import openai
+
 log = logging.getLogger(__name__)
 
 FINAL = {"completed", "expired", "cancelled", "failed"}  # a provider's batch states after which nothing changes
 METADATA_KEY = "em_audit_claim"  # the batch's metadata names its claim: a batch created unrecorded is found again
-REPLY_TYPES = {"/chat/completions": ChatCompletion, "/completions": Completion}
 
 _running: set[tuple[str, int]] = set()  # (job, endpoint) pairs this process is working on
 _running_lock = threading.Lock()
@@ -73,6 +73,8 @@ def client(endpoint: Endpoint) -> openai.OpenAI:
     """The `openai` client for the endpoint's files and batches (redirects not followed, like every request).
     Retries are ours (`advance`): the client's own would create a second batch when a created one's reply was
     lost."""
+    import openai
+
     return openai.OpenAI(
         base_url=endpoint.base_url, api_key=endpoint.read_api_key(), timeout=endpoint.timeout_seconds, max_retries=0,
         http_client=openai.DefaultHttpxClient(follow_redirects=False),
@@ -179,6 +181,8 @@ def advance(job: Job, endpoint: Endpoint, pk: int) -> int:
     provider failed is tried again at the next poll when the failure is worth another attempt
     (failures.classify: 5xx, 429, timeouts, connections); otherwise (a missing key, a file or batch refused
     with a 4xx) the batch's rows fail with the reason, as their requests would have."""
+    import openai
+
     handled = 0
     while True:
         try:

@@ -11,11 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx2
-import openai
 import pydantic
 from django.conf import settings
-from openai.types import Completion, CreateEmbeddingResponse
-from openai.types.chat import ChatCompletion
 
 from ..models import Endpoint
 from .failures import MalformedReply, retry_after
@@ -23,6 +20,10 @@ from .jobs import Usage
 from .limits import Account, Db, estimated_tokens
 
 if TYPE_CHECKING:
+    import openai
+    from openai.types import Completion, CreateEmbeddingResponse
+    from openai.types.chat import ChatCompletion
+
     from .driver import Driver
 
 CONNECTIONS_PER_CLIENT = 50  # requests in flight per HTTP connection pool (see Process.client)
@@ -49,14 +50,20 @@ class Calls:
 
     async def chat(self, **request) -> ChatCompletion:
         """A chat completion (`/chat/completions`) from the endpoint's model."""
+        from openai.types.chat import ChatCompletion
+
         return await self._send("/chat/completions", ChatCompletion, request)
 
     async def completion(self, **request) -> Completion:
         """A raw text continuation (`/completions`) from the endpoint's model."""
+        from openai.types import Completion
+
         return await self._send("/completions", Completion, request)
 
     async def embeddings(self, **request) -> CreateEmbeddingResponse:
         """Vectors of `input` (`/embeddings`) from the endpoint's embedding model."""
+        from openai.types import CreateEmbeddingResponse
+
         return await self._send("/embeddings", CreateEmbeddingResponse, request)
 
     async def _send(self, path: str, reply_type: type[ChatCompletion | Completion | CreateEmbeddingResponse],
@@ -66,6 +73,8 @@ class Calls:
         message), which cost a third of the event loop's time at 500 in flight with k = 2 and grows with the
         messages: k = 256 sends over 500 of them. Our requests are plain JSON already. Status errors are the
         client's own (`openai.APIStatusError` and its kinds); the reply is built as the SDK's own types."""
+        import openai
+
         client = self._process.client(self.endpoint)
         tokens = estimated_tokens(request)
         await self._account.permit(tokens, self._db)
@@ -115,6 +124,8 @@ def new_client(base_url: str, api_key: str, timeout: float, places: int, tls: ss
     spent 1.1-1.3 ms of CPU per request where the default httpx transport spent 1.9-2.1 ms, and the worker's
     CPU is what bounds a process's throughput. Its pool may hold every place (aiohttp's own default would cap
     it at 100): the engine bounds what is in flight."""
+    import openai
+
     return openai.AsyncOpenAI(
         base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0,
         http_client=openai.DefaultAioHttpClient(

@@ -7,7 +7,6 @@ import json
 import random
 from dataclasses import dataclass
 
-import openai
 from django.conf import settings
 from django.utils import timezone
 
@@ -47,6 +46,8 @@ def retry_after(response) -> float | None:
 
 def classify(exc: Exception) -> Failure:
     """Which errors are worth another attempt. Context-length and other 4xx are the request's fault: terminal."""
+    import openai
+
     message = str(exc)[:ERROR_TEXT_LIMIT]
     if isinstance(exc, openai.APITimeoutError):
         return Failure("timeout", True, message)

@@ -86,7 +86,7 @@ def test_each_chunk_of_labels_is_one_row_group(alice_client, labelled, monkeypat
 def test_an_empty_queue_is_an_empty_table_with_the_columns(alice_client, bob):
     queue = make_queue(auditors=[bob])
     frame = pd.read_parquet(io.BytesIO(download(alice_client, "labels-export-parquet", queue)))
-    assert frame.empty and list(frame.columns) == [field.name for field in labels_parquet.SCHEMA]
+    assert frame.empty and list(frame.columns) == [field.name for field in labels_parquet.schema()]
 
 
 def test_hugging_face_datasets_reads_the_labels_export(alice_client, labelled, tmp_path):
