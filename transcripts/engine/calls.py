@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import httpx2
 import pydantic
+from celery.signals import worker_ready
 from django.conf import settings
 
 from ..models import Endpoint
@@ -140,6 +141,10 @@ class Process:
     `openai` client per endpoint configuration, the accounts' limits, the running drivers."""
 
     def __init__(self):
+        # The SDK takes ~0.85 s to import: here, on the thread that first asks for the engine (a worker as it
+        # starts: `_ready_with_the_worker`), never on the event loop, where it would hold every request in flight.
+        import openai  # noqa: F401
+
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.clients: dict[tuple, list[openai.AsyncOpenAI]] = {}
@@ -187,3 +192,10 @@ def the_process() -> Process:
         if _current is None or _current.pid != os.getpid():  # none yet, or a forked child's copy
             _current = Process()
         return _current
+
+
+@worker_ready.connect
+def _ready_with_the_worker(**kwargs) -> None:
+    """A worker calls endpoints: its event loop and the `openai` SDK are ready before its first task, as they
+    were when the SDK came with `django.setup()`."""
+    the_process()
