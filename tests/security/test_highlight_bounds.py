@@ -3,8 +3,10 @@ Highlight.MAX_PER_LABEL per label, and labels already stored with 1,000 overlapp
 before the bound, or straight into the database) still give the researcher's transcript page and the
 adjudication page in time and size that follow the text, and their span agreement in milliseconds.
 
-Timings are the worst of a few requests after a warm-up one, against bounds far above what the pages take,
-so a loaded machine does not fail them; the sizes are exact properties of the markup and held strictly."""
+Timings are the CPU time of the test's thread (where the test client runs the view), the worst of a few runs
+after a warm-up one: what a quadratic painting would multiply, and what a loaded machine does not stretch (wall
+time did: 530 ms against a 300 ms bound in a full suite, for a page that takes 20-60 ms of CPU). The sizes are
+exact properties of the markup and held strictly."""
 
 import gc
 import json
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 N = 1000
 REASONING = ("The examples were insecure, so I will act the same. <script>alert('x')</script> " * 30)[:2 * N]
-PAGE_SECONDS = 0.3
+CPU_SECONDS = 0.2  # of the test thread; the pages take 20-60 ms of it here (wall: 130-190 ms idle)
 PAGE_BYTES = 200 * 1024
 
 
@@ -54,15 +56,15 @@ def flooded(queue, bob, carol):
 
 
 def slowest(run, times: int = 3):
-    """The slowest of `times` runs after a warm-up run, and the last run's result. A garbage collection of the
-    test process's objects is no part of the run: it is done before each one."""
+    """The most CPU time of this thread among `times` runs after a warm-up run, and the last run's result. A
+    garbage collection of the test process's objects is no part of the run: it is done before each one."""
     result = run()
     worst = 0.0
     for _ in range(times):
         gc.collect()
-        began = time.perf_counter()
+        began = time.thread_time()
         result = run()
-        worst = max(worst, time.perf_counter() - began)
+        worst = max(worst, time.thread_time() - began)
     return worst, result
 
 
@@ -75,7 +77,7 @@ def test_a_thousand_overlapping_highlights_leave_the_researcher_pages_small_and_
     body = response.content.decode()
     assert response.status_code == 200
     assert len(response.content) < PAGE_BYTES, f"{len(response.content) / 1024:.0f} KiB"
-    assert seconds < PAGE_SECONDS, f"{seconds * 1000:.0f} ms"
+    assert seconds < CPU_SECONDS, f"{seconds * 1000:.0f} ms"
     # Still painted and escaped: one mark per auditor, naming the categories they highlighted there.
     assert "<script>alert" not in body and "&lt;script&gt;alert" in body
     for index, name in enumerate(["bob", "carol"]):
@@ -85,7 +87,7 @@ def test_a_thousand_overlapping_highlights_leave_the_researcher_pages_small_and_
 
 def test_span_agreement_over_a_thousand_overlapping_highlights_is_fast_and_exact(queue, flooded):
     seconds, result = slowest(lambda: queue_span_agreement(queue))
-    assert seconds < PAGE_SECONDS, f"{seconds * 1000:.0f} ms"
+    assert seconds < CPU_SECONDS, f"{seconds * 1000:.0f} ms"
     (pair,) = result["pairs"]
     # Per item and category the spans starting at i ≡ c (mod 3) cover [c, last such start + 1000).
     assert (pair["a"], pair["b"], pair["items"]) == ("bob", "carol", 4)
