@@ -186,13 +186,12 @@ def on_transcripts_finished(sender, transcripts: list[Transcript], **kwargs) -> 
 def embed_now(text: str, endpoint: Endpoint) -> np.ndarray:
     """The vector of a text that is not stored (a free-text search) through the engine's clients and the
     account's limits, in this thread."""
-    import numpy as np
 
     async def ask(calls: engine.Calls):
         return await calls.embeddings(input=[text[:MAX_CHARS] or " "], encoding_format="float")
 
     reply = engine.call(endpoint, ask)
-    return np.frombuffer(pack(reply.data[0].embedding), dtype="<f4")
+    return unpack(pack(reply.data[0].embedding))
 
 
 def unpack(blob) -> np.ndarray:

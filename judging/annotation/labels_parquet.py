@@ -18,6 +18,7 @@ from .labels_io import COLUMNS, EXPORT_CHUNK, label_values
 if TYPE_CHECKING:
     import pyarrow as pa
 
+
 def schema() -> pa.Schema:
     """COLUMNS as an Arrow schema (pyarrow imported here: browse/exporting.py's parquet_schema says why)."""
     import pyarrow as pa
