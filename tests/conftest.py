@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -430,37 +431,64 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync"]
 
 
-def launch_chromium() -> Iterator:
-    """Debian's chromium through Playwright's sync API (`playwright install` cannot download here)."""
-    from playwright.sync_api import sync_playwright
+class ProcessBrowser:
+    """Playwright's sync API and Debian's chromium (`playwright install` cannot download here), one of each per
+    test process: a launch costs ~1.7 s of CPU (Playwright's driver and the browser), and the suite has ~30
+    browser modules.
 
-    # The sync API keeps an event loop running in this thread, so Django sees an async context: the
-    # tests' own ORM calls must be allowed, and they use a connection of their own (asgiref keys it by
-    # context, not thread), which each test closes (`chromium`) or it outlives the test database.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
-                                                 headless=True)
-            yield browser
-            browser.close()
+    The sync API runs its event loop in this thread and marks it as running between its calls. Other tests must
+    not see that: Django would treat their ORM calls as async-context code, and asyncio.run would refuse to start.
+    So the loop is marked running only while a browser test holds the browser (`chromium`)."""
+
+    def __init__(self) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self._manager = sync_playwright()
+        self._playwright = self._manager.start()
+        self._loop = asyncio.get_running_loop()
+        self._browser = None
+        asyncio._set_running_loop(None)
+
+    def take(self):
+        """The browser, for one test (launched again if it crashed in an earlier one)."""
+        asyncio._set_running_loop(self._loop)
+        if self._browser is None or not self._browser.is_connected():
+            self._browser = self._playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                                             args=CHROMIUM_ARGS, headless=True)
+        return self._browser
+
+    def give_back(self) -> None:
+        """Close the test's contexts (cookies, storage, pages) and its database connections (those it opened
+        while the loop ran are its own: see `chromium`), then hide the loop from the tests that follow."""
+        for context in self._browser.contexts:
+            context.close()
+        connections.close_all()
+        asyncio._set_running_loop(None)
+
+    def stop(self) -> None:
+        asyncio._set_running_loop(self._loop)
+        if self._browser is not None and self._browser.is_connected():
+            self._browser.close()
+        self._manager.__exit__()
 
 
-@pytest.fixture(scope="module")
-def _module_chromium() -> Iterator:
-    """One chromium per test module and process: launching and closing it costs about a second, and the suite
-    has a hundred browser tests. A module whose own code runs an event loop in the test's thread (asyncio.run)
-    overrides this with a function-scoped fixture that starts after its other fixtures."""
-    yield from launch_chromium()
+@pytest.fixture(scope="session")
+def _process_browser() -> Iterator[ProcessBrowser]:
+    browser = ProcessBrowser()
+    yield browser
+    browser.stop()
 
 
 @pytest.fixture
-def chromium(_module_chromium):
-    """The module's chromium; each test's contexts (cookies, storage, pages) are closed after it."""
-    yield _module_chromium
-    for context in _module_chromium.contexts:
-        context.close()
-    connections.close_all()
+def chromium(_process_browser, monkeypatch):
+    """This process's chromium, for one test. While the test runs, Playwright's loop counts as running in this
+    thread, so the test's own ORM calls are allowed as async-context code (`DJANGO_ALLOW_ASYNC_UNSAFE`) and get a
+    connection of their own (asgiref keys it by context, not thread), which is closed after the test or it would
+    outlive the test database. A test whose own code runs an event loop (asyncio.run) takes this fixture after
+    the fixtures that do."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    yield _process_browser.take()
+    _process_browser.give_back()
 
 
 def logged_in_page(browser, live_server, user: User, **context):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,7 +22,7 @@ from inspect_ai.scorer import Score, mean, scorer
 from inspect_ai.solver import generate
 
 from judging.imports.importing import import_transcripts
-from tests.conftest import free_port, launch_chromium, wait_until
+from tests.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -104,10 +103,10 @@ def test_read_eval_log_reads_the_export_of_a_real_run_with_the_same_samples_mess
 
 
 @pytest.fixture
-def _module_chromium(round_trip) -> Iterator:
-    """Inspect's eval and log reader run event loops of their own in this thread (round_trip), which Playwright's
-    sync API must not be holding yet: this module's browser starts with its test, after the round trip."""
-    yield from launch_chromium()
+def chromium(round_trip, chromium):
+    """Inspect's eval and log reader run event loops of their own in this thread (round_trip), which must not see
+    Playwright's as running: the browser is taken after the round trip."""
+    return chromium
 
 
 @pytest.fixture
