@@ -65,6 +65,27 @@ def _fast_password_hashing():
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _flush_by_delete():
+    """Each transactional test (a live server, real workers) ends with Django's flush, which empties all ~50
+    tables with one TRUNCATE: 0.2-0.5 s on PostgreSQL (new files for every table and index, whatever they hold),
+    about 40 s of the suite. DELETE empties the few rows a test leaves in 0.01-0.03 s. The foreign keys are
+    checked when the transaction commits, with every table empty; neither form resets the sequences."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def delete(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if reset_sequences or not tables:
+            return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        # Table names come from Django's own model registry, quoted.
+        return ["SET CONSTRAINTS ALL DEFERRED", *(f"DELETE FROM {self.quote_name(table)}" for table in tables)]  # noqa: S608
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "sql_flush", delete)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _xdist_group_is_honoured(request):
     """Tests that start worker or server processes (Celery workers, llama.cpp, gunicorn, a private PostgreSQL or
