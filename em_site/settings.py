@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
-import plotly
 from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
@@ -170,8 +169,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-# plotly.js is served from the plotly package's own bundle: the app works offline, no CDN.
-STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", Path(plotly.__file__).parent / "package_data")]
+STATICFILES_DIRS = [BASE_DIR / "static"]
 # Once `collectstatic` has run (the image does it at build time) whitenoise serves the hashed, compressed
 # copies; a checkout that never collected (make run, the tests) serves the app folders' files as they are.
 # `collectstatic` itself must write the manifest, or a collected tree would never be recognised as one.

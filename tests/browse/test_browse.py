@@ -136,7 +136,7 @@ def test_chart_page_and_home_render(alice_client, db):
     build_corpus()
     charts = alice_client.get(reverse("charts"), {"model": "model-a"}).content.decode()
     assert 'data-url="/charts/misaligned-vs-k.json?model=model-a"' in charts
-    assert "plotly/plotly.min.js" in charts
+    assert "plotly/plotly-cartesian.min.js" in charts
     home = alice_client.get(reverse("home")).content.decode()
     assert "24 / 24" in home  # progress of the finished experiment
     assert json.dumps("chart-misaligned-vs-k")[1:-1] in home
