@@ -12,7 +12,19 @@ from collections.abc import Iterator
 
 from django.contrib.postgres.aggregates import JSONBAgg
 from django.db import connection, transaction
-from django.db.models import Aggregate, CharField, F, JSONField, OuterRef, QuerySet, Subquery, TextField, Value
+from django.db.models import (
+    Aggregate,
+    CharField,
+    Expression,
+    F,
+    Func,
+    JSONField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+)
 from django.db.models.functions import Coalesce, Concat, JSONObject
 
 from judging.models import Highlight, Label, LabelRevision
@@ -79,42 +91,93 @@ def _human_labels(*, neutralised: bool = False) -> Subquery:
     return Subquery(pairs, output_field=CharField())
 
 
-def _json_list(rows: QuerySet, group: str, order_by: tuple[str, ...], **fields) -> Subquery:
-    """The rows (restricted to one outer row by `group`) as one JSON array of objects of `fields`; null for none."""
-    joined = JSONBAgg(JSONObject(**fields), order_by=order_by)
-    return Subquery(rows.order_by().values(group).annotate(joined=joined).values("joined"), output_field=JSONField())
+class _SQLiteJSON(Func):
+    """A value inside a JSON object as PostgreSQL's JSONB has it, on SQLite: booleans true/false (not 1/0),
+    datetimes in ISO 8601 with their UTC offset (Django stores them as 'YYYY-MM-DD HH:MM:SS[.ffffff]' in UTC),
+    JSON columns nested (not quoted as text)."""
+
+    TEMPLATES = {
+        "BooleanField": "json(CASE %(expressions)s WHEN 1 THEN 'true' WHEN 0 THEN 'false' END)",
+        "DateTimeField": "replace(%(expressions)s, ' ', 'T') || '+00:00'",
+        "JSONField": "json(%(expressions)s)",
+    }
+
+    @classmethod
+    def wrapping(cls, expression):
+        template = cls.TEMPLATES.get(expression.output_field.get_internal_type())
+        return cls(expression, template=template, output_field=expression.output_field) if template else expression
 
 
-def human_judgements() -> Coalesce:
+class _JSONObject(JSONObject):
+    """JSONObject whose values have the same JSON types on SQLite as on PostgreSQL (_SQLiteJSON)."""
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        typed = self.copy()
+        typed.set_source_expressions([
+            expression if index % 2 == 0 else _SQLiteJSON.wrapping(expression)
+            for index, expression in enumerate(self.get_source_expressions())
+        ])
+        return super(_JSONObject, typed).as_sql(compiler, connection, **extra_context)
+
+
+class _JSONList(Expression):
+    """The rows of `rows` (restricted to one outer row by `group`) as one JSON array of `element` (a JSONObject, or
+    a plain value), in `order_by` order; [] for none. PostgreSQL aggregates with JSONB_AGG(… ORDER BY …). SQLite
+    before 3.44 (Debian 12 has 3.40: the embedded default) takes no ORDER BY inside an aggregate, so there
+    json_group_array reads an ordered subquery, whose order SQLite's aggregate keeps; json() marks its text as JSON
+    again (a subquery drops that mark), so that an enclosing json_object nests it instead of quoting it."""
+
+    output_field = JSONField()
+
+    def __init__(self, rows: QuerySet, group: str, order_by: tuple[str, ...], element) -> None:
+        super().__init__()
+        aggregated = rows.order_by().values(group).annotate(joined=JSONBAgg(element, order_by=order_by))
+        self.postgresql = Coalesce(Subquery(aggregated.values("joined")), Value([], JSONField()))
+        self.ordered = Subquery(rows.order_by(*order_by).annotate(json_element=element).values("json_element"))
+        self.elements_are_json = isinstance(element, JSONObject)
+
+    def get_source_expressions(self) -> list:
+        return [self.postgresql, self.ordered]
+
+    def set_source_expressions(self, expressions) -> None:
+        self.postgresql, self.ordered = expressions
+
+    def as_sql(self, compiler, connection):
+        return compiler.compile(self.postgresql)
+
+    def as_sqlite(self, compiler, connection):
+        ordered, params = compiler.compile(self.ordered)
+        element = "json(e.json_element)" if self.elements_are_json else "e.json_element"
+        return f"json((SELECT json_group_array({element}) FROM {ordered} AS e))", params  # noqa: S608 — compiled by Django
+
+
+def human_judgements() -> _JSONList:
     """Every auditor's label of the transcript, whole, as a JSON array: one object per label with its queue,
     auditor, misaligned flag, alignment score, primary category, categories, highlights (category, start, end:
     character offsets into the reasoning), note, confidence, seconds spent, when it was made and last changed, and
     its changes (judging.annotation.label_history: who, when, how, and the label before and after).
     docs/exporting.md documents the scheme; the Parquet export types it (exporting.parquet_schema)."""
-    categories = Subquery(
-        Label.categories.through.objects.filter(label=OuterRef("pk")).order_by().values("label")
-        .annotate(keys=JSONBAgg("personacategory__key", order_by="personacategory__key")).values("keys"),
-        output_field=JSONField(),
+    categories = _JSONList(
+        Label.categories.through.objects.filter(label=OuterRef("pk")), "label", ("personacategory__key",),
+        F("personacategory__key"),
     )
-    highlights = _json_list(
+    highlights = _JSONList(
         Highlight.objects.filter(label=OuterRef("pk")), "label", ("start", "end", "pk"),
-        category="category__key", start="start", end="end",
+        _JSONObject(category="category__key", start="start", end="end"),
     )
-    changes = _json_list(
+    changes = _JSONList(
         LabelRevision.objects.filter(item=OuterRef("item"), auditor=OuterRef("auditor")), "item", ("changed_at", "pk"),
-        changed_at="changed_at", changed_by="changed_by__username", source="source", before="before", after="after",
+        _JSONObject(changed_at="changed_at", changed_by="changed_by__username", source="source", before="before",
+                   after="after"),
     )
-    labels = _json_list(
+    return _JSONList(
         Label.objects.filter(item__transcript=OuterRef("pk")), "item__transcript",
         ("item__queue__name", "auditor__username"),
-        queue="item__queue__name", auditor="auditor__username", misaligned="misaligned",
-        alignment_score="alignment_score", primary="primary__key",
-        categories=Coalesce(categories, Value([], JSONField())),
-        highlights=Coalesce(highlights, Value([], JSONField())),
-        note="note", confidence="confidence", seconds_spent="seconds_spent", created_at="created_at",
-        updated_at="updated_at", changes=Coalesce(changes, Value([], JSONField())),
+        _JSONObject(queue="item__queue__name", auditor="auditor__username", misaligned="misaligned",
+                   alignment_score="alignment_score", primary="primary__key", categories=categories,
+                   highlights=highlights, note="note", confidence="confidence", seconds_spent="seconds_spent",
+                   created_at="created_at", updated_at="updated_at", changes=changes),
     )
-    return Coalesce(labels, Value([], JSONField()))
 
 
 def _annotated(queryset: QuerySet, *, neutralised: bool = False) -> QuerySet:

@@ -106,7 +106,8 @@ def parquet_schema() -> pa.Schema:
         ("created_at", pa.string()), ("updated_at", pa.string()), ("changes", pa.list_(change)),
     ])
     types = {
-        "id": pa.int64(), "k": pa.int32(), "temperature": pa.float64(), "sample_index": pa.int32(), "seed": pa.int64(),
+        "id": pa.int64(), "endpoint_version": pa.int32(), "k": pa.int32(), "temperature": pa.float64(),
+        "sample_index": pa.int32(), "seed": pa.int64(),
         "aligned": pa.float64(), "coherent": pa.float64(), "misaligned": pa.bool_(),
         "human_judgements": pa.list_(judgement),
     }

@@ -2,7 +2,10 @@
 local model server and the local embedding server, started by the same command `make run` uses, in a scratch
 var/ directory."""
 
+import csv
 import http.cookiejar
+import io
+import json
 import os
 import re
 import signal
@@ -13,6 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ROOT, free_port, wait_until
@@ -87,6 +91,17 @@ def test_it_runs_end_to_end_on_the_embedded_default(tmp_path):
             return row[0] >= 2
 
         wait_until(demo_transcripts_done, timeout=240, interval=2, message="demo transcripts from the local model")
+
+        # The researcher exports them in every format: the export's SQL (every human judgement whole, as nested
+        # JSON) runs on SQLite too.
+        with sqlite3.connect(db) as conn:
+            transcripts = conn.execute("SELECT count(*) FROM transcripts_transcript").fetchone()[0]
+        csv_rows = list(csv.reader(io.StringIO(opener.open(f"{base}/transcripts/export.csv").read().decode())))
+        assert len(csv_rows) == 1 + transcripts and csv_rows[0][:2] == ["id", "experiment"]
+        records = [json.loads(line) for line in opener.open(f"{base}/transcripts/export.jsonl").read().splitlines()]
+        assert len(records) == transcripts and all(r["human_judgements"] == [] for r in records)
+        parquet = pq.read_table(io.BytesIO(opener.open(f"{base}/transcripts/export.parquet").read()))
+        assert parquet.num_rows == transcripts
 
         # A report is computed by that worker, not the web process, and both read it from the database's cache
         # table: the page says "computing" until then.

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 
+import pyarrow.parquet as pq
 import pytest
 from django.urls import reverse
 
@@ -56,5 +57,11 @@ def test_work_keeps_the_endpoint_version_it_was_defined_with(alice_client):
     assert by_experiment == {("before", "1", "old-model", "fp-old-model"), ("after", "2", "new-model", "fp-new-model")}
     lines = b"".join(alice_client.get(reverse("transcript-export", args=["jsonl"])).streaming_content).splitlines()
     assert {(json.loads(line)["endpoint_version"], json.loads(line)["served_model"]) for line in lines} == {
+        (1, "old-model"), (2, "new-model")
+    }
+    parquet = pq.read_table(io.BytesIO(b"".join(
+        alice_client.get(reverse("transcript-export", args=["parquet"])).streaming_content
+    )))
+    assert set(zip(parquet["endpoint_version"].to_pylist(), parquet["served_model"].to_pylist(), strict=True)) == {
         (1, "old-model"), (2, "new-model")
     }
