@@ -124,8 +124,8 @@ class _JSONList(Expression):
     """The rows of `rows` (restricted to one outer row by `group`) as one JSON array of `element` (a JSONObject, or
     a plain value), in `order_by` order; [] for none. PostgreSQL aggregates with JSONB_AGG(… ORDER BY …). SQLite
     before 3.44 (Debian 12 has 3.40: the embedded default) takes no ORDER BY inside an aggregate, so there
-    json_group_array reads an ordered subquery, whose order SQLite's aggregate keeps; json() marks its text as JSON
-    again (a subquery drops that mark), so that an enclosing json_object nests it instead of quoting it."""
+    json_group_array reads an ordered subquery, whose order SQLite's aggregate keeps. An enclosing _JSONObject
+    nests the array (_SQLiteJSON), and the elements are marked as JSON again here: a subquery drops that mark."""
 
     output_field = JSONField()
 
@@ -148,7 +148,7 @@ class _JSONList(Expression):
     def as_sqlite(self, compiler, connection):
         ordered, params = compiler.compile(self.ordered)
         element = "json(e.json_element)" if self.elements_are_json else "e.json_element"
-        return f"json((SELECT json_group_array({element}) FROM {ordered} AS e))", params  # noqa: S608 — compiled by Django
+        return f"(SELECT json_group_array({element}) FROM {ordered} AS e)", params  # noqa: S608 — compiled by Django
 
 
 def human_judgements() -> _JSONList:
